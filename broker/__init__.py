@@ -1,0 +1,1 @@
+"""CloudEvents, publishers, brokers (in-memory, NATS JetStream) and the dispatcher. Imports no other engine."""

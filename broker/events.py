@@ -1,0 +1,201 @@
+"""knflow's CloudEvents: types, extension attributes, deterministic ids, and reading them back.
+
+Invoke ids are `{run}:{node}:{attempt}` so that JetStream (Nats-Msg-Id) and the router recognise a
+duplicate; a result's id is derived from its invoke's id.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from cloudevents.core.exceptions import CloudEventValidationError
+from cloudevents.core.v1.event import CloudEvent
+
+from broker.codec import trusted_event
+from broker.errors import InvalidEvent
+
+INVOKE = "dev.knflow.invoke"
+NODE_SUCCEEDED = "dev.knflow.node.succeeded"
+NODE_FAILED = "dev.knflow.node.failed"
+RESULT_TYPES = (NODE_SUCCEEDED, NODE_FAILED)
+RUN_PREFIX = "dev.knflow.run."
+RUN_STARTED, RUN_SUCCEEDED, RUN_FAILED, RUN_CANCELLED = (
+    RUN_PREFIX + s for s in ("started", "succeeded", "failed", "cancelled")
+)
+ROUTER_SOURCE = "/knflow/router"
+DELIVERY = "knflowdelivery"
+HOPS = "knflowhops"  # on run events: how many pipelines deep the chain that led here is  # stamped by a dispatcher on the 2nd, 3rd ... delivery of one event
+JSON = "application/json"
+
+
+_now_ms, _now_text = -1, ""  # the last millisecond formatted: a busy router asks many times in one
+
+
+def now_iso() -> str:
+    """UTC now as ISO-8601 with milliseconds and a Z: the one time format of run records and events."""
+    global _now_ms, _now_text
+    ms = time.time_ns() // 1_000_000
+    if ms != _now_ms:
+        then = datetime.fromtimestamp(ms // 1000, timezone.utc).replace(microsecond=ms % 1000 * 1000)
+        _now_ms, _now_text = ms, then.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _now_text
+
+
+def invoke_id(run_id: str, node: str, attempt: int) -> str:
+    return f"{run_id}:{node}:{attempt}"
+
+
+def make_event(attributes: dict[str, Any], data: Any = None) -> CloudEvent:
+    """A CloudEvent from a copy of `attributes` (the SDK's constructor mutates the dict it gets)."""
+    try:
+        return CloudEvent(dict(attributes), data)
+    except CloudEventValidationError as exc:
+        raise InvalidEvent(f"cannot build CloudEvent '{attributes.get('id')}': {exc}", event_id=attributes.get("id")) from None
+
+
+def _own(attributes: dict[str, Any], data: Any) -> CloudEvent:
+    """One of knflow's own events, valid by construction (its type, source, id and subject are non-empty
+    strings, its extension names fixed): built without the SDK's checks, which cost as much as sending it."""
+    if not attributes["id"] or not attributes["source"] or attributes.get("subject") == "":
+        return make_event(attributes, data)  # let the SDK name the problem
+    return trusted_event(attributes, data)
+
+
+def with_delivery(event: CloudEvent, delivery: int) -> CloudEvent:
+    """`event` as delivered for the `delivery`-th time (the same id: a retry, not a new event)."""
+    if delivery <= 1:
+        return event
+    return trusted_event({**event.get_attributes(), DELIVERY: str(delivery)}, event.get_data())
+
+
+def invoke_event(
+    *,
+    run_id: str,
+    pipeline: str,
+    node: str,
+    attempt: int,
+    function: str,
+    inputs: Any,
+    config: Any,
+    traceparent: str | None = None,
+    retry: str | None = None,
+    timeout_s: float | None = None,
+) -> CloudEvent:
+    """`retry` and `timeout_s` are the node's own overrides of its function's (knflowretry, knflowtimeout)."""
+    attrs = {
+        "type": INVOKE,
+        "source": ROUTER_SOURCE,
+        "id": invoke_id(run_id, node, attempt),
+        "subject": node,
+        "datacontenttype": JSON,
+        "knflowfunction": function,
+        "knflowrun": run_id,
+        "knflownode": node,
+        "knflowattempt": str(attempt),
+        "knflowpipeline": pipeline,
+    }
+    if traceparent:
+        attrs["traceparent"] = traceparent
+    if retry:
+        attrs["knflowretry"] = retry
+    if timeout_s:
+        attrs["knflowtimeout"] = f"{timeout_s:g}"
+    return _own(attrs, {"inputs": inputs, "config": config})
+
+
+def result_event(invoke: CloudEvent, *, succeeded: bool, data: dict[str, Any], source: str) -> CloudEvent:
+    """The function's reply to `invoke`: `node.succeeded` with `{"output"...}` or `node.failed` with `{"error"...}`."""
+    attrs = {
+        "type": NODE_SUCCEEDED if succeeded else NODE_FAILED,
+        "source": source,
+        "id": f"{invoke.get_id()}:{'ok' if succeeded else 'failed'}",
+        "datacontenttype": JSON,
+    }
+    if invoke.get_subject():
+        attrs["subject"] = invoke.get_subject()
+    for key in ("knflowrun", "knflownode", "knflowattempt", "knflowpipeline", "knflowfunction", DELIVERY, "traceparent"):
+        value = invoke.get_extension(key)
+        if value is not None:
+            attrs[key] = value
+    return _own(attrs, data)
+
+
+def run_event(kind_type: str, run_id: str, pipeline: str, data: dict[str, Any], generation: int = 0, hops: int = 1) -> CloudEvent:
+    """`generation` counts the run's replays, so a redriven run's second ending is not a duplicate;
+    `hops` (knflowhops) lets a router refuse pipelines that start each other in a loop."""
+    suffix = f":{generation}" if generation else ""
+    return _own(
+        {
+            "type": kind_type,
+            "source": ROUTER_SOURCE,
+            "id": f"{run_id}:{kind_type.removeprefix(RUN_PREFIX)}{suffix}",
+            "subject": run_id,
+            "datacontenttype": JSON,
+            "knflowrun": run_id,
+            "knflowpipeline": pipeline,
+            HOPS: str(hops),
+        },
+        data,
+    )
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where an invoke or a result belongs: run, node, attempt, pipeline, function; `delivery` counts
+    the broker's deliveries of this attempt's invoke (retries), so the try is `attempt + delivery - 1`."""
+
+    run_id: str
+    node: str
+    attempt: int
+    pipeline: str
+    function: str | None
+    delivery: int = 1
+
+    @property
+    def tries(self) -> int:
+        return self.attempt + self.delivery - 1
+
+
+def address(event: CloudEvent) -> Address:
+    """Read knflow's extension attributes, naming the one that is missing or malformed."""
+    missing = [k for k in ("knflowrun", "knflownode", "knflowattempt") if not event.get_extension(k)]
+    if missing:
+        raise InvalidEvent(
+            f"event '{event.get_id()}' of type '{event.get_type()}' lacks extension attribute(s) "
+            f"{', '.join(missing)} (headers ce-{', ce-'.join(missing)})",
+            event_id=event.get_id(),
+        )
+    raw_attempt = event.get_extension("knflowattempt")
+    try:
+        attempt = int(raw_attempt)
+    except (TypeError, ValueError):
+        raise InvalidEvent(
+            f"event '{event.get_id()}': knflowattempt has value {raw_attempt!r}. Not a valid int.",
+            event_id=event.get_id(),
+        ) from None
+    raw_delivery = str(event.get_extension(DELIVERY) or "1")
+    return Address(
+        delivery=int(raw_delivery) if raw_delivery.isdigit() and int(raw_delivery) > 0 else 1,
+        run_id=str(event.get_extension("knflowrun")),
+        node=str(event.get_extension("knflownode")),
+        attempt=attempt,
+        pipeline=str(event.get_extension("knflowpipeline") or ""),
+        function=event.get_extension("knflowfunction"),
+    )
+
+
+def event_to_dict(event: CloudEvent) -> dict[str, Any]:
+    """The trigger event as templates and the store see it: attributes (time as ISO text) plus `data`."""
+    out: dict[str, Any] = {}
+    for key, value in event.get_attributes().items():
+        out[key] = value.isoformat() if hasattr(value, "isoformat") else value
+    out["data"] = event.get_data()
+    return out
+
+
+def event_from_dict(doc: dict[str, Any]) -> CloudEvent:
+    attrs = {k: v for k, v in doc.items() if k != "data"}
+    return make_event(attrs, doc.get("data"))

@@ -1,0 +1,139 @@
+"""The in-memory broker of the embedded default: subscriptions by attribute filter, delivery with
+retries and backoff, a dead-letter sink (events stamped with `knativeerror*` as Knative does), replies
+published back, as a Knative Trigger would do.
+
+Nothing is dropped silently: an event no subscription matches is logged and kept in `unrouted` (the
+last 1,000 of them, so that a long-running embedded router does not grow with every run it starts;
+`unrouted_total` counts them all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import structlog
+from cloudevents.core.v1.event import CloudEvent
+
+from broker.delivery import DeliveryOutcome, DeliveryPolicy, dead_letter_event
+from broker.errors import DeliveryFailed
+from broker.events import with_delivery
+
+log = structlog.get_logger("knflow.broker")
+
+Handler = Callable[[CloudEvent], Awaitable[CloudEvent | None]]
+DeadLetter = Callable[[CloudEvent], Awaitable[None]]
+
+
+NO_RETRY = DeliveryPolicy(retries=0)
+UNROUTED_KEPT = 1000
+
+
+def matches(event: CloudEvent, filter_: dict[str, str]) -> bool:
+    """Exact attribute match, as a Knative Trigger's `filter.attributes`."""
+    for key, want in filter_.items():
+        got = event.get_attributes().get(key)
+        if got is None or str(got) != want:
+            return False
+    return True
+
+
+@dataclass
+class Subscription:
+    filter: dict[str, str]
+    handler: Handler
+    policy: DeliveryPolicy | Callable[[CloudEvent], DeliveryPolicy]
+    dead_letter: DeadLetter | None
+    slots: asyncio.Semaphore | None
+    name: str = ""
+
+    def policy_for(self, event: CloudEvent) -> DeliveryPolicy:
+        return self.policy(event) if callable(self.policy) else self.policy
+
+
+@dataclass
+class InMemoryBroker:
+    subscriptions: list[Subscription] = field(default_factory=list)
+    unrouted: deque[CloudEvent] = field(default_factory=lambda: deque(maxlen=UNROUTED_KEPT))
+    unrouted_total: int = 0
+    _tasks: set[asyncio.Task] = field(default_factory=set)
+    _by_type: dict[str, list[Subscription]] = field(default_factory=dict)  # the subscriptions an event type may match
+
+    def subscribe(
+        self,
+        filter_: dict[str, str],
+        handler: Handler,
+        *,
+        policy: Any = None,
+        dead_letter: DeadLetter | None = None,
+        concurrency: int = 0,
+        name: str = "",
+    ) -> Subscription:
+        sub = Subscription(dict(filter_), handler, policy or NO_RETRY, dead_letter, asyncio.Semaphore(concurrency) if concurrency else None, name)
+        self.subscriptions.append(sub)
+        self._by_type.clear()
+        return sub
+
+    async def publish(self, event: CloudEvent) -> None:
+        await self.publish_many([event])
+
+    async def publish_many(self, events: list[CloudEvent]) -> None:
+        for event in events:
+            event_type = event.get_type()
+            candidates = self._by_type.get(event_type)
+            if candidates is None:
+                candidates = self._by_type[event_type] = [s for s in self.subscriptions if s.filter.get("type", event_type) == event_type]
+            targets = [s for s in candidates if matches(event, s.filter)]
+            if not targets:
+                self.unrouted.append(event)
+                self.unrouted_total += 1
+                log.debug("event has no subscriber", event_id=event.get_id(), type=event.get_type())
+            for sub in targets:
+                task = asyncio.create_task(self._deliver(sub, event))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, sub: Subscription, event: CloudEvent) -> None:
+        policy = sub.policy_for(event)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                delivered = with_delivery(event, attempt)
+                if sub.slots is not None:
+                    async with sub.slots:
+                        reply = await sub.handler(delivered)
+                else:
+                    reply = await sub.handler(delivered)
+            except Exception as exc:
+                failure = exc if isinstance(exc, DeliveryFailed) else DeliveryFailed(f"{type(exc).__name__}: {exc}", retryable=True)
+                if failure.retryable and attempt <= policy.retries:
+                    delay_s = policy.delay_before_s(attempt)
+                    log.info("delivery retry", event_id=event.get_id(), subscriber=sub.name, retry=attempt, delay_s=delay_s, reason=failure.message)
+                    await asyncio.sleep(delay_s)
+                    continue
+                await self._dead_letter(sub, with_delivery(event, attempt), failure)
+                return
+            if reply is not None:
+                await self.publish(reply)
+            return
+
+    async def _dead_letter(self, sub: Subscription, event: CloudEvent, failure: DeliveryFailed) -> None:
+        if sub.dead_letter is None:
+            log.error("delivery failed and no dead-letter sink is set", event_id=event.get_id(), subscriber=sub.name, reason=failure.message)
+            self.unrouted.append(event)
+            self.unrouted_total += 1
+            return
+        await sub.dead_letter(dead_letter_event(event, DeliveryOutcome.from_exception(failure), f"python:{sub.name}"))
+
+    async def idle(self) -> None:
+        """Wait until nothing is in flight."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)

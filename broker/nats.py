@@ -1,0 +1,316 @@
+"""NATS JetStream transport: the stream, its subject layout, and the publisher.
+
+Stream and subjects (prefix `knflow`, stream `KNFLOW`; both configurable so that tests and several
+installations share one server):
+
+    stream KNFLOW                       subjects `knflow.>`, file storage, limits retention (max_age_s),
+                                        duplicate_window_s (default 120 s) for Nats-Msg-Id dedupe
+    knflow.invoke.{function}            dev.knflow.invoke            (extension knflowfunction)
+    knflow.result.{pipeline}            dev.knflow.node.*            (extension knflowpipeline)
+    knflow.run.{pipeline}.{state}       dev.knflow.run.{state}       (extension knflowpipeline)
+    knflow.ext.{type}                   any other type: external events, the type as one token
+
+A variable token is escaped so that it stays one token and the mapping stays one-to-one: `%`, `.`, `*`,
+`>`, `/`, `\\`, whitespace, control and non-ASCII characters become `%XX` (UTF-8 bytes), so
+`com.github.push` → `knflow.ext.com%2Egithub%2Epush`. A Trigger-like consumer filters one subject:
+`knflow.invoke.resize`, `knflow.result.>`, `knflow.run.*.failed`, `knflow.ext.>`. (One filter subject
+per consumer: nats-server 2.9 silently ignores `filter_subjects`.)
+
+Messages carry the CloudEvent in binary mode: `ce-*` headers plus `content-type`, the data as the
+payload, like the Knative NATS JetStream channel. Why binary rather than structured JSON: the dispatcher
+reads id, type and extensions from headers without parsing the payload; the data goes to an HTTP
+subscriber byte for byte (NATS headers map one to one to HTTP binary mode); binary data needs no base64.
+`Nats-Msg-Id` is the event id, so JetStream drops a duplicate published within the duplicate window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+import nats.errors
+import nats.js.errors
+from cloudevents.core.v1.event import CloudEvent
+from nats.aio.client import Client as NATS
+from nats.js.api import PubAck, RetentionPolicy, StorageType, StreamConfig, StreamInfo
+
+from broker.codec import encode_binary
+from broker.errors import InvalidEvent, KnflowError, PayloadTooLarge, PublishError
+
+__all__ = [
+    "DEFAULT_LAYOUT",
+    "JetStreamPublisher",
+    "PublishError",
+    "StreamLayout",
+    "ensure_stream",
+    "escape_token",
+]
+
+INVOKE_TYPE: Final = "dev.knflow.invoke"
+NODE_TYPE_PREFIX: Final = "dev.knflow.node."
+RUN_TYPE_PREFIX: Final = "dev.knflow.run."
+_UNSAFE: Final = re.compile(r"[^\x21-\x7e]|[%.*>/\\]")
+_NAME: Final = re.compile(r"[A-Za-z0-9_-]+")
+_CHUNK: Final = 1000  # events per publish_many round: sent together, then their acks awaited
+_PREFIX: Final = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+
+
+def escape_token(text: str) -> str:
+    """`text` as one NATS subject token (also a valid consumer name), reversibly: `a.b` → `a%2Eb`."""
+    if not text:
+        return "%00"  # an empty token is not allowed; '%00' cannot come from a non-empty text
+    return _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), text)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLayout:
+    """One stream over `{prefix}.>` and where each event goes in it."""
+
+    stream: str = "KNFLOW"
+    prefix: str = "knflow"
+    duplicate_window_s: float = 120.0
+    max_age_s: float = 7 * 24 * 3600.0
+    replicas: int = 1
+
+    def __post_init__(self) -> None:
+        if not _NAME.fullmatch(self.stream):
+            raise KnflowError(
+                f"Stream name {self.stream!r} is not valid. Use letters, digits, '-' and '_'.", stream=self.stream
+            )
+        if not _PREFIX.fullmatch(self.prefix):
+            raise KnflowError(
+                f"Subject prefix {self.prefix!r} is not valid. Use dot-separated tokens of letters, digits, "
+                "'-' and '_' (like 'knflow' or 'team1.knflow').",
+                prefix=self.prefix,
+            )
+
+    @property
+    def subjects(self) -> list[str]:
+        return [f"{self.prefix}.>"]
+
+    def invoke_subject(self, function: str) -> str:
+        return f"{self.prefix}.invoke.{escape_token(function)}"
+
+    def result_subject(self, pipeline: str) -> str:
+        return f"{self.prefix}.result.{escape_token(pipeline)}"
+
+    def run_subject(self, pipeline: str, state: str) -> str:
+        return f"{self.prefix}.run.{escape_token(pipeline)}.{escape_token(state)}"
+
+    def external_subject(self, event_type: str) -> str:
+        return f"{self.prefix}.ext.{escape_token(event_type)}"
+
+    def subject_for(self, event: CloudEvent) -> str:
+        """The subject of `event`, by its type and knflow's extensions (see the module's table)."""
+        event_type = event.get_type()
+        if event_type == INVOKE_TYPE:
+            return self.invoke_subject(self._extension(event, "knflowfunction"))
+        if event_type.startswith(NODE_TYPE_PREFIX):
+            return self.result_subject(self._extension(event, "knflowpipeline"))
+        if event_type.startswith(RUN_TYPE_PREFIX) and len(event_type) > len(RUN_TYPE_PREFIX):
+            state = event_type[len(RUN_TYPE_PREFIX) :]
+            return self.run_subject(self._extension(event, "knflowpipeline"), state)
+        return self.external_subject(event_type)
+
+    @staticmethod
+    def _extension(event: CloudEvent, name: str) -> str:
+        value = event.get_extension(name)
+        if value is None or value == "":
+            raise InvalidEvent(
+                f"Event '{event.get_id()}' of type '{event.get_type()}' lacks extension attribute '{name}' "
+                f"(header ce-{name}), which routes it to a subject.",
+                event_id=event.get_id(),
+                attribute=name,
+            )
+        return str(value)
+
+    def stream_config(self) -> StreamConfig:
+        return StreamConfig(
+            name=self.stream,
+            subjects=self.subjects,
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            duplicate_window=self.duplicate_window_s,
+            max_age=self.max_age_s,
+            num_replicas=self.replicas,
+        )
+
+
+DEFAULT_LAYOUT: Final = StreamLayout()
+
+
+async def ensure_stream(nc: NATS, layout: StreamLayout = DEFAULT_LAYOUT) -> StreamInfo:
+    """Create the stream, or bring an existing one's subjects, duplicate window and max age up to date."""
+    js = nc.jetstream()
+    wanted = layout.stream_config()
+    try:
+        info = await js.stream_info(layout.stream)
+    except nats.js.errors.NotFoundError:
+        try:
+            return await js.add_stream(wanted)
+        except nats.js.errors.BadRequestError as err:
+            if err.err_code != 10058:  # not "already in use" (created meanwhile): e.g. subjects overlap
+                raise _stream_error(layout, "cannot be created", err) from None
+            info = await js.stream_info(layout.stream)
+    have = info.config
+    if have.storage != StorageType.FILE:
+        raise KnflowError(
+            f"Stream '{layout.stream}' exists with {have.storage} storage; knflow needs file storage, which "
+            f"cannot be changed in place. Delete the stream or choose another name.",
+            stream=layout.stream,
+        )
+    if (
+        sorted(have.subjects or []) != layout.subjects
+        or have.duplicate_window != layout.duplicate_window_s
+        or have.max_age != layout.max_age_s
+    ):
+        try:
+            info = await js.update_stream(wanted)
+        except nats.js.errors.APIError as err:
+            raise _stream_error(layout, "cannot be updated", err) from None
+    return info
+
+
+def _stream_error(layout: StreamLayout, what: str, err: nats.js.errors.APIError) -> KnflowError:
+    return KnflowError(
+        f"Stream '{layout.stream}' over {layout.subjects[0]!r} {what}: {err.description} "
+        f"(JetStream error {err.err_code}).",
+        stream=layout.stream,
+    )
+
+
+_Message = tuple[CloudEvent, str, dict[str, str], bytes]  # event, subject, headers, payload
+_Result = PubAck | BaseException
+
+
+class JetStreamPublisher:
+    """Publishes CloudEvents to the stream and returns once JetStream has stored them.
+
+    What all callers publish in one event-loop tick goes out together: one batch of `publish_async`
+    calls, one timeout and one wait for all their acks, then each caller gets its own acks (or its own
+    PublishError). A router handling 200 results, or a dispatcher storing 200 replies, pays for one
+    round of waiting, not 200 (bench/PROFILE.md). Each caller's events keep their order.
+    """
+
+    def __init__(self, nc: NATS, layout: StreamLayout = DEFAULT_LAYOUT, *, ack_timeout_s: float = 5.0) -> None:
+        self._nc = nc
+        self._js = nc.jetstream(timeout=ack_timeout_s)
+        self.layout = layout
+        self.ack_timeout_s = ack_timeout_s
+        self._queued: list[tuple[list[_Message], asyncio.Future[list[_Result]]]] = []  # this tick's callers
+        self._senders: set[asyncio.Task[None]] = set()
+
+    async def ensure_stream(self) -> StreamInfo:
+        return await ensure_stream(self._nc, self.layout)
+
+    def message(self, event: CloudEvent) -> tuple[str, dict[str, str], bytes]:
+        """Subject, headers and payload of `event` as it is stored."""
+        subject = self.layout.subject_for(event)
+        headers, body = encode_binary(event)
+        headers["Nats-Msg-Id"] = event.get_id()
+        headers["Nats-Expected-Stream"] = self.layout.stream
+        max_payload = self._nc.max_payload
+        size = len(body) + sum(len(k) + len(v) + 4 for k, v in headers.items())
+        if max_payload and size > max_payload:
+            raise PayloadTooLarge(
+                f"Event '{event.get_id()}' for subject '{subject}' is {size:,} bytes with headers; the NATS "
+                f"server's max_payload is {max_payload:,} bytes.",
+                event_id=event.get_id(),
+                subject=subject,
+            )
+        return subject, headers, body
+
+    async def publish(self, event: CloudEvent) -> PubAck:
+        """Store one event; a duplicate id within the window is acknowledged with `duplicate=True`."""
+        return (await self.publish_many([event]))[0]
+
+    async def publish_many(self, events: Iterable[CloudEvent]) -> list[PubAck]:
+        """Store a batch: send it with the others of this tick without waiting, then await all their acks
+        (one `ack_timeout_s` per chunk of 1,000). Raises `PublishError` if any event was not stored, listing
+        them in `fields['failed_ids']`; the others are stored, and publishing all of them again is safe
+        (ids dedupe)."""
+        messages = [(event, *self.message(event)) for event in events]
+        if not messages:
+            return []
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[list[_Result]] = loop.create_future()
+        if not self._queued:
+            loop.call_soon(self._send_queued)
+        self._queued.append((messages, done))
+        results = await done
+        failed = [(m[0], m[1], r) for m, r in zip(messages, results) if isinstance(r, BaseException)]
+        if failed:
+            raise _publish_error(failed, len(messages), self)
+        return results  # type: ignore[return-value]
+
+    def _send_queued(self) -> None:
+        queued, self._queued = self._queued, []
+        task = asyncio.get_running_loop().create_task(self._send(queued))
+        self._senders.add(task)
+        task.add_done_callback(self._senders.discard)
+
+    async def _send(self, queued: list[tuple[list[_Message], asyncio.Future[list[_Result]]]]) -> None:
+        messages = [m for batch, _done in queued for m in batch]
+        results: list[_Result] = []
+        try:
+            for start in range(0, len(messages), _CHUNK):
+                results += await self._publish_chunk(messages[start : start + _CHUNK])
+        except BaseException as err:  # cancelled while sending: what was not settled is not stored
+            results += [err] * (len(messages) - len(results))
+            raise
+        finally:
+            at = 0
+            for batch, done in queued:
+                if not done.done():
+                    done.set_result(results[at : at + len(batch)])
+                at += len(batch)
+
+    async def _publish_chunk(self, chunk: list[_Message]) -> list[_Result]:
+        # No `wait_stall`: with one, nats-py wraps its semaphore in `wait_for`, which yields to the event loop
+        # on every message, so that each message costs a socket write of its own. A chunk stays far below
+        # nats-py's 4,000 pending publishes, so the semaphore does not block; the timeout bounds it anyway.
+        futures: list[asyncio.Future[PubAck]] = []
+        problem: BaseException = TimeoutError(f"no ack within ack_timeout_s={self.ack_timeout_s:g}")
+        try:
+            async with asyncio.timeout(self.ack_timeout_s):
+                for _event, subject, headers, body in chunk:
+                    futures.append(await self._js.publish_async(subject, body, headers=headers))
+                await asyncio.wait(futures)
+        except TimeoutError:
+            pass
+        except Exception as err:  # could not send (connection closed, ...): the rest of the chunk is unsent
+            problem = err
+        results: list[_Result] = []
+        for index in range(len(chunk)):
+            future = futures[index] if index < len(futures) else None
+            if future is None or not future.done():
+                if future is not None:
+                    future.cancel()  # frees nats-py's pending slot; the server may still store it
+                results.append(problem)
+            elif (err := future.exception()) is not None:
+                results.append(err)
+            else:
+                results.append(future.result())
+        return results
+
+
+def _publish_error(
+    failed: list[tuple[CloudEvent, str, BaseException]], total: int, publisher: JetStreamPublisher
+) -> PublishError:
+    event, subject, err = failed[0]
+    stream = publisher.layout.stream
+    if isinstance(err, (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError)):
+        reason = f"no stream answered for it (is stream '{stream}' created? JetStreamPublisher.ensure_stream())"
+    elif isinstance(err, (TimeoutError, asyncio.TimeoutError, nats.errors.TimeoutError)):
+        reason = f"JetStream did not acknowledge it within ack_timeout_s={publisher.ack_timeout_s:g}"
+    elif isinstance(err, nats.js.errors.APIError):
+        reason = f"JetStream refused it: {err.description} (error {err.err_code})"
+    else:
+        reason = f"{type(err).__name__}: {err}"
+    what = f"Event '{event.get_id()}' on subject '{subject}' was not stored in stream '{stream}': {reason}."
+    if total > 1:
+        what = f"{len(failed)} of {total} events were not stored. First: {what}"
+    return PublishError(what, stream=stream, subject=subject, failed_ids=[e.get_id() for e, _s, _x in failed])

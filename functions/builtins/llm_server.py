@@ -1,0 +1,165 @@
+"""Reaching an OpenAI-compatible server (vLLM, llama.cpp, OpenAI) for the AI builtins (`functions.builtins.ai`).
+
+Where it is: the node's config (`base_url`, `api_key`, `model`; camelCase works too), else the environment
+(`KNFLOW_OPENAI_BASE_URL`, `KNFLOW_OPENAI_API_KEY`, `KNFLOW_OPENAI_MODEL` or `KNFLOW_OPENAI_EMBEDDING_MODEL`,
+then `OPENAI_BASE_URL`, `OPENAI_API_KEY`). Without a base URL a key means OpenAI's own API; with neither
+the node fails naming `base_url`. Keep keys in a Secret (the environment), not in a pipeline file.
+
+How it fails: the openai client's own retries are off. What a retry may fix (no connection, a timeout,
+HTTP 408/409/429/5xx) raises a retryable `FunctionError`, so the broker retries with backoff; any other
+status (400, 401, 404 ...) fails the node at once with the server's own message. Messages show the base
+URL without user info or query.
+
+One `AsyncOpenAI` per event loop and (base URL, key); close them at shutdown with `await aclose_client()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import NamedTuple, TypeVar
+from urllib.parse import urlsplit
+
+import openai
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic.alias_generators import to_camel
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from functions.builtins.loop_clients import LoopClients
+from functions.errors import FunctionError
+
+DEFAULT_TIMEOUT_S = 120.0
+MAX_TIMEOUT_S = 590.0  # the function timeout, 10 s more, stays within Knative's default max-revision-timeout (600 s)
+BODY_EXCERPT_CHARS = 500
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+NO_KEY = "none"  # servers without auth (vLLM, llama.cpp) ignore the bearer token; the client needs one
+RETRYABLE_STATUS = frozenset({408, 409, 429})  # and every 5xx
+
+T = TypeVar("T")
+
+
+class OpenAISettings(BaseSettings):
+    """The server from the environment, when a node's config names none."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    base_url: str | None = Field(None, validation_alias=AliasChoices("KNFLOW_OPENAI_BASE_URL", "OPENAI_BASE_URL"))
+    api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("KNFLOW_OPENAI_API_KEY", "OPENAI_API_KEY"))
+    model: str | None = Field(None, validation_alias="KNFLOW_OPENAI_MODEL")
+    embedding_model: str | None = Field(None, validation_alias="KNFLOW_OPENAI_EMBEDDING_MODEL")
+
+
+def check_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an absolute http(s) URL such as 'http://vllm:8000/v1'")
+    return value.rstrip("/")
+
+
+class ServerConfig(BaseModel):
+    """The config fields every AI builtin takes: which server, which model, how long to wait."""
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, coerce_numbers_to_str=True
+    )
+
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    model: str | None = Field(None, min_length=1)
+    timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0, le=MAX_TIMEOUT_S)
+
+    @field_validator("base_url")
+    @classmethod
+    def _absolute_http_url(cls, value: str | None) -> str | None:
+        return value if value is None else check_url(value)
+
+
+class Server(NamedTuple):
+    base_url: str
+    api_key: str
+    model: str
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        return _CLIENTS.get((self.base_url, self.api_key))
+
+
+def resolve(inp: ServerConfig, *, embedding: bool = False) -> Server:
+    """The server and model from the config, else the environment; every missing one named at once."""
+    env = OpenAISettings()
+    secret = inp.api_key or env.api_key
+    key = secret.get_secret_value() if secret else None
+    base_url = inp.base_url or env.base_url or (OPENAI_BASE_URL if key else None)
+    model = inp.model or (env.embedding_model if embedding else env.model)
+    problems = []
+    if base_url is None:
+        problems.append(("base_url", "no server to call: set 'base_url' in the node's config, or KNFLOW_OPENAI_BASE_URL"))
+    elif not inp.base_url:
+        try:
+            base_url = check_url(base_url)
+        except ValueError as exc:
+            problems.append(("base_url", f"the environment's base URL {exc}"))
+    if not model:
+        variable = "KNFLOW_OPENAI_EMBEDDING_MODEL" if embedding else "KNFLOW_OPENAI_MODEL"
+        problems.append(("model", f"no model named: set 'model' in the node's config, or {variable}"))
+    if problems:
+        raise FunctionError(
+            "; ".join(f"field '{field}': {message}" for field, message in problems),
+            type="InvalidInput", detail=[{"field": f, "message": m, "type": "missing"} for f, m in problems],
+        )
+    return Server(base_url, key or NO_KEY, model)
+
+
+async def request(what: str, server: Server, timeout_s: float, send: Callable[[openai.AsyncOpenAI], Awaitable[T]]) -> T:
+    """`send(client)` within `timeout_s`; its failures as `FunctionError`s, retryable where a retry may help."""
+    where = f"{what} at {shown(server.base_url)}"
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await send(server.client)
+    except (TimeoutError, openai.APITimeoutError):
+        raise FunctionError(f"{where} timed out after {timeout_s:g} s", retryable=True, type="LlmTimeout") from None
+    except openai.APIConnectionError as exc:
+        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+        raise FunctionError(f"{where} failed: {exc.message}{cause}", retryable=True, type="LlmUnreachable") from None
+    except openai.APIStatusError as exc:
+        status = exc.status_code
+        said = _server_message(exc.body)
+        detail = {"status": status, "body": said}
+        if retry_after := exc.response.headers.get("retry-after"):
+            detail["retry_after"] = retry_after
+        raise FunctionError(
+            f"{where} answered HTTP {status}: {said}", retryable=status >= 500 or status in RETRYABLE_STATUS,
+            type="LlmStatus", detail=detail,
+        ) from None
+    except openai.APIResponseValidationError as exc:
+        raise FunctionError(f"{where} answered a response that is not OpenAI's shape: {exc.message}", type="LlmInvalidResponse") from None
+
+
+async def aclose_client() -> None:
+    """Close the running loop's openai clients; later calls open new ones. Call it on that loop."""
+    await _CLIENTS.aclose()
+
+
+_CLIENTS: LoopClients[openai.AsyncOpenAI] = LoopClients(
+    make=lambda key: openai.AsyncOpenAI(base_url=key[0], api_key=key[1], max_retries=0),
+    close=lambda client: client.close(),
+)
+
+
+def _server_message(body: object) -> str:
+    """The server's own words: `error.message` (OpenAI, vLLM), else the start of the body."""
+    if isinstance(body, dict):
+        for name in ("message", "detail", "error"):
+            if isinstance(body.get(name), str) and body[name]:
+                return body[name][:BODY_EXCERPT_CHARS]
+    return str(body)[:BODY_EXCERPT_CHARS] if body else "(no body)"
+
+
+def shown(url: str) -> str:
+    """The URL without user info and query: enough to find the server, nothing secret."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return f"{parts.scheme}://{netloc}{parts.path}"

@@ -1,0 +1,31 @@
+"""Errors a function raises and the SDK reports."""
+
+from __future__ import annotations
+
+from broker.errors import KnflowError
+
+
+class FunctionError(KnflowError):
+    """Raised by user code to fail a node on purpose.
+
+    `retryable=False` (the default) fails the node at once with a `dev.knflow.node.failed` reply;
+    `retryable=True` answers like a transient error, so the broker retries with backoff.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False, type: str | None = None, detail: object = None):
+        super().__init__(message, retryable=retryable, type=type, detail=detail)
+        self.retryable = retryable
+        self.type = type or "FunctionError"
+        self.detail = detail
+
+
+class InvalidFunction(KnflowError):
+    """A decorated function whose signature or traits are wrong (reported when the decorator is applied)."""
+
+
+class UnknownFunction(KnflowError):
+    http_status = 404
+
+
+class ModuleLoadError(KnflowError):
+    """A functions module (dotted name or file path) that cannot be imported."""

@@ -1,0 +1,234 @@
+"""The function SDK: `@function`, `Context`, `Retry` and the traits a function carries to Knative.
+
+`@function` checks the decorated callable when it is applied and reports every problem at once. A
+decorated function is a `FunctionSpec`: called outside a pipeline it runs the user's code; called while
+a `@pipeline` is being recorded it records a node instead (the recorder is installed by the router's
+Python pipeline builder through `RECORDER`, so this module needs nothing from `router`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import typing
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Literal
+
+import structlog
+from pydantic import BaseModel
+
+from broker.delivery import DeliveryPolicy
+from functions.errors import InvalidFunction
+
+NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+NAME_MAX_CHARS = 50  # room for a "knflow-" prefix and a revision suffix within 63
+CPU_PATTERN = re.compile(r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$")
+MEMORY_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+
+# Set by a pipeline recorder: called instead of the user code as `recorder(spec, args, kwargs)`.
+RECORDER: ContextVar[Callable[["FunctionSpec", tuple, dict], Any] | None] = ContextVar(
+    "knflow_recorder", default=None
+)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How often and how patiently a failed delivery is retried (a Knative Trigger's `delivery`)."""
+
+    retries: int = 0
+    backoff: Literal["exponential", "linear"] = "exponential"
+    delay_s: float = 1.0
+    max_delay_s: float = 60.0
+
+    def problems(self) -> list[str]:
+        out = []
+        if not isinstance(self.retries, int) or self.retries < 0:
+            out.append(f"retries must be an integer >= 0, got {self.retries!r}")
+        if self.backoff not in ("exponential", "linear"):
+            out.append(f"backoff must be 'exponential' or 'linear', got {self.backoff!r}")
+        if not isinstance(self.delay_s, (int, float)) or self.delay_s < 0:
+            out.append(f"retry delay_s must be a number >= 0, got {self.delay_s!r}")
+        if not isinstance(self.max_delay_s, (int, float)) or self.max_delay_s < self.delay_s:
+            out.append(f"retry max_delay_s must be >= delay_s, got {self.max_delay_s!r}")
+        return out
+
+    def delivery(self, timeout_s: float) -> DeliveryPolicy:
+        """The broker's delivery policy (a Knative Trigger's `delivery`) for these retries."""
+        return DeliveryPolicy(
+            retries=self.retries, backoff=self.backoff, backoff_delay_s=self.delay_s, max_delay_s=self.max_delay_s, timeout_s=timeout_s
+        )
+
+
+@dataclass(frozen=True)
+class Traits:
+    """Deployment traits: resources, GPU and autoscaling. Knative manifests are made from these."""
+
+    timeout_s: float = 60.0
+    retry: Retry = Retry()
+    cpu: str | None = None
+    memory: str | None = None
+    gpu: int = 0
+    min_scale: int = 0
+    max_scale: int = 0
+    concurrency: int = 0
+
+    def problems(self) -> list[str]:
+        out = list(self.retry.problems())
+        if not isinstance(self.timeout_s, (int, float)) or self.timeout_s <= 0:
+            out.append(f"timeout_s must be a number > 0, got {self.timeout_s!r}")
+        if self.cpu is not None and not CPU_PATTERN.match(str(self.cpu)):
+            out.append(f"cpu must be a Kubernetes quantity such as '500m' or '2', got {self.cpu!r}")
+        if self.memory is not None and not MEMORY_PATTERN.match(str(self.memory)):
+            out.append(f"memory must be a Kubernetes quantity such as '512Mi' or '4Gi', got {self.memory!r}")
+        for name in ("gpu", "min_scale", "max_scale", "concurrency"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                out.append(f"{name} must be an integer >= 0, got {value!r}")
+        if isinstance(self.max_scale, int) and isinstance(self.min_scale, int):
+            if self.max_scale and self.max_scale < self.min_scale:
+                out.append(f"max_scale ({self.max_scale}) must be >= min_scale ({self.min_scale}), or 0 for no limit")
+        return out
+
+
+@dataclass
+class Context:
+    """What a running function knows about its invocation."""
+
+    run_id: str
+    node_id: str
+    attempt: int
+    pipeline: str
+    function: str = ""
+    log: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.log is None:
+            self.log = structlog.get_logger("knflow.function").bind(
+                run=self.run_id, pipeline=self.pipeline, node=self.node_id, attempt=self.attempt
+            )
+
+
+@dataclass(eq=False)
+class FunctionSpec:
+    """A decorated function: the user's callable, its models and its traits."""
+
+    name: str
+    fn: Callable[..., Awaitable[BaseModel]]
+    input_model: type[BaseModel]
+    output_model: type[BaseModel]
+    traits: Traits
+    takes_context: bool
+    description: str = ""
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.fn.__module__}.{self.fn.__qualname__}"
+
+    @property
+    def origin(self) -> str:
+        """Where the function is defined, whatever name its module was imported under."""
+        code = getattr(self.fn, "__code__", None)
+        return f"{code.co_filename}:{self.fn.__qualname__}" if code else self.qualname
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        recorder = RECORDER.get()
+        if recorder is not None:
+            return recorder(self, args, kwargs)
+        return self.fn(*args, **kwargs)
+
+    async def run(self, inp: BaseModel, ctx: Context) -> BaseModel:
+        if self.takes_context:
+            return await self.fn(inp, ctx)
+        return await self.fn(inp)
+
+
+def _model_type(annotation: Any) -> type[BaseModel] | None:
+    if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _signature_problems(fn: Callable, label: str) -> tuple[list[str], dict]:
+    problems: list[str] = []
+    found: dict[str, Any] = {"input": None, "output": None, "ctx": False}
+    if not inspect.iscoroutinefunction(fn):
+        problems.append("it must be defined with 'async def'")
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception as exc:  # a NameError in a string annotation, for instance
+        return problems + [f"its type annotations cannot be resolved ({exc})"], found
+    params = list(inspect.signature(fn).parameters.values())
+    if not params or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
+        problems.append("it must take a pydantic model as its first parameter")
+    else:
+        found["input"] = _model_type(hints.get(params[0].name))
+        if found["input"] is None:
+            got = hints.get(params[0].name, "no annotation")
+            problems.append(f"the first parameter '{params[0].name}' must be annotated with a pydantic model, got {_type_name(got)}")
+    if len(params) > 2:
+        problems.append(f"it takes {len(params)} parameters; expected (input, ctx: Context) or (input)")
+    elif len(params) == 2:
+        if hints.get(params[1].name) is not Context:
+            problems.append(f"the second parameter '{params[1].name}' must be annotated with knflow.Context, got {_type_name(hints.get(params[1].name, 'no annotation'))}")
+        found["ctx"] = True
+    found["output"] = _model_type(hints.get("return"))
+    if found["output"] is None:
+        problems.append(f"the return type must be a pydantic model, got {_type_name(hints.get('return', 'no annotation'))}")
+    return problems, found
+
+
+def _type_name(tp: Any) -> str:
+    return tp if isinstance(tp, str) else getattr(tp, "__name__", repr(tp))
+
+
+def function(
+    fn: Callable | None = None,
+    *,
+    name: str | None = None,
+    timeout_s: float = 60.0,
+    retries: int | Retry = 0,
+    cpu: str | None = None,
+    memory: str | None = None,
+    gpu: int = 0,
+    min_scale: int = 0,
+    max_scale: int = 0,
+    concurrency: int = 0,
+    description: str | None = None,
+    register: bool = True,
+) -> Any:
+    """Declare a knflow function: `async def f(inp: Model, ctx: Context) -> Model`.
+
+    Every problem with the signature or the traits is reported at once, when the decorator is applied.
+    """
+
+    def decorate(target: Callable) -> FunctionSpec:
+        fname = name or target.__name__.replace("_", "-").lower()
+        problems, found = _signature_problems(target, fname)
+        if not isinstance(fname, str) or not NAME_PATTERN.match(fname) or len(fname) > NAME_MAX_CHARS:
+            problems.append(
+                f"the name {fname!r} must be lowercase letters, digits and '-', start with a letter, "
+                f"at most {NAME_MAX_CHARS} characters (it names a Knative Service)"
+            )
+        retry = retries if isinstance(retries, Retry) else Retry(retries=retries)
+        traits = Traits(timeout_s, retry, cpu, memory, gpu, min_scale, max_scale, concurrency)
+        problems += traits.problems()
+        if problems:
+            count = "1 reason" if len(problems) == 1 else f"{len(problems)} reasons"
+            raise InvalidFunction(f"function '{fname}' is invalid for {count}: " + "; ".join(problems), function=fname)
+        spec = FunctionSpec(
+            name=fname,
+            fn=target,
+            input_model=found["input"],
+            output_model=found["output"],
+            traits=traits,
+            takes_context=found["ctx"],
+            description=description or inspect.getdoc(target) or "",
+        )
+        if register:
+            from functions.registry import REGISTRY
+
+            REGISTRY.add(spec)
+        return spec
+
+    return decorate(fn) if fn is not None else decorate

@@ -1,0 +1,62 @@
+"""One function as an HTTP service on Knative's contract (`knflow serve function NAME`).
+
+`POST /` takes a `dev.knflow.invoke` CloudEvent (binary or structured mode) and answers 200 with the
+reply event in binary mode: `dev.knflow.node.succeeded`, or `dev.knflow.node.failed` for what a retry
+cannot fix. A failure a retry may fix answers 503 with the error as JSON, and the broker retries.
+A request that is not a valid invoke answers 400 naming the problem. `GET /healthz` answers 200.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from broker import codec, events
+from broker.errors import InvalidEvent, KnflowError
+from functions.handler import Retryable, handle_invoke
+from functions.registry import close_builtin_clients
+from functions.sdk import FunctionSpec
+
+MAX_BODY_BYTES = 1024 * 1024  # NATS's default message size
+
+
+def error_response(exc: KnflowError) -> JSONResponse:
+    return JSONResponse({"error": exc.message, **{k: v for k, v in exc.fields.items() if isinstance(v, (str, int, float))}}, status_code=exc.http_status)
+
+
+def create_app(spec: FunctionSpec, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await close_builtin_clients()
+
+    app = FastAPI(title=f"knflow function {spec.name}", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    source = f"/knflow/functions/{spec.name}"
+
+    @app.exception_handler(KnflowError)
+    async def knflow_error(request: Request, exc: KnflowError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok", "function": spec.name}
+
+    @app.post("/")
+    async def invoke(request: Request) -> Response:
+        event = codec.decode(request.headers, await request.body(), max_body_bytes)
+        if event.get_type() != events.INVOKE:
+            raise InvalidEvent(f"expected a CloudEvent of type '{events.INVOKE}', got '{event.get_type()}' (header ce-type)")
+        fn = event.get_extension("knflowfunction")
+        if fn is not None and fn != spec.name:
+            raise InvalidEvent(f"this service runs function '{spec.name}', but the event asks for '{fn}' (header ce-knflowfunction)")
+        try:
+            reply = await handle_invoke(spec, event, source)
+        except Retryable as exc:
+            return JSONResponse({"error": exc.error}, status_code=exc.http_status)
+        headers, body = codec.encode_binary(reply)
+        return Response(body, status_code=200, headers=headers)
+
+    return app

@@ -1,0 +1,1 @@
+"""Knative manifests from pipelines and functions; deploy to a cluster."""

@@ -1,0 +1,157 @@
+"""From pipelines, the functions they use and a cluster profile to the manifests a cluster needs,
+checked against Knative's webhook rules; and their YAML. Pure: writing files is the CLI's job.
+
+    bundle = build(pipelines, REGISTRY, profile, root)
+    bundle.manifests   # dicts in apply order
+    bundle.notes       # what a person must know or do (feature flags, Secrets, ...)
+    files(bundle)      # file name -> YAML text, for `knflow manifests -o DIR`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from functions.registry import REGISTRY, Registry
+from knative import chains, eventing, features, naming, services, sources, webhook_rules
+from knative.errors import KnativeError, ManifestsRejected
+from knative.plan import FunctionPlan, plan_functions
+from knative.profile import Profile
+from router.pipeline import Pipeline
+
+# component label -> output file, in apply order (ConfigMaps and flags before what reads them)
+FILES = {
+    "namespace": "00-namespace.yaml",
+    "serving-config": "05-serving-config-features.yaml",
+    "broker-config": "10-broker-config.yaml",
+    "broker": "20-broker.yaml",
+    "function": "30-functions.yaml",
+    "router": "40-router.yaml",
+    "trigger": "50-triggers.yaml",
+    "source": "60-sources.yaml",
+}
+OTHER_FILE = "90-other.yaml"
+
+
+@dataclass
+class Bundle:
+    manifests: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+    warnings: list[webhook_rules.RuleProblem] = field(default_factory=list)
+    functions: list[FunctionPlan] = field(default_factory=list)
+
+
+def build(pipelines: Iterable[Pipeline], registry: Registry = REGISTRY, profile: Profile | None = None, root: Path | None = None) -> Bundle:
+    """Every manifest for these pipelines. Raises a KnativeError naming each problem found."""
+    profile = profile or Profile()
+    pipelines = _distinct(list(pipelines))
+    chains.check_loops(pipelines)
+    plans = plan_functions(pipelines, registry, profile, root or Path.cwd())
+
+    fn_services = [services.function_service(plan, profile) for plan in plans]
+    needed = features.flags_needed(fn_services)
+    missing = [f for f in needed if f not in features.enabled_flags(profile)]
+    patch = profile.serving.features_patch and bool(missing)
+
+    manifests: list[dict[str, Any]] = []
+    if profile.namespace != "default":
+        manifests.append({"apiVersion": "v1", "kind": "Namespace", "metadata": naming.metadata(profile.namespace, None, profile, "namespace")})
+    if patch:
+        manifests.append(features.features_patch(missing, profile))
+    manifests += eventing.broker_config_maps(profile)
+    manifests.append(eventing.broker(profile))
+    manifests += fn_services
+    pipelines_cm = services.pipelines_config_map(pipelines, profile)
+    manifests += [pipelines_cm, services.router_service(plans, pipelines_cm, profile)]
+    manifests += [eventing.function_trigger(plan, profile) for plan in plans]
+    manifests += eventing.router_triggers(chains.external_filters(pipelines), profile)
+    manifests += sources.ping_sources(pipelines, profile)
+    _check_unique(manifests, plans, profile)
+
+    cluster = webhook_rules.Cluster.from_profile(profile, extra_features=missing if patch else ())
+    problems = webhook_rules.check(manifests, cluster)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise ManifestsRejected(errors)
+    notes = features.feature_notes(needed, profile, patched=patch)
+    notes += [n for plan in plans for n in plan.notes]
+    notes += _notes(plans, profile)
+    return Bundle(manifests, notes, [p for p in problems if p.severity != "error"], plans)
+
+
+def _distinct(pipelines: list[Pipeline]) -> list[Pipeline]:
+    seen: dict[str, Pipeline] = {}
+    for p in pipelines:
+        other = seen.get(p.name)
+        if other is not None and other.to_dict() != p.to_dict():
+            raise KnativeError(f"two different pipelines are named '{p.name}' ({other.source or 'Python'} and {p.source or 'Python'}); "
+                               "the router keeps one pipeline per name. Rename one.", pipeline=p.name)
+        seen[p.name] = p
+    return list(seen.values())
+
+
+def _check_unique(manifests: list[dict[str, Any]], plans: list[FunctionPlan], profile: Profile) -> None:
+    seen: set[tuple[str, str, str]] = set()
+    for m in manifests:
+        key = (m["kind"], m["metadata"].get("namespace", ""), m["metadata"]["name"])
+        if key in seen:
+            fn = next((p.name for p in plans if naming.function_service(p.name) == key[2]), None)
+            hint = f" Function '{fn}' takes a name the router uses; rename the function." if fn else ""
+            raise KnativeError(f"two generated resources are both {key[0]} '{key[2]}' in namespace '{key[1] or profile.namespace}'.{hint}")
+        seen.add(key)
+
+
+def _notes(plans: list[FunctionPlan], profile: Profile) -> list[str]:
+    out = []
+    r = profile.router
+    secrets = [r.mongodb_secret] + ([r.webhook_secret] if r.webhook_secret else [])
+    for s in secrets:
+        optional = " (optional)" if s.optional else ""
+        out.append(f"Secret '{s.name}' key '{s.key}'{optional} is read by the router, never written here: "
+                   f"kubectl create secret generic {s.name} -n {profile.namespace} --from-literal={s.key}=...")
+    if any(plan.gpu for plan in plans):
+        out.append("GPU nodes that a cluster autoscaler adds on demand take minutes: set pod-is-always-schedulable: \"true\" "
+                   "in config-deployment (knative-serving) so that revisions waiting for a node are not marked Unschedulable.")
+    for plan in plans:
+        r_ = plan.retry
+        if r_.retries and r_.backoff == "exponential" and r_.delay_s * 2 ** (r_.retries - 1) > r_.max_delay_s:
+            out.append(f"function '{plan.name}': Knative has no cap on backoff, so its last retry waits "
+                       f"{r_.delay_s * 2 ** (r_.retries - 1):g} s, beyond max_delay_s {r_.max_delay_s:g} s.")
+    if profile.broker.class_ == "NatsJetStreamBroker":
+        out.append("The native NatsJetStreamBroker has no knativebrokerttl hop limit; the router stops run chains after "
+                   f"{r.max_hops} hops (KNFLOW_MAX_HOPS).")
+    return out
+
+
+def component(manifest: dict[str, Any]) -> str:
+    return manifest["metadata"].get("labels", {}).get(naming.COMPONENT, "")
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (pipelines, channel templates in ConfigMaps) as readable `|` blocks."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value and not any(line != line.rstrip() for line in value.splitlines()) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def to_yaml(manifests: Iterable[dict[str, Any]]) -> str:
+    """One YAML stream, `---` between documents, as `kubectl apply -f -` takes it."""
+    docs = [yaml.dump(m, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120) for m in manifests]
+    return "---\n" + "---\n".join(docs) if docs else ""
+
+
+def files(bundle: Bundle) -> dict[str, str]:
+    """Output file name -> YAML, named so that `kubectl apply -f DIR` applies them in a working order."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for m in bundle.manifests:
+        grouped.setdefault(FILES.get(component(m), OTHER_FILE), []).append(m)
+    return {name: to_yaml(grouped[name]) for name in sorted(grouped)}

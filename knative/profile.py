@@ -1,0 +1,178 @@
+"""The cluster profile: what knflow must know about a cluster to write manifests that it accepts.
+
+A YAML file (every key optional; snake_case; durations in seconds, named `*_s`):
+
+    namespace: pipelines
+    image: ghcr.io/acme/knflow:0.1.0
+    broker:
+      name: knflow
+      class: MTChannelBasedBroker          # or NatsJetStreamBroker (eventing-natss' native broker)
+      nats_url: nats://nats.nats-io.svc.cluster.local:4222
+    gpu:
+      node_selector: {karpenter.sh/nodepool: gpu-nodepool}
+      tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
+      runtime_class_name: nvidia
+      cold_start_s: 900
+    router:
+      min_scale: 1
+      mongodb_secret: {name: knflow-mongodb, key: url}
+    serving:
+      features: {kubernetes.podspec-nodeselector: enabled, kubernetes.podspec-tolerations: enabled}
+
+Pure: `load_profile` reads one file; everything else works on values.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from knative.errors import ProfileInvalid
+
+BROKER_CLASSES = ("MTChannelBasedBroker", "NatsJetStreamBroker")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(_Strict):
+    """A key of a Kubernetes Secret; knflow never writes secret values into manifests."""
+
+    name: str
+    key: str
+    optional: bool = False
+
+
+class BrokerProfile(_Strict):
+    name: str = "knflow"
+    class_: Literal["MTChannelBasedBroker", "NatsJetStreamBroker"] = Field("MTChannelBasedBroker", alias="class")
+    nats_url: str = "nats://nats.nats-io.svc.cluster.local:4222"
+    # NatsJetStreamChannel spec for the channel template (stream / consumer tuning), MT broker only
+    channel_spec: dict[str, Any] = Field(default_factory=dict)
+    # write the knative-eventing ConfigMaps that hold the NATS connection (config-nats / config-nats-broker)
+    connection_config_maps: bool = True
+    # the broker's ingress URL, given to the router as K_SINK; derived from the class when empty
+    ingress_url: str = ""
+    retry: int = Field(3, ge=0)
+    backoff_delay_s: float = Field(0.5, ge=0)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class GpuProfile(_Strict):
+    node_selector: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    )
+    runtime_class_name: str | None = None
+    resource_name: str = "nvidia.com/gpu"
+    # node provisioning + image pull + model load: added to the delivery timeout of GPU functions
+    cold_start_s: int = Field(900, gt=0)
+    # serving.knative.dev/progress-deadline for GPU revisions (cluster default is 600 s)
+    progress_deadline_s: int = Field(1800, gt=0)
+    # keep the last GPU pod this long after traffic stops (a node scale-up is slow); "" for none
+    retention_period: str = "10m"
+
+
+class RouterProfile(_Strict):
+    name: str = "knflow-router"
+    min_scale: int = Field(1, ge=0)
+    max_scale: int = Field(0, ge=0)
+    timeout_s: int = Field(60, gt=0)
+    cpu: str | None = None
+    memory: str | None = None
+    mongodb_secret: SecretRef = SecretRef(name="knflow-mongodb", key="url")
+    webhook_secret: SecretRef | None = SecretRef(name="knflow-webhooks", key="token", optional=True)
+    # the longest chain of runs started by run events (dev.knflow.run.*) before the router stops it
+    max_hops: int = Field(16, gt=0)
+    retry: int = Field(10, ge=0)
+
+
+class ServingProfile(_Strict):
+    """What the cluster's Knative Serving allows (config-defaults, config-autoscaler, config-features)."""
+
+    max_revision_timeout_s: int = Field(600, gt=0)
+    container_concurrency_max: int = Field(1000, gt=0)
+    max_scale_limit: int = Field(0, ge=0)
+    allow_zero_initial_scale: bool = False
+    # flags already set in config-features (knative-serving): name -> enabled | disabled | allowed
+    features: dict[str, Literal["enabled", "disabled", "allowed"]] = Field(default_factory=dict)
+    # write a config-features patch that enables the flags the manifests need
+    features_patch: bool = False
+
+
+class Profile(_Strict):
+    namespace: str = "knflow"
+    image: str = "knflow:latest"
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    service_account: str | None = None
+    port: int = Field(8080, gt=0, lt=65536)
+    # added to the delivery timeout of CPU functions: the time a cold pod needs to answer
+    cold_start_s: int = Field(60, gt=0)
+    labels: dict[str, str] = Field(default_factory=dict)
+    broker: BrokerProfile = BrokerProfile()
+    gpu: GpuProfile = GpuProfile()
+    router: RouterProfile = RouterProfile()
+    serving: ServingProfile = ServingProfile()
+
+    @field_validator("namespace")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not DNS_LABEL.match(value) or len(value) > 63:
+            raise ValueError(f"namespace {value!r} must be a DNS label: lowercase letters, digits and '-'")
+        return value
+
+    def broker_ingress_url(self) -> str:
+        if self.broker.ingress_url:
+            return self.broker.ingress_url
+        host = "nats-broker-ingress" if self.broker.class_ == "NatsJetStreamBroker" else "broker-ingress"
+        return f"http://{host}.knative-eventing.svc.cluster.local/{self.namespace}/{self.broker.name}"
+
+
+def parse_profile(doc: Any, source: str = "profile") -> Profile:
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ProfileInvalid(f"{source}: a profile must be a mapping of keys, got {type(doc).__name__}", file=source)
+    try:
+        return Profile.model_validate(doc)
+    except ValidationError as err:
+        reasons = []
+        for item in err.errors(include_url=False):
+            where = ".".join(str(x) for x in item["loc"]) or "(top)"
+            if item["type"] == "extra_forbidden":
+                reasons.append(f"'{where}' is not a profile key; expected one of {', '.join(_keys_at(item['loc'][:-1]))}")
+                continue
+            got = f" (got {item['input']!r})" if item["type"] != "missing" and not isinstance(item["input"], dict) else ""
+            reasons.append(f"'{where}': {item['msg']}{got}")
+        raise ProfileInvalid(f"{source}: profile is invalid: " + "; ".join(reasons), file=source) from None
+
+
+def _keys_at(loc: tuple) -> list[str]:
+    model: Any = Profile
+    for part in loc:
+        field = model.model_fields.get(part) or next((f for f in model.model_fields.values() if f.alias == part), None)
+        model = getattr(field, "annotation", None)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def load_profile(path: str | Path | None) -> Profile:
+    """The profile in `path`, or the defaults when `path` is None."""
+    if path is None:
+        return Profile()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProfileInvalid(f"profile {path}: cannot read the file: {exc.strerror}", file=str(path)) from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ProfileInvalid(f"profile {path}: YAML syntax error: {exc}", file=str(path)) from None
+    return parse_profile(doc, str(path))

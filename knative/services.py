@@ -1,0 +1,153 @@
+"""Knative Services: one per function, and the router. Pure: plans and a profile in, dicts out.
+
+A function's Service runs the project image with `KNFLOW_FUNCTION=NAME` (the image's command is
+`knflow serve function`) and `KNFLOW_FUNCTIONS` naming the module that defines it. The router runs
+`knflow serve router`; it reaches the broker through `K_SINK`, reads MongoDB's URL and the webhook
+secret from Secrets, and loads the pipeline files that `KNFLOW_PIPELINES` lists from a mounted ConfigMap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import yaml
+
+from knative import naming
+from knative.plan import FunctionPlan
+from knative.profile import Profile, SecretRef
+from knative.scaling import KPA, PREFIX
+from router.pipeline import Pipeline
+
+PIPELINES_DIR = "/etc/knflow/pipelines"
+PROGRESS_DEADLINE = "serving.knative.dev/progress-deadline"
+PIPELINES_DIGEST = "knflow.dev/pipelines-digest"
+
+
+def function_service(plan: FunctionPlan, profile: Profile) -> dict[str, Any]:
+    auto = plan.autoscaling
+    annotations = auto.annotations()
+    if plan.gpu:
+        annotations[PROGRESS_DEADLINE] = f"{profile.gpu.progress_deadline_s}s"
+    env = [{"name": "KNFLOW_FUNCTION", "value": plan.name}]
+    if plan.module:
+        env.append({"name": "KNFLOW_FUNCTIONS", "value": plan.module})
+    container = _container("function", profile, env)
+    resources = _resources(plan.spec.traits.cpu, plan.spec.traits.memory, plan.gpu, profile)
+    if resources:
+        container["resources"] = resources
+    spec: dict[str, Any] = {
+        "containerConcurrency": auto.container_concurrency,
+        "timeoutSeconds": auto.timeout_s,
+        "enableServiceLinks": False,
+    }
+    if profile.service_account:
+        spec["serviceAccountName"] = profile.service_account
+    spec["containers"] = [container]
+    if plan.gpu:
+        if profile.gpu.node_selector:
+            spec["nodeSelector"] = dict(profile.gpu.node_selector)
+        if profile.gpu.tolerations:
+            spec["tolerations"] = [dict(t) for t in profile.gpu.tolerations]
+        if profile.gpu.runtime_class_name:
+            spec["runtimeClassName"] = profile.gpu.runtime_class_name
+    name = naming.function_service(plan.name)
+    component = "function"
+    return {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": naming.metadata(name, profile.namespace, profile, component, **{naming.FUNCTION_LABEL: plan.name}),
+        "spec": {
+            "template": {
+                "metadata": {"labels": {naming.FUNCTION_LABEL: plan.name}, "annotations": annotations},
+                "spec": spec,
+            }
+        },
+    }
+
+
+def router_service(plans: Iterable[FunctionPlan], pipelines_doc: dict[str, Any], profile: Profile) -> dict[str, Any]:
+    r = profile.router
+    modules = sorted({p.module for p in plans if p.module})
+    env: list[dict[str, Any]] = [_secret_env("KNFLOW_MONGODB_URL", r.mongodb_secret)]
+    if r.webhook_secret is not None:
+        env.append(_secret_env("KNFLOW_WEBHOOK_SECRET", r.webhook_secret))
+    env.append({"name": "K_SINK", "value": profile.broker_ingress_url()})
+    if modules:
+        env.append({"name": "KNFLOW_FUNCTIONS", "value": ",".join(modules)})
+    files = [f"{PIPELINES_DIR}/{key}" for key in pipelines_doc["data"]]
+    env.append({"name": "KNFLOW_PIPELINES", "value": ",".join(files)})
+    env.append({"name": "KNFLOW_MAX_HOPS", "value": str(r.max_hops)})
+    container = _container("router", profile, env, command=["knflow", "serve", "router"])
+    container["volumeMounts"] = [{"name": "pipelines", "mountPath": PIPELINES_DIR, "readOnly": True}]
+    resources = _resources(r.cpu, r.memory, 0, profile)
+    if resources:
+        container["resources"] = resources
+    annotations = {
+        PREFIX + "class": KPA,
+        PREFIX + "min-scale": str(r.min_scale),
+        PREFIX + "max-scale": str(r.max_scale or profile.serving.max_scale_limit),
+        # a change of pipelines makes a new revision, so the router reloads them
+        PIPELINES_DIGEST: naming.short_hash(yaml.safe_dump(pipelines_doc["data"], sort_keys=True), 16),
+    }
+    spec: dict[str, Any] = {"containerConcurrency": 0, "timeoutSeconds": r.timeout_s, "enableServiceLinks": False}
+    if profile.service_account:
+        spec["serviceAccountName"] = profile.service_account
+    spec["containers"] = [container]
+    spec["volumes"] = [{"name": "pipelines", "configMap": {"name": pipelines_doc["metadata"]["name"]}}]
+    return {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": naming.metadata(r.name, profile.namespace, profile, "router"),
+        "spec": {"template": {"metadata": {"annotations": annotations}, "spec": spec}},
+    }
+
+
+def pipelines_config_map(pipelines: Iterable[Pipeline], profile: Profile) -> dict[str, Any]:
+    """The pipeline definitions the router serves; `functions` is left out (the image loads them)."""
+    data = {}
+    for p in sorted(pipelines, key=lambda p: p.name):
+        doc = p.to_dict()
+        doc.pop("functions", None)
+        data[f"{p.name}.yaml"] = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": naming.metadata(naming.pipelines_config_map(profile), profile.namespace, profile, "router"),
+        "data": data,
+    }
+
+
+def _container(name: str, profile: Profile, env: list[dict[str, Any]], command: list[str] | None = None) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": name, "image": profile.image}
+    if profile.image_pull_policy:
+        container["imagePullPolicy"] = profile.image_pull_policy
+    if command:
+        container["command"], container["args"] = command[:1], command[1:]
+    container["env"] = env
+    container["ports"] = [{"name": "http1", "containerPort": profile.port}]
+    container["readinessProbe"] = {"httpGet": {"path": "/healthz"}}
+    return container
+
+
+def _resources(cpu: str | None, memory: str | None, gpu: int, profile: Profile) -> dict[str, Any]:
+    requests, limits = {}, {}
+    if cpu:
+        requests["cpu"] = str(cpu)
+    if memory:
+        requests["memory"] = limits["memory"] = str(memory)
+    if gpu:
+        limits[profile.gpu.resource_name] = str(gpu)
+    out = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _secret_env(name: str, ref: SecretRef) -> dict[str, Any]:
+    key_ref: dict[str, Any] = {"name": ref.name, "key": ref.key}
+    if ref.optional:
+        key_ref["optional"] = True
+    return {"name": name, "valueFrom": {"secretKeyRef": key_ref}}

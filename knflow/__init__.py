@@ -1,0 +1,53 @@
+"""knflow: pipelines of serverless functions, driven by events.
+
+    from knflow import function, pipeline, Context, Retry, FunctionError
+
+Importing this package loads only the SDK (pydantic, structlog): a function's container stays light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broker.errors import KnflowError
+from functions.errors import FunctionError
+from functions.sdk import Context, FunctionSpec, Retry, function
+from router.dsl import pipeline
+from router.pipeline import Pipeline, PipelineInvalid
+
+__all__ = [
+    "Context",
+    "FunctionError",
+    "FunctionSpec",
+    "KnflowError",
+    "Pipeline",
+    "PipelineInvalid",
+    "Retry",
+    "execute_run",
+    "function",
+    "load_pipeline",
+    "pipeline",
+    "start_run",
+]
+
+
+def load_pipeline(path: str, functions: list[str] = ()) -> Pipeline:
+    """Read and validate a pipeline file, loading the function modules it names (and `functions`)."""
+    from router.validation import load
+
+    return load(path, extra_functions=list(functions))
+
+
+async def start_run(stack: Any, pipeline: Pipeline, data: Any = None) -> str:
+    """Start a run on a stack (`knflow.local.EmbeddedStack`); returns its id without waiting."""
+    return await stack.start(pipeline, data)
+
+
+async def execute_run(pipeline: Pipeline, data: Any = None, store: str = "sqlite://:memory:") -> dict[str, Any]:
+    """Start a run on the embedded default and wait for it; returns the run record."""
+    from knflow.local import EmbeddedStack
+    from router.runs import record
+    from router.store import open_store
+
+    async with EmbeddedStack(open_store(store)) as stack:
+        return record(await stack.execute(pipeline, data))

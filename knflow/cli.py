@@ -1,0 +1,221 @@
+"""The `knflow` command line. Each command loads only what it uses.
+
+Exit codes: 0 success; 1 a run failed or a pipeline is invalid; 2 a usage mistake.
+User mistakes print a message naming the file, node or field, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from broker.errors import KnflowError
+
+DEFAULT_STORE = "sqlite:///knflow.db"
+
+
+def configure_logging(verbose: int, json_logs: bool = False) -> None:
+    level = logging.WARNING - 10 * verbose
+    renderer = structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"), renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _json_arg(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise KnflowError(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+def _data(args: argparse.Namespace) -> Any:
+    if args.data is not None and args.input is not None:
+        raise KnflowError("give --data or --input, not both")
+    if args.input is not None:
+        try:
+            text = Path(args.input).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise KnflowError(f"--input {args.input}: {exc.strerror}") from None
+        return _json_arg(text, f"--input {args.input}")
+    return _json_arg(args.data, "--data") if args.data is not None else {}
+
+
+def load_pipelines(path: str, functions: list[str]) -> list:
+    """A YAML pipeline file, or a Python file whose module-level @pipeline objects are taken."""
+    from functions.registry import load_module
+    from router.pipeline import Pipeline
+    from router.validation import load
+
+    if path.endswith(".py"):
+        for ref in functions:
+            load_module(ref)
+        module = load_module(path)
+        found = [v for v in vars(module).values() if isinstance(v, Pipeline)]
+        if not found:
+            raise KnflowError(f"{path} defines no @pipeline")
+        return found
+    return [load(path, extra_functions=functions)]
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from router.pipeline import PipelineInvalid
+
+    failed = 0
+    for path in args.files:
+        try:
+            for p in load_pipelines(path, args.functions):
+                print(f"{path}: pipeline '{p.name}' is valid ({len(p.nodes)} nodes, {len(p.edges)} edges)")
+        except PipelineInvalid as exc:
+            failed += 1
+            count = len(exc.problems)
+            print(f"{path}: {count} problem{'s' if count != 1 else ''}", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
+        except KnflowError as exc:
+            failed += 1
+            print(f"{path}: {exc}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    pipelines = load_pipelines(args.file, args.functions)
+    if args.name:
+        pipelines = [p for p in pipelines if p.name == args.name]
+        if not pipelines:
+            raise KnflowError(f"{args.file} defines no pipeline named '{args.name}'")
+    print("\n---\n".join(p.to_yaml() for p in pipelines), end="")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    pipelines = load_pipelines(args.file, args.functions)
+    if len(pipelines) > 1:
+        names = ", ".join(p.name for p in pipelines)
+        raise KnflowError(f"{args.file} defines several pipelines ({names}); export one or split the file")
+    pipeline = pipelines[0]
+    data = _data(args)
+    if args.node:
+        return asyncio.run(_run_node(pipeline, args.node, data, args.json))
+    return asyncio.run(_run(pipeline, data, args.store, args.json))
+
+
+async def _run(pipeline: Any, data: Any, store_url: str, as_json: bool) -> int:
+    from knflow.local import EmbeddedStack
+    from knflow.progress import Progress
+    from router.runs import SUCCEEDED, record
+    from router.store import open_store
+
+    progress = Progress(list(pipeline.order), out=sys.stderr)
+    store = open_store(store_url)
+    await store.put_pipeline(pipeline.name, pipeline.to_dict())  # so that `knflow replay` finds it
+    async with EmbeddedStack(store, observer=progress) as stack:
+        run_id = await stack.start(pipeline, data)
+        run = await stack.wait(run_id)
+    rec = record(run)
+    if as_json:
+        print(json.dumps(rec, indent=2, ensure_ascii=False))
+    else:
+        print_result(rec)
+    return 0 if rec["status"] == SUCCEEDED else 1
+
+
+def print_result(rec: dict[str, Any]) -> None:
+    print(f"run {rec['id']} {rec['status']} (pipeline {rec['pipeline']})")
+    if rec.get("error"):
+        print(f"  error at node '{rec['error'].get('node')}': {rec['error'].get('message')}")
+    sinks = [n for n, s in rec["nodes"].items() if s["status"] == "succeeded"]
+    if sinks and rec["status"] == "succeeded":
+        last = sinks[-1]
+        print(f"  output of '{last}': {json.dumps(rec['nodes'][last]['output'], ensure_ascii=False)}")
+
+
+async def _run_node(pipeline: Any, node_id: str, data: Any, as_json: bool) -> int:
+    """Run one node alone, its inputs given as data (FlowHub's --task)."""
+    from functions.handler import call
+    from functions.registry import REGISTRY
+    from functions.sdk import Context
+
+    node = pipeline.nodes.get(node_id)
+    if node is None:
+        raise KnflowError(f"pipeline '{pipeline.name}' has no node '{node_id}'. Nodes: {', '.join(pipeline.nodes)}")
+    spec = REGISTRY.get(node.function)
+    doc = {**node.config, **data} if isinstance(data, dict) else data
+    try:
+        result = await call(spec, doc, Context(run_id="local", node_id=node_id, attempt=1, pipeline=pipeline.name, function=spec.name))
+    except KnflowError as exc:  # Retryable: a transient failure, reported the same way
+        result = {"error": getattr(exc, "error", {"message": str(exc)})}
+    print(json.dumps(result if as_json else result.get("output", result), indent=2, ensure_ascii=False))
+    return 0 if "output" in result else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="knflow", description="Pipelines of serverless functions, driven by events.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log lines on stderr (-v info, -vv debug)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def functions_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--functions", action="append", default=[], metavar="MODULE_OR_PATH", help="a module that defines functions (repeatable)")
+
+    p = sub.add_parser("validate", help="check pipeline files; every problem is printed")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    functions_arg(p)
+    p.set_defaults(fn=cmd_validate)
+
+    p = sub.add_parser("run", help="run a pipeline on the embedded default and wait for it")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--data", help="the trigger event's data, as JSON")
+    p.add_argument("--input", metavar="FILE", help="the trigger event's data, from a JSON file")
+    p.add_argument("--node", metavar="ID", help="run this node alone, with --data as its input")
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"run store URL (default {DEFAULT_STORE})")
+    p.add_argument("--json", action="store_true", help="print the run record as JSON on stdout")
+    functions_arg(p)
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("export", help="print a Python pipeline as YAML")
+    p.add_argument("file", metavar="FILE.py")
+    p.add_argument("--name", help="the pipeline to export, when the file defines several")
+    functions_arg(p)
+    p.set_defaults(fn=cmd_export)
+
+
+    from knative.cli import add_commands as knative_commands
+    from knflow import client, dev, replay, serve
+
+    client.add_commands(sub)
+    knative_commands(sub, functions_arg)
+    replay.add_commands(sub, functions_arg)
+    serve.add_commands(sub, functions_arg)
+    dev.add_command(sub, functions_arg)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    service = args.command in ("serve", "dev")  # services log a story at info level, JSON off a terminal
+    configure_logging(args.verbose + (1 if service else 0), json_logs=service and not sys.stderr.isatty())
+    try:
+        return args.fn(args)
+    except KnflowError as exc:
+        print(f"knflow {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `knflow runs show ... | head`: the reader left; that is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

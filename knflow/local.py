@@ -1,0 +1,109 @@
+"""The embedded default: in-memory broker, a run store (SQLite by default), functions in-process.
+
+The same router and function code as in production; only publishing and delivery differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+from cloudevents.core.v1.event import CloudEvent
+
+from broker import events
+from broker.delivery import DeliveryPolicy
+from broker.memory import InMemoryBroker
+from functions.handler import in_process
+from functions.registry import REGISTRY, Registry, close_builtin_clients
+from router.core import Pipelines, Router, StaticPipelines, new_run_id
+from router.pipeline import Pipeline
+from router.store.base import RunStore
+
+
+def delivery_policy(registry: Registry, event: CloudEvent) -> DeliveryPolicy:
+    """The retries of the node an invoke is for: its function's, with the node's overrides on the event."""
+    spec = registry.find(str(event.get_extension("knflowfunction")))
+    if spec is None:
+        return DeliveryPolicy(retries=0)
+    return _function_policy(spec).for_event(event)
+
+
+@functools.lru_cache(maxsize=1024)
+def _function_policy(spec: Any) -> DeliveryPolicy:
+    """A function's own policy (its traits are frozen): built once, not on every invoke."""
+    return spec.traits.retry.delivery(spec.traits.timeout_s)
+
+
+class EmbeddedStack:
+    """`async with EmbeddedStack(store) as stack: run = await stack.execute(pipeline, data)`."""
+
+    def __init__(self, store: RunStore, registry: Registry = REGISTRY, observer: Any = None, pipelines: Pipelines | None = None) -> None:
+        self.store = store
+        self.registry = registry
+        self.broker = InMemoryBroker()
+        self.pipelines = pipelines or StaticPipelines()
+        self.router = Router(store, self.broker, self.pipelines, observer)
+        self._waiting: dict[str, asyncio.Future] = {}
+        self.broker.subscribe(
+            {"type": events.INVOKE},
+            in_process(registry),
+            policy=lambda event: delivery_policy(registry, event),
+            dead_letter=self.router.on_dead_letter,
+            name="functions",
+        )
+        for kind in events.RESULT_TYPES:
+            self.broker.subscribe({"type": kind}, self.router.on_result, name="router")
+        for kind in (events.RUN_SUCCEEDED, events.RUN_FAILED, events.RUN_CANCELLED):
+            self.broker.subscribe({"type": kind}, self._run_ended, name="waiters")
+
+    async def __aenter__(self) -> "EmbeddedStack":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.broker.close()
+        await close_builtin_clients()
+        await self.store.close()
+
+    def add(self, pipeline: Pipeline) -> None:
+        if isinstance(self.pipelines, StaticPipelines):
+            self.pipelines.add(pipeline)
+
+    async def start(self, pipeline: Pipeline, data: Any = None, event: CloudEvent | None = None, run_id: str | None = None) -> str:
+        """Start a run; returns its id at once."""
+        self.add(pipeline)
+        run_id = run_id or new_run_id()
+        self._waiting[run_id] = asyncio.get_running_loop().create_future()
+        trigger = event or events.make_event(
+            {"type": "dev.knflow.manual", "source": "/knflow/cli", "id": f"{run_id}:trigger", "datacontenttype": events.JSON},
+            data if data is not None else {},
+        )
+        await self.router.start_run(pipeline, trigger, run_id=run_id)
+        return run_id
+
+    async def redrive(self, run_id: str, from_node: str | None = None, new_run: bool = False, by: str | None = None) -> str:
+        """Redrive a stored run in place (or re-run it as a new run); returns the id of the run to wait for."""
+        run = await (self.router.rerun(run_id, by) if new_run else self.router.redrive(run_id, from_node, by))
+        return run["id"]
+
+    async def wait(self, run_id: str) -> dict[str, Any]:
+        """The run once it has ended (a run that ended before the call is returned at once)."""
+        fut = self._waiting.get(run_id)
+        if fut is None:
+            fut = self._waiting[run_id] = asyncio.get_running_loop().create_future()
+            run = await self.store.get_run(run_id)
+            if run is None or run["status"] != "running":
+                self._waiting.pop(run_id, None)
+                return run
+        await fut
+        self._waiting.pop(run_id, None)
+        return await self.store.get_run(run_id)
+
+    async def execute(self, pipeline: Pipeline, data: Any = None, event: CloudEvent | None = None) -> dict[str, Any]:
+        return await self.wait(await self.start(pipeline, data, event))
+
+    async def _run_ended(self, event: CloudEvent) -> None:
+        # popped: a run started and never waited for leaves nothing behind (`wait` then reads the store)
+        fut = self._waiting.pop(str(event.get_extension("knflowrun")), None)
+        if fut is not None and not fut.done():
+            fut.set_result(event.get_type())

@@ -1,0 +1,58 @@
+"""How a run reads while it runs: a live table on a terminal, one plain line per change otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from router.runs import CANCELLED, FAILED, PENDING, SCHEDULED, SKIPPED, SUCCEEDED, Transition
+
+ICONS = {PENDING: "·", SCHEDULED: "▶", SUCCEEDED: "✓", FAILED: "✗", SKIPPED: "–", CANCELLED: "⊘"}
+COLORS = {SUCCEEDED: "32", FAILED: "31", SKIPPED: "90", CANCELLED: "33", SCHEDULED: "36", PENDING: "90"}
+WORDS = {SCHEDULED: "started", SUCCEEDED: "succeeded", FAILED: "failed", SKIPPED: "skipped", CANCELLED: "cancelled"}
+
+
+class Progress:
+    """An observer for `router.core.Router`: called with the run after each set of transitions it won."""
+
+    def __init__(self, nodes: list[str], out: TextIO = sys.stderr, live: bool | None = None) -> None:
+        self.nodes = nodes
+        self.out = out
+        self.live = out.isatty() if live is None else live
+        self.width = max((len(n) for n in nodes), default=4) + 2
+        self.states: dict[str, dict[str, Any]] = {n: {"status": PENDING} for n in nodes}
+        self.started_s: dict[str, float] = {}
+        self.drawn = 0
+
+    def __call__(self, run: dict[str, Any], transitions: list[Transition]) -> None:
+        for t in transitions:
+            state = run["nodes"].get(t.node, {})
+            self.states[t.node] = state
+            if state.get("status") == SCHEDULED:
+                self.started_s[t.node] = time.perf_counter()
+            if not self.live:
+                self.out.write(self.line(t.node, state) + "\n")
+        if self.live:
+            self.redraw()
+        self.out.flush()
+
+    def line(self, node: str, state: dict[str, Any]) -> str:
+        status = state.get("status", PENDING)
+        text = f"  {node:<{self.width}}{ICONS.get(status, '?')} {WORDS.get(status, status)}"
+        if status == SCHEDULED and state.get("attempt", 1) > 1:
+            text += f" (attempt {state['attempt']})"
+        if state.get("duration_ms") is not None and status in (SUCCEEDED, FAILED):
+            text += f" in {state['duration_ms']:.1f} ms"
+        err = state.get("error") or {}
+        if err.get("message") and status in (FAILED, CANCELLED):
+            text += f": {err['message']}"
+        return text
+
+    def redraw(self) -> None:
+        if self.drawn:
+            self.out.write(f"\x1b[{self.drawn}A")
+        for n in self.nodes:
+            status = self.states[n].get("status", PENDING)
+            self.out.write(f"\x1b[2K\x1b[{COLORS.get(status, '0')}m{self.line(n, self.states[n])}\x1b[0m\n")
+        self.drawn = len(self.nodes)

@@ -1,0 +1,192 @@
+"""Long-running processes: `knflow serve function|router|dispatcher` and `knflow dev`.
+
+    serve function NAME      one function on Knative's HTTP contract (PORT, KNFLOW_FUNCTION, KNFLOW_FUNCTIONS)
+    serve router             the router service; with --nats it also consumes results from the stream,
+                             with K_SINK it publishes to Knative's broker, else an in-memory broker
+    serve dispatcher         a worker: delivers functions' invokes from NATS, in-process or to their URLs
+    dev                      the local stack in one command: router, broker, functions
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from typing import Any, AsyncIterator
+
+import structlog
+
+from broker.errors import KnflowError
+from knflow.settings import Settings
+
+log = structlog.get_logger("knflow.serve")
+
+
+def _load(modules: list[str]) -> None:
+    from functions.registry import load_module
+
+    for ref in modules:
+        load_module(ref)
+
+
+async def serve_app(app: Any, host: str, port: int, ready: asyncio.Event | None = None) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    if server.started:
+        print(f"knflow: serving on http://{host}:{port}", file=sys.stderr, flush=True)
+    if ready is not None:
+        ready.set()
+    await task
+
+
+def cmd_serve_function(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from functions.registry import REGISTRY
+    from functions.server import create_app
+
+    settings = Settings()
+    name = args.name or settings.function
+    if not name:
+        raise KnflowError("knflow serve function needs a NAME (or KNFLOW_FUNCTION)")
+    _load(settings.function_modules + args.functions)
+    spec = REGISTRY.get(name)
+    port = args.port or settings.port
+    print(f"knflow: function '{spec.name}' on http://{args.host}:{port}", file=sys.stderr, flush=True)
+    uvicorn.run(create_app(spec, settings.max_body_bytes), host=args.host, port=port, log_level="warning", access_log=False)
+    return 0
+
+
+@contextlib.asynccontextmanager
+async def router_stack(settings: Settings, store_url: str, nats_url: str | None, pipeline_files: list[str]) -> AsyncIterator[Any]:
+    """A router over the store and the broker the settings name; yields (router, catalog, stack)."""
+    from router.catalog import StorePipelines
+    from router.store import open_store
+    from router.validation import load
+
+    store = open_store(store_url)
+    catalog = StorePipelines(store)
+    for path in pipeline_files:
+        await catalog.put(load(path))
+    if nats_url:
+        from knflow.nats_stack import NatsStack
+
+        async with NatsStack(nats_url, store, catalog, layout=_layout(settings)) as stack:
+            stack.router.max_hops = settings.max_hops
+            sweeper = asyncio.create_task(stack.router.sweep_forever(settings.sweep_interval_s, settings.sweep_after_s))
+            try:
+                yield stack.router, catalog, stack
+            finally:
+                sweeper.cancel()
+        await store.close()
+    elif settings.k_sink:
+        from broker.http_publisher import HttpPublisher
+        from router.core import Router
+
+        publisher = HttpPublisher(settings.k_sink)
+        router = Router(store, publisher, catalog)
+        router.max_hops = settings.max_hops
+        sweeper = asyncio.create_task(router.sweep_forever(settings.sweep_interval_s, settings.sweep_after_s))
+        try:
+            yield router, catalog, None
+        finally:
+            sweeper.cancel()
+            await publisher.close()
+            await store.close()
+    else:
+        from knflow.local import EmbeddedStack
+
+        async with EmbeddedStack(store, pipelines=catalog) as stack:
+            stack.router.max_hops = settings.max_hops
+            yield stack.router, catalog, stack
+
+
+def _layout(settings: Settings) -> Any:
+    from broker.nats import StreamLayout
+
+    return StreamLayout(stream=settings.stream, prefix=settings.subject_prefix)
+
+
+def cmd_serve_router(args: argparse.Namespace) -> int:
+    settings = Settings()
+    _load(settings.function_modules + args.functions)
+
+    async def main() -> None:
+        from router.service import create_app
+
+        nats_url = args.nats or settings.nats_url
+        async with router_stack(settings, args.store or settings.store, nats_url, settings.pipeline_files + args.pipelines) as (router, catalog, _):
+            await serve_app(create_app(router, catalog, settings.max_body_bytes, settings.webhook_secret), args.host, args.port or settings.port)
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_serve_dispatcher(args: argparse.Namespace) -> int:
+    """Deliver invokes of the named functions (NAME or NAME=URL) from NATS; dead letters to a router URL."""
+    settings = Settings()
+    _load(settings.function_modules + args.functions)
+    nats_url = args.nats or settings.nats_url
+    if not nats_url:
+        raise KnflowError("knflow serve dispatcher needs --nats URL (or KNFLOW_NATS_URL)")
+
+    async def main() -> None:
+        from knflow.nats_stack import NatsStack
+        from router.core import StaticPipelines
+        from router.store import open_store
+
+        store = open_store("sqlite://:memory:")  # a dispatcher keeps no runs: results go back on the stream
+        async with NatsStack(nats_url, store, StaticPipelines(), layout=_layout(settings), route_results=False) as stack:
+            for entry in args.function:
+                name, _, url = entry.partition("=")
+                await stack.serve_function(name, url or None, dead_letter=args.dead_letter)
+            print(f"knflow: dispatching {', '.join(args.function)} from {nats_url}", file=sys.stderr, flush=True)
+            await _until_stopped()
+        await store.close()
+
+    asyncio.run(main())
+    return 0
+
+
+async def _until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def add_commands(sub: Any, functions_arg: Any) -> None:
+    serve = sub.add_parser("serve", help="run a function service, the router, or a dispatcher")
+    kinds = serve.add_subparsers(dest="kind", required=True)
+
+    p = kinds.add_parser("function", help="serve one function on Knative's HTTP contract")
+    p.add_argument("name", nargs="?", help="the function (default: KNFLOW_FUNCTION)")
+    p.add_argument("--port", type=int, help="default: PORT, else 8080")
+    p.add_argument("--host", default="0.0.0.0")
+    functions_arg(p)
+    p.set_defaults(fn=cmd_serve_function)
+
+    p = kinds.add_parser("router", help="serve the router: events, webhooks, dead letters, runs, pipelines")
+    p.add_argument("--store", help="run store URL (default: KNFLOW_MONGODB_URL, KNFLOW_STORE_URL, sqlite:///knflow.db)")
+    p.add_argument("--nats", help="NATS URL (default: KNFLOW_NATS_URL); without it and K_SINK, an in-memory broker")
+    p.add_argument("--pipelines", nargs="*", default=[], metavar="FILE", help="pipeline files to load at start")
+    p.add_argument("--port", type=int)
+    p.add_argument("--host", default="0.0.0.0")
+    functions_arg(p)
+    p.set_defaults(fn=cmd_serve_router)
+
+    p = kinds.add_parser("dispatcher", help="deliver functions' invokes from NATS (in-process, or NAME=URL)")
+    p.add_argument("--nats", help="NATS URL (default: KNFLOW_NATS_URL)")
+    p.add_argument("--function", action="append", default=[], metavar="NAME[=URL]", required=True)
+    p.add_argument("--dead-letter", metavar="URL", required=True, help="the router's /dead-letter URL")
+    functions_arg(p)
+    p.set_defaults(fn=cmd_serve_dispatcher)
+

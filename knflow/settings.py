@@ -1,0 +1,38 @@
+"""Settings from the environment (`KNFLOW_*`, and Knative's `PORT` and `K_SINK`), flags override them."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KNFLOW_", extra="ignore")
+
+    store_url: str = "sqlite:///knflow.db"
+    mongodb_url: str | None = None  # from a Secret on Knative; wins over store_url when set
+    nats_url: str | None = None
+    stream: str = "KNFLOW"
+    subject_prefix: str = "knflow"  # the stream's subjects are PREFIX.>; two streams need two prefixes
+    function: str | None = None  # the function a function service runs
+    functions: str = ""  # comma-separated modules that define functions
+    pipelines: str = ""  # comma-separated pipeline files the router loads at start
+    max_body_bytes: int = 1024 * 1024
+    max_hops: int = 16  # pipelines started by pipelines' run events: refuse the chain past this depth
+    webhook_secret: str | None = None  # when set, /hooks/* need it (header or an HMAC signature)
+    sweep_interval_s: float = 5.0  # how often a router looks for runs a crash left behind
+    sweep_after_s: float = 30.0  # a node `scheduled` this long has its invoke published again
+    port: int = Field(8080, validation_alias=AliasChoices("PORT", "KNFLOW_PORT"))
+    k_sink: str | None = Field(None, validation_alias=AliasChoices("K_SINK", "KNFLOW_K_SINK"))
+
+    @property
+    def store(self) -> str:
+        return self.mongodb_url or self.store_url
+
+    @property
+    def function_modules(self) -> list[str]:
+        return [m.strip() for m in self.functions.split(",") if m.strip()]
+
+    @property
+    def pipeline_files(self) -> list[str]:
+        return [m.strip() for m in self.pipelines.split(",") if m.strip()]

@@ -1,0 +1,1 @@
+"""Pipelines (spec, validation, templates, conditions), the DAG engine, run stores and the router service."""

@@ -1,0 +1,63 @@
+"""The pipelines a router knows: kept in the store (so every replica sees them), parsed and cached.
+
+A cached pipeline is re-read after `ttl_s`, so a PUT on one router reaches the others within that time.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from broker.errors import KnflowError
+from router.pipeline import Pipeline, PipelineInvalid, from_dict
+from router.store.base import RunStore
+from router.validation import validate
+
+
+class StorePipelines:
+    def __init__(self, store: RunStore, ttl_s: float = 5.0) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, Pipeline]] = {}
+        self._all: tuple[float, list[Pipeline]] | None = None
+
+    async def get(self, name: str) -> Pipeline | None:
+        hit = self._cache.get(name)
+        if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
+            return hit[1]
+        doc = await self.store.get_pipeline(name)
+        if doc is None:
+            self._cache.pop(name, None)
+            return None
+        p = parse(doc, f"store:pipelines/{name}")
+        self._cache[name] = (time.monotonic(), p)
+        return p
+
+    async def all(self) -> list[Pipeline]:
+        if self._all is not None and time.monotonic() - self._all[0] < self.ttl_s:
+            return self._all[1]
+        pipelines = [parse(doc, f"store:pipelines/{doc.get('metadata', {}).get('name')}") for doc in await self.store.list_pipelines()]
+        self._all = (time.monotonic(), pipelines)
+        for p in pipelines:
+            self._cache[p.name] = (self._all[0], p)
+        return pipelines
+
+    async def put(self, pipeline: Pipeline) -> None:
+        problems = validate(pipeline)
+        if problems:
+            raise PipelineInvalid(problems)
+        await self.store.put_pipeline(pipeline.name, pipeline.to_dict())
+        self._cache[pipeline.name] = (time.monotonic(), pipeline)
+        self._all = None
+
+    async def delete(self, name: str) -> bool:
+        self._cache.pop(name, None)
+        self._all = None
+        return await self.store.delete_pipeline(name)
+
+
+def parse(doc: dict[str, Any], source: str) -> Pipeline:
+    p, problems = from_dict(doc, source)
+    if p is None or problems:
+        raise PipelineInvalid(problems) if problems else KnflowError(f"{source} is not a pipeline")
+    return p

@@ -1,0 +1,343 @@
+"""The router: applies results to runs and advances them, over a store and a publisher.
+
+State changes first, publishing second (DESIGN.md, Delivery guarantees): a node moves to `scheduled` by
+compare-and-set, and only the writer that won publishes its invoke. Nothing is kept in memory between
+events, so any replica may handle any event, and a router killed at any point loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import re
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Protocol
+
+import structlog
+from cloudevents.core.v1.event import CloudEvent
+
+from broker import events
+from broker.errors import KnflowError, PublishError
+from router import engine, replay
+from router.pipeline import Pipeline
+from router.runs import RUN_FINAL, SUCCEEDED, Transition, new_run, now_iso
+from router.runs import apply as apply_transitions
+from router.store.base import RunExists, RunNotFound, RunStore
+from router.triggers import pipelines_for, run_id_for
+
+log = structlog.get_logger("knflow.router")
+
+Observer = Callable[[dict[str, Any], list[Transition]], None]
+
+
+class Publisher(Protocol):
+    async def publish_many(self, events: list[CloudEvent]) -> None: ...
+
+
+class HopLimit(KnflowError):
+    http_status = 422
+
+
+def hops_of(trigger: dict[str, Any]) -> int:
+    """How many run events deep a trigger is (`knflowhops`; 0 for an event from outside)."""
+    raw = str(trigger.get(events.HOPS) or "0")
+    return int(raw) if raw.isdigit() else 0
+
+
+class UnknownPipeline(KnflowError):
+    http_status = 404
+
+
+class Pipelines(Protocol):
+    async def get(self, name: str) -> Pipeline | None: ...
+
+
+class StaticPipelines:
+    """Pipelines known in advance (the embedded default and tests)."""
+
+    def __init__(self, pipelines: list[Pipeline] = ()) -> None:
+        self.by_name = {p.name: p for p in pipelines}
+
+    def add(self, pipeline: Pipeline) -> None:
+        self.by_name[pipeline.name] = pipeline
+
+    async def get(self, name: str) -> Pipeline | None:
+        return self.by_name.get(name)
+
+
+def iso_before(seconds: float) -> str:
+    then = datetime.now(timezone.utc) - timedelta(seconds=seconds)
+    return then.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class Router:
+    def __init__(self, store: RunStore, publisher: Publisher, pipelines: Pipelines, observer: Observer | None = None) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.pipelines = pipelines
+        self.observer = observer
+        self.event_log: Any = None  # broker.event_log.JetStreamEventLog where the broker keeps events
+        self.max_hops = 16  # a run event of a run started by a run event ... : refused past this depth
+
+    async def ingest(self, event: CloudEvent, pipelines: list[Pipeline], replay_id: str | None = None) -> list[str]:
+        """Start the runs an external event triggers (ids derived from the event, so a redelivery finds
+        its runs); the event is kept in the broker's log first, where there is one."""
+        hops = hops_of(events.event_to_dict(event))
+        if pipelines and hops >= self.max_hops:
+            raise HopLimit(
+                f"event '{event.get_id()}' ({event.get_type()}) is {hops} pipeline hops deep; the limit is {self.max_hops} "
+                "(KNFLOW_MAX_HOPS): pipelines that start each other through run events form a loop",
+                event_id=event.get_id(),
+            )
+        if self.event_log is not None and replay_id is None:
+            await self.event_log.record(event)
+        runs = []
+        for p in pipelines:
+            key = event.get_id() if replay_id is None else f"{event.get_id()}#{replay_id}"
+            run = await self.start_run(p, event, run_id=run_id_for(p.name, event.get_source(), key))
+            runs.append(run["id"])
+        return runs
+
+    async def replay_events(self, all_pipelines: list[Pipeline], since_s: float, event_type: str | None = None) -> list[dict[str, Any]]:
+        """Deliver the external events the broker kept for the last `since_s` through the triggers again, once each."""
+        if self.event_log is None:
+            raise replay.ReplayRefused("event replay needs the NATS JetStream broker (it keeps the events); this router has none")
+        from broker.event_log import since_from_seconds
+
+        replay_id = new_run_id()
+        report = []
+        for event in await self.event_log.read(since_from_seconds(since_s), event_type):
+            matched = pipelines_for(all_pipelines, events.event_to_dict(event))
+            report.append({"event": event.get_id(), "type": event.get_type(), "runs": await self.ingest(event, matched, replay_id)})
+        log.info("events replayed", events=len(report), since_s=since_s, type=event_type, replay=replay_id)
+        return report
+
+    async def pipeline(self, name: str) -> Pipeline:
+        p = await self.pipelines.get(name)
+        if p is None:
+            raise UnknownPipeline(f"unknown pipeline '{name}'", pipeline=name)
+        return p
+
+    async def start_run(self, pipeline: Pipeline, trigger: CloudEvent | dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
+        """Store the run with its trigger event, then schedule its source nodes."""
+        trigger_doc = events.event_to_dict(trigger) if isinstance(trigger, CloudEvent) else trigger
+        run = new_run(run_id or new_run_id(), pipeline.name, pipeline.run_nodes, trigger_doc, dict(pipeline.variables))
+        # the run is stored as its first advance leaves it (one write, not two), and `run.started` goes out
+        # with the first invokes (one publish, not two): the same states and events, in the same order
+        step = engine.advance(pipeline, run, now_iso())
+        first, won, run_won = apply_transitions(run, step.transitions, step.run_change)
+        try:
+            await self.store.create_run(first)
+        except RunExists:
+            # the same trigger delivered again: finish what an earlier delivery may have left undone
+            log.info("run already exists; trigger redelivered", run=run["id"], pipeline=pipeline.name)
+            return await self.advance(pipeline, await self.store.get_run(run["id"]))
+        log.info("run started", run=run["id"], pipeline=pipeline.name, trigger=trigger_doc.get("type"))
+        started = events.run_event(events.RUN_STARTED, run["id"], pipeline.name, {"trigger": trigger_doc})
+        try:
+            return await self._publish_step(pipeline, first, step, won, run_won, [started])
+        except PublishError as exc:  # the run is stored, which is what ingress promises; the sweeper goes on
+            log.warning("run stored, publishing deferred to the sweeper", run=run["id"], pipeline=pipeline.name, error=str(exc))
+            return first
+
+    async def on_result(self, event: CloudEvent) -> None:
+        """Apply a `dev.knflow.node.*` reply at most once, then advance the run."""
+        addr = events.address(event)
+        data = event.get_data() if isinstance(event.get_data(), dict) else {}
+        await self._finish_node(addr, data, event.get_type() == events.NODE_SUCCEEDED, event.get_id())
+
+    async def on_dead_letter(self, event: CloudEvent) -> None:
+        """An invoke whose retries ran out (stamped `knativeerror*`): the node fails with the last error."""
+        code, reason, error = dead_letter_reason(event)
+        err = dict(error) if error else engine.error("DeliveryFailed", reason)
+        err.setdefault("message", reason)
+        if code is not None:
+            err["http_status"] = code
+        await self._finish_node(events.address(event), {"error": err}, False, event.get_id())
+
+    async def _finish_node(self, addr: events.Address, data: dict[str, Any], succeeded: bool, event_id: str) -> None:
+        ctx = {"run": addr.run_id, "pipeline": addr.pipeline, "node": addr.node, "attempt": addr.attempt, "event_id": event_id}
+        transition = engine.node_result(addr.node, addr.attempt, data, succeeded, now_iso(), addr.tries)
+        try:  # no read first: the compare-and-set says all (an unknown node loses, an unknown run raises)
+            run, won, _ = await self.store.apply(addr.run_id, [transition])
+        except RunNotFound:
+            log.warning("result for unknown run ignored", **ctx)
+            return
+        if not won[0]:
+            state = run["nodes"].get(addr.node)
+            if state is None:
+                log.warning("result for unknown node ignored", **ctx)
+                return
+            log.info("duplicate or late result ignored", node_status=state["status"], node_attempt=state["attempt"], **ctx)
+            return
+        self._observe(run, [transition])
+        if succeeded:
+            log.info("node succeeded", duration_ms=data.get("duration_ms"), **ctx)
+        else:
+            log.info("node failed", error=(data.get("error") or {}).get("message"), **ctx)
+        await self.advance(await self.pipeline(run["pipeline"]), run)
+
+    async def advance(self, pipeline: Pipeline, run: dict[str, Any]) -> dict[str, Any]:
+        """Move every node that can move; publish the invokes this writer won; end the run when done."""
+        while True:
+            step = engine.advance(pipeline, run, now_iso())
+            if not step:
+                return run
+            run, won, run_won = await self.store.apply(run["id"], step.transitions, step.run_change)
+            if all(won) or run["status"] in RUN_FINAL:
+                return await self._publish_step(pipeline, run, step, won, run_won)
+            await self._publish_step(pipeline, run, step, won, run_won)
+            # another writer moved part of this run meanwhile: decide again from the stored state
+
+    async def _publish_step(
+        self, pipeline: Pipeline, run: dict[str, Any], step: engine.Step, won: list[bool], run_won: bool, before: list[CloudEvent] = ()
+    ) -> dict[str, Any]:
+        """After a step was stored: tell the observer, publish the invokes this writer won (after `before`)
+        and the run's end if this writer ended it."""
+        winners = [t for t, ok in zip(step.transitions, won) if ok]
+        self._observe(run, winners)
+        out = list(before)
+        out += [self._invoke_event(step.invokes[t.node]) for t in winners if t.node in step.invokes]
+        if run_won:
+            kind = events.RUN_SUCCEEDED if run["status"] == SUCCEEDED else events.RUN_FAILED
+            generation = len(run.get("replays") or [])
+            out.append(events.run_event(kind, run["id"], run["pipeline"], {"status": run["status"], "error": run.get("error")}, generation,
+                                        hops=hops_of(run.get("trigger") or {}) + 1))
+            log.info(f"run {run['status']}", run=run["id"], pipeline=run["pipeline"], error=(run.get("error") or {}).get("message"))
+        if out:
+            await self.publisher.publish_many(out)
+        return run
+
+    async def redrive(self, run_id: str, from_node: str | None = None, by: str | None = None) -> dict[str, Any]:
+        """Failed, cancelled and never-finished nodes (and `from_node` onwards) run again; see router.replay."""
+        run = await self._get(run_id)
+        pipeline = await self.pipeline(run["pipeline"])
+        transitions, change = replay.redrive(pipeline, run, now_iso(), from_node, by)
+        run, won, run_won = await self.store.apply(run_id, transitions, change)
+        if not run_won:
+            raise replay.ReplayRefused(f"run '{run_id}' changed while it was being redriven; try again", run_id=run_id)
+        self._observe(run, [t for t, ok in zip(transitions, won) if ok])
+        log.info("run redriven", run=run_id, pipeline=run["pipeline"], reset=[t.node for t in transitions], by=by, from_node=from_node)
+        return await self.advance(pipeline, run)
+
+    async def rerun(self, run_id: str, by: str | None = None) -> dict[str, Any]:
+        """A new run from the old run's stored trigger event, linked by `replay_of`."""
+        old = await self._get(run_id)
+        pipeline = await self.pipeline(old["pipeline"])
+        trigger = replay.rerun_trigger(old)
+        run = new_run(new_run_id(), pipeline.name, pipeline.run_nodes, trigger, dict(pipeline.variables))
+        run["replay_of"] = run_id
+        run["replays"] = [{"at": now_iso(), "by": by, "kind": "rerun", "of": run_id}]
+        await self.store.create_run(run)
+        log.info("run re-run", run=run["id"], replay_of=run_id, pipeline=pipeline.name, by=by)
+        return await self.advance(pipeline, run)
+
+    async def cancel(self, run_id: str, by: str | None = None) -> dict[str, Any]:
+        run = await self._get(run_id)
+        transitions, change = replay.cancel(run, now_iso(), by)
+        run, won, run_won = await self.store.apply(run_id, transitions, change)
+        if not run_won:
+            raise replay.ReplayRefused(f"run '{run_id}' changed while it was being cancelled; try again", run_id=run_id)
+        self._observe(run, [t for t, ok in zip(transitions, won) if ok])
+        log.info("run cancelled", run=run_id, pipeline=run["pipeline"], by=by)
+        generation = len(run.get("replays") or [])
+        await self.publisher.publish_many([events.run_event(events.RUN_CANCELLED, run_id, run["pipeline"], {"status": run["status"], "by": by}, generation)])
+        return run
+
+    async def sweep_forever(self, interval_s: float, older_than_s: float) -> None:
+        """Sweep every `interval_s` (a task of each router replica; duplicates are dropped by id)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.sweep(older_than_s)
+            except Exception as exc:  # the store or the broker is down: try again next time
+                log.warning("sweep failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def sweep(self, older_than_s: float, limit: int = 1000) -> int:
+        """Recover what a crash left: advance running runs and publish again the invokes of nodes that stayed
+        `scheduled` for `older_than_s` (same ids: JetStream and the router drop duplicates). Returns the
+        number of invokes published again."""
+        cutoff = iso_before(older_than_s)
+        republished = 0
+        for run in await self.store.list_runs(status="running", limit=limit):
+            if run["created_at"] >= cutoff:
+                continue
+            pipeline = await self.pipelines.get(run["pipeline"])
+            if pipeline is None:
+                continue
+            run = await self.advance(pipeline, run)
+            stale = replay.stale_invokes(pipeline, run, now_iso(), cutoff)
+            if stale:
+                await self.publisher.publish_many([self._invoke_event(i) for i in stale])
+                republished += len(stale)
+                log.warning("invokes published again", run=run["id"], pipeline=run["pipeline"], nodes=[i.node for i in stale])
+        return republished
+
+    async def replay_many(self, pipeline: str | None, status: str | None, since_s: float | None, new_run: bool, by: str | None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Redrive (or re-run) every run that matches; one report per run, failures included."""
+        cutoff = iso_before(since_s) if since_s is not None else ""
+        report = []
+        for run in await self.store.list_runs(pipeline=pipeline, status=status, limit=limit):
+            if run["created_at"] < cutoff:
+                continue
+            try:
+                done = await (self.rerun(run["id"], by) if new_run else self.redrive(run["id"], None, by))
+                report.append({"run": run["id"], "replay": done["id"], "status": done["status"]})
+            except KnflowError as exc:
+                report.append({"run": run["id"], "error": exc.message})
+        return report
+
+    async def _get(self, run_id: str) -> dict[str, Any]:
+        run = await self.store.get_run(run_id)
+        if run is None:
+            raise RunNotFound(f"run '{run_id}' not found", run_id=run_id)
+        return run
+
+    @staticmethod
+    def _invoke_event(i: engine.Invoke) -> CloudEvent:
+        return events.invoke_event(
+            run_id=i.run_id, pipeline=i.pipeline, node=i.node, attempt=i.attempt, function=i.function, inputs=i.inputs, config=i.config,
+            retry=i.retry, timeout_s=i.timeout_s,
+        )
+
+    def _observe(self, run: dict[str, Any], transitions: list[Transition]) -> None:
+        if self.observer is not None and transitions:
+            self.observer(run, transitions)
+
+
+
+_MESSAGE = re.compile(r'"message":\s*"((?:[^"\\]|\\.)*)"')
+_TYPE = re.compile(r'"type":\s*"((?:[^"\\]|\\.)*)"')
+
+
+def dead_letter_reason(event: CloudEvent) -> tuple[int | None, str, dict[str, Any] | None]:
+    """Knative's `knativeerrorcode`, and `knativeerrordata` (base64 of the last response body; a knflow
+    function answers `{"error": {...}}`), as (HTTP status, reason, error)."""
+    raw_code = str(event.get_extension("knativeerrorcode") or "")
+    code = int(raw_code) if raw_code.isdigit() else None
+    raw = event.get_extension("knativeerrordata") or ""
+    try:
+        body = base64.b64decode(raw, validate=True).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        body = str(raw)
+    error = None
+    try:
+        parsed = json.loads(body)
+        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+            error = parsed["error"]
+        elif isinstance(parsed, dict) and "message" in parsed and "type" in parsed:
+            error = parsed
+    except json.JSONDecodeError:  # cut at Knative's 1,024 characters: keep what can be read
+        found = _MESSAGE.search(body)
+        if found:
+            error = {"type": (_TYPE.search(body) or found).group(1), "message": found.group(1), "detail": "(truncated)"}
+    dest = event.get_extension("knativeerrordest") or "the subscriber"
+    reason = (error or {}).get("message") or f"delivery to {dest} failed with HTTP {code or '?'}: {body[:200] or 'no body'}"
+    return code, reason, error

@@ -1,0 +1,200 @@
+"""Python pipelines, FlowHub style: inside a `@pipeline` function, calling `@function`s records nodes.
+
+    @pipeline(name="media")
+    def media(trigger):
+        text = transcribe(trigger)                  # inputs: {{ trigger.data }}
+        mood = classify(text)                       # edge transcribe -> classify, inputs {{ transcribe.output }}
+        a = generate(prompt=text.text, style="calm", _id="generate-a")
+        b = generate(prompt=text.text, style="bold", _id="generate-b")
+        return pick(a, b)                           # fan-in: positional results fill the input fields in order
+
+A result's attributes are lookups into its output (`text.text` -> `{{ transcribe.output.text }}`).
+Keyword arguments starting with `_` set node options: `_id`, `_when` (CEL, on every incoming edge),
+`_config`, `_retry`, `_timeout_s`, `_run_on`. The result is the same `Pipeline` model the YAML form builds,
+validated the same way when the decorator is applied.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from typing import Any, Callable
+
+from functions.errors import InvalidFunction
+from functions.sdk import RECORDER, FunctionSpec, Retry
+from router.pipeline import Edge, Node, Pipeline, Problem, PipelineInvalid, Trigger
+
+OPTIONS = {"_id", "_when", "_config", "_retry", "_timeout_s", "_run_on"}
+
+
+class Ref:
+    """A lookup into the trigger, the variables or a node's output, recorded as a `{{ ... }}` template."""
+
+    def __init__(self, root: str, node: str | None = None, path: tuple = ()) -> None:
+        self._root, self._node, self._path = root, node, path
+
+    def __getattr__(self, name: str) -> "Ref":
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return Ref(self._root, self._node, self._path + (name,))
+
+    def __getitem__(self, key: int | str) -> "Ref":
+        return Ref(self._root, self._node, self._path + (key,))
+
+    def template(self) -> str:
+        text = self._root
+        for part in self._path:
+            text += f"[{part}]" if isinstance(part, int) else (f"['{part}']" if not part.isidentifier() else f".{part}")
+        return "{{ " + text + " }}"
+
+    def __repr__(self) -> str:
+        return f"Ref({self.template()})"
+
+    def __bool__(self) -> bool:
+        raise InvalidFunction(
+            f"{self.template()} is only known when the pipeline runs; a @pipeline body cannot branch on it. "
+            "Use _when='...' (a CEL condition) on the node that should depend on it."
+        )
+
+
+class NodeRef(Ref):
+    def __init__(self, node: str) -> None:
+        super().__init__(f"{node}.output", node)
+
+    @property
+    def id(self) -> str:
+        return self._node
+
+
+class _Recorder:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.nodes: dict[str, Node] = {}
+        self.edges: list[Edge] = []
+        self.specs: list[FunctionSpec] = []
+
+    def __call__(self, spec: FunctionSpec, args: tuple, kwargs: dict) -> NodeRef:
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in OPTIONS}
+        unknown = [k for k in kwargs if k.startswith("_")]
+        if unknown:
+            raise InvalidFunction(f"pipeline '{self.name}': {spec.name}() got unknown option(s) {', '.join(unknown)}; expected {', '.join(sorted(OPTIONS))}")
+        node_id = options.get("_id") or self._fresh_id(spec.name)
+        if node_id in self.nodes:
+            raise InvalidFunction(f"pipeline '{self.name}': node id '{node_id}' is used twice; pass _id='...' to name the second one")
+        deps: list[str] = []
+        inputs = self._inputs(spec, args, kwargs, deps)
+        retry = options.get("_retry")
+        self.nodes[node_id] = Node(
+            id=node_id,
+            function=spec.name,
+            config=self._convert(options.get("_config") or {}, deps),
+            inputs=inputs,
+            run_on=options.get("_run_on"),
+            retry=Retry(retries=retry) if isinstance(retry, int) else retry,
+            timeout_s=options.get("_timeout_s"),
+        )
+        for dep in deps:
+            if not any(e.source == dep and e.target == node_id for e in self.edges):
+                self.edges.append(Edge(dep, node_id, options.get("_when")))
+        if spec not in self.specs:
+            self.specs.append(spec)
+        return NodeRef(node_id)
+
+    def _fresh_id(self, base: str) -> str:
+        if base not in self.nodes:
+            return base
+        n = 2
+        while f"{base}-{n}" in self.nodes:
+            n += 1
+        return f"{base}-{n}"
+
+    def _inputs(self, spec: FunctionSpec, args: tuple, kwargs: dict, deps: list[str]) -> Any:
+        if len(args) == 1 and not kwargs:
+            return self._convert(args[0], deps)
+        fields = list(spec.input_model.model_fields)
+        if len(args) > len(fields):
+            raise InvalidFunction(f"pipeline '{self.name}': {spec.name}() takes at most {len(fields)} positional argument(s) ({', '.join(fields)}), got {len(args)}")
+        out = {fields[i]: self._convert(a, deps) for i, a in enumerate(args)}
+        for key, value in kwargs.items():
+            if key in out:
+                raise InvalidFunction(f"pipeline '{self.name}': {spec.name}() got field '{key}' twice")
+            out[key] = self._convert(value, deps)
+        return out
+
+    def _convert(self, value: Any, deps: list[str]) -> Any:
+        if isinstance(value, Ref):
+            if value._node is not None and value._node not in deps:
+                deps.append(value._node)
+            return value.template()
+        if isinstance(value, dict):
+            return {k: self._convert(v, deps) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._convert(v, deps) for v in value]
+        return value
+
+
+def pipeline(
+    fn: Callable | None = None,
+    *,
+    name: str | None = None,
+    description: str = "",
+    variables: dict[str, Any] | None = None,
+    trigger: dict[str, Any] | None = None,
+    on_failure: FunctionSpec | str | None = None,
+) -> Any:
+    """Record a pipeline from a function body that calls `@function`s; returns the validated Pipeline."""
+
+    def decorate(body: Callable) -> Pipeline:
+        pname = name or body.__name__.replace("_", "-").lower()
+        recorder = _Recorder(pname)
+        params = list(inspect.signature(body).parameters)
+        refs = [Ref("trigger.data"), Ref("variables")][: len(params)]
+        token = RECORDER.set(recorder)
+        try:
+            body(*refs)
+        finally:
+            RECORDER.reset(token)
+        source = inspect.getsourcefile(body)
+        tr = trigger or {"type": "manual"}
+        p = Pipeline(
+            name=pname,
+            nodes=recorder.nodes,
+            edges=recorder.edges,
+            variables=dict(variables or {}),
+            triggers=[Trigger(tr.get("type", "manual"), dict(tr.get("filter") or {}), tr.get("schedule"), tr.get("timezone"), tr.get("data"))],
+            description=description or inspect.getdoc(body) or "",
+            functions=_modules(recorder.specs, source),
+            source=source,
+            on_failure=on_failure.name if isinstance(on_failure, FunctionSpec) else on_failure,
+        )
+        if isinstance(on_failure, FunctionSpec) and on_failure not in recorder.specs:
+            p.functions = _modules([*recorder.specs, on_failure], source)
+        if not p.nodes:
+            raise PipelineInvalid([Problem("the @pipeline body called no @function, so the pipeline has no nodes", source, pipeline=pname)])
+        from router.validation import validate
+
+        problems = validate(p)
+        if problems:
+            raise PipelineInvalid(problems)
+        return p
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def _modules(specs: list[FunctionSpec], source: str | None) -> list[str]:
+    """Where the pipeline's functions are defined, as `functions:` entries of the exported YAML."""
+    out: list[str] = []
+    for spec in specs:
+        module = spec.fn.__module__
+        if module.startswith("functions.builtins"):
+            continue
+        mod = sys.modules.get(module)
+        if module == "__main__" or module.startswith("knflow_user_"):
+            ref = getattr(mod, "__file__", None) or source
+            ref = os.path.relpath(ref) if ref and not os.path.relpath(ref).startswith("..") else ref
+        else:
+            ref = module
+        if ref and ref not in out:
+            out.append(ref)
+    return out

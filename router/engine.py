@@ -1,0 +1,217 @@
+"""The decision core (pure): given a pipeline and a run, which node states change and what to invoke.
+
+No I/O. The router applies the returned transitions by compare-and-set and publishes the invokes of the
+transitions it won. `advance` is idempotent over a run's state, so any router replica may call it at
+any time; what it decides depends only on the stored run.
+
+Rules, in topological order, for each `pending` node whose predecessors are all final:
+- a predecessor `failed` or `cancelled` -> the node is `cancelled` (it will not run; the run fails);
+- no incoming edge is live (its source succeeded and its `when` holds) -> `skipped`, and so, in turn,
+  is whatever only it feeds; a join with one live edge runs, reading `null` from skipped branches;
+- otherwise its templates are rendered and it is `scheduled` with the next attempt number.
+A template or condition that fails at run time fails the node with that message. When every node is
+final the run ends `failed` if any node failed or was cancelled, else `succeeded`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker.events import invoke_id
+from router import conditions, templates
+from router.pipeline import ON_FAILURE_NODE, Pipeline
+from router.runs import (
+    CANCELLED, FAILED, IN_FLIGHT, NODE_FINAL, PENDING, RUNNING, SCHEDULED, SKIPPED, SUCCEEDED,
+    RunChange, Transition,
+)
+
+_PENDING = frozenset({PENDING})
+_RUNNING = frozenset({RUNNING})
+
+
+@dataclass(frozen=True)
+class Invoke:
+    run_id: str
+    pipeline: str
+    node: str
+    function: str
+    attempt: int
+    inputs: Any
+    config: Any
+    retry: str | None = None  # the node's own retry policy, as the knflowretry extension
+    timeout_s: float | None = None  # the node's own timeout
+
+    @property
+    def id(self) -> str:
+        return invoke_id(self.run_id, self.node, self.attempt)
+
+
+@dataclass
+class Step:
+    transitions: list[Transition] = field(default_factory=list)
+    invokes: dict[str, Invoke] = field(default_factory=dict)  # node id -> invoke, for scheduled nodes
+    run_change: RunChange | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.transitions or self.run_change)
+
+
+def error(type_: str, message: str, detail: Any = None) -> dict[str, Any]:
+    return {"type": type_, "message": message, "detail": detail}
+
+
+def advance(p: Pipeline, run: dict[str, Any], now: str) -> Step:
+    step = Step()
+    if run["status"] != RUNNING:
+        return step
+    nodes = run["nodes"]
+    status = {n: s["status"] for n, s in nodes.items()}
+    scope: templates.Scope | None = None
+    outputs = _outputs(run, status)
+    for n in p.order:
+        if status[n] != PENDING:
+            continue
+        preds = p.predecessors[n]
+        if any(status[x] not in NODE_FINAL for x in preds):
+            continue
+        broken = [x for x in preds if status[x] in (FAILED, CANCELLED)]
+        if broken:
+            status[n] = CANCELLED
+            msg = f"not run: upstream node '{broken[0]}' {status[broken[0]]}"
+            step.transitions.append(_finish(n, CANCELLED, now, error("UpstreamFailed", msg)))
+            continue
+        if preds:
+            live, err = _live(p, n, run, status)
+            if err is not None:
+                status[n] = FAILED
+                step.transitions.append(_finish(n, FAILED, now, err))
+                continue
+            if not live:
+                status[n] = SKIPPED
+                outputs[n] = None
+                step.transitions.append(_finish(n, SKIPPED, now, None))
+                continue
+        if scope is None:
+            scope = _scope(run, now, outputs)
+        attempt = nodes[n]["attempt"] + 1
+        try:
+            invoke = _invoke(p, run["id"], n, attempt, scope)
+        except templates.TemplateError as exc:  # a lookup that fails at run time
+            status[n] = FAILED
+            step.transitions.append(_finish(n, FAILED, now, error("TemplateError", f"node '{n}': {exc}")))
+            continue
+        status[n] = SCHEDULED
+        step.transitions.append(Transition(
+            n, _PENDING, {"status": SCHEDULED, "attempt": attempt, "scheduled_at": now, "output": None, "error": None},
+            attempt=nodes[n]["attempt"],
+        ))
+        step.invokes[n] = invoke
+    if all(status[n] in NODE_FINAL for n in p.order):
+        _end(p, run, status, step, now)
+    return step
+
+
+def _end(p: Pipeline, run: dict[str, Any], status: dict[str, str], step: Step, now: str) -> None:
+    """Every DAG node is final: run the failure handler if one is due, else end the run."""
+    nodes = run["nodes"]
+    failed = [n for n in p.order if status[n] in (FAILED, CANCELLED)]
+    err = None
+    if failed:
+        first = next((n for n in failed if status[n] == FAILED), failed[0])
+        node_err = nodes[first].get("error") or next((t.fields.get("error") for t in step.transitions if t.node == first), None)
+        err = {"node": first, **(node_err or {})}
+    handler = nodes.get(ON_FAILURE_NODE) if p.on_failure else None
+    if handler is not None and handler["status"] == PENDING:
+        if not failed:
+            step.transitions.append(_finish(ON_FAILURE_NODE, SKIPPED, now, None))
+        else:
+            attempt = handler["attempt"] + 1
+            report = {"run_id": run["id"], "pipeline": p.name, "failed_node": err["node"], "error": err,
+                      "traceback": ((err.get("detail") or {}) if isinstance(err.get("detail"), dict) else {}).get("traceback"),
+                      "trigger": (run.get("trigger") or {}).get("data")}
+            step.transitions.append(Transition(
+                ON_FAILURE_NODE, _PENDING, {"status": SCHEDULED, "attempt": attempt, "scheduled_at": now}, attempt=handler["attempt"]
+            ))
+            step.invokes[ON_FAILURE_NODE] = Invoke(run["id"], p.name, ON_FAILURE_NODE, p.on_failure, attempt, report, {})
+            return
+    elif handler is not None and handler["status"] not in NODE_FINAL:
+        return  # the failure handler is still running
+    final = FAILED if failed else SUCCEEDED
+    step.run_change = RunChange(frozenset({RUNNING}), {"status": final, "finished_at": now, "error": err})
+
+
+def _invoke(p: Pipeline, run_id: str, n: str, attempt: int, scope: templates.Scope) -> Invoke:
+    node = p.nodes[n]
+    retry = node.retry.delivery(node.timeout_s or 60.0).header() if node.retry is not None else None
+    return Invoke(run_id, p.name, n, node.function, attempt, templates.render(node.inputs, scope), templates.render(node.config, scope), retry, node.timeout_s)
+
+
+def render_invoke(p: Pipeline, run: dict[str, Any], n: str, attempt: int, now: str) -> Invoke | None:
+    """The invoke of a node already scheduled (to publish it again), or None if it no longer renders."""
+    status = {x: s["status"] for x, s in run["nodes"].items()}
+    try:
+        return _invoke(p, run["id"], n, attempt, _scope(run, now, _outputs(run, status)))
+    except templates.TemplateError:
+        return None
+
+
+def _finish(n: str, status: str, now: str, err: dict | None) -> Transition:
+    return Transition(n, _PENDING, {"status": status, "finished_at": now, "error": err, "output": None})
+
+
+def _scope(run: dict[str, Any], now: str, outputs: dict[str, Any]) -> templates.Scope:
+    return templates.Scope(trigger=run.get("trigger") or {}, variables=run.get("variables") or {}, outputs=outputs, run_id=run["id"], now=now)
+
+
+def _outputs(run: dict[str, Any], status: dict[str, str]) -> dict[str, Any]:
+    out = {}
+    for n, s in status.items():
+        if s == SUCCEEDED:
+            out[n] = run["nodes"][n].get("output")
+        elif s == SKIPPED:
+            out[n] = None
+    return out
+
+
+def _live(p: Pipeline, n: str, run: dict[str, Any], status: dict[str, str]) -> tuple[bool, dict | None]:
+    live = False
+    view = None
+    for e in p.incoming[n]:
+        if status[e.source] != SUCCEEDED:
+            continue
+        if not e.when:
+            live = True
+            continue
+        if view is None:
+            view = {x: {"output": s.get("output"), "status": status[x]} for x, s in run["nodes"].items()}
+        try:
+            if conditions.compile_condition(e.when).evaluate(run.get("trigger") or {}, run.get("variables") or {}, view):
+                live = True
+        except Exception as exc:  # ConditionError
+            return False, error("ConditionError", f"edge {e.source} -> {n}: {exc}")
+    return live, None
+
+
+def result_transition(run: dict[str, Any], node: str, attempt: int, data: dict[str, Any], succeeded: bool, now: str, tries: int | None = None) -> Transition | None:
+    """The transition a function's reply asks for, or None when the run has no such node. The node's
+    attempt becomes `tries` (retries by the broker count), which the next redrive goes on from."""
+    if node not in run["nodes"]:
+        return None
+    return node_result(node, attempt, data, succeeded, now, tries)
+
+
+def node_result(node: str, attempt: int, data: dict[str, Any], succeeded: bool, now: str, tries: int | None = None) -> Transition:
+    """`result_transition` without the run: on a run that has no such node it loses, as a late one does."""
+    fields: dict[str, Any] = {"status": SUCCEEDED if succeeded else FAILED, "finished_at": now}
+    if tries is not None and tries > attempt:
+        fields["attempt"] = tries
+    if succeeded:
+        fields["output"] = data.get("output")
+        fields["error"] = None
+    else:
+        fields["error"] = data.get("error") or error("Unknown", "the function replied node.failed without an error")
+    for key in ("started_at", "duration_ms"):
+        if key in data:
+            fields[key] = data[key]
+    return Transition(node, IN_FLIGHT, fields, attempt=attempt)

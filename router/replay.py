@@ -1,0 +1,103 @@
+"""Replay, cancel and recovery decisions (pure): which nodes go back to `pending`, what a re-run starts
+from, what a cancel stops, which invokes a sweeper publishes again.
+
+Redrive in place: failed, cancelled and never-finished nodes, and everything downstream of them, go back
+to `pending`; their current state moves into the node's `attempts` history and the next schedule gives
+them the next attempt number (so new invoke ids). Succeeded nodes keep their outputs and are not invoked
+again. `from_node` also resets that node and everything downstream of it, even if they succeeded.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from broker.errors import KnflowError
+from router import engine
+from router.pipeline import ON_FAILURE_NODE, Pipeline
+from router.runs import (
+    CANCELLED, FAILED, IN_FLIGHT, PENDING, RUN_FINAL, RUNNING, SCHEDULED, RunChange, Transition,
+)
+
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
+SECONDS_PER = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+HISTORY_FIELDS = ("attempt", "status", "error", "started_at", "finished_at", "duration_ms")
+
+
+class ReplayRefused(KnflowError):
+    http_status = 409
+
+
+def redrive(p: Pipeline, run: dict[str, Any], now: str, from_node: str | None = None, by: str | None = None) -> tuple[list[Transition], RunChange]:
+    if run["status"] == RUNNING:
+        raise ReplayRefused(f"run '{run['id']}' is still running; cancel it first or wait for it to end", run_id=run["id"])
+    if from_node is not None and from_node not in p.nodes:
+        raise ReplayRefused(f"run '{run['id']}': --from names unknown node '{from_node}'. Nodes: {', '.join(p.nodes)}", run_id=run["id"])
+    nodes = run["nodes"]
+    seeds = {n for n, s in nodes.items() if s["status"] in (FAILED, CANCELLED, PENDING) or s["status"] in IN_FLIGHT}
+    if from_node is not None:
+        seeds.add(from_node)
+    reset: set[str] = set()
+    for n in seeds - {ON_FAILURE_NODE}:
+        reset |= p.downstream(n)
+    if reset and ON_FAILURE_NODE in nodes and nodes[ON_FAILURE_NODE]["status"] != PENDING:
+        reset.add(ON_FAILURE_NODE)  # the handler runs again if the redrive fails again
+    if not reset:
+        raise ReplayRefused(f"run '{run['id']}' has nothing to redrive: every node succeeded or was skipped. Use --from NODE to re-run part of it.", run_id=run["id"])
+    transitions = []
+    for n in [*p.order, ON_FAILURE_NODE]:
+        if n not in reset:
+            continue
+        state = nodes[n]
+        history = list(state.get("attempts") or [])
+        if state["attempt"] > 0:
+            history.append({k: state.get(k) for k in HISTORY_FIELDS})
+        fields = {"status": PENDING, "output": None, "error": None, "attempts": history,
+                  "started_at": None, "finished_at": None, "duration_ms": None, "scheduled_at": None}
+        transitions.append(Transition(n, frozenset({state["status"]}), fields, attempt=state["attempt"]))
+    entry = {"at": now, "by": by, "kind": "redrive", "from": from_node, "reset": [t.node for t in transitions], "previous_status": run["status"]}
+    change = RunChange(frozenset({run["status"]}), {"status": RUNNING, "finished_at": None, "error": None, "replays": [*(run.get("replays") or []), entry]})
+    return transitions, change
+
+
+def rerun_trigger(run: dict[str, Any]) -> dict[str, Any]:
+    """The stored trigger event a re-run starts from."""
+    trigger = run.get("trigger")
+    if not isinstance(trigger, dict) or "type" not in trigger:
+        raise ReplayRefused(f"run '{run['id']}' has no stored trigger event to re-run from", run_id=run["id"])
+    return trigger
+
+
+def cancel(run: dict[str, Any], now: str, by: str | None = None) -> tuple[list[Transition], RunChange]:
+    """Nothing new is scheduled: pending nodes are cancelled; nodes in flight keep their state, and
+    their late results are recorded without moving the run."""
+    if run["status"] in RUN_FINAL:
+        raise ReplayRefused(f"run '{run['id']}' already ended {run['status']}", run_id=run["id"])
+    transitions = [
+        Transition(n, frozenset({PENDING}), {"status": CANCELLED, "finished_at": now, "error": engine.error("Cancelled", f"run cancelled{' by ' + by if by else ''}")})
+        for n, s in run["nodes"].items() if s["status"] == PENDING
+    ]
+    return transitions, RunChange(frozenset({RUNNING}), {"status": CANCELLED, "finished_at": now, "cancelled_by": by})
+
+
+def stale_invokes(p: Pipeline, run: dict[str, Any], now: str, scheduled_before: str) -> list[engine.Invoke]:
+    """Invokes of nodes that stayed `scheduled` since before `scheduled_before` (a crash between the
+    store write and the publish, or a lost message): published again under the same id."""
+    out = []
+    if run["status"] != RUNNING:
+        return out
+    for n, s in run["nodes"].items():
+        if s["status"] == SCHEDULED and (s.get("scheduled_at") or "") < scheduled_before and n in p.nodes:
+            invoke = engine.render_invoke(p, run, n, s["attempt"], now)
+            if invoke is not None:
+                out.append(invoke)
+    return out
+
+
+
+def parse_duration_s(text: str) -> float:
+    """`90s`, `30m`, `2h`, `7d` -> seconds."""
+    found = DURATION.match(str(text).strip())
+    if not found:
+        raise ReplayRefused(f"duration {text!r} is not valid. Expected a number and a unit: 90s, 30m, 2h, 7d.")
+    return float(found.group(1)) * SECONDS_PER[found.group(2)]

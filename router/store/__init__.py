@@ -1,0 +1,18 @@
+"""Run stores: one async interface (`base.RunStore`), SQLite (embedded default) and MongoDB backends."""
+
+from __future__ import annotations
+
+
+def open_store(url: str):
+    """A store from a URL: `sqlite:///path/knflow.db`, `sqlite://:memory:`, `mongodb://host/db`."""
+    from broker.errors import KnflowError
+
+    if url.startswith("sqlite:") or "://" not in url:
+        from router.store.sqlite import SqliteStore
+
+        return SqliteStore.from_url(url) if url.startswith("sqlite:") else SqliteStore(url)
+    if url.startswith(("mongodb://", "mongodb+srv://")):
+        from router.store.mongo import MongoStore
+
+        return MongoStore.from_url(url)
+    raise KnflowError(f"store URL {url!r} is not supported. Expected sqlite:///PATH or mongodb://HOST/DB.", url=url)

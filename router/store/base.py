@@ -1,0 +1,45 @@
+"""The store interface both backends implement, and the errors they raise."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from broker.errors import KnflowError
+from router.runs import RunChange, Transition
+
+
+class RunNotFound(KnflowError):
+    http_status = 404
+
+
+class RunExists(KnflowError):
+    http_status = 409
+
+
+class RunStore(Protocol):
+    async def create_run(self, run: dict[str, Any]) -> None:
+        """Insert a new run document; RunExists if its id is taken."""
+
+    async def get_run(self, run_id: str) -> dict[str, Any] | None: ...
+
+    async def apply(
+        self, run_id: str, transitions: list[Transition], run_change: RunChange | None = None
+    ) -> tuple[dict[str, Any], list[bool], bool]:
+        """Compare-and-set each transition; the run change wins only if every transition won.
+
+        Returns the run after the writes, which transitions won, whether the run change won.
+        Raises RunNotFound.
+        """
+
+    async def list_runs(self, pipeline: str | None = None, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Newest first."""
+
+    async def put_pipeline(self, name: str, definition: dict[str, Any]) -> None: ...
+
+    async def get_pipeline(self, name: str) -> dict[str, Any] | None: ...
+
+    async def list_pipelines(self) -> list[dict[str, Any]]: ...
+
+    async def delete_pipeline(self, name: str) -> bool: ...
+
+    async def close(self) -> None: ...

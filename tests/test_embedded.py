@@ -1,0 +1,96 @@
+"""The embedded default end to end: in-memory broker, SQLite store, in-process functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel
+
+import knflow
+from knflow import FunctionError, Retry, function
+from knflow.local import EmbeddedStack
+from router.store.sqlite import SqliteStore
+from router.validation import load, load_string
+
+ROOT = Path(__file__).resolve().parent.parent
+CALLS: dict[str, int] = {}
+
+
+class Key(BaseModel):
+    key: str
+
+
+class Done(BaseModel):
+    calls: int
+
+
+@function(name="emb-flaky", retries=Retry(retries=3, delay_s=0.001))
+async def flaky(inp: Key) -> Done:
+    CALLS[inp.key] = CALLS.get(inp.key, 0) + 1
+    if CALLS[inp.key] < 3:
+        raise RuntimeError("not yet")
+    return Done(calls=CALLS[inp.key])
+
+
+@function(name="emb-reject", retries=3)
+async def reject(inp: Key) -> Done:
+    CALLS[inp.key] = CALLS.get(inp.key, 0) + 1
+    raise FunctionError("this input can never work", type="Rejected")
+
+
+def one_node(name: str, function: str, retry: str = "") -> str:
+    return f"""
+metadata: {{name: {name}}}
+functions: [{__name__}]
+nodes:
+  - id: only
+    type: {function}
+    inputs: {{key: "{{{{ $run }}}}"}}
+{retry}
+"""
+
+
+async def test_hello_through_the_public_api(tmp_path):
+    record = await knflow.execute_run(knflow.load_pipeline(str(ROOT / "examples/hello.yaml")), {"text": "one two"}, store=f"sqlite:///{tmp_path}/k.db")
+    assert record["status"] == "succeeded"
+    assert record["nodes"]["summary"]["output"] == {"count": 2, "shout": "hello: ONE TWO!"}
+
+
+async def test_transient_failures_are_retried_by_the_broker(tmp_path):
+    p = load_string(one_node("emb-retry", "emb-flaky"), "t.yaml")
+    async with EmbeddedStack(SqliteStore(tmp_path / "k.db")) as stack:
+        run = await stack.execute(p)
+    assert run["status"] == "succeeded"
+    assert run["nodes"]["only"]["output"] == {"calls": 3} and CALLS[run["id"]] == 3
+    assert run["nodes"]["only"]["attempt"] == 3  # the broker's retries count as attempts
+
+
+async def test_retries_run_out_then_the_dead_letter_fails_the_node(tmp_path):
+    p = load_string(one_node("emb-dead", "emb-flaky", "    retry: {retries: 1, delay_s: 0.001}"), "t.yaml")
+    async with EmbeddedStack(SqliteStore(tmp_path / "k.db")) as stack:
+        run = await stack.execute(p)
+    assert run["status"] == "failed" and CALLS[run["id"]] == 2 and run["nodes"]["only"]["attempt"] == 2
+    err = run["nodes"]["only"]["error"]
+    assert err["type"] == "RuntimeError" and err["http_status"] == 503
+    assert "node 'only' (function 'emb-flaky') raised RuntimeError: not yet" in err["message"]
+    assert "Traceback" in err["detail"]["traceback"]
+    assert run["error"]["node"] == "only"
+
+
+async def test_a_failure_a_retry_cannot_fix_is_not_retried(tmp_path):
+    p = load_string(one_node("emb-reject", "emb-reject"), "t.yaml")
+    async with EmbeddedStack(SqliteStore(tmp_path / "k.db")) as stack:
+        run = await stack.execute(p)
+    assert run["status"] == "failed" and CALLS[run["id"]] == 1
+    assert run["nodes"]["only"]["error"]["type"] == "Rejected"
+
+
+async def test_many_runs_at_once_each_node_once(tmp_path):
+    p = load(ROOT / "examples/hello.yaml")
+    async with EmbeddedStack(SqliteStore(tmp_path / "k.db")) as stack:
+        ids = [await stack.start(p, {"text": f"w{i} x"}) for i in range(200)]
+        runs = [await stack.wait(i) for i in ids]
+    assert all(r["status"] == "succeeded" for r in runs)
+    assert all(n["attempt"] == 1 for r in runs for n in r["nodes"].values())
+    assert runs[7]["nodes"]["shout"]["output"] == {"text": "W7 X!"}
+    assert not [e for e in stack.broker.unrouted if e.get_type() == "dev.knflow.invoke"]

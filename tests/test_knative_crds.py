@@ -1,0 +1,163 @@
+"""Every manifest generated for every example validates against the real CRDs in shared/knative/crds/.
+
+Strict, as the API server's strict field validation: where a CRD schema is closed (no
+`x-kubernetes-preserve-unknown-fields`), an unknown field is an error. Core objects (ConfigMap,
+Namespace) are checked by hand; a channel template inside a ConfigMap is checked against the
+NatsJetStreamChannel CRD.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import pytest
+import yaml
+
+from functions.registry import REGISTRY
+from knative.cli import load_pipelines
+from knative.manifests import build
+from knative.profile import parse_profile
+from router.pipeline import Pipeline
+
+import jsonschema  # noqa: E402  (validates manifests against the CRD schemas)
+
+from test_knative_manifests import ARTICLE_REGISTRY, ROOT, article_pipeline
+
+CRDS = ROOT.parent / "shared" / "knative" / "crds"  # copied byte for byte from the Knative releases
+OPEN = "x-kubernetes-preserve-unknown-fields"
+EXAMPLES = sorted(p.name for p in (ROOT / "examples").iterdir() if p.suffix in (".yaml", ".py") and not p.name.startswith("__")
+                  and (p.suffix == ".yaml" or "@pipeline" in p.read_text()))
+PROFILES = {
+    "default": {},
+    "native-broker": {"broker": {"class": "NatsJetStreamBroker"}, "namespace": "pipelines"},
+    "gpu-pool": {
+        "image": "registry.example.com/knflow@sha256:" + "0" * 64,
+        "image_pull_policy": "IfNotPresent",
+        "service_account": "knflow",
+        "labels": {"team": "data"},
+        "gpu": {"node_selector": {"karpenter.sh/nodepool": "gpu-nodepool"}, "runtime_class_name": "nvidia"},
+        "router": {"cpu": "500m", "memory": "512Mi", "webhook_secret": None},
+        "serving": {"features_patch": True},
+        "broker": {"channel_spec": {"stream": {"config": {"maxAge": "72h", "replicas": 3, "duplicateWindow": "2m"}},
+                                    "consumerConfigTemplate": {"maxAckPending": 100}}},
+    },
+}
+
+
+def strict(schema: Any, root: bool = False) -> Any:
+    """An openAPIV3Schema as a JSON schema that refuses unknown fields where Kubernetes would."""
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: v for k, v in schema.items() if not k.startswith("x-kubernetes-") and k not in ("nullable", "format", "description")}
+    for key in ("properties", "patternProperties"):
+        if key in schema:
+            out[key] = {name: strict(sub) for name, sub in schema[key].items()}
+    for key in ("items", "not"):
+        if key in schema:
+            out[key] = strict(schema[key])
+    for key in ("anyOf", "allOf", "oneOf"):
+        if key in schema:
+            out[key] = [strict(s) for s in schema[key]]
+    if isinstance(schema.get("additionalProperties"), dict):
+        out["additionalProperties"] = strict(schema["additionalProperties"])
+    if schema.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
+    if schema.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    if root:
+        props = out.setdefault("properties", {})
+        props.setdefault("apiVersion", {"type": "string"})
+        props.setdefault("kind", {"type": "string"})
+        props["metadata"] = {"type": "object"}  # checked by check_metadata
+    if schema.get("type") == "object" and not schema.get(OPEN) and "additionalProperties" not in schema:
+        out["additionalProperties"] = False
+    return out
+
+
+@cache
+def validators() -> dict[tuple[str, str], Any]:
+    out = {}
+    for path in sorted(CRDS.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+        for version in crd["spec"]["versions"]:
+            schema = strict(version["schema"]["openAPIV3Schema"], root=True)
+            jsonschema.Draft7Validator.check_schema(schema)
+            out[(f"{group}/{version['name']}", kind)] = jsonschema.Draft7Validator(schema)
+    return out
+
+
+def check_metadata(m: dict[str, Any]) -> list[str]:
+    meta = m.get("metadata", {})
+    out = [f"metadata.{k} is not something knflow should set" for k in meta if k not in ("name", "namespace", "labels", "annotations")]
+    for part in ("labels", "annotations"):
+        out += [f"metadata.{part}[{k}] is not a string" for k, v in (meta.get(part) or {}).items() if not isinstance(v, str)]
+    return out
+
+
+def schema_errors(m: dict[str, Any]) -> list[str]:
+    errors = check_metadata(m)
+    if m["apiVersion"] == "v1":
+        allowed = {"ConfigMap": {"apiVersion", "kind", "metadata", "data"}, "Namespace": {"apiVersion", "kind", "metadata"}}[m["kind"]]
+        errors += [f"unknown field {k}" for k in m if k not in allowed]
+        errors += [f"data[{k}] is not a string" for k, v in (m.get("data") or {}).items() if not isinstance(v, str)]
+        template = (m.get("data") or {}).get("channel-template-spec")
+        if template:  # the channel the broker will create from it
+            channel = yaml.safe_load(template)
+            channel["metadata"] = {"name": "probe"}
+            errors += schema_errors(channel)
+        return errors
+    validator = validators().get((m["apiVersion"], m["kind"]))
+    assert validator is not None, f"no CRD in {CRDS} for {m['apiVersion']} {m['kind']}"
+    return errors + [f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in validator.iter_errors(m)]
+
+
+def pipelines_of(example: str) -> list[Pipeline]:
+    if example == "article-generator.yaml":
+        return [article_pipeline()]
+    return load_pipelines([str(ROOT / "examples" / example)], [])
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_every_manifest_of_every_example_validates_against_the_crds(example, profile):
+    registry = ARTICLE_REGISTRY if example == "article-generator.yaml" else REGISTRY
+    bundle = build(pipelines_of(example), registry, parse_profile(PROFILES[profile]), ROOT)
+    kinds = {m["kind"] for m in bundle.manifests}
+    assert {"Service", "Trigger", "Broker", "ConfigMap"} <= kinds
+    problems = {f"{m['kind']}/{m['metadata']['name']}": schema_errors(m) for m in bundle.manifests}
+    assert {k: v for k, v in problems.items() if v} == {}
+
+
+def test_all_examples_together_validate():
+    pipelines = [p for e in EXAMPLES for p in pipelines_of(e)]
+    bundle = build(pipelines, ARTICLE_REGISTRY, parse_profile(PROFILES["gpu-pool"]), ROOT)
+    assert {m["kind"] for m in bundle.manifests} == {"Namespace", "ConfigMap", "Broker", "Service", "Trigger", "PingSource"}
+    assert [f"{m['kind']}/{m['metadata']['name']}: {e}" for m in bundle.manifests for e in schema_errors(m)] == []
+
+
+def test_the_examples_cover_cpu_gpu_cron_python_and_the_seed():
+    assert {"hello.yaml", "gpu-summarize.yaml", "cron-digest.yaml", "studio.py", "article-generator.yaml"} <= set(EXAMPLES)
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda m: m["spec"]["template"]["spec"].update(containerConcurency=1), "'containerConcurency' was unexpected"),
+    (lambda m: m["spec"]["template"]["spec"]["containers"][0].update(imagePolicy="Always"), "'imagePolicy' was unexpected"),
+    (lambda m: m["spec"]["template"]["spec"].update(timeoutSeconds="60"), "'60' is not of type 'integer'"),
+    (lambda m: m["spec"]["template"]["metadata"]["annotations"].update({"x": 1}), "1 is not of type 'string'"),
+])
+def test_the_strict_check_catches_typos_and_wrong_types(mutate, expected):
+    bundle = build(pipelines_of("hello.yaml"), REGISTRY, root=ROOT)
+    service = next(m for m in bundle.manifests if m["kind"] == "Service")
+    mutate(service)
+    assert any(expected in e for e in schema_errors(service)), schema_errors(service)
+
+
+def test_open_parts_of_a_schema_stay_open():
+    trigger = {"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger", "metadata": {"name": "t"},
+               "spec": {"broker": "b", "delivery": {"timeout": "PT1S", "anything": 1}, "subscriber": {"uri": "http://x"}}}
+    assert schema_errors(trigger) == []  # Trigger.spec is preserve-unknown-fields
+    source = {"apiVersion": "sources.knative.dev/v1", "kind": "PingSource", "metadata": {"name": "p"}, "spec": {"schedul": "* * * * *"}}
+    assert any("'schedul' was unexpected" in e for e in schema_errors(source))
