@@ -1,4 +1,4 @@
-"""Every manifest generated for every example validates against the real CRDs in shared/knative/crds/.
+"""Every manifest generated for every example validates against the real Knative CRDs (tests/fixtures/knative-crds/, copied from shared/knative/crds/).
 
 Strict, as the API server's strict field validation: where a CRD schema is closed (no
 `x-kubernetes-preserve-unknown-fields`), an unknown field is an error. Core objects (ConfigMap,
@@ -24,7 +24,7 @@ import jsonschema  # noqa: E402  (validates manifests against the CRD schemas)
 
 from test_knative_manifests import ARTICLE_REGISTRY, ROOT, article_pipeline
 
-CRDS = ROOT.parent / "shared" / "knative" / "crds"  # copied byte for byte from the Knative releases
+CRDS = ROOT / "tests" / "fixtures" / "knative-crds"  # the real CRDs, byte for byte from the Knative releases (SOURCES.md)
 OPEN = "x-kubernetes-preserve-unknown-fields"
 EXAMPLES = sorted(p.name for p in (ROOT / "examples").iterdir() if p.suffix in (".yaml", ".py") and not p.name.startswith("__")
                   and (p.suffix == ".yaml" or "@pipeline" in p.read_text()))
