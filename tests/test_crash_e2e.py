@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.error
 from concurrent.futures import ThreadPoolExecutor
+from http.client import HTTPException
 from pathlib import Path
 
 from broker.natsserver import NatsServer, current_nats_server
