@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test example-studio clean
+.PHONY: run test bench bench-quick example-studio clean
 
 run: $(STAMP)
 	$(BIN)/knflow run examples/hello.yaml --data '{"text": "knflow runs functions"}'
@@ -14,6 +14,20 @@ example-studio: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# Benchmarks: knflow against Celery (Redis) and the asyncio floor in one run; needs redis-server (apt).
+BENCH_STAMP := $(VENV)/.bench-installed
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m bench --quick
+
+$(BENCH_STAMP): $(STAMP)
+	command -v redis-server >/dev/null || (apt-get install -y redis-server || sudo apt-get install -y redis-server)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

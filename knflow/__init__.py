@@ -2,7 +2,7 @@
 
     from knflow import function, pipeline, Context, Retry, FunctionError
 
-Importing this package loads only the SDK (pydantic, structlog): a function's container stays light.
+Importing this package loads only the SDK (pydantic; structlog on the first `ctx.log` call): a function's container stays light.
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ User mistakes print a message naming the file, node or field, never a traceback.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -18,6 +17,7 @@ from typing import Any
 import structlog
 
 from broker.errors import KnflowError
+from knflow import eventloop
 
 DEFAULT_STORE = "sqlite:///knflow.db"
 
@@ -107,8 +107,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipeline = pipelines[0]
     data = _data(args)
     if args.node:
-        return asyncio.run(_run_node(pipeline, args.node, data, args.json))
-    return asyncio.run(_run(pipeline, data, args.store, args.json))
+        return eventloop.run(_run_node(pipeline, args.node, data, args.json))
+    return eventloop.run(_run(pipeline, data, args.store, args.json))
 
 
 async def _run(pipeline: Any, data: Any, store_url: str, as_json: bool) -> int:

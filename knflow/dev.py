@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from broker.errors import KnflowError
+from knflow import eventloop
 from knflow.settings import Settings
 
 
@@ -62,7 +63,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     for path in files:  # load now: modules named in the files join the function services' modules
         p = load(path)
         modules += [str((Path(path).parent / m)) if m.endswith(".py") else m for m in p.functions]
-    asyncio.run(_dev(args, settings, files, modules))
+    eventloop.run(_dev(args, settings, files, modules))
     return 0
 
 

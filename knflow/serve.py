@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator
 import structlog
 
 from broker.errors import KnflowError
+from knflow import eventloop
 from knflow.settings import Settings
 
 log = structlog.get_logger("knflow.serve")
@@ -125,7 +126,7 @@ def cmd_serve_router(args: argparse.Namespace) -> int:
         async with router_stack(settings, args.store or settings.store, nats_url, settings.pipeline_files + args.pipelines) as (router, catalog, _):
             await serve_app(create_app(router, catalog, settings.max_body_bytes, settings.webhook_secret), args.host, args.port or settings.port)
 
-    asyncio.run(main())
+    eventloop.run(main())
     return 0
 
 
@@ -151,7 +152,7 @@ def cmd_serve_dispatcher(args: argparse.Namespace) -> int:
             await _until_stopped()
         await store.close()
 
-    asyncio.run(main())
+    eventloop.run(main())
     return 0
 
 
