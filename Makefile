@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: run test bench bench-quick example-studio clean
 
@@ -25,11 +26,12 @@ bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m bench --quick
 
 $(BENCH_STAMP): $(STAMP)
-	command -v redis-server >/dev/null || (apt-get install -y redis-server || sudo apt-get install -y redis-server)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
+# redis-server (Debian's) for the redis builtins' tests and the Celery baseline; everything else comes from PyPI.
 $(STAMP): pyproject.toml
+	command -v redis-server >/dev/null || $(SUDO) sh -c 'apt-get install -y -q redis-server || (apt-get update -q && apt-get install -y -q redis-server)'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

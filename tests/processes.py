@@ -75,3 +75,66 @@ class Process:
             self.proc.wait()
         if getattr(self, "_log", None):
             self._log.close()
+
+
+class ServerProcess:
+    """A third-party server (nx-27017, redis-server) on a free port, its output kept in its work folder.
+
+    A subclass gives `name`, `argv` and `ping()` (True once it answers; raising is "not yet"). A start that
+    fails raises with the server's own output, as nats.py's test servers do.
+    """
+
+    name = "server"
+
+    def __init__(self, binary: str, workdir: str | Path) -> None:
+        self.binary = binary
+        self.workdir = Path(workdir)
+        self.port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def ping(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout_s: float = STARTUP_TIMEOUT_S, poll_interval_s: float = 0.02) -> "ServerProcess":
+        self.port = free_port()
+        with open(self.workdir / "output.txt", "wb") as out:
+            self._proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self._proc.poll() is not None:
+                self._fail(f"exited during startup (exit status {self._proc.returncode})")
+            try:
+                if self.ping():
+                    return self
+                why = "no answer"
+            except Exception as e:  # noqa: BLE001 — any client error means "not up yet"
+                why = f"{type(e).__name__}: {e}"
+            if time.monotonic() > deadline:
+                self._fail(f"did not answer within {timeout_s} s ({why})")
+            time.sleep(poll_interval_s)
+
+    def output(self, max_chars: int = 4000) -> str:
+        path = self.workdir / "output.txt"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return text[-max_chars:] or "(no output)"
+
+    def _fail(self, what: str) -> None:
+        self.stop()
+        log = "\n".join(f"    {line}" for line in self.output().splitlines())
+        raise RuntimeError(f"{self.name} `{' '.join(self.argv)}` {what}. Its output:\n{log}")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout_s`."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
