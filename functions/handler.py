@@ -20,6 +20,7 @@ from pydantic_core import PydanticSerializationError
 
 from broker import events
 from broker.errors import DeliveryFailed
+from functions import blobs
 from functions.errors import FunctionError
 from functions.sdk import Context, FunctionSpec
 
@@ -119,8 +120,11 @@ def _validate_output(spec: FunctionSpec, out: dict) -> BaseModel | dict:
         return {"error": error_doc("InvalidOutput", message, problems)}
 
 
-async def handle_invoke(spec: FunctionSpec, invoke: CloudEvent, source: str) -> CloudEvent:
-    """Answer a `dev.knflow.invoke` CloudEvent with its result event; raises Retryable."""
+async def handle_invoke(spec: FunctionSpec, invoke: CloudEvent, source: str, store: blobs.BlobStore | None = None) -> CloudEvent:
+    """Answer a `dev.knflow.invoke` CloudEvent with its result event; raises Retryable.
+
+    Blob references in the invoke's data are resolved before the input is validated, and an output over
+    the blob store's threshold goes to the store, its reference into the reply (functions.blobs)."""
     addr = events.address(invoke)
     data = invoke.get_data()
     if not isinstance(data, dict) or "inputs" not in data and "config" not in data:
@@ -129,8 +133,27 @@ async def handle_invoke(spec: FunctionSpec, invoke: CloudEvent, source: str) -> 
     ctx = Context(run_id=addr.run_id, node_id=addr.node, attempt=addr.tries, pipeline=addr.pipeline, function=spec.name)
     raw_timeout = invoke.get_extension("knflowtimeout")
     timeout_s = float(raw_timeout) if raw_timeout is not None else None
-    result = await call(spec, function_input(spec, data.get("inputs"), data.get("config")), ctx, timeout_s)
+    store = store or blobs.default_store()
+    try:
+        inputs, config = await store.resolve(data.get("inputs")), await store.resolve(data.get("config"))
+    except blobs.BlobError as exc:
+        result = {"error": _blob_error(exc, spec, ctx, "its input")}
+    else:
+        result = await call(spec, function_input(spec, inputs, config), ctx, timeout_s)
+    if "output" in result:
+        try:
+            result["output"] = await store.offload(result["output"], blobs.attempt_key(addr.run_id, addr.node, addr.attempt), "output")
+        except blobs.BlobError as exc:
+            result = {"error": _blob_error(exc, spec, ctx, "its output")}
     return events.result_event(invoke, succeeded="output" in result, data=result, source=source)
+
+
+def _blob_error(exc: blobs.BlobError, spec: FunctionSpec, ctx: Context, what: str) -> dict[str, Any]:
+    """The node's error for a blob that cannot be read or written; raises Retryable when the store may recover."""
+    error = error_doc("BlobError", f"node '{ctx.node_id}' (function '{spec.name}'), {what}: {exc.message}", {"blob": exc.url})
+    if exc.retryable:
+        raise Retryable(error["message"], error=error)
+    return error
 
 
 def in_process(registry: "Registry") -> "Callable[[CloudEvent], Awaitable[CloudEvent]]":

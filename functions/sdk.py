@@ -20,6 +20,9 @@ from pydantic import BaseModel
 from broker.delivery import DeliveryPolicy
 from functions.errors import InvalidFunction
 
+if typing.TYPE_CHECKING:
+    from functions.blobs import Storage
+
 NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 NAME_MAX_CHARS = 50  # room for a "knflow-" prefix and a revision suffix within 63
 CPU_PATTERN = re.compile(r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$")
@@ -100,10 +103,20 @@ class Context:
     pipeline: str
     function: str = ""
     log: Any = field(default=None, repr=False)
+    _storage: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.log is None:
             self.log = _BoundLogger(run=self.run_id, pipeline=self.pipeline, node=self.node_id, attempt=self.attempt)
+
+    @property
+    def storage(self) -> "Storage":
+        """The function's own files in the blob store, under `runs/{run}/{node}/files/` (functions.blobs.Storage)."""
+        if self._storage is None:
+            from functions.blobs import Storage
+
+            self._storage = Storage(self.run_id, self.node_id)
+        return self._storage
 
 
 class _BoundLogger:

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 
 from broker import codec, events
 from broker.errors import InvalidEvent, KnflowError
+from functions.blobs import BlobStore
 from functions.handler import Retryable, handle_invoke
 from functions.registry import close_builtin_clients
 from functions.sdk import FunctionSpec
@@ -27,7 +28,9 @@ def error_response(exc: KnflowError) -> JSONResponse:
     return JSONResponse({"error": exc.message, **{k: v for k, v in exc.fields.items() if isinstance(v, (str, int, float))}}, status_code=exc.http_status)
 
 
-def create_app(spec: FunctionSpec, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+def create_app(spec: FunctionSpec, max_body_bytes: int = MAX_BODY_BYTES, store: BlobStore | None = None) -> FastAPI:
+    """The service; `store` is where large payloads go (default: KNFLOW_BLOB_URL, as the router reads it)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
@@ -53,7 +56,7 @@ def create_app(spec: FunctionSpec, max_body_bytes: int = MAX_BODY_BYTES) -> Fast
         if fn is not None and fn != spec.name:
             raise InvalidEvent(f"this service runs function '{spec.name}', but the event asks for '{fn}' (header ce-knflowfunction)")
         try:
-            reply = await handle_invoke(spec, event, source)
+            reply = await handle_invoke(spec, event, source, store)
         except Retryable as exc:
             return JSONResponse({"error": exc.error}, status_code=exc.http_status)
         headers, body = codec.encode_binary(reply)

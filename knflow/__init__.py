@@ -11,6 +11,7 @@ from typing import Any
 
 from broker.errors import KnflowError
 from functions.errors import FunctionError
+from functions.blobs import Storage
 from functions.sdk import Context, FunctionSpec, Retry, function
 from router.dsl import pipeline
 from router.pipeline import Pipeline, PipelineInvalid
@@ -23,6 +24,7 @@ __all__ = [
     "Pipeline",
     "PipelineInvalid",
     "Retry",
+    "Storage",
     "execute_run",
     "function",
     "load_pipeline",

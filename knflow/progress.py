@@ -6,9 +6,9 @@ import sys
 import time
 from typing import Any, TextIO
 
-from router.runs import CANCELLED, FAILED, PENDING, SCHEDULED, SKIPPED, SUCCEEDED, Transition
+from router.runs import CANCELLED, FAILED, PENDING, RUNNING, SCHEDULED, SKIPPED, SUCCEEDED, Transition
 
-ICONS = {PENDING: "·", SCHEDULED: "▶", SUCCEEDED: "✓", FAILED: "✗", SKIPPED: "–", CANCELLED: "⊘"}
+ICONS = {PENDING: "·", SCHEDULED: "▶", RUNNING: "▶", SUCCEEDED: "✓", FAILED: "✗", SKIPPED: "–", CANCELLED: "⊘"}
 COLORS = {SUCCEEDED: "32", FAILED: "31", SKIPPED: "90", CANCELLED: "33", SCHEDULED: "36", PENDING: "90"}
 WORDS = {SCHEDULED: "started", SUCCEEDED: "succeeded", FAILED: "failed", SKIPPED: "skipped", CANCELLED: "cancelled"}
 
@@ -27,6 +27,8 @@ class Progress:
 
     def __call__(self, run: dict[str, Any], transitions: list[Transition]) -> None:
         for t in transitions:
+            if "[" in t.node:  # an item of a fan-out node (`gen[2]`): its node's line tells
+                continue
             state = run["nodes"].get(t.node, {})
             self.states[t.node] = state
             if state.get("status") == SCHEDULED:

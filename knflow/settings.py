@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from functions import blobs
 
 
 class Settings(BaseSettings):
@@ -24,6 +26,21 @@ class Settings(BaseSettings):
     sweep_after_s: float = 30.0  # a node `scheduled` this long has its invoke published again
     port: int = Field(8080, validation_alias=AliasChoices("PORT", "KNFLOW_PORT"))
     k_sink: str | None = Field(None, validation_alias=AliasChoices("K_SINK", "KNFLOW_K_SINK"))
+    # large payloads (functions.blobs; function processes read the same two variables without this class)
+    blob_url: str | None = None  # file:// or s3://bucket/prefix; default file://CWD/.knflow/blobs. Shared storage on a cluster
+    blob_threshold_bytes: int = Field(blobs.DEFAULT_THRESHOLD_BYTES, gt=0)  # outputs and invokes over this go to the blob store
+
+    @model_validator(mode="after")
+    def _blobs_fit_the_broker(self) -> "Settings":
+        if self.blob_threshold_bytes >= self.max_body_bytes:
+            raise ValueError(
+                f"KNFLOW_BLOB_THRESHOLD_BYTES ({self.blob_threshold_bytes}) must be below KNFLOW_MAX_BODY_BYTES "
+                f"({self.max_body_bytes}): what is over the threshold goes to the blob store, the rest must fit on the broker"
+            )
+        return self
+
+    def blob_store(self) -> blobs.BlobStore:
+        return blobs.BlobStore(self.blob_url, self.blob_threshold_bytes)
 
     @property
     def store(self) -> str:

@@ -21,9 +21,10 @@ from cloudevents.core.v1.event import CloudEvent
 
 from broker import events
 from broker.errors import KnflowError, PublishError
-from router import engine, replay
+from functions.blobs import BlobStore, default_store
+from router import blobs, engine, replay
 from router.pipeline import Pipeline
-from router.runs import RUN_FINAL, SUCCEEDED, Transition, new_run, now_iso
+from router.runs import RUN_FINAL, SCHEDULED, SUCCEEDED, Transition, new_run, now_iso, state_of
 from router.runs import apply as apply_transitions
 from router.store.base import RunExists, RunNotFound, RunStore
 from router.triggers import pipelines_for, run_id_for
@@ -84,6 +85,7 @@ class Router:
         self.pipelines = pipelines
         self.observer = observer
         self.event_log: Any = None  # broker.event_log.JetStreamEventLog where the broker keeps events
+        self.blobs: BlobStore | None = None  # large payloads (router/blobs.py); None: KNFLOW_BLOB_URL, read on first use
         self.max_hops = 16  # a run event of a run started by a run event ... : refused past this depth
 
     async def ingest(self, event: CloudEvent, pipelines: list[Pipeline], replay_id: str | None = None) -> list[str]:
@@ -171,7 +173,7 @@ class Router:
             log.warning("result for unknown run ignored", **ctx)
             return
         if not won[0]:
-            state = run["nodes"].get(addr.node)
+            state = state_of(run, addr.node)  # a node's, or an item's (`gen[2]`)
             if state is None:
                 log.warning("result for unknown node ignored", **ctx)
                 return
@@ -187,7 +189,7 @@ class Router:
     async def advance(self, pipeline: Pipeline, run: dict[str, Any]) -> dict[str, Any]:
         """Move every node that can move; publish the invokes this writer won; end the run when done."""
         while True:
-            step = engine.advance(pipeline, run, now_iso())
+            step = engine.advance(pipeline, await blobs.resolved_view(pipeline, run, self._blobs()), now_iso())
             if not step:
                 return run
             run, won, run_won = await self.store.apply(run["id"], step.transitions, step.run_change)
@@ -204,7 +206,8 @@ class Router:
         winners = [t for t, ok in zip(step.transitions, won) if ok]
         self._observe(run, winners)
         out = list(before)
-        out += [self._invoke_event(step.invokes[t.node]) for t in winners if t.node in step.invokes]
+        invokes = [step.invokes[t.node] for t in winners if t.node in step.invokes]
+        out += [self._invoke_event(i) for i in await blobs.offload_invokes(self._blobs(), invokes)]
         if run_won:
             kind = events.RUN_SUCCEEDED if run["status"] == SUCCEEDED else events.RUN_FAILED
             generation = len(run.get("replays") or [])
@@ -273,7 +276,8 @@ class Router:
             if pipeline is None:
                 continue
             run = await self.advance(pipeline, run)
-            stale = replay.stale_invokes(pipeline, run, now_iso(), cutoff)
+            view = await blobs.resolved_view(pipeline, run, self._blobs(), statuses=(SCHEDULED,))
+            stale = await blobs.offload_invokes(self._blobs(), replay.stale_invokes(pipeline, view, now_iso(), cutoff))
             if stale:
                 await self.publisher.publish_many([self._invoke_event(i) for i in stale])
                 republished += len(stale)
@@ -299,6 +303,11 @@ class Router:
         if run is None:
             raise RunNotFound(f"run '{run_id}' not found", run_id=run_id)
         return run
+
+    def _blobs(self) -> BlobStore:
+        if self.blobs is None:
+            self.blobs = default_store()
+        return self.blobs
 
     @staticmethod
     def _invoke_event(i: engine.Invoke) -> CloudEvent:

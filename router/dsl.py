@@ -10,8 +10,11 @@
 
 A result's attributes are lookups into its output (`text.text` -> `{{ transcribe.output.text }}`).
 Keyword arguments starting with `_` set node options: `_id`, `_when` (CEL, on every incoming edge),
-`_config`, `_retry`, `_timeout_s`, `_run_on`. The result is the same `Pipeline` model the YAML form builds,
-validated the same way when the decorator is applied.
+`_config`, `_retry`, `_timeout_s`, `_run_on`; fan-out with `_foreach=fetch.items` (or `_loop`, its alias)
+or `_replicas=4`, and `_concurrency=K`, the item read as `item` / `index` (`from router.dsl import item`);
+`_branch=(route, "positive")` adds the edge route -> node taken when `route` (a `switch` or `condition`)
+picks that branch. The result is the same `Pipeline` model the YAML form builds, validated the same way
+when the decorator is applied.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from functions.errors import InvalidFunction
 from functions.sdk import RECORDER, FunctionSpec, Retry
 from router.pipeline import Edge, Node, Pipeline, Problem, PipelineInvalid, Trigger
 
-OPTIONS = {"_id", "_when", "_config", "_retry", "_timeout_s", "_run_on"}
+OPTIONS = {"_id", "_when", "_config", "_retry", "_timeout_s", "_run_on", "_foreach", "_loop", "_replicas", "_concurrency", "_branch"}
 
 
 class Ref:
@@ -67,6 +70,10 @@ class NodeRef(Ref):
         return self._node
 
 
+item = Ref("item")  # inside a fan-out node: the item it runs for
+index = Ref("index")  # and its position
+
+
 class _Recorder:
     def __init__(self, name: str) -> None:
         self.name = name
@@ -85,6 +92,20 @@ class _Recorder:
         deps: list[str] = []
         inputs = self._inputs(spec, args, kwargs, deps)
         retry = options.get("_retry")
+        fanout = {}
+        for key in ("_foreach", "_loop"):
+            if options.get(key) is not None:
+                fanout.update(foreach=self._convert(options[key], deps), foreach_key=key[1:])
+        if options.get("_replicas") is not None:
+            fanout["replicas"] = options["_replicas"]
+        if options.get("_concurrency") is not None:
+            fanout["concurrency"] = options["_concurrency"]
+        branch = options.get("_branch")
+        if branch is not None:
+            if not (isinstance(branch, tuple) and len(branch) == 2 and isinstance(branch[0], NodeRef) and isinstance(branch[1], str)):
+                raise InvalidFunction(f"pipeline '{self.name}': {spec.name}() _branch must be (NODE, 'NAME'), the result of a switch or condition call and a branch name; got {branch!r}")
+            if branch[0].id not in deps:
+                deps.append(branch[0].id)
         self.nodes[node_id] = Node(
             id=node_id,
             function=spec.name,
@@ -93,10 +114,12 @@ class _Recorder:
             run_on=options.get("_run_on"),
             retry=Retry(retries=retry) if isinstance(retry, int) else retry,
             timeout_s=options.get("_timeout_s"),
+            **fanout,
         )
         for dep in deps:
             if not any(e.source == dep and e.target == node_id for e in self.edges):
-                self.edges.append(Edge(dep, node_id, options.get("_when")))
+                on = branch[1] if branch is not None and branch[0].id == dep else None
+                self.edges.append(Edge(dep, node_id, options.get("_when"), on))
         if spec not in self.specs:
             self.specs.append(spec)
         return NodeRef(node_id)

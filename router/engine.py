@@ -11,19 +11,24 @@ Rules, in topological order, for each `pending` node whose predecessors are all 
 - otherwise its templates are rendered and it is `scheduled` with the next attempt number.
 A template or condition that fails at run time fails the node with that message. When every node is
 final the run ends `failed` if any node failed or was cancelled, else `succeeded`.
+
+A fan-out node (`foreach`, `loop`, `replicas`; router/fanout.py) goes `running` with one state per item
+instead of `scheduled`; while it runs, each advance schedules the items its `concurrency` allows and,
+once every item is final, joins them: `succeeded` with the list of outputs, or `failed`. What the join
+decides is seen by the rest of the same advance, so its successors are scheduled at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from broker.events import invoke_id
-from router import conditions, templates
+from router import conditions, fanout, templates
 from router.pipeline import ON_FAILURE_NODE, Pipeline
 from router.runs import (
     CANCELLED, FAILED, IN_FLIGHT, NODE_FINAL, PENDING, RUNNING, SCHEDULED, SKIPPED, SUCCEEDED,
-    RunChange, Transition,
+    RunChange, Transition, item_key, item_map, item_states, split_key, state_of,
 )
 
 _PENDING = frozenset({PENDING})
@@ -50,7 +55,7 @@ class Invoke:
 @dataclass
 class Step:
     transitions: list[Transition] = field(default_factory=list)
-    invokes: dict[str, Invoke] = field(default_factory=dict)  # node id -> invoke, for scheduled nodes
+    invokes: dict[str, Invoke] = field(default_factory=dict)  # node id (or item key `gen[2]`) -> invoke, for scheduled ones
     run_change: RunChange | None = None
 
     def __bool__(self) -> bool:
@@ -65,11 +70,15 @@ def advance(p: Pipeline, run: dict[str, Any], now: str) -> Step:
     step = Step()
     if run["status"] != RUNNING:
         return step
-    nodes = run["nodes"]
+    nodes = dict(run["nodes"])  # as this step leaves them, for the conditions read later in it
     status = {n: s["status"] for n, s in nodes.items()}
     scope: templates.Scope | None = None
     outputs = _outputs(run, status)
     for n in p.order:
+        if status[n] == RUNNING and p.nodes[n].fans_out:
+            scope = scope or _scope(run, now, outputs)
+            _fan(p, run, n, nodes, status, outputs, scope, step, now)
+            continue
         if status[n] != PENDING:
             continue
         preds = p.predecessors[n]
@@ -82,7 +91,7 @@ def advance(p: Pipeline, run: dict[str, Any], now: str) -> Step:
             step.transitions.append(_finish(n, CANCELLED, now, error("UpstreamFailed", msg)))
             continue
         if preds:
-            live, err = _live(p, n, run, status)
+            live, err = _live(p, n, run, nodes, status)
             if err is not None:
                 status[n] = FAILED
                 step.transitions.append(_finish(n, FAILED, now, err))
@@ -94,6 +103,9 @@ def advance(p: Pipeline, run: dict[str, Any], now: str) -> Step:
                 continue
         if scope is None:
             scope = _scope(run, now, outputs)
+        if p.nodes[n].fans_out:
+            _fan(p, run, n, nodes, status, outputs, scope, step, now)
+            continue
         attempt = nodes[n]["attempt"] + 1
         try:
             invoke = _invoke(p, run["id"], n, attempt, scope)
@@ -110,6 +122,56 @@ def advance(p: Pipeline, run: dict[str, Any], now: str) -> Step:
     if all(status[n] in NODE_FINAL for n in p.order):
         _end(p, run, status, step, now)
     return step
+
+
+def _fan(p: Pipeline, run: dict[str, Any], n: str, nodes: dict[str, Any], status: dict[str, str], outputs: dict[str, Any],
+         scope: templates.Scope, step: Step, now: str) -> None:
+    """Start a pending fan-out node, or move a running one on: schedule the items its concurrency allows,
+    join them once all are final."""
+    node, state = p.nodes[n], nodes[n]
+    try:
+        values = fanout.values(node, scope)
+    except fanout.FanoutError as exc:
+        _decide(n, state, FAILED, None, error("FanoutError", str(exc)), nodes, status, outputs, step, now)
+        return
+    if state["status"] == PENDING and not values:
+        _decide(n, state, SUCCEEDED, [], None, nodes, status, outputs, step, now)
+        return
+    if state["status"] == PENDING:
+        attempt = state["attempt"] + 1
+        items = fanout.fresh_items(len(values), item_states(state))
+        fields = {"status": RUNNING, "attempt": attempt, "scheduled_at": now, "output": None, "error": None, "items": item_map(items)}
+        step.transitions.append(Transition(n, _PENDING, fields, attempt=state["attempt"]))
+        state = nodes[n] = {**state, **fields}
+        status[n] = RUNNING
+    items = item_states(state)
+    for i in fanout.schedulable(items, node.concurrency):
+        key, item = item_key(n, i), items[i]
+        try:
+            invoke = _invoke(p, run["id"], n, item["attempt"] + 1, replace(scope, item=values[i], index=i), key)
+        except templates.TemplateError as exc:
+            fields = {"status": FAILED, "finished_at": now, "output": None, "error": error("TemplateError", f"node '{n}' item {i}: {exc}")}
+        else:
+            fields = {"status": SCHEDULED, "attempt": invoke.attempt, "scheduled_at": now, "output": None, "error": None}
+            step.invokes[key] = invoke
+        step.transitions.append(Transition(key, _PENDING, fields, attempt=item["attempt"]))
+        items[i] = {**item, **fields}
+    done = fanout.joined(n, items)
+    if done is not None:
+        _decide(n, {**state, "items": item_map(items)}, *done, nodes, status, outputs, step, now)
+
+
+def _decide(n: str, state: dict[str, Any], final: str, output: Any, err: dict | None, nodes: dict[str, Any], status: dict[str, str],
+            outputs: dict[str, Any], step: Step, now: str) -> None:
+    """End a fan-out node (pending or running) with `final`; the rest of the step sees it ended."""
+    fields: dict[str, Any] = {"status": final, "finished_at": now, "output": output, "error": err}
+    if state["status"] == PENDING:  # ended before any item ran (an empty list, a bad foreach): an attempt all the same
+        fields["attempt"] = state["attempt"] + 1
+    step.transitions.append(Transition(n, frozenset({state["status"]}), fields, attempt=state["attempt"]))
+    nodes[n] = {**state, **fields}
+    status[n] = final
+    if final == SUCCEEDED:
+        outputs[n] = output
 
 
 def _end(p: Pipeline, run: dict[str, Any], status: dict[str, str], step: Step, now: str) -> None:
@@ -141,18 +203,24 @@ def _end(p: Pipeline, run: dict[str, Any], status: dict[str, str], step: Step, n
     step.run_change = RunChange(frozenset({RUNNING}), {"status": final, "finished_at": now, "error": err})
 
 
-def _invoke(p: Pipeline, run_id: str, n: str, attempt: int, scope: templates.Scope) -> Invoke:
+def _invoke(p: Pipeline, run_id: str, n: str, attempt: int, scope: templates.Scope, key: str | None = None) -> Invoke:
     node = p.nodes[n]
     retry = node.retry.delivery(node.timeout_s or 60.0).header() if node.retry is not None else None
-    return Invoke(run_id, p.name, n, node.function, attempt, templates.render(node.inputs, scope), templates.render(node.config, scope), retry, node.timeout_s)
+    inputs, config = templates.render(node.inputs, scope), templates.render(node.config, scope)
+    return Invoke(run_id, p.name, key or n, node.function, attempt, inputs, config, retry, node.timeout_s)
 
 
-def render_invoke(p: Pipeline, run: dict[str, Any], n: str, attempt: int, now: str) -> Invoke | None:
-    """The invoke of a node already scheduled (to publish it again), or None if it no longer renders."""
+def render_invoke(p: Pipeline, run: dict[str, Any], key: str, attempt: int, now: str) -> Invoke | None:
+    """The invoke of a node (or an item `gen[2]`) already scheduled, to publish it again; None if it no longer renders."""
     status = {x: s["status"] for x, s in run["nodes"].items()}
+    n, index = split_key(key)
+    scope = _scope(run, now, _outputs(run, status))
     try:
-        return _invoke(p, run["id"], n, attempt, _scope(run, now, _outputs(run, status)))
-    except templates.TemplateError:
+        if index is not None:
+            values = fanout.values(p.nodes[n], scope)
+            scope = replace(scope, item=values[index], index=index)
+        return _invoke(p, run["id"], n, attempt, scope, key)
+    except (templates.TemplateError, fanout.FanoutError, IndexError):
         return None
 
 
@@ -174,19 +242,20 @@ def _outputs(run: dict[str, Any], status: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def _live(p: Pipeline, n: str, run: dict[str, Any], status: dict[str, str]) -> tuple[bool, dict | None]:
+def _live(p: Pipeline, n: str, run: dict[str, Any], nodes: dict[str, Any], status: dict[str, str]) -> tuple[bool, dict | None]:
     live = False
     view = None
     for e in p.incoming[n]:
         if status[e.source] != SUCCEEDED:
             continue
-        if not e.when:
+        condition = e.condition  # `when`, and `branch` as CEL
+        if not condition:
             live = True
             continue
         if view is None:
-            view = {x: {"output": s.get("output"), "status": status[x]} for x, s in run["nodes"].items()}
+            view = {x: {"output": s.get("output"), "status": status[x]} for x, s in nodes.items()}
         try:
-            if conditions.compile_condition(e.when).evaluate(run.get("trigger") or {}, run.get("variables") or {}, view):
+            if conditions.compile_condition(condition).evaluate(run.get("trigger") or {}, run.get("variables") or {}, view):
                 live = True
         except Exception as exc:  # ConditionError
             return False, error("ConditionError", f"edge {e.source} -> {n}: {exc}")
@@ -196,13 +265,14 @@ def _live(p: Pipeline, n: str, run: dict[str, Any], status: dict[str, str]) -> t
 def result_transition(run: dict[str, Any], node: str, attempt: int, data: dict[str, Any], succeeded: bool, now: str, tries: int | None = None) -> Transition | None:
     """The transition a function's reply asks for, or None when the run has no such node. The node's
     attempt becomes `tries` (retries by the broker count), which the next redrive goes on from."""
-    if node not in run["nodes"]:
+    if state_of(run, node) is None:
         return None
     return node_result(node, attempt, data, succeeded, now, tries)
 
 
 def node_result(node: str, attempt: int, data: dict[str, Any], succeeded: bool, now: str, tries: int | None = None) -> Transition:
-    """`result_transition` without the run: on a run that has no such node it loses, as a late one does."""
+    """`result_transition` without the run: on a run that has no such node it loses, as a late one does.
+    `node` may be an item key (`gen[2]`): the transition is then on that item alone."""
     fields: dict[str, Any] = {"status": SUCCEEDED if succeeded else FAILED, "finished_at": now}
     if tries is not None and tries > attempt:
         fields["attempt"] = tries

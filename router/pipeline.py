@@ -22,7 +22,10 @@ NODE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 PIPELINE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 TRIGGER_TYPES = ("webhook", "cloudevent", "cron", "manual")
 RUN_ON = ("engine", "cpu", "gpu")
-NODE_FIELDS = {"id", "type", "function", "config", "inputs", "runOn", "retry", "timeout_s", "scaling", "description"}
+NODE_FIELDS = {"id", "type", "function", "config", "inputs", "runOn", "retry", "timeout_s", "scaling", "description",
+               "foreach", "loop", "replicas", "concurrency"}
+FANOUT_FIELDS = ("foreach", "loop", "replicas")  # at most one per node; `loop` is `foreach` by another name
+MAX_ITEMS = 10_000  # the most items one fan-out node runs (a foreach list, or replicas)
 TOP_FIELDS = {"apiVersion", "kind", "metadata", "trigger", "triggers", "variables", "nodes", "edges", "functions", "on_failure"}
 ON_FAILURE_NODE = "on-failure"  # the node id of a pipeline's failure handler in a run
 
@@ -83,6 +86,16 @@ class Node:
     timeout_s: float | None = None
     scaling: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    # fan-out: one invoke per item of `foreach` (a template that renders to a list, or a literal list), or
+    # per index in 0..replicas-1; `foreach_key` is how the YAML spelled it (`foreach` or its alias `loop`)
+    foreach: Any = None
+    foreach_key: str = "foreach"
+    replicas: int | None = None
+    concurrency: int | None = None  # at most this many items scheduled or in flight at once
+
+    @property
+    def fans_out(self) -> bool:
+        return self.foreach is not None or self.replicas is not None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "function": self.function}
@@ -100,20 +113,44 @@ class Node:
             out["timeout_s"] = self.timeout_s
         if self.scaling:
             out["scaling"] = self.scaling
+        if self.foreach is not None:
+            out[self.foreach_key] = self.foreach
+        if self.replicas is not None:
+            out["replicas"] = self.replicas
+        if self.concurrency is not None:
+            out["concurrency"] = self.concurrency
         return out
 
 
 @dataclass(frozen=True)
 class Edge:
+    """`when` is a CEL condition; `branch` names the source's output branch (a `switch` case, or a
+    `condition`'s "true"/"false") that the edge needs. `condition` is the two in one CEL expression."""
+
     source: str
     target: str
     when: str | None = None
+    branch: str | None = None
+
+    @property
+    def condition(self) -> str | None:
+        if self.branch is None:
+            return self.when
+        test = f"nodes[{_cel_string(self.source)}].output.branch == {_cel_string(self.branch)}"
+        return f"({self.when}) && {test}" if self.when else test
 
     def to_dict(self) -> dict[str, Any]:
         out = {"from": self.source, "to": self.target}
         if self.when:
             out["when"] = self.when
+        if self.branch is not None:
+            out["branch"] = self.branch
         return out
+
+
+def _cel_string(text: str) -> str:
+    """`text` as a CEL string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 @dataclass
@@ -420,6 +457,7 @@ def _nodes(raw: Any, c: _Collector) -> dict[str, Node]:
         if run_on is not None and run_on not in RUN_ON:
             c.add(f"runOn {run_on!r} is not one of {', '.join(RUN_ON)}", path + ("runOn",), nid, "runOn")
         c.node_index[nid] = i
+        fanout = _fanout(item, c, path, nid)
         nodes[nid] = Node(
             id=nid,
             function=fname,
@@ -430,8 +468,41 @@ def _nodes(raw: Any, c: _Collector) -> dict[str, Node]:
             timeout_s=_positive(item.get("timeout_s"), c, path + ("timeout_s",), nid, "timeout_s"),
             scaling=item.get("scaling") if isinstance(item.get("scaling"), dict) else {},
             description=str(item.get("description") or ""),
+            **fanout,
         )
     return nodes
+
+
+def _fanout(item: dict, c: _Collector, path: Path_, nid: str) -> dict[str, Any]:
+    """The `foreach` / `loop` / `replicas` / `concurrency` fields of a node, checked."""
+    given = [k for k in FANOUT_FIELDS if item.get(k) is not None]
+    out: dict[str, Any] = {}
+    if len(given) > 1:
+        c.add(f"give one of {', '.join(given)}, not several: each fans the node out", path + (given[1],), nid, given[1])
+    if given:
+        key = given[0]
+        value = item[key]
+        if key == "replicas":
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ITEMS:
+                c.add(f"replicas has value {value!r}. Expected a whole number from 1 to {MAX_ITEMS:,}.", path + (key,), nid, key)
+            else:
+                out["replicas"] = value
+        elif isinstance(value, (str, list)):
+            out["foreach"], out["foreach_key"] = value, key
+            if isinstance(value, list) and len(value) > MAX_ITEMS:
+                c.add(f"{key} lists {len(value):,} items; the most is {MAX_ITEMS:,}", path + (key,), nid, key)
+        else:
+            c.add(f"{key} has value {value!r}. Expected a template that gives a list, such as '{{{{ fetch.output.items }}}}', or a list.",
+                  path + (key,), nid, key)
+    concurrency = item.get("concurrency")
+    if concurrency is not None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            c.add(f"concurrency has value {concurrency!r}. Expected a whole number >= 1.", path + ("concurrency",), nid, "concurrency")
+        elif not given:
+            c.add("concurrency limits the items of a fan-out; give foreach, loop or replicas too", path + ("concurrency",), nid, "concurrency")
+        else:
+            out["concurrency"] = concurrency
+    return out
 
 
 def _retry(raw: Any, c: _Collector, path: Path_, nid: str) -> Retry | None:
@@ -465,7 +536,7 @@ def _edges(raw: Any, c: _Collector) -> list[Edge]:
     if raw is None:
         return []
     if not isinstance(raw, list):
-        c.add("edges must be a list of {from, to, when}", ("edges",), field="edges")
+        c.add("edges must be a list of {from, to, when, branch}", ("edges",), field="edges")
         return []
     out = []
     for i, item in enumerate(raw):
@@ -477,10 +548,16 @@ def _edges(raw: Any, c: _Collector) -> list[Edge]:
         if when is not None and not isinstance(when, str):
             c.add(f"edge {item['from']} -> {item['to']}: when must be a CEL expression string, got {when!r}", path + ("when",), field="when")
             when = None
-        unknown = set(item) - {"from", "to", "when"}
+        branch = item.get("branch")
+        if isinstance(branch, bool):  # YAML reads `branch: true` as a bool: a `condition`'s branch is "true"
+            branch = "true" if branch else "false"
+        if branch is not None and (not isinstance(branch, str) or not branch):
+            c.add(f"edge {item['from']} -> {item['to']}: branch must name a branch of '{item['from']}', got {branch!r}", path + ("branch",), field=f"edges[{i}].branch")
+            branch = None
+        unknown = set(item) - {"from", "to", "when", "branch"}
         if unknown:
             c.add(f"edge {item['from']} -> {item['to']}: unknown field(s) {', '.join(sorted(unknown))}", path, field="edges")
-        out.append(Edge(item["from"], item["to"], when))
+        out.append(Edge(item["from"], item["to"], when, branch))
     return out
 
 

@@ -5,6 +5,11 @@ Redrive in place: failed, cancelled and never-finished nodes, and everything dow
 to `pending`; their current state moves into the node's `attempts` history and the next schedule gives
 them the next attempt number (so new invoke ids). Succeeded nodes keep their outputs and are not invoked
 again. `from_node` also resets that node and everything downstream of it, even if they succeeded.
+
+A fan-out node (`foreach`, `loop`, `replicas`) that is redriven because it failed itself keeps its
+succeeded items and their outputs: only its failed, cancelled and never-finished items run again, each
+with its next attempt. When it is reset because something upstream of it runs again (or by `from_node`),
+its list may change, so every item runs again.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from broker.errors import KnflowError
 from router import engine
 from router.pipeline import ON_FAILURE_NODE, Pipeline
 from router.runs import (
-    CANCELLED, FAILED, IN_FLIGHT, PENDING, RUN_FINAL, RUNNING, SCHEDULED, RunChange, Transition,
+    CANCELLED, FAILED, IN_FLIGHT, PENDING, RUN_FINAL, RUNNING, SCHEDULED, SUCCEEDED, RunChange, Transition, item_key, item_map, item_states,
 )
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
@@ -38,13 +43,16 @@ def redrive(p: Pipeline, run: dict[str, Any], now: str, from_node: str | None = 
     if from_node is not None:
         seeds.add(from_node)
     reset: set[str] = set()
+    whole: set[str] = set() if from_node is None else p.downstream(from_node)  # fan-out nodes whose every item re-runs
     for n in seeds - {ON_FAILURE_NODE}:
         reset |= p.downstream(n)
+        whole |= p.downstream(n) - {n}
     if reset and ON_FAILURE_NODE in nodes and nodes[ON_FAILURE_NODE]["status"] != PENDING:
         reset.add(ON_FAILURE_NODE)  # the handler runs again if the redrive fails again
     if not reset:
         raise ReplayRefused(f"run '{run['id']}' has nothing to redrive: every node succeeded or was skipped. Use --from NODE to re-run part of it.", run_id=run["id"])
     transitions = []
+    items_reset: list[str] = []
     for n in [*p.order, ON_FAILURE_NODE]:
         if n not in reset:
             continue
@@ -54,10 +62,29 @@ def redrive(p: Pipeline, run: dict[str, Any], now: str, from_node: str | None = 
             history.append({k: state.get(k) for k in HISTORY_FIELDS})
         fields = {"status": PENDING, "output": None, "error": None, "attempts": history,
                   "started_at": None, "finished_at": None, "duration_ms": None, "scheduled_at": None}
+        if isinstance(state.get("items"), dict):
+            items, again = _reset_items(item_states(state), keep_succeeded=n not in whole)
+            fields["items"] = item_map(items)
+            items_reset += [item_key(n, i) for i in again]
         transitions.append(Transition(n, frozenset({state["status"]}), fields, attempt=state["attempt"]))
     entry = {"at": now, "by": by, "kind": "redrive", "from": from_node, "reset": [t.node for t in transitions], "previous_status": run["status"]}
+    if items_reset:
+        entry["items"] = items_reset
     change = RunChange(frozenset({run["status"]}), {"status": RUNNING, "finished_at": None, "error": None, "replays": [*(run.get("replays") or []), entry]})
     return transitions, change
+
+
+def _reset_items(items: list[dict[str, Any]], keep_succeeded: bool) -> tuple[list[dict[str, Any]], list[int]]:
+    """Items back to `pending` (keeping their attempt numbers, so that their next invoke ids are new), and
+    which ones; succeeded items stay as they are when `keep_succeeded`."""
+    out, again = [], []
+    for i, item in enumerate(items):
+        if keep_succeeded and item["status"] == SUCCEEDED:
+            out.append(item)
+            continue
+        out.append({"status": PENDING, "attempt": item.get("attempt", 0), "output": None, "error": None})
+        again.append(i)
+    return out, again
 
 
 def rerun_trigger(run: dict[str, Any]) -> dict[str, Any]:
@@ -87,10 +114,14 @@ def stale_invokes(p: Pipeline, run: dict[str, Any], now: str, scheduled_before: 
     if run["status"] != RUNNING:
         return out
     for n, s in run["nodes"].items():
-        if s["status"] == SCHEDULED and (s.get("scheduled_at") or "") < scheduled_before and n in p.nodes:
-            invoke = engine.render_invoke(p, run, n, s["attempt"], now)
-            if invoke is not None:
-                out.append(invoke)
+        due = [(n, s)] if s["status"] == SCHEDULED else []
+        if s["status"] in IN_FLIGHT and isinstance(s.get("items"), dict):  # a fan-out node: its items
+            due = [(item_key(n, i), item) for i, item in enumerate(item_states(s)) if item["status"] == SCHEDULED]
+        for key, state in due:
+            if (state.get("scheduled_at") or "") < scheduled_before and n in p.nodes:
+                invoke = engine.render_invoke(p, run, key, state["attempt"], now)
+                if invoke is not None:
+                    out.append(invoke)
     return out
 
 

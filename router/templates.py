@@ -223,6 +223,8 @@ def _lookup(ref: Ref, scope: Scope) -> Any:
 
 def _not_found(ref: Ref, depth: int, value: Any) -> str:
     seg, here = ref.path[depth], _describe(ref, depth)
+    if isinstance(value, dict) and isinstance(value.get("$blob"), str):  # the router could not load it (router/blobs.py)
+        return f"{here} is in the blob store at {value['$blob']!r}, which cannot be read"
     if isinstance(value, dict):
         if isinstance(seg, int):
             return f"{here} is an object, not a list; cannot read index {seg} ({_keys(value)})"

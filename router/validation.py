@@ -14,7 +14,7 @@ from functions.registry import REGISTRY, Registry, load_module
 from functions.errors import ModuleLoadError
 from functions.handler import function_input
 from router import conditions, templates
-from router.pipeline import Pipeline, PipelineInvalid, Problem, load_text, read_file
+from router.pipeline import MAX_ITEMS, Pipeline, PipelineInvalid, Problem, load_text, read_file
 
 
 def _problem(p: Pipeline, message: str, path: tuple = (), node: str | None = None, field: str | None = None) -> Problem:
@@ -27,7 +27,31 @@ def validate(p: Pipeline, registry: Registry = REGISTRY) -> list[Problem]:
     problems += _function_problems(p, registry)
     problems += _template_problems(p, check_upstream=not cyclic)
     problems += _condition_problems(p, check_upstream=not cyclic)
+    problems += _branch_problems(p)
+    problems += _fanout_problems(p)
     return problems
+
+
+def _fanout_problems(p: Pipeline) -> list[Problem]:
+    """Fan-out options of nodes built in Python (the YAML reader checks its own as it reads them)."""
+    out = []
+    for node in p.nodes.values():
+        def bad(fld: str, message: str) -> None:
+            out.append(_problem(p, message, p.node_path(node.id, fld), node.id, fld))
+
+        if node.foreach is not None and node.replicas is not None:
+            bad("replicas", f"give one of {node.foreach_key}, replicas, not both: each fans the node out")
+        if node.foreach is not None and not isinstance(node.foreach, (str, list)):
+            bad(node.foreach_key, f"{node.foreach_key} has value {node.foreach!r}. Expected a template that gives a list, or a list.")
+        r = node.replicas
+        if r is not None and (isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= MAX_ITEMS):
+            bad("replicas", f"replicas has value {r!r}. Expected a whole number from 1 to {MAX_ITEMS:,}.")
+        k = node.concurrency
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            bad("concurrency", f"concurrency has value {k!r}. Expected a whole number >= 1.")
+        elif k is not None and not node.fans_out:
+            bad("concurrency", "concurrency limits the items of a fan-out; give foreach, loop or replicas too")
+    return out
 
 
 def _graph_problems(p: Pipeline) -> list[Problem]:
@@ -128,8 +152,10 @@ def _template_problems(p: Pipeline, check_upstream: bool) -> list[Problem]:
     out = []
     ids = set(p.nodes)
     for node in p.nodes.values():
-        for section in ("config", "inputs"):
-            value = getattr(node, section)
+        sections = [("config", node.config), ("inputs", node.inputs)]
+        if node.foreach is not None:
+            sections.append((node.foreach_key, node.foreach))
+        for section, value in sections:
             for message in templates.check(value, ids, where=section):
                 out.append(_problem(p, message, p.node_path(node.id, section), node.id))
             try:
@@ -137,6 +163,12 @@ def _template_problems(p: Pipeline, check_upstream: bool) -> list[Problem]:
             except templates.TemplateError:  # already reported by check()
                 continue
             for ref in refs:
+                if ref.root in ("item", "index") and (section == node.foreach_key or not node.fans_out):
+                    why = ("the list itself cannot read them" if node.fans_out else
+                           f"'{node.id}' has none. Add foreach: \"{{{{ NODE.output.LIST }}}}\" (or replicas: N) to run it once per item")
+                    out.append(_problem(p, f"reads {ref.text}, which is only set for each item of a foreach, loop or replicas node; {why}.",
+                                        p.node_path(node.id, section), node.id, section))
+                    continue
                 if check_upstream and ref.root == "node" and ref.node not in p.ancestors.get(node.id, set()):
                     out.append(_problem(
                         p,
@@ -146,12 +178,46 @@ def _template_problems(p: Pipeline, check_upstream: bool) -> list[Problem]:
     return out
 
 
+def _branch_problems(p: Pipeline) -> list[Problem]:
+    """An edge's `branch` must name a branch its source can take: a `switch` case or its default, a
+    `condition`'s "true"/"false"; other functions have no branches."""
+    out = []
+    for i, e in enumerate(p.edges):
+        source = p.nodes.get(e.source)
+        if e.branch is None or source is None:
+            continue
+        path, fld = ("edges", i, "branch"), f"edges[{i}].branch"
+        names = _branch_names(source)
+        if source.function not in ("switch", "condition"):
+            out.append(_problem(p, f"edge {e.source} -> {e.target}: branch {e.branch!r} needs a source that picks a branch "
+                                   f"(a 'switch' or 'condition' node), but '{e.source}' runs '{source.function}'. Use when: instead.", path, field=fld))
+        elif names is not None and e.branch not in names:
+            out.append(_problem(p, f"edge {e.source} -> {e.target}: branch {e.branch!r} is not a branch of '{e.source}'. "
+                                   f"Expected one of: {', '.join(repr(x) for x in names)}", path, field=fld))
+    return out
+
+
+def _branch_names(node: Any) -> list[str] | None:
+    """The branches a `switch` / `condition` node can take, when its inputs give them literally; else None."""
+    if node.function == "condition":
+        return ["true", "false"]
+    inputs = node.inputs if isinstance(node.inputs, dict) else {}
+    doc = {**(node.config or {}), **inputs}
+    cases, default = doc.get("cases"), doc.get("default", "default")
+    if not isinstance(cases, list) or _has_template(cases) or not isinstance(default, str) or _has_template(default):
+        return None
+    names = [c.get("name") for c in cases if isinstance(c, dict)]
+    if not all(isinstance(n, str) for n in names):
+        return None
+    return [*names, default]
+
+
 def _condition_problems(p: Pipeline, check_upstream: bool) -> list[Problem]:
     out = []
     ids = set(p.nodes)
     for i, e in enumerate(p.edges):
         if not e.when or e.target not in p.nodes:
-            continue
+            continue  # a `branch` alone compiles to a fixed, valid expression (see _branch_problems)
         path, fld = ("edges", i, "when"), f"edges[{i}].when"
         try:
             conditions.compile_condition(e.when)

@@ -18,7 +18,7 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnD
 from pymongo.errors import DuplicateKeyError
 
 from broker.events import now_iso
-from router.runs import RunChange, Transition
+from router.runs import RunChange, Transition, split_key
 from router.store.base import RunExists, RunNotFound
 
 DEFAULT_DATABASE = "knflow"
@@ -58,13 +58,15 @@ class MongoStore:
         won: list[bool] = []
         doc = None  # the run after this call's last write, unless that write lost
         for t in transitions:
-            if not _NODE_ID.fullmatch(t.node):  # no valid pipeline has such a node: it loses, as an unknown node does
+            node, index = split_key(t.node)  # `gen[2]`: item 2 of fan-out node gen, at nodes.gen.items.2
+            if not _NODE_ID.fullmatch(node):  # no valid pipeline has such a node: it loses, as an unknown node does
                 won.append(False)
                 continue
-            where = {"_id": run_id, f"nodes.{t.node}.status": {"$in": sorted(t.expect)}}
+            at = f"nodes.{node}" if index is None else f"nodes.{node}.items.{index}"
+            where = {"_id": run_id, f"{at}.status": {"$in": sorted(t.expect)}}
             if t.attempt is not None:
-                where[f"nodes.{t.node}.attempt"] = t.attempt
-            doc = await self._set_if(where, {f"nodes.{t.node}.{k}": v for k, v in t.fields.items()}, bump=not any(won))
+                where[f"{at}.attempt"] = t.attempt
+            doc = await self._set_if(where, {f"{at}.{k}": v for k, v in t.fields.items()}, bump=not any(won))
             won.append(doc is not None)
         run_won = False
         if run_change is not None and all(won):
