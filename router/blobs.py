@@ -76,8 +76,15 @@ async def resolved_view(p: Pipeline, run: dict[str, Any], store: BlobStore, stat
 
 
 async def offload_invokes(store: BlobStore, invokes: list[Invoke]) -> list[Invoke]:
-    """The invokes, each with its `inputs` (then its `config`) in the blob store when its data is over the threshold."""
-    return list(await asyncio.gather(*(offload_invoke(store, i) for i in invokes)))
+    """The invokes, each with its `inputs` (then its `config`) in the blob store when its data is over the threshold.
+    The common case, nothing over it, costs one encode per invoke and no task."""
+    big = [k for k, i in enumerate(invokes) if len(encode({"inputs": i.inputs, "config": i.config})) > store.threshold_bytes]
+    if not big:
+        return invokes
+    out = list(invokes)
+    for k, done in zip(big, await asyncio.gather(*(offload_invoke(store, invokes[k]) for k in big))):
+        out[k] = done
+    return out
 
 
 async def offload_invoke(store: BlobStore, invoke: Invoke) -> Invoke:
