@@ -41,9 +41,9 @@ def run_async(factory: Callable[[], Coroutine[Any, Any, Any]], use_uvloop: bool)
 async def knflow_mode(mode: str, sizes: dict[str, int], in_flight: int, results: report.Results) -> None:
     from bench import drive, pipelines, stacks
 
-    diamond, chain, fanout = pipelines.diamond(), pipelines.chain(10), pipelines.fanout(1000)
+    diamond, chain, fanout, static = pipelines.diamond(), pipelines.chain(10), pipelines.fanout(1000), pipelines.static_fanout(1000)
     slow = mode in ("isolated", "mongo")
-    async with stacks.mode(mode, [diamond, chain, fanout]) as stack:
+    async with stacks.mode(mode, [diamond, chain, fanout, static]) as stack:
         driver = drive.Driver(stack.router)
         d = results.setdefault("diamond", {}).setdefault(mode, {})
         d.update(await drive.sequential(driver.run, diamond, sizes["seq"]))
@@ -52,6 +52,7 @@ async def knflow_mode(mode: str, sizes: dict[str, int], in_flight: int, results:
         results.setdefault("chain10", {})[mode] = {**c, "hop_p50_ms": c["p50_ms"] / 10, "hop_p99_ms": c["p99_ms"] / 10}
         if mode != "mongo":  # 1,002 nodes in one document: the wire server's per-update cost, not knflow's
             results.setdefault("fanout1000", {})[mode] = await fanout_runs(driver.run, fanout, sizes["fanout"])
+            results.setdefault("static1000", {})[mode] = await fanout_runs(driver.run, static, sizes["fanout"])
         if mode == "nats":
             from bench.transport import hop_floor
 
@@ -67,7 +68,7 @@ async def fanout_runs(run: Callable, pipeline: Any, n: int) -> dict[str, float]:
         status = await run(pipeline, {"n": i})
         times.append(time.perf_counter() - t)
         if status != "succeeded":
-            raise RuntimeError(f"fanout1000 run {status}")
+            raise RuntimeError(f"{pipeline.name} run {status}")
     return {"run_s": statistics.median(times), "max_s": max(times), "runs": n, "nodes": len(pipeline.nodes)}
 
 

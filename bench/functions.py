@@ -24,6 +24,10 @@ class Many(BaseModel):
     values: list[int]
 
 
+class Items(BaseModel):
+    items: list[Num]
+
+
 def step_a(n: int) -> int:
     return n + 1
 
@@ -65,8 +69,13 @@ async def bench_sum(inp: Many) -> Num:
     return Num(n=sum(inp.values))
 
 
+@function(timeout_s=30)
+async def bench_collect(inp: Items) -> Num:
+    return Num(n=sum(item.n for item in inp.items))
+
+
 DIAMOND_FUNCTIONS = ["bench-a", "bench-b", "bench-c", "bench-d"]
-ALL_FUNCTIONS = [*DIAMOND_FUNCTIONS, "bench-sum"]
+ALL_FUNCTIONS = [*DIAMOND_FUNCTIONS, "bench-sum", "bench-collect"]
 
 
 def diamond_expected(n: int) -> int:

@@ -2,7 +2,8 @@
 
     diamond     a -> (b, c) -> d
     chain10     n1 -> n2 -> ... -> n10
-    fanout1000  src -> (f0 ... f999) -> join     (1,000 static nodes: knflow has no `foreach` node yet)
+    fanout1000  src -> each (`replicas: 1000`, one invoke per item) -> join
+    static1000  src -> (f0 ... f999) -> join     (the same width as 1,000 static nodes, for comparison)
 """
 
 from __future__ import annotations
@@ -48,9 +49,18 @@ def chain(length: int = 10) -> Pipeline:
 
 
 def fanout(width: int = 1000) -> Pipeline:
+    nodes = [
+        {"id": "src", "type": "bench-a", "inputs": {"n": "{{ trigger.data.n }}"}},
+        {"id": "each", "type": "bench-b", "replicas": width, "inputs": {"n": "{{ src.output.n }}"}},
+        {"id": "join", "type": "bench-collect", "inputs": {"items": "{{ each.output }}"}},
+    ]
+    return _load(f"bench-fanout{width}", nodes, [("src", "each"), ("each", "join")])
+
+
+def static_fanout(width: int = 1000) -> Pipeline:
     branches = [f"f{i}" for i in range(width)]
     nodes = [{"id": "src", "type": "bench-a", "inputs": {"n": "{{ trigger.data.n }}"}}]
     nodes += [{"id": b, "type": "bench-b", "inputs": {"n": "{{ src.output.n }}"}} for b in branches]
     nodes.append({"id": "join", "type": "bench-sum", "inputs": {"values": [f"{{{{ {b}.output.n }}}}" for b in branches]}})
     edges = [("src", b) for b in branches] + [(b, "join") for b in branches]
-    return _load(f"bench-fanout{width}", nodes, edges)
+    return _load(f"bench-static{width}", nodes, edges)

@@ -59,7 +59,7 @@ def _cell(metrics: dict[str, float], metric: str, fmt: str) -> str:
 
 def table(results: Results) -> str:
     lines = []
-    runs = [(w, m, metrics) for w, modes in results.items() if w in ("diamond", "chain10", "fanout1000") for m, metrics in modes.items()]
+    runs = [(w, m, metrics) for w, modes in results.items() if w in ("diamond", "chain10", "fanout1000", "static1000") for m, metrics in modes.items()]
     cols = [c for c in COLUMNS if any(c[1] in metrics for _w, _m, metrics in runs)]
     head = f"{'workload':<11} {'mode':<9} " + " ".join(f"{h:>13}" for h, _m, _f in cols)
     lines += [head, "-" * len(head)]
