@@ -215,3 +215,25 @@ async def test_client_is_reopened_after_aclose(server):
 async def test_concurrent_requests_share_one_client(server):
     results = await asyncio.gather(*(run({"url": f"{server.url}/topic", "params": {"i": i}}) for i in range(50)))
     assert [r["output"]["query"]["i"] for r in results] == [str(i) for i in range(50)]
+
+
+async def test_connect_to_sends_a_url_prefix_to_another_server(server, monkeypatch):
+    monkeypatch.setenv("KNFLOW_HTTP_CONNECT_TO", f"https://api.example.com={server.url}, https://other.example=http://127.0.0.1:9")
+    result = await run({"url": "https://api.example.com/topic?page=3"})
+    assert result["output"]["topic"] == "cats" and result["output"]["query"] == {"page": "3"}
+    with pytest.raises(Retryable, match=r"GET https://other.example/x \(via http://127.0.0.1:9/x\) failed"):
+        await run({"url": "https://other.example/x", "timeout_s": 2})
+    with pytest.raises(Retryable, match=r"GET https://api.example.comx/topic failed"):  # a longer host name is not a match
+        await run({"url": "https://api.example.comx/topic", "timeout_s": 2})
+
+
+async def test_a_malformed_connect_to_names_the_variable(monkeypatch):
+    monkeypatch.setenv("KNFLOW_HTTP_CONNECT_TO", "api.example.com=127.0.0.1:8081")
+    result = await run({"url": "https://api.example.com/topic"})
+    assert result["error"]["type"] == "InvalidSetting"
+    assert "KNFLOW_HTTP_CONNECT_TO: 'api.example.com=127.0.0.1:8081' is not FROM=TO with two http(s) URLs" in result["error"]["message"]
+
+
+async def test_a_query_in_the_url_is_kept_without_params(server):
+    result = await run({"url": f"{server.url}/topic?page=3&q=a+b"})
+    assert result["output"]["query"] == {"page": "3", "q": "a b"}

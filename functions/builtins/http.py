@@ -4,6 +4,10 @@ What a retry may fix (a network error, a timeout, HTTP 5xx, 408, 429) raises a r
 so the broker retries with backoff; any other 4xx fails the node at once, with the status and the start
 of the body in `detail`. Messages show the URL without its query string, which may hold secrets.
 
+`KNFLOW_HTTP_CONNECT_TO=FROM=TO[,FROM=TO...]` sends a request whose URL starts with FROM to TO instead, the
+rest of the URL kept (as `curl --connect-to` or a pod's `hostAliases`): a pipeline that calls
+`https://api.example.com/...` runs against a local or staging server without editing the pipeline.
+
 One client is shared per event loop: httpx over the aiohttp transport (plain httpx tops out near 600
 req/s, see shared/DEPENDENCIES.md), created on first use. Close it at shutdown, on the same loop, with
 `await aclose_client()` (the function server's lifespan exit; the local runner's teardown).
@@ -12,7 +16,9 @@ req/s, see shared/DEPENDENCIES.md), created on first use. Close it at shutdown, 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
+import os
 import re
 import weakref
 from typing import Any, Literal
@@ -96,12 +102,13 @@ async def http_request(inp: HttpRequest) -> HttpResponse:
     the output is `{"status", "headers", "body"}`. With `fail_on_status: false` an error status is
     returned like any other.
     """
-    where = f"{inp.method} {_shown(inp.url)}"
+    url = _connected(inp.url)
+    where = f"{inp.method} {_shown(inp.url)}" + (f" (via {_shown(url)})" if url != inp.url else "")
     send = {"json": inp.json_doc} if "json_doc" in inp.model_fields_set else {"content": inp.body}
     try:
         async with asyncio.timeout(inp.timeout_s):
             response = await _client().request(
-                inp.method, inp.url, headers=inp.headers, params=inp.params,
+                inp.method, url, headers=inp.headers, params=inp.params or None,  # {} would drop the URL's own query
                 timeout=inp.timeout_s, follow_redirects=True, **send,
             )
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:  # what the URL check let through
@@ -159,6 +166,28 @@ def _body(response: httpx.Response, where: str) -> Any:
             f"{where} answered {media_type} but the body is not JSON: {exc}",
             type="HttpInvalidJson", detail={"status": response.status_code, "body": response.text[:BODY_EXCERPT_CHARS]},
         ) from None
+
+
+def _connected(url: str) -> str:
+    """`url`, or where KNFLOW_HTTP_CONNECT_TO sends it."""
+    for prefix, target in _connect_to(os.environ.get("KNFLOW_HTTP_CONNECT_TO", "")):
+        if url == prefix or url.startswith(prefix.rstrip("/") + "/"):
+            return target.rstrip("/") + url[len(prefix.rstrip("/")):]
+    return url
+
+
+@functools.lru_cache(maxsize=8)
+def _connect_to(value: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for entry in filter(None, (e.strip() for e in value.split(","))):
+        prefix, sep, target = entry.partition("=")
+        if not sep or not all(x.strip().startswith(("http://", "https://")) for x in (prefix, target)):
+            raise FunctionError(
+                f"environment variable KNFLOW_HTTP_CONNECT_TO: {entry!r} is not FROM=TO with two http(s) URLs, "
+                "e.g. https://api.example.com=http://127.0.0.1:8081", type="InvalidSetting", detail={"field": "KNFLOW_HTTP_CONNECT_TO"},
+            )
+        pairs.append((prefix.strip(), target.strip()))
+    return tuple(pairs)
 
 
 def _valid_host(host: str) -> bool:
