@@ -113,6 +113,17 @@ def _notes(plans: list[FunctionPlan], profile: Profile) -> list[str]:
         optional = " (optional)" if s.optional else ""
         out.append(f"Secret '{s.name}' key '{s.key}'{optional} is read by the router, never written here: "
                    f"kubectl create secret generic {s.name} -n {profile.namespace} --from-literal={s.key}=...")
+    used: dict[tuple[str, str, bool], set[str]] = {}
+    for plan in plans:
+        for env in services.builtin_secret_env(plan, profile):
+            ref = env["valueFrom"]["secretKeyRef"]
+            used.setdefault((ref["name"], ref["key"], ref.get("optional", False)), set()).add(plan.name)
+    for (name, key, optional), functions in sorted(used.items()):
+        out.append(f"Secret '{name}' key '{key}'{' (optional)' if optional else ''} is read by {', '.join(sorted(functions))}, "
+                   f"never written here: kubectl create secret generic {name} -n {profile.namespace} --from-literal={key}=...")
+    if not profile.blob_url:
+        out.append("Outputs over 256 KiB go to the blob store, which is each pod's own disk unless the profile sets "
+                   "blob_url (s3://bucket/prefix, shared by every pod); set it before such payloads flow.")
     if any(plan.gpu for plan in plans):
         out.append("GPU nodes that a cluster autoscaler adds on demand take minutes: set pod-is-always-schedulable: \"true\" "
                    "in config-deployment (knative-serving) so that revisions waiting for a node are not marked Unschedulable.")

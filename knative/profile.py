@@ -16,6 +16,10 @@ A YAML file (every key optional; snake_case; durations in seconds, named `*_s`):
     router:
       min_scale: 1
       mongodb_secret: {name: knflow-mongodb, key: url}
+    secrets:                               # what the builtins read, as env from Secrets
+      mongodb: {name: knflow-mongodb, key: url}
+      openai_api_key: {name: knflow-openai, key: api_key, optional: true}
+    blob_url: s3://acme-knflow/blobs       # large payloads: storage every pod shares
     serving:
       features: {kubernetes.podspec-nodeselector: enabled, kubernetes.podspec-tolerations: enabled}
 
@@ -93,6 +97,15 @@ class RouterProfile(_Strict):
     retry: int = Field(10, ge=0)
 
 
+class SecretsProfile(_Strict):
+    """The Secrets that builtin functions read their servers from (env `valueFrom.secretKeyRef`)."""
+
+    mongodb: SecretRef = SecretRef(name="knflow-mongodb", key="url")  # KNFLOW_MONGODB_URL: mongodb-query, mongodb-insert
+    redis: SecretRef = SecretRef(name="knflow-redis", key="url")  # KNFLOW_REDIS_URL: redis-get, redis-set
+    openai_base_url: SecretRef = SecretRef(name="knflow-openai", key="base_url")  # KNFLOW_OPENAI_BASE_URL: llm-*, embedding
+    openai_api_key: SecretRef = SecretRef(name="knflow-openai", key="api_key", optional=True)  # KNFLOW_OPENAI_API_KEY
+
+
 class ServingProfile(_Strict):
     """What the cluster's Knative Serving allows (config-defaults, config-autoscaler, config-features)."""
 
@@ -119,6 +132,10 @@ class Profile(_Strict):
     gpu: GpuProfile = GpuProfile()
     router: RouterProfile = RouterProfile()
     serving: ServingProfile = ServingProfile()
+    secrets: SecretsProfile = SecretsProfile()
+    # KNFLOW_BLOB_URL of every pod: outputs over 256 KiB go there, so it must be storage that all pods share
+    # (s3://bucket/prefix; credentials through the service account). Empty: each pod's own disk.
+    blob_url: str = ""
 
     @field_validator("namespace")
     @classmethod

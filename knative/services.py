@@ -20,6 +20,13 @@ from knative.scaling import KPA, PREFIX
 from router.pipeline import Pipeline
 
 PIPELINES_DIR = "/etc/knflow/pipelines"
+# builtin function -> (environment variable, the SecretsProfile field it comes from)
+BUILTIN_SECRETS: dict[str, tuple[tuple[str, str], ...]] = {
+    **dict.fromkeys(("mongodb-query", "mongodb-insert"), (("KNFLOW_MONGODB_URL", "mongodb"),)),
+    **dict.fromkeys(("redis-get", "redis-set"), (("KNFLOW_REDIS_URL", "redis"),)),
+    **dict.fromkeys(("llm-generate", "llm-chat", "embedding"),
+                    (("KNFLOW_OPENAI_BASE_URL", "openai_base_url"), ("KNFLOW_OPENAI_API_KEY", "openai_api_key"))),
+}
 PROGRESS_DEADLINE = "serving.knative.dev/progress-deadline"
 PIPELINES_DIGEST = "knflow.dev/pipelines-digest"
 
@@ -32,6 +39,7 @@ def function_service(plan: FunctionPlan, profile: Profile) -> dict[str, Any]:
     env = [{"name": "KNFLOW_FUNCTION", "value": plan.name}]
     if plan.module:
         env.append({"name": "KNFLOW_FUNCTIONS", "value": plan.module})
+    env += builtin_secret_env(plan, profile) + _blob_env(profile)
     container = _container("function", profile, env)
     resources = _resources(plan.spec.traits.cpu, plan.spec.traits.memory, plan.gpu, profile)
     if resources:
@@ -78,6 +86,7 @@ def router_service(plans: Iterable[FunctionPlan], pipelines_doc: dict[str, Any],
     files = [f"{PIPELINES_DIR}/{key}" for key in pipelines_doc["data"]]
     env.append({"name": "KNFLOW_PIPELINES", "value": ",".join(files)})
     env.append({"name": "KNFLOW_MAX_HOPS", "value": str(r.max_hops)})
+    env += _blob_env(profile)
     container = _container("router", profile, env, command=["knflow", "serve", "router"])
     container["volumeMounts"] = [{"name": "pipelines", "mountPath": PIPELINES_DIR, "readOnly": True}]
     resources = _resources(r.cpu, r.memory, 0, profile)
@@ -144,6 +153,17 @@ def _resources(cpu: str | None, memory: str | None, gpu: int, profile: Profile) 
     if limits:
         out["limits"] = limits
     return out
+
+
+def builtin_secret_env(plan: FunctionPlan, profile: Profile) -> list[dict[str, Any]]:
+    """The env a builtin reads its server from, each from a Secret; none for a user's function."""
+    if plan.module:
+        return []
+    return [_secret_env(name, getattr(profile.secrets, field)) for name, field in BUILTIN_SECRETS.get(plan.name, ())]
+
+
+def _blob_env(profile: Profile) -> list[dict[str, Any]]:
+    return [{"name": "KNFLOW_BLOB_URL", "value": profile.blob_url}] if profile.blob_url else []
 
 
 def _secret_env(name: str, ref: SecretRef) -> dict[str, Any]:

@@ -424,3 +424,29 @@ def test_retry_fields_reach_the_trigger_and_the_missing_backoff_cap_is_noted():
     bundle = build([pipeline("metadata: {name: f}\nnodes: [{id: a, type: kn-flaky, inputs: {text: x}}]\n")], reg, root=ROOT)
     assert by_kind(bundle, "Trigger")["knflow-kn-flaky"]["spec"]["delivery"]["retry"] == 6
     assert any("last retry waits 64 s, beyond max_delay_s 10 s" in n for n in bundle.notes)
+
+
+def test_builtins_read_their_servers_from_secrets_never_inline():
+    bundle = build([load(EXAMPLES / "article-generator.yaml")], REGISTRY, root=ROOT)
+    services = by_kind(bundle, "Service")
+    env = {name: template(services[f"knflow-{name}"])[1]["containers"][0]["env"] for name in ("llm-generate", "mongodb-insert", "http-request")}
+    assert env["llm-generate"][1:] == [
+        {"name": "KNFLOW_OPENAI_BASE_URL", "valueFrom": {"secretKeyRef": {"name": "knflow-openai", "key": "base_url"}}},
+        {"name": "KNFLOW_OPENAI_API_KEY", "valueFrom": {"secretKeyRef": {"name": "knflow-openai", "key": "api_key", "optional": True}}},
+    ]
+    assert env["mongodb-insert"][1:] == [{"name": "KNFLOW_MONGODB_URL", "valueFrom": {"secretKeyRef": {"name": "knflow-mongodb", "key": "url"}}}]
+    assert [e["name"] for e in env["http-request"]] == ["KNFLOW_FUNCTION"]
+    assert "Secret 'knflow-openai' key 'api_key' (optional) is read by llm-generate, never written here: kubectl create secret generic knflow-openai -n knflow --from-literal=api_key=..." in bundle.notes
+    assert any(n.startswith("Secret 'knflow-mongodb' key 'url' is read by mongodb-insert") for n in bundle.notes)
+    assert any("blob_url" in n for n in bundle.notes)
+
+
+def test_profile_names_the_secrets_and_a_shared_blob_store():
+    profile = parse_profile({"secrets": {"mongodb": {"name": "team-db", "key": "uri"}}, "blob_url": "s3://acme/knflow"})
+    bundle = build([load(EXAMPLES / "article-generator.yaml")], REGISTRY, profile, root=ROOT)
+    services = by_kind(bundle, "Service")
+    insert_env = template(services["knflow-mongodb-insert"])[1]["containers"][0]["env"]
+    assert {"name": "KNFLOW_MONGODB_URL", "valueFrom": {"secretKeyRef": {"name": "team-db", "key": "uri"}}} in insert_env
+    for name, service in services.items():
+        assert {"name": "KNFLOW_BLOB_URL", "value": "s3://acme/knflow"} in template(service)[1]["containers"][0]["env"], name
+    assert not any("blob_url" in n for n in bundle.notes)
