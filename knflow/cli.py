@@ -76,7 +76,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             for p in load_pipelines(path, args.functions):
-                print(f"{path}: pipeline '{p.name}' is valid ({len(p.nodes)} nodes, {len(p.edges)} edges)")
+                print(f"{path}: pipeline '{p.name}' is valid ({_count(len(p.nodes), 'node')}, {_count(len(p.edges), 'edge')})")
         except PipelineInvalid as exc:
             failed += 1
             count = len(exc.problems)
@@ -215,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `knflow runs show ... | head`: the reader left; that is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 if __name__ == "__main__":
