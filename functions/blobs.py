@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import quote
 
 from broker.errors import KnflowError
@@ -170,11 +170,13 @@ class BlobStore:
         except Exception as exc:
             raise BlobError(f"blob {url!r} cannot be read: {type(exc).__name__}: {exc}", url=url, retryable=True) from None
 
-    async def offload(self, value: Any, key: str, name: str, threshold_bytes: int | None = None) -> Any:
-        """`value` itself when its JSON fits within the threshold, else a reference to it written under `key`."""
+    async def offload(self, value: Any, key: str | Callable[[], str], name: str, threshold_bytes: int | None = None) -> Any:
+        """`value` itself when its JSON fits within the threshold, else a reference to it written under `key`
+        (or what `key()` gives: the common case, a small value, then never builds the key)."""
         data = encode(value)
         if len(data) <= (self.threshold_bytes if threshold_bytes is None else threshold_bytes):
             return value
+        key = key() if callable(key) else key
         ref = make_ref("", data)
         ref[REF_KEY] = await self.write(f"{key}/{name}-{ref['sha256'][:16]}.json", data)
         return ref

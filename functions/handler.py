@@ -142,7 +142,8 @@ async def handle_invoke(spec: FunctionSpec, invoke: CloudEvent, source: str, sto
         result = await call(spec, function_input(spec, inputs, config), ctx, timeout_s)
     if "output" in result:
         try:
-            result["output"] = await store.offload(result["output"], blobs.attempt_key(addr.run_id, addr.node, addr.attempt), "output")
+            key = lambda: blobs.attempt_key(addr.run_id, addr.node, addr.attempt)  # noqa: E731
+            result["output"] = await store.offload(result["output"], key, "output")
         except blobs.BlobError as exc:
             result = {"error": _blob_error(exc, spec, ctx, "its output")}
     return events.result_event(invoke, succeeded="output" in result, data=result, source=source)
