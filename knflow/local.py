@@ -58,6 +58,9 @@ class EmbeddedStack:
             self.broker.subscribe({"type": kind}, self._run_ended, name="waiters")
 
     async def __aenter__(self) -> "EmbeddedStack":
+        from functions.blobs import default_store
+
+        default_store()  # a bad KNFLOW_BLOB_* setting stops here, before any run starts
         return self
 
     async def __aexit__(self, *exc: object) -> None:
