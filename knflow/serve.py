@@ -33,18 +33,36 @@ def _load(modules: list[str]) -> None:
 
 
 async def serve_app(app: Any, host: str, port: int, ready: asyncio.Event | None = None) -> None:
+    """Serve `app` until SIGINT or SIGTERM, then return, so that the caller's cleanup runs (the nats-server
+    and function processes `knflow dev` started, the router's store and connections)."""
     import uvicorn
 
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:  # uvicorn's own re-raises the signal after shutdown: no cleanup then
+            yield
+
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started and not task.done():
-        await asyncio.sleep(0.01)
-    if server.started:
-        print(f"knflow: serving on http://{host}:{port}", file=sys.stderr, flush=True)
-    if ready is not None:
-        ready.set()
-    await task
+    server = Server(config)
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    try:
+        for sig in signals:
+            loop.add_signal_handler(sig, server.handle_exit, sig, None)
+    except (ValueError, RuntimeError, NotImplementedError):  # not the main thread, or no signals here
+        signals = ()
+    try:
+        task = asyncio.create_task(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.01)
+        if server.started:
+            print(f"knflow: serving on http://{host}:{port}", file=sys.stderr, flush=True)
+        if ready is not None:
+            ready.set()
+        await task
+    finally:
+        for sig in signals:  # a second signal during the cleanup acts as usual
+            loop.remove_signal_handler(sig)
 
 
 def cmd_serve_function(args: argparse.Namespace) -> int:

@@ -22,8 +22,10 @@ def free_port() -> int:
 
 
 class Process:
-    def __init__(self, args: list[str], log_path: Path, port: int | None = None, env: dict[str, str] | None = None, ready_text: str | None = None) -> None:
+    def __init__(self, args: list[str], log_path: Path, port: int | None = None, env: dict[str, str] | None = None, ready_text: str | None = None,
+                 cwd: Path | None = None) -> None:
         self.args = args
+        self.cwd = cwd
         self.port = port
         self.url = f"http://127.0.0.1:{port}" if port else ""
         self.log_path = log_path
@@ -33,7 +35,7 @@ class Process:
 
     def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> "Process":
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "knflow.cli", *self.args], stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
+        self.proc = subprocess.Popen([sys.executable, "-m", "knflow.cli", *self.args], stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd)
         deadline = time.monotonic() + timeout_s
         while not self._ready():
             if self.proc.poll() is not None:
