@@ -30,15 +30,18 @@ def nats_servers_under(folder: Path) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("isolate", [False, True], ids=["in-process", "isolated"])
-def test_dev_starts_nats_and_runs_a_webhook_to_the_end(tmp_path, isolate):
+@pytest.mark.parametrize("flags", [[], ["--isolate"], ["--memory"]], ids=["in-process", "isolated", "memory"])
+def test_dev_starts_nats_and_runs_a_webhook_to_the_end(tmp_path, flags):
     port = free_port()
     args = ["dev", str(ROOT / "examples/hello.yaml"), "--port", str(port), "--store", f"sqlite:///{tmp_path}/runs.db"]
     env = {k: "" for k in ("KNFLOW_NATS_URL", "KNFLOW_STORE")}
-    dev = Process(args + (["--isolate"] if isolate else []), tmp_path / "dev.log", port, env, cwd=tmp_path).start(timeout_s=60)
+    dev = Process(args + flags, tmp_path / "dev.log", port, env, cwd=tmp_path).start(timeout_s=60)
     try:
-        assert "broker NATS nats://127.0.0.1:" in dev.output()
-        assert nats_servers_under(tmp_path), "knflow dev should have started its own nats-server"
+        if flags == ["--memory"]:
+            assert "broker the in-memory broker" in dev.output() and not nats_servers_under(tmp_path)
+        else:
+            assert "broker NATS nats://127.0.0.1:" in dev.output()
+            assert nats_servers_under(tmp_path), "knflow dev should have started its own nats-server"
         status, body = http("POST", f"{dev.url}/hooks/hello", json.dumps({"text": "dev runs this"}).encode(), {"content-type": "application/json"})
         assert status == 202, body
         run = wait_run(dev.url, body["run"])
