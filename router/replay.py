@@ -100,10 +100,14 @@ def cancel(run: dict[str, Any], now: str, by: str | None = None) -> tuple[list[T
     their late results are recorded without moving the run."""
     if run["status"] in RUN_FINAL:
         raise ReplayRefused(f"run '{run['id']}' already ended {run['status']}", run_id=run["id"])
-    transitions = [
-        Transition(n, frozenset({PENDING}), {"status": CANCELLED, "finished_at": now, "error": engine.error("Cancelled", f"run cancelled{' by ' + by if by else ''}")})
-        for n, s in run["nodes"].items() if s["status"] == PENDING
-    ]
+    fields = {"status": CANCELLED, "finished_at": now, "error": engine.error("Cancelled", f"run cancelled{' by ' + by if by else ''}")}
+    transitions = []
+    for n, s in run["nodes"].items():
+        if s["status"] == PENDING:
+            transitions.append(Transition(n, frozenset({PENDING}), fields))
+        elif s["status"] in IN_FLIGHT and isinstance(s.get("items"), dict):  # a fan-out node: its items not yet started
+            transitions += [Transition(item_key(n, i), frozenset({PENDING}), fields)
+                            for i, item in enumerate(item_states(s)) if item["status"] == PENDING]
     return transitions, RunChange(frozenset({RUNNING}), {"status": CANCELLED, "finished_at": now, "cancelled_by": by})
 
 

@@ -161,6 +161,20 @@ def test_redrive_from_the_node_reruns_every_item():
     assert [i.id for i in inv] == ["r:gen[0]:2", "r:gen[1]:2"]
 
 
+def test_cancel_stops_items_not_yet_started_and_a_redrive_runs_them():
+    p = fan(foreach="{{ a.output.items }}", concurrency=1)
+    run, inv = through_a(p, ["x", "y", "z"])
+    assert [i.node for i in inv] == ["gen[0]"]
+    run, won, run_won = apply(run, *replay.cancel(run, NOW, by="ops"))
+    assert all(won) and run_won and run["status"] == "cancelled"
+    assert [item["status"] for item in item_states(run["nodes"]["gen"])] == [SCHEDULED, "cancelled", "cancelled"]
+    run, inv = finish(p, run, "gen[0]", 0)  # a late result is recorded and moves nothing
+    assert inv == [] and item_states(run["nodes"]["gen"])[0]["status"] == SUCCEEDED and run["status"] == "cancelled"
+    run, _, _ = apply(run, *replay.redrive(p, run, NOW))
+    run, inv = step(p, run)
+    assert [i.id for i in inv] == ["r:gen[1]:1"]  # item 0 kept its output; concurrency 1 still holds
+
+
 def test_sweeper_republishes_stale_item_invokes_under_the_same_ids():
     p = fan(foreach="{{ a.output.items }}")
     run, _ = through_a(p, ["x", "y"])
