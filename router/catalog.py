@@ -9,7 +9,8 @@ import time
 from typing import Any
 
 from broker.errors import KnflowError
-from router.pipeline import Pipeline, PipelineInvalid, from_dict
+from router.pipeline import Pipeline, PipelineInvalid
+from router.pipeline_yaml import from_dict
 from router.store.base import RunStore
 from router.validation import validate
 

@@ -14,7 +14,8 @@ from functions.registry import REGISTRY, Registry, load_module
 from functions.errors import ModuleLoadError
 from functions.handler import function_input
 from router import conditions, templates
-from router.pipeline import MAX_ITEMS, Pipeline, PipelineInvalid, Problem, load_text, read_file
+from router.pipeline import MAX_ITEMS, Pipeline, PipelineInvalid, Problem
+from router.pipeline_yaml import load_text, read_file
 
 
 def _problem(p: Pipeline, message: str, path: tuple = (), node: str | None = None, field: str | None = None) -> Problem:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from router import engine, replay
-from router.pipeline import PipelineInvalid, from_dict
+from router.pipeline import PipelineInvalid
+from router.pipeline_yaml import from_dict
 from router.runs import FAILED, RUNNING, SCHEDULED, SKIPPED, SUCCEEDED, apply, item_states, new_run, record, state_of
 from router.validation import load_string, validate
 

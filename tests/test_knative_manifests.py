@@ -25,7 +25,7 @@ from knative.errors import (
 )
 from knative.manifests import build, files, to_yaml
 from knative.profile import Profile, parse_profile
-from router.pipeline import load_text
+from router.pipeline_yaml import load_text
 from router.validation import load
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from router.pipeline import Pipeline, PipelineInvalid, from_dict, parse_yaml
+from router.pipeline import Pipeline, PipelineInvalid
+from router.pipeline_yaml import from_dict, parse_yaml
 from router.validation import load, load_string
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from knflow import FunctionError, function
 from knflow.local import EmbeddedStack
 from router import replay
-from router.pipeline import from_dict
+from router.pipeline_yaml import from_dict
 from router.replay import ReplayRefused, parse_duration_s
 from router.store.sqlite import SqliteStore
 from router.validation import load_string
