@@ -24,7 +24,7 @@ from bench import report  # noqa: E402
 
 FULL = {"seq": 300, "thr": 5000, "thr_slow": 5000, "chain": 100, "fanout": 3, "memory": 100_000, "celery_seq": 300, "celery_thr": 5000, "cold": 5}
 QUICK = {"seq": 100, "thr": 1000, "thr_slow": 500, "chain": 30, "fanout": 1, "memory": 5_000, "celery_seq": 100, "celery_thr": 500, "cold": 3}
-KNFLOW_MODES = ("embedded", "nats", "isolated", "mongo")
+KNFLOW_MODES = ("embedded", "nats", "nats-split", "isolated", "mongo")
 SECTIONS = ("floor", "celery", *KNFLOW_MODES, "coldstart", "memory")
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from bench.functions import ALL_FUNCTIONS
 from bench.pipelines import FUNCTIONS_MODULE
 
-MODES = ("embedded", "nats", "isolated", "mongo")
+MODES = ("embedded", "nats", "nats-split", "isolated", "mongo")
 
 
 @contextlib.contextmanager
@@ -65,8 +65,10 @@ async def embedded(workdir: Path, pipelines: list[Any]) -> AsyncIterator[Any]:
 
 
 @contextlib.asynccontextmanager
-async def on_nats(url: str, store: Any, pipelines: list[Any], function_urls: dict[str, str] | None = None) -> AsyncIterator[Any]:
-    """A NatsStack on its own stream, with a dispatcher per function (in-process, or to its URL)."""
+async def on_nats(url: str, store: Any, pipelines: list[Any], function_urls: dict[str, str] | None = None,
+                  split: bool = False) -> AsyncIterator[Any]:
+    """A NatsStack on its own stream, with a dispatcher per function (in-process, or to its URL); with
+    `split`, the dispatchers and the functions run in a `knflow serve dispatcher` process of their own."""
     from broker.nats import StreamLayout
     from knflow.nats_stack import NatsStack
     from router.core import StaticPipelines
@@ -74,10 +76,43 @@ async def on_nats(url: str, store: Any, pipelines: list[Any], function_urls: dic
     tag = uuid.uuid4().hex[:8]
     layout = StreamLayout(stream=f"BENCH{tag.upper()}", prefix=f"bench{tag}")
     async with NatsStack(url, store, StaticPipelines(pipelines), layout=layout) as stack:
-        for name in ALL_FUNCTIONS:
-            await stack.serve_function(name, (function_urls or {}).get(name))
-        yield stack.router
+        if split:
+            with dispatcher_process(url, layout):
+                yield stack.router
+        else:
+            for name in ALL_FUNCTIONS:
+                await stack.serve_function(name, (function_urls or {}).get(name))
+            yield stack.router
     await store.close()
+
+
+@contextlib.contextmanager
+def dispatcher_process(nats_url: str, layout: Any) -> Any:
+    """`knflow serve dispatcher` for every bench function, in-process in that process, on `layout`'s stream."""
+    import os
+    import sys
+    import time
+
+    argv = [sys.executable, "-m", "knflow.cli", "serve", "dispatcher", "--nats", nats_url, "--functions", FUNCTIONS_MODULE]
+    argv += [x for name in ALL_FUNCTIONS for x in ("--function", name)]
+    argv += ["--dead-letter", "http://127.0.0.1:9/dead-letter"]  # the bench's functions never fail; the bench router has no HTTP
+    env = {**os.environ, "KNFLOW_STREAM": layout.stream, "KNFLOW_SUBJECT_PREFIX": layout.prefix}
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                log.seek(0)
+                output = log.read().decode(errors="replace")
+                if "knflow: dispatching" in output:
+                    break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"knflow serve dispatcher did not start:\n{output[-2000:]}")
+                time.sleep(0.05)
+            yield proc
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
 
 @contextlib.contextmanager
@@ -120,8 +155,8 @@ async def mode(name: str, pipelines: list[Any]) -> AsyncIterator[Stack]:
                 yield Stack(router)
             return
         with nats_server(workdir) as nats:
-            if name == "nats":
-                async with on_nats(nats.url, SqliteStore(workdir / "runs.db"), pipelines) as router:
+            if name in ("nats", "nats-split"):
+                async with on_nats(nats.url, SqliteStore(workdir / "runs.db"), pipelines, split=name == "nats-split") as router:
                     yield Stack(router, nats.url)
             elif name == "isolated":
                 with function_services(ALL_FUNCTIONS) as urls:
