@@ -83,11 +83,16 @@ class Registry:
 REGISTRY = Registry()
 
 
+CLIENT_MODULES = ("functions.builtins.http", "functions.builtins.llm_server", "functions.builtins.mongodb", "functions.builtins.redis")
+
+
 async def close_builtin_clients() -> None:
-    """Close what builtins opened on this event loop (the HTTP client), if they were loaded at all."""
-    http = sys.modules.get("functions.builtins.http")
-    if http is not None:
-        await http.aclose_client()
+    """Close what builtins opened on this event loop (HTTP, OpenAI-compatible, MongoDB and Redis clients),
+    for the modules that were loaded at all."""
+    for name in CLIENT_MODULES:
+        module = sys.modules.get(name)
+        if module is not None:
+            await module.aclose_client()
 
 
 def load_module(ref: str, base_dir: str | Path | None = None) -> ModuleType:

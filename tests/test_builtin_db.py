@@ -261,3 +261,13 @@ async def test_clients_reopen_after_aclose(redis_url, db):
     await mongodb.aclose_client()
     assert (await run("redis-get", {"url": redis_url, "key": unique_key("x")}))["output"]["found"] is False
     assert (await run("mongodb-query", {**db, "collection": "none"}))["output"]["count"] == 0
+
+
+async def test_close_builtin_clients_closes_every_builtins_clients_on_this_loop(redis_url, db):
+    from functions.registry import close_builtin_clients
+
+    await run("redis-get", {"url": redis_url, "key": unique_key("x")})
+    await run("mongodb-query", {**db, "collection": "none"})
+    assert len(redis_builtins._CLIENTS) >= 1 and len(mongodb._CLIENTS) >= 1
+    await close_builtin_clients()  # what the function server and the embedded stack call at shutdown
+    assert len(redis_builtins._CLIENTS) == 0 and len(mongodb._CLIENTS) == 0
