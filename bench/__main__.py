@@ -14,7 +14,8 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Coroutine
+from typing import Any
+from collections.abc import Callable, Coroutine
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -22,8 +23,28 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.g
 
 from bench import report  # noqa: E402
 
-FULL = {"seq": 300, "thr": 5000, "thr_slow": 5000, "chain": 100, "fanout": 3, "memory": 100_000, "celery_seq": 300, "celery_thr": 5000, "cold": 5}
-QUICK = {"seq": 100, "thr": 1000, "thr_slow": 500, "chain": 30, "fanout": 1, "memory": 5_000, "celery_seq": 100, "celery_thr": 500, "cold": 3}
+FULL = {
+    "seq": 300,
+    "thr": 5000,
+    "thr_slow": 5000,
+    "chain": 100,
+    "fanout": 3,
+    "memory": 100_000,
+    "celery_seq": 300,
+    "celery_thr": 5000,
+    "cold": 5,
+}
+QUICK = {
+    "seq": 100,
+    "thr": 1000,
+    "thr_slow": 500,
+    "chain": 30,
+    "fanout": 1,
+    "memory": 5_000,
+    "celery_seq": 100,
+    "celery_thr": 500,
+    "cold": 3,
+}
 KNFLOW_MODES = ("embedded", "nats", "nats-split", "isolated", "mongo")
 SECTIONS = ("floor", "celery", *KNFLOW_MODES, "coldstart", "memory")
 
@@ -41,7 +62,12 @@ def run_async(factory: Callable[[], Coroutine[Any, Any, Any]], use_uvloop: bool)
 async def knflow_mode(mode: str, sizes: dict[str, int], in_flight: int, results: report.Results) -> None:
     from bench import drive, pipelines, stacks
 
-    diamond, chain, fanout, static = pipelines.diamond(), pipelines.chain(10), pipelines.fanout(1000), pipelines.static_fanout(1000)
+    diamond, chain, fanout, static = (
+        pipelines.diamond(),
+        pipelines.chain(10),
+        pipelines.fanout(1000),
+        pipelines.static_fanout(1000),
+    )
     slow = mode in ("isolated", "mongo")
     async with stacks.mode(mode, [diamond, chain, fanout, static]) as stack:
         driver = drive.Driver(stack.router)
@@ -81,7 +107,9 @@ async def floor(sizes: dict[str, int], in_flight: int, results: report.Results) 
     d.update(await drive.throughput(fl.diamond, None, sizes["thr"], in_flight))
     c = await drive.sequential(fl.chain, None, sizes["chain"], warmup=5)
     results.setdefault("chain10", {})["floor"] = {**c, "hop_p50_ms": c["p50_ms"] / 10, "hop_p99_ms": c["p99_ms"] / 10}
-    results.setdefault("fanout1000", {})["floor"] = await fanout_runs(fl.fanout, _Named("fanout1000", 1002), sizes["fanout"])
+    results.setdefault("fanout1000", {})["floor"] = await fanout_runs(
+        fl.fanout, _Named("fanout1000", 1002), sizes["fanout"]
+    )
 
 
 class _Named:
@@ -103,12 +131,22 @@ async def memory(mode: str, sizes: dict[str, int], in_flight: int, results: repo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smaller version of every workload (under two minutes)")
-    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections (default: all of {','.join(SECTIONS)})")
-    parser.add_argument("--in-flight", type=int, default=200, help="runs in flight at most, for throughput (default 200)")
+    parser.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"comma-separated sections (default: all of {','.join(SECTIONS)})"
+    )
+    parser.add_argument(
+        "--in-flight", type=int, default=200, help="runs in flight at most, for throughput (default 200)"
+    )
     parser.add_argument("--no-uvloop", action="store_true", help="the stdlib event loop even if uvloop is installed")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"), help="where to write the results")
-    parser.add_argument("--profile", metavar="MODE", nargs="?", const="nats", choices=KNFLOW_MODES,
-                        help="instead: profile the diamond throughput of MODE (default nats) into bench/profile-MODE.txt")
+    parser.add_argument(
+        "--profile",
+        metavar="MODE",
+        nargs="?",
+        const="nats",
+        choices=KNFLOW_MODES,
+        help="instead: profile the diamond throughput of MODE (default nats) into bench/profile-MODE.txt",
+    )
     args = parser.parse_args(argv)
     if args.profile:
         return profile(args)
@@ -134,15 +172,19 @@ def main(argv: list[str] | None = None) -> int:
         elif section == "celery":
             from bench import celery_baseline
 
-            results.setdefault("diamond", {})["celery"] = celery_baseline.run(sizes["celery_seq"], sizes["celery_thr"], args.in_flight)
+            results.setdefault("diamond", {})["celery"] = celery_baseline.run(
+                sizes["celery_seq"], sizes["celery_thr"], args.in_flight
+            )
         elif section in KNFLOW_MODES:
             run_async(lambda: knflow_mode(section, sizes, args.in_flight, results), use_uvloop)
         elif section == "coldstart":
             from bench import coldstart
 
             cold = coldstart.run(sizes["cold"])
-            results["coldstart"] = {"serve_function": {k: cold[k] for k in ("healthz_ms", "first_invoke_ms", "tries")},
-                                    "import": {"knflow_ms": cold["import_knflow_ms"], "tries": cold["tries"]}}
+            results["coldstart"] = {
+                "serve_function": {k: cold[k] for k in ("healthz_ms", "first_invoke_ms", "tries")},
+                "import": {"knflow_ms": cold["import_knflow_ms"], "tries": cold["tries"]},
+            }
         elif section == "memory":
             for mode in ("embedded", "nats"):
                 run_async(lambda: memory(mode, sizes, args.in_flight, results), use_uvloop)
@@ -168,8 +210,12 @@ def profile(args: argparse.Namespace) -> int:
     configure_logging(0)
     out = ROOT / "bench" / f"profile-{args.profile}.txt"
     runs = QUICK["thr"] if args.quick else FULL["thr"]
-    result = run_async(lambda: run_profile(args.profile, runs, args.in_flight, out), not args.no_uvloop and environment.has_uvloop())
-    print(f"profiled {runs:,} diamond runs on {args.profile} ({result['runs_per_s']:,.0f} runs/s under the profiler): wrote {out}")
+    result = run_async(
+        lambda: run_profile(args.profile, runs, args.in_flight, out), not args.no_uvloop and environment.has_uvloop()
+    )
+    print(
+        f"profiled {runs:,} diamond runs on {args.profile} ({result['runs_per_s']:,.0f} runs/s under the profiler): wrote {out}"
+    )
     return 0
 
 

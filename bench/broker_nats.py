@@ -22,10 +22,10 @@ from cloudevents.core.v1.event import CloudEvent
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from broker.delivery import DeliveryPolicy  # noqa: E402
-from broker.nats import JetStreamPublisher, StreamLayout  # noqa: E402
-from broker.nats_dispatcher import Dispatcher  # noqa: E402
-from tests.nats_fixture import NatsServer, nats_server_binaries  # noqa: E402
+from broker.delivery import DeliveryPolicy
+from broker.nats import JetStreamPublisher, StreamLayout
+from broker.nats_dispatcher import Dispatcher
+from tests.nats_fixture import NatsServer, nats_server_binaries
 
 
 class FetchDispatcher(Dispatcher):
@@ -53,8 +53,14 @@ def invokes(n: int, size_bytes: int, tag: str) -> list[CloudEvent]:
     pad = "x" * max(0, size_bytes - 60)
     return [
         CloudEvent(
-            {"type": "dev.knflow.invoke", "source": "/bench", "id": f"{tag}:{i}", "knflowfunction": "echo",
-             "knflowpipeline": "bench", "datacontenttype": "application/json"},
+            {
+                "type": "dev.knflow.invoke",
+                "source": "/bench",
+                "id": f"{tag}:{i}",
+                "knflowfunction": "echo",
+                "knflowpipeline": "bench",
+                "datacontenttype": "application/json",
+            },
             {"inputs": {"i": i, "pad": pad}, "config": {}},
         )
         for i in range(n)
@@ -63,8 +69,13 @@ def invokes(n: int, size_bytes: int, tag: str) -> list[CloudEvent]:
 
 async def replying(ev: CloudEvent) -> CloudEvent:
     return CloudEvent(
-        {"type": "dev.knflow.node.succeeded", "source": "/fn/echo", "id": f"{ev.get_id()}:ok",
-         "knflowpipeline": "bench", "datacontenttype": "application/json"},
+        {
+            "type": "dev.knflow.node.succeeded",
+            "source": "/fn/echo",
+            "id": f"{ev.get_id()}:ok",
+            "knflowpipeline": "bench",
+            "datacontenttype": "application/json",
+        },
         {"output": {"i": ev.get_data()["inputs"]["i"]}},
     )
 
@@ -113,7 +124,10 @@ async def bench_server(label: str, binary: str, n: int, size_bytes: int) -> None
         print(f"nats-server {version} ({label}), {n:,} events of ~{size_bytes} B, file storage")
         print(f"  publish, awaited one at a time   {single_rate:9,.0f} events/s")
         print(f"  publish_many (batches of 1,000)  {many_rate:9,.0f} events/s")
-        for what, subscriber in (("round trip: reply stored, then ack", replying), ("consume only: ack, no reply", accepting)):
+        for what, subscriber in (
+            ("round trip: reply stored, then ack", replying),
+            ("consume only: ack, no reply", accepting),
+        ):
             for cls, loop in ((Dispatcher, "lean loop"), (FetchDispatcher, "fetch()  ")):
                 rate = await round_trips(nc, n, size_bytes, cls, subscriber, max_in_flight=200)
                 print(f"  {what:<36} {loop} {rate:9,.0f} events/s")

@@ -40,14 +40,29 @@ class Redis:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Redis":
+    def start(self) -> Redis:
         import redis
 
         if not Path(self.binary).is_file():
-            raise RuntimeError(f"no redis-server on PATH nor at {REDIS_SERVER}: install it (Debian: apt-get install redis-server)")
+            raise RuntimeError(
+                f"no redis-server on PATH nor at {REDIS_SERVER}: install it (Debian: apt-get install redis-server)"
+            )
 
-        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log")]
+        argv = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+            "--logfile",
+            str(self.workdir / "redis.log"),
+        ]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -79,11 +94,26 @@ class Worker:
     def __init__(self, redis_url: str, workdir: Path, concurrency: int = 2) -> None:
         self.env = {**os.environ, "KNFLOW_BENCH_REDIS": redis_url, "PYTHONPATH": str(ROOT)}
         self.log_path = workdir / "celery-worker.log"
-        self.argv = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "--concurrency", str(concurrency),
-                     "--pool", "prefork", "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        self.argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench.celery_app",
+            "worker",
+            "--concurrency",
+            str(concurrency),
+            "--pool",
+            "prefork",
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
         self.proc: subprocess.Popen | None = None
 
-    def start(self, app: Any) -> "Worker":
+    def start(self, app: Any) -> Worker:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -158,5 +188,10 @@ def _throughput(celery_app: Any, n: int, in_flight: int) -> dict[str, float]:
     while pending:
         finish_oldest()
     elapsed = time.perf_counter() - started
-    return {"runs_per_s": n / elapsed, "runs": n, "in_flight": in_flight,
-            "loaded_p50_ms": percentile(times, 50), "loaded_p99_ms": percentile(times, 99)}
+    return {
+        "runs_per_s": n / elapsed,
+        "runs": n,
+        "in_flight": in_flight,
+        "loaded_p50_ms": percentile(times, 50),
+        "loaded_p99_ms": percentile(times, 99),
+    }

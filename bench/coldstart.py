@@ -27,7 +27,9 @@ DEADLINE_S = 30.0
 def _invoke_request() -> tuple[dict[str, str], bytes]:
     from broker import codec, events
 
-    ev = events.invoke_event(run_id="coldstart", pipeline="bench", node="a", attempt=1, function="bench-a", inputs={"n": 1}, config={})
+    ev = events.invoke_event(
+        run_id="coldstart", pipeline="bench", node="a", attempt=1, function="bench-a", inputs={"n": 1}, config={}
+    )
     return codec.encode_binary(ev)
 
 
@@ -48,8 +50,20 @@ def function_start() -> dict[str, float]:
     """One cold start: spawn → first 200 on /healthz → first invoke answered."""
     headers, body = _invoke_request()
     port = free_port()
-    argv = [sys.executable, "-m", "knflow.cli", "serve", "function", "bench-a", "--functions", FUNCTIONS_MODULE,
-            "--host", "127.0.0.1", "--port", str(port)]
+    argv = [
+        sys.executable,
+        "-m",
+        "knflow.cli",
+        "serve",
+        "function",
+        "bench-a",
+        "--functions",
+        FUNCTIONS_MODULE,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
@@ -71,8 +85,14 @@ def function_start() -> dict[str, float]:
 
 def import_time_ms() -> float:
     """`python -X importtime -c 'import knflow'`: the cumulative microseconds of the top-level `knflow`."""
-    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import knflow"], capture_output=True, text=True,
-                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True).stderr
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import knflow"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    ).stderr
     for line in out.splitlines():
         parts = [p.strip() for p in line.removeprefix("import time:").split("|")]
         if len(parts) == 3 and parts[2] == "knflow":

@@ -62,7 +62,8 @@ class Driver:
         run_id = f"{self.tag}{self.count:010d}"
         ended = self.ends.expect(run_id)
         trigger = events.make_event(
-            {"type": "dev.knflow.bench", "source": "/bench", "id": f"{run_id}:trigger", "datacontenttype": events.JSON}, data
+            {"type": "dev.knflow.bench", "source": "/bench", "id": f"{run_id}:trigger", "datacontenttype": events.JSON},
+            data,
         )
         await self.router.start_run(pipeline, trigger, run_id=run_id)
         return await ended

@@ -57,5 +57,10 @@ async def growth(router: Any, pipeline: Any, runs: int, in_flight: int, warmup: 
     elapsed = loop.time() - started
     gc.collect()
     after = rss_mb()
-    return {"rss_before_mb": before, "rss_after_mb": after, "growth_mb": after - before, "runs": runs,
-            "runs_per_s": runs / elapsed}
+    return {
+        "rss_before_mb": before,
+        "rss_after_mb": after,
+        "growth_mb": after - before,
+        "runs": runs,
+        "runs_per_s": runs / elapsed,
+    }

@@ -1,9 +1,9 @@
 """The workloads' pipelines, built as YAML text and loaded through the same validation as a user's file.
 
-    diamond     a -> (b, c) -> d
-    chain10     n1 -> n2 -> ... -> n10
-    fanout1000  src -> each (`replicas: 1000`, one invoke per item) -> join
-    static1000  src -> (f0 ... f999) -> join     (the same width as 1,000 static nodes, for comparison)
+diamond     a -> (b, c) -> d
+chain10     n1 -> n2 -> ... -> n10
+fanout1000  src -> each (`replicas: 1000`, one invoke per item) -> join
+static1000  src -> (f0 ... f999) -> join     (the same width as 1,000 static nodes, for comparison)
 """
 
 from __future__ import annotations
@@ -44,7 +44,10 @@ def diamond() -> Pipeline:
 
 def chain(length: int = 10) -> Pipeline:
     nodes = [{"id": "n1", "type": "bench-a", "inputs": {"n": "{{ trigger.data.n }}"}}]
-    nodes += [{"id": f"n{i}", "type": "bench-a", "inputs": {"n": f"{{{{ n{i - 1}.output.n }}}}"}} for i in range(2, length + 1)]
+    nodes += [
+        {"id": f"n{i}", "type": "bench-a", "inputs": {"n": f"{{{{ n{i - 1}.output.n }}}}"}}
+        for i in range(2, length + 1)
+    ]
     return _load(f"bench-chain{length}", nodes, [(f"n{i - 1}", f"n{i}") for i in range(2, length + 1)])
 
 
@@ -61,6 +64,8 @@ def static_fanout(width: int = 1000) -> Pipeline:
     branches = [f"f{i}" for i in range(width)]
     nodes = [{"id": "src", "type": "bench-a", "inputs": {"n": "{{ trigger.data.n }}"}}]
     nodes += [{"id": b, "type": "bench-b", "inputs": {"n": "{{ src.output.n }}"}} for b in branches]
-    nodes.append({"id": "join", "type": "bench-sum", "inputs": {"values": [f"{{{{ {b}.output.n }}}}" for b in branches]}})
+    nodes.append(
+        {"id": "join", "type": "bench-sum", "inputs": {"values": [f"{{{{ {b}.output.n }}}}" for b in branches]}}
+    )
     edges = [("src", b) for b in branches] + [(b, "join") for b in branches]
     return _load(f"bench-static{width}", nodes, edges)

@@ -24,6 +24,8 @@ async def profile(mode: str, runs: int, in_flight: int, out: Path) -> dict[str, 
         result = await drive.throughput(driver.run, diamond, runs, in_flight)
         session = profiler.stop()
     tree = ConsoleRenderer(unicode=False, color=False, show_all=False, short_mode=True).render(session)
-    out.write_text(f"diamond throughput, mode {mode}: {runs:,} runs, at most {in_flight} in flight, "
-                   f"{result['runs_per_s']:,.0f} runs/s under the profiler\n\n{tree}")
+    out.write_text(
+        f"diamond throughput, mode {mode}: {runs:,} runs, at most {in_flight} in flight, "
+        f"{result['runs_per_s']:,.0f} runs/s under the profiler\n\n{tree}"
+    )
     return result

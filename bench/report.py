@@ -59,26 +59,37 @@ def _cell(metrics: dict[str, float], metric: str, fmt: str) -> str:
 
 def table(results: Results) -> str:
     lines = []
-    runs = [(w, m, metrics) for w, modes in results.items() if w in ("diamond", "chain10", "fanout1000", "static1000") for m, metrics in modes.items()]
+    runs = [
+        (w, m, metrics)
+        for w, modes in results.items()
+        if w in ("diamond", "chain10", "fanout1000", "static1000")
+        for m, metrics in modes.items()
+    ]
     cols = [c for c in COLUMNS if any(c[1] in metrics for _w, _m, metrics in runs)]
     head = f"{'workload':<11} {'mode':<9} " + " ".join(f"{h:>13}" for h, _m, _f in cols)
     lines += [head, "-" * len(head)]
     for w, m, metrics in runs:
         lines.append(f"{w:<11} {m:<9} " + " ".join(f"{_cell(metrics, metric, fmt):>13}" for _h, metric, fmt in cols))
     for m, metrics in results.get("memory", {}).items():
-        lines.append(f"memory      {m:<9} RSS {metrics['rss_before_mb']:.1f} MB -> {metrics['rss_after_mb']:.1f} MB after "
-                     f"{metrics['runs']:,.0f} diamond runs ({metrics['growth_mb']:+.1f} MB; {metrics['growth_mb_per_100k']:+.1f} MB per 100,000"
-                     f"{'' if metrics['runs'] >= 100_000 else ', extrapolated'})")
+        lines.append(
+            f"memory      {m:<9} RSS {metrics['rss_before_mb']:.1f} MB -> {metrics['rss_after_mb']:.1f} MB after "
+            f"{metrics['runs']:,.0f} diamond runs ({metrics['growth_mb']:+.1f} MB; {metrics['growth_mb_per_100k']:+.1f} MB per 100,000"
+            f"{'' if metrics['runs'] >= 100_000 else ', extrapolated'})"
+        )
     floor = results.get("transport", {}).get("nats")
     if floor:
-        lines.append(f"transport   one event at a time on this nats-server: JetStream ack {floor['publish_ack_p50_ms']:.2f} ms p50, "
-                     f"publish -> dispatcher {floor['delivery_p50_ms']:.2f} ms p50: a hop crosses it twice")
+        lines.append(
+            f"transport   one event at a time on this nats-server: JetStream ack {floor['publish_ack_p50_ms']:.2f} ms p50, "
+            f"publish -> dispatcher {floor['delivery_p50_ms']:.2f} ms p50: a hop crosses it twice"
+        )
     cold = results.get("coldstart", {})
     if cold:
         fn, imp = cold.get("serve_function", {}), cold.get("import", {})
-        lines.append(f"cold start  knflow serve function: /healthz 200 after {fn.get('healthz_ms', float('nan')):.0f} ms, "
-                     f"first invoke answered after {fn.get('first_invoke_ms', float('nan')):.0f} ms; "
-                     f"import knflow {imp.get('knflow_ms', float('nan')):.0f} ms (-X importtime)")
+        lines.append(
+            f"cold start  knflow serve function: /healthz 200 after {fn.get('healthz_ms', float('nan')):.0f} ms, "
+            f"first invoke answered after {fn.get('first_invoke_ms', float('nan')):.0f} ms; "
+            f"import knflow {imp.get('knflow_ms', float('nan')):.0f} ms (-X importtime)"
+        )
     return "\n".join(lines)
 
 

@@ -65,8 +65,9 @@ async def embedded(workdir: Path, pipelines: list[Any]) -> AsyncIterator[Any]:
 
 
 @contextlib.asynccontextmanager
-async def on_nats(url: str, store: Any, pipelines: list[Any], function_urls: dict[str, str] | None = None,
-                  split: bool = False) -> AsyncIterator[Any]:
+async def on_nats(
+    url: str, store: Any, pipelines: list[Any], function_urls: dict[str, str] | None = None, split: bool = False
+) -> AsyncIterator[Any]:
     """A NatsStack on its own stream, with a dispatcher per function (in-process, or to its URL); with
     `split`, the dispatchers and the functions run in a `knflow serve dispatcher` process of their own."""
     from broker.nats import StreamLayout
@@ -93,9 +94,22 @@ def dispatcher_process(nats_url: str, layout: Any) -> Any:
     import sys
     import time
 
-    argv = [sys.executable, "-m", "knflow.cli", "serve", "dispatcher", "--nats", nats_url, "--functions", FUNCTIONS_MODULE]
+    argv = [
+        sys.executable,
+        "-m",
+        "knflow.cli",
+        "serve",
+        "dispatcher",
+        "--nats",
+        nats_url,
+        "--functions",
+        FUNCTIONS_MODULE,
+    ]
     argv += [x for name in ALL_FUNCTIONS for x in ("--function", name)]
-    argv += ["--dead-letter", "http://127.0.0.1:9/dead-letter"]  # the bench's functions never fail; the bench router has no HTTP
+    argv += [
+        "--dead-letter",
+        "http://127.0.0.1:9/dead-letter",
+    ]  # the bench's functions never fail; the bench router has no HTTP
     env = {**os.environ, "KNFLOW_STREAM": layout.stream, "KNFLOW_SUBJECT_PREFIX": layout.prefix}
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -156,7 +170,9 @@ async def mode(name: str, pipelines: list[Any]) -> AsyncIterator[Stack]:
             return
         with nats_server(workdir) as nats:
             if name in ("nats", "nats-split"):
-                async with on_nats(nats.url, SqliteStore(workdir / "runs.db"), pipelines, split=name == "nats-split") as router:
+                async with on_nats(
+                    nats.url, SqliteStore(workdir / "runs.db"), pipelines, split=name == "nats-split"
+                ) as router:
                     yield Stack(router, nats.url)
             elif name == "isolated":
                 with function_services(ALL_FUNCTIONS) as urls:

@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from router.runs import RUNNING, RunChange, Transition, new_run  # noqa: E402
-from router.store.mongo import MongoStore  # noqa: E402
-from router.store.sqlite import SqliteStore  # noqa: E402
-from tests.mongo_fixture import MongoWireServer, nx_27017_binary  # noqa: E402
+from router.runs import RUNNING, RunChange, Transition, new_run
+from router.store.mongo import MongoStore
+from router.store.sqlite import SqliteStore
+from tests.mongo_fixture import MongoWireServer, nx_27017_binary
 
 NODES = [f"node-{i}" for i in range(10)]
 OUTPUT = {"text": "x" * 100, "n": 1}

@@ -41,7 +41,15 @@ async def hop_floor(nats_url: str, n: int = 300) -> dict[str, float]:
     try:
         for i in range(n):
             delivered.clear()
-            ev = events.invoke_event(run_id=f"{tag}{i:08d}", pipeline="floor", node="n", attempt=1, function="floor", inputs={"n": i}, config={})
+            ev = events.invoke_event(
+                run_id=f"{tag}{i:08d}",
+                pipeline="floor",
+                node="n",
+                attempt=1,
+                function="floor",
+                inputs={"n": i},
+                config={},
+            )
             t = time.perf_counter()
             await publisher.publish(ev)
             acks.append((time.perf_counter() - t) * 1000)
@@ -51,5 +59,9 @@ async def hop_floor(nats_url: str, n: int = 300) -> dict[str, float]:
         await dispatcher.stop()
         await nc.jetstream().delete_stream(layout.stream)
         await nc.close()
-    return {"publish_ack_p50_ms": percentile(acks, 50), "delivery_p50_ms": percentile(deliveries, 50),
-            "delivery_p99_ms": percentile(deliveries, 99), "events": n}
+    return {
+        "publish_ack_p50_ms": percentile(acks, 50),
+        "delivery_p50_ms": percentile(deliveries, 50),
+        "delivery_p99_ms": percentile(deliveries, 99),
+        "events": n,
+    }

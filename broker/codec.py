@@ -25,7 +25,7 @@ import binascii
 import json
 import re
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any, Final
 from urllib.parse import quote, unquote
 
@@ -71,7 +71,9 @@ class _Format(JSONFormat):
         return _ENCODER.encode(data).encode()
 
 
-_ENCODER: Final = json.JSONEncoder(default=_json_default, separators=(",", ":"))  # json.dumps(..., default=) builds one per call
+_ENCODER: Final = json.JSONEncoder(
+    default=_json_default, separators=(",", ":")
+)  # json.dumps(..., default=) builds one per call
 
 
 _FORMAT: Final = _Format()
@@ -179,9 +181,7 @@ def _decode_structured(content_type: str | None, body: bytes) -> CloudEvent:
             f"(char {err.pos})."
         ) from None
     if not isinstance(document, dict):
-        raise InvalidEvent(
-            f"Structured CloudEvent body must be a JSON object, got a JSON {_json_kind(document)}."
-        )
+        raise InvalidEvent(f"Structured CloudEvent body must be a JSON object, got a JSON {_json_kind(document)}.")
     has_data, data = "data" in document, document.pop("data", None)
     data_base64 = document.pop("data_base64", None)
     attributes = {k: v for k, v in document.items() if v is not None}
@@ -205,8 +205,7 @@ def _decode_structured(content_type: str | None, body: bytes) -> CloudEvent:
             data = base64.b64decode(data_base64, validate=True)
         except (binascii.Error, ValueError) as err:
             raise InvalidEvent(
-                f"Structured CloudEvent member 'data_base64' is not valid base64 ({err}): "
-                f"{_preview(data_base64)!r}."
+                f"Structured CloudEvent member 'data_base64' is not valid base64 ({err}): {_preview(data_base64)!r}."
             ) from None
     return _build(attributes, data)
 
@@ -215,9 +214,7 @@ def _check_attributes(attributes: dict[str, Any], where: Any) -> None:
     for name in _REQUIRED:
         value = attributes.get(name)
         if value is None:
-            raise InvalidEvent(
-                f"CloudEvent is missing required attribute '{name}' ({where(name)}).", attribute=name
-            )
+            raise InvalidEvent(f"CloudEvent is missing required attribute '{name}' ({where(name)}).", attribute=name)
         if not isinstance(value, str) or not value:
             raise InvalidEvent(
                 f"CloudEvent attribute '{name}' ({where(name)}) has value {value!r}. Expected a non-empty string.",
@@ -233,8 +230,7 @@ def _check_attributes(attributes: dict[str, Any], where: Any) -> None:
         if name in _CONTEXT_ATTRIBUTES:
             if name in ("subject", "dataschema", "datacontenttype") and (not isinstance(value, str) or not value):
                 raise InvalidEvent(
-                    f"CloudEvent attribute '{name}' ({where(name)}) has value {value!r}. Expected a non-empty "
-                    "string.",
+                    f"CloudEvent attribute '{name}' ({where(name)}) has value {value!r}. Expected a non-empty string.",
                     attribute=name,
                 )
             continue
@@ -336,7 +332,7 @@ def trusted_event(attributes: dict[str, Any], data: Any) -> CloudEvent:
     if "id" not in attributes:
         return CloudEvent(attributes, data)  # a random id: rare, and the SDK's to make
     if "time" not in attributes:
-        attributes["time"] = datetime.now(timezone.utc)
+        attributes["time"] = datetime.now(UTC)
     event = CloudEvent.__new__(CloudEvent)
     event._attributes = attributes
     event._data = data

@@ -61,7 +61,6 @@ class DeliveryPolicy:
             delay = self.backoff_delay_s * 2.0 ** min(n, 64)
         return min(delay, self.max_delay_s)
 
-
     def for_event(self, event: CloudEvent) -> DeliveryPolicy:
         """This policy, with the node's own overrides that the router put on the invoke: `knflowretry`
         (`RETRIES/BACKOFF/DELAY_S/MAX_DELAY_S`) and `knflowtimeout` (seconds)."""
@@ -72,9 +71,16 @@ class DeliveryPolicy:
         if retry is not None:
             try:
                 retries, backoff, delay_s, max_delay_s = str(retry).split("/")
-                fields = {"retries": int(retries), "backoff": backoff, "backoff_delay_s": float(delay_s), "max_delay_s": float(max_delay_s)}
+                fields = {
+                    "retries": int(retries),
+                    "backoff": backoff,
+                    "backoff_delay_s": float(delay_s),
+                    "max_delay_s": float(max_delay_s),
+                }
             except ValueError:
-                raise KnflowError(f"event '{event.get_id()}': knflowretry {retry!r} is not RETRIES/BACKOFF/DELAY_S/MAX_DELAY_S") from None
+                raise KnflowError(
+                    f"event '{event.get_id()}': knflowretry {retry!r} is not RETRIES/BACKOFF/DELAY_S/MAX_DELAY_S"
+                ) from None
         if timeout is not None:
             fields["timeout_s"] = float(timeout)
         return replace(self, **fields)

@@ -7,8 +7,7 @@ at the stream's last sequence when the read began, so each kept event is read on
 
 from __future__ import annotations
 
-import asyncio
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import nats.errors
 from cloudevents.core.v1.event import CloudEvent
@@ -30,14 +29,19 @@ class JetStreamEventLog:
         """Keep an external event; raises PublishError if JetStream did not store it."""
         await self.publisher.publish(event)
 
-    async def read(self, since: datetime, event_type: str | None = None, max_events: int = 100_000, batch: int = 500) -> list[CloudEvent]:
+    async def read(
+        self, since: datetime, event_type: str | None = None, max_events: int = 100_000, batch: int = 500
+    ) -> list[CloudEvent]:
         js = self.nc.jetstream()
         last_seq = (await js.stream_info(self.layout.stream)).state.last_seq
         subject = self.layout.external_subject(event_type) if event_type else f"{self.layout.prefix}.ext.>"
-        start = since.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        start = since.astimezone(UTC).isoformat().replace("+00:00", "Z")
         config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start, ack_policy=AckPolicy.EXPLICIT,
-            inactive_threshold=60.0, max_ack_pending=-1,
+            deliver_policy=DeliverPolicy.BY_START_TIME,
+            opt_start_time=start,
+            ack_policy=AckPolicy.EXPLICIT,
+            inactive_threshold=60.0,
+            max_ack_pending=-1,
         )
         sub = await js.pull_subscribe(subject, stream=self.layout.stream, config=config)
         out: list[CloudEvent] = []
@@ -45,7 +49,7 @@ class JetStreamEventLog:
             while len(out) < max_events:
                 try:
                     msgs = await sub.fetch(batch, timeout=1.0)
-                except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                except (TimeoutError, nats.errors.TimeoutError):
                     break  # nothing more in the window
                 done = False
                 for msg in msgs:
@@ -68,4 +72,4 @@ class JetStreamEventLog:
 
 
 def since_from_seconds(seconds: float) -> datetime:
-    return datetime.fromtimestamp(datetime.now(timezone.utc).timestamp() - seconds, timezone.utc)
+    return datetime.fromtimestamp(datetime.now(UTC).timestamp() - seconds, UTC)

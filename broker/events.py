@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 from cloudevents.core.exceptions import CloudEventValidationError
@@ -39,7 +39,7 @@ def now_iso() -> str:
     global _now_ms, _now_text
     ms = time.time_ns() // 1_000_000
     if ms != _now_ms:
-        then = datetime.fromtimestamp(ms // 1000, timezone.utc).replace(microsecond=ms % 1000 * 1000)
+        then = datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=ms % 1000 * 1000)
         _now_ms, _now_text = ms, then.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return _now_text
 
@@ -53,7 +53,9 @@ def make_event(attributes: dict[str, Any], data: Any = None) -> CloudEvent:
     try:
         return CloudEvent(dict(attributes), data)
     except CloudEventValidationError as exc:
-        raise InvalidEvent(f"cannot build CloudEvent '{attributes.get('id')}': {exc}", event_id=attributes.get("id")) from None
+        raise InvalidEvent(
+            f"cannot build CloudEvent '{attributes.get('id')}': {exc}", event_id=attributes.get("id")
+        ) from None
 
 
 def _own(attributes: dict[str, Any], data: Any) -> CloudEvent:
@@ -116,14 +118,24 @@ def result_event(invoke: CloudEvent, *, succeeded: bool, data: dict[str, Any], s
     }
     if invoke.get_subject():
         attrs["subject"] = invoke.get_subject()
-    for key in ("knflowrun", "knflownode", "knflowattempt", "knflowpipeline", "knflowfunction", DELIVERY, "traceparent"):
+    for key in (
+        "knflowrun",
+        "knflownode",
+        "knflowattempt",
+        "knflowpipeline",
+        "knflowfunction",
+        DELIVERY,
+        "traceparent",
+    ):
         value = invoke.get_extension(key)
         if value is not None:
             attrs[key] = value
     return _own(attrs, data)
 
 
-def run_event(kind_type: str, run_id: str, pipeline: str, data: dict[str, Any], generation: int = 0, hops: int = 1) -> CloudEvent:
+def run_event(
+    kind_type: str, run_id: str, pipeline: str, data: dict[str, Any], generation: int = 0, hops: int = 1
+) -> CloudEvent:
     """`generation` counts the run's replays, so a redriven run's second ending is not a duplicate;
     `hops` (knflowhops) lets a router refuse pipelines that start each other in a loop."""
     suffix = f":{generation}" if generation else ""

@@ -40,7 +40,9 @@ class HttpPublisher:
         failed = [(e, r) for e, r in zip(batch, results) if r is not None]
         if failed:
             detail = "; ".join(f"{e.get_id()}: {r}" for e, r in failed[:5])
-            raise PublishError(f"{len(failed)} of {len(batch)} event(s) were not accepted by {self.url}: {detail}", url=self.url)
+            raise PublishError(
+                f"{len(failed)} of {len(batch)} event(s) were not accepted by {self.url}: {detail}", url=self.url
+            )
 
     async def _post(self, event: CloudEvent) -> str | None:
         headers, body = encode_binary(event)
@@ -49,7 +51,7 @@ class HttpPublisher:
                 if 200 <= resp.status < 300:
                     return None
                 return f"HTTP {resp.status} {(await resp.text())[:200]}"
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             return f"{type(exc).__name__}: {exc}"
 
     async def close(self) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
+from collections.abc import Awaitable, Callable
 
 import structlog
 from cloudevents.core.v1.event import CloudEvent
@@ -71,7 +72,14 @@ class InMemoryBroker:
         concurrency: int = 0,
         name: str = "",
     ) -> Subscription:
-        sub = Subscription(dict(filter_), handler, policy or NO_RETRY, dead_letter, asyncio.Semaphore(concurrency) if concurrency else None, name)
+        sub = Subscription(
+            dict(filter_),
+            handler,
+            policy or NO_RETRY,
+            dead_letter,
+            asyncio.Semaphore(concurrency) if concurrency else None,
+            name,
+        )
         self.subscriptions.append(sub)
         self._by_type.clear()
         return sub
@@ -84,7 +92,9 @@ class InMemoryBroker:
             event_type = event.get_type()
             candidates = self._by_type.get(event_type)
             if candidates is None:
-                candidates = self._by_type[event_type] = [s for s in self.subscriptions if s.filter.get("type", event_type) == event_type]
+                candidates = self._by_type[event_type] = [
+                    s for s in self.subscriptions if s.filter.get("type", event_type) == event_type
+                ]
             targets = [s for s in candidates if matches(event, s.filter)]
             if not targets:
                 self.unrouted.append(event)
@@ -108,10 +118,21 @@ class InMemoryBroker:
                 else:
                     reply = await sub.handler(delivered)
             except Exception as exc:
-                failure = exc if isinstance(exc, DeliveryFailed) else DeliveryFailed(f"{type(exc).__name__}: {exc}", retryable=True)
+                failure = (
+                    exc
+                    if isinstance(exc, DeliveryFailed)
+                    else DeliveryFailed(f"{type(exc).__name__}: {exc}", retryable=True)
+                )
                 if failure.retryable and attempt <= policy.retries:
                     delay_s = policy.delay_before_s(attempt)
-                    log.info("delivery retry", event_id=event.get_id(), subscriber=sub.name, retry=attempt, delay_s=delay_s, reason=failure.message)
+                    log.info(
+                        "delivery retry",
+                        event_id=event.get_id(),
+                        subscriber=sub.name,
+                        retry=attempt,
+                        delay_s=delay_s,
+                        reason=failure.message,
+                    )
                     await asyncio.sleep(delay_s)
                     continue
                 await self._dead_letter(sub, with_delivery(event, attempt), failure)
@@ -122,7 +143,12 @@ class InMemoryBroker:
 
     async def _dead_letter(self, sub: Subscription, event: CloudEvent, failure: DeliveryFailed) -> None:
         if sub.dead_letter is None:
-            log.error("delivery failed and no dead-letter sink is set", event_id=event.get_id(), subscriber=sub.name, reason=failure.message)
+            log.error(
+                "delivery failed and no dead-letter sink is set",
+                event_id=event.get_id(),
+                subscriber=sub.name,
+                reason=failure.message,
+            )
             self.unrouted.append(event)
             self.unrouted_total += 1
             return

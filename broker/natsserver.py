@@ -67,9 +67,7 @@ class NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         argv = [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
         self._log.clear()
-        self._proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-        )
+        self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         ready = threading.Event()
         listening: list[int] = []
         saw_ready: list[bool] = []

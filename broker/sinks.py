@@ -116,7 +116,5 @@ def make_target(sink: Sink, session: aiohttp.ClientSession | None, timeout_s: fl
             raise KnflowError(f"Sink URL {sink!r} needs an aiohttp session.", sink=sink)
         return HttpTarget(sink, session, timeout_s)
     if not callable(sink):
-        raise KnflowError(
-            f"Sink {sink!r} is a {type(sink).__name__}; expected an async callable or an http(s) URL."
-        )
+        raise KnflowError(f"Sink {sink!r} is a {type(sink).__name__}; expected an async callable or an http(s) URL.")
     return CallableTarget(sink, timeout_s)

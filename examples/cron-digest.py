@@ -1,6 +1,6 @@
 """Functions for examples/cron-digest.yaml: turn a list of headlines into a one-line digest.
 
-    knflow run examples/cron-digest.yaml --data '{"topic": "weather", "lines": ["rain in the north"]}'
+knflow run examples/cron-digest.yaml --data '{"topic": "weather", "lines": ["rain in the north"]}'
 """
 
 from __future__ import annotations

@@ -38,7 +38,9 @@ async def split_sentences(inp: Document) -> Sentences:
     return Sentences(sentences=parts, keep=inp.keep)
 
 
-@function(timeout_s=300, gpu=1, memory="16Gi", retries=Retry(retries=2, backoff="exponential", delay_s=5, max_delay_s=60))
+@function(
+    timeout_s=300, gpu=1, memory="16Gi", retries=Retry(retries=2, backoff="exponential", delay_s=5, max_delay_s=60)
+)
 async def summarize_text(inp: Sentences) -> Summary:
     """The first `keep` sentences; a model on the GPU would write the summary instead."""
     kept = inp.sentences[: inp.keep]

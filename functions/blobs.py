@@ -22,7 +22,8 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 from urllib.parse import quote
 
 from broker.errors import KnflowError
@@ -52,8 +53,11 @@ class BlobError(KnflowError):
 def is_ref(value: Any) -> bool:
     """Whether `value` is a blob reference (`$blob`, `size_bytes` and `sha256`, nothing else but `media_type`)."""
     return (
-        isinstance(value, dict) and isinstance(value.get(REF_KEY), str) and "sha256" in value
-        and "size_bytes" in value and value.keys() <= _REF_KEYS
+        isinstance(value, dict)
+        and isinstance(value.get(REF_KEY), str)
+        and "sha256" in value
+        and "size_bytes" in value
+        and value.keys() <= _REF_KEYS
     )
 
 
@@ -154,7 +158,9 @@ class BlobStore:
         try:
             await asyncio.to_thread(_put, fs, path, data, self.url.startswith("file:"))
         except Exception as exc:
-            raise BlobError(f"blob {url!r} cannot be written: {type(exc).__name__}: {exc}", url=url, retryable=True) from None
+            raise BlobError(
+                f"blob {url!r} cannot be written: {type(exc).__name__}: {exc}", url=url, retryable=True
+            ) from None
         return url
 
     async def read(self, url: str) -> bytes:
@@ -168,9 +174,13 @@ class BlobStore:
         except FileNotFoundError:
             raise BlobError(f"blob {url!r} does not exist", url=url) from None
         except Exception as exc:
-            raise BlobError(f"blob {url!r} cannot be read: {type(exc).__name__}: {exc}", url=url, retryable=True) from None
+            raise BlobError(
+                f"blob {url!r} cannot be read: {type(exc).__name__}: {exc}", url=url, retryable=True
+            ) from None
 
-    async def offload(self, value: Any, key: str | Callable[[], str], name: str, threshold_bytes: int | None = None) -> Any:
+    async def offload(
+        self, value: Any, key: str | Callable[[], str], name: str, threshold_bytes: int | None = None
+    ) -> Any:
         """`value` itself when its JSON fits within the threshold, else a reference to it written under `key`
         (or what `key()` gives: the common case, a small value, then never builds the key)."""
         data = encode(value)
@@ -232,8 +242,8 @@ def _put(fs: Any, path: str, data: bytes, local: bool) -> None:
 class Storage:
     """`ctx.storage`: a function's own files in the blob store, under `runs/{run}/{node}/files/`.
 
-        url = await ctx.storage.write("frames/0001.png", png_bytes)
-        data = await ctx.storage.read("frames/0001.png")
+    url = await ctx.storage.write("frames/0001.png", png_bytes)
+    data = await ctx.storage.read("frames/0001.png")
     """
 
     def __init__(self, run_id: str, node: str, store: BlobStore | None = None) -> None:
@@ -257,7 +267,9 @@ class Storage:
 
     async def write(self, name: str, data: bytes) -> str:
         if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise BlobError(f"ctx.storage.write({name!r}, ...) takes bytes, got {type(data).__name__}; encode text first")
+            raise BlobError(
+                f"ctx.storage.write({name!r}, ...) takes bytes, got {type(data).__name__}; encode text first"
+            )
         return await self.store.write(self.url(name)[len(self.store.url) + 1 :], bytes(data))
 
     async def read(self, name: str) -> bytes:

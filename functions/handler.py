@@ -12,7 +12,8 @@ import asyncio
 import time
 import traceback
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
 
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import BaseModel, ValidationError
@@ -120,16 +121,20 @@ def _validate_output(spec: FunctionSpec, out: dict) -> BaseModel | dict:
         return {"error": error_doc("InvalidOutput", message, problems)}
 
 
-async def handle_invoke(spec: FunctionSpec, invoke: CloudEvent, source: str, store: blobs.BlobStore | None = None) -> CloudEvent:
+async def handle_invoke(
+    spec: FunctionSpec, invoke: CloudEvent, source: str, store: blobs.BlobStore | None = None
+) -> CloudEvent:
     """Answer a `dev.knflow.invoke` CloudEvent with its result event; raises Retryable.
 
     Blob references in the invoke's data are resolved before the input is validated, and an output over
     the blob store's threshold goes to the store, its reference into the reply (functions.blobs)."""
     addr = events.address(invoke)
     data = invoke.get_data()
-    if not isinstance(data, dict) or "inputs" not in data and "config" not in data:
+    if not isinstance(data, dict) or ("inputs" not in data and "config" not in data):
         msg = f"invoke '{invoke.get_id()}' data must be a JSON object with 'inputs' and 'config'"
-        return events.result_event(invoke, succeeded=False, data={"error": error_doc("InvalidEvent", msg)}, source=source)
+        return events.result_event(
+            invoke, succeeded=False, data={"error": error_doc("InvalidEvent", msg)}, source=source
+        )
     ctx = Context(run_id=addr.run_id, node_id=addr.node, attempt=addr.tries, pipeline=addr.pipeline, function=spec.name)
     raw_timeout = invoke.get_extension("knflowtimeout")
     timeout_s = float(raw_timeout) if raw_timeout is not None else None
@@ -151,13 +156,15 @@ async def handle_invoke(spec: FunctionSpec, invoke: CloudEvent, source: str, sto
 
 def _blob_error(exc: blobs.BlobError, spec: FunctionSpec, ctx: Context, what: str) -> dict[str, Any]:
     """The node's error for a blob that cannot be read or written; raises Retryable when the store may recover."""
-    error = error_doc("BlobError", f"node '{ctx.node_id}' (function '{spec.name}'), {what}: {exc.message}", {"blob": exc.url})
+    error = error_doc(
+        "BlobError", f"node '{ctx.node_id}' (function '{spec.name}'), {what}: {exc.message}", {"blob": exc.url}
+    )
     if exc.retryable:
         raise Retryable(error["message"], error=error)
     return error
 
 
-def in_process(registry: "Registry") -> "Callable[[CloudEvent], Awaitable[CloudEvent]]":
+def in_process(registry: Registry) -> Callable[[CloudEvent], Awaitable[CloudEvent]]:
     """A subscriber that runs any registered function in this process, picked by `knflowfunction`."""
 
     async def handle(event: CloudEvent) -> CloudEvent:

@@ -61,7 +61,10 @@ class Registry:
             try:
                 importlib.import_module(BUILTINS[name])
             except ImportError as exc:
-                raise ModuleLoadError(f"builtin '{name}' cannot load: module {BUILTINS[name]} failed to import: {exc}", module=BUILTINS[name]) from exc
+                raise ModuleLoadError(
+                    f"builtin '{name}' cannot load: module {BUILTINS[name]} failed to import: {exc}",
+                    module=BUILTINS[name],
+                ) from exc
             spec = self._specs.get(name)
         return spec
 
@@ -83,7 +86,12 @@ class Registry:
 REGISTRY = Registry()
 
 
-CLIENT_MODULES = ("functions.builtins.http", "functions.builtins.llm_server", "functions.builtins.mongodb", "functions.builtins.redis")
+CLIENT_MODULES = (
+    "functions.builtins.http",
+    "functions.builtins.llm_server",
+    "functions.builtins.mongodb",
+    "functions.builtins.redis",
+)
 
 
 async def close_builtin_clients() -> None:

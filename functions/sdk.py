@@ -13,7 +13,8 @@ import re
 import typing
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Literal
+from typing import Any, Literal
+from collections.abc import Awaitable, Callable
 
 from pydantic import BaseModel
 
@@ -29,9 +30,7 @@ CPU_PATTERN = re.compile(r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$")
 MEMORY_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
 
 # Set by a pipeline recorder: called instead of the user code as `recorder(spec, args, kwargs)`.
-RECORDER: ContextVar[Callable[["FunctionSpec", tuple, dict], Any] | None] = ContextVar(
-    "knflow_recorder", default=None
-)
+RECORDER: ContextVar[Callable[[FunctionSpec, tuple, dict], Any] | None] = ContextVar("knflow_recorder", default=None)
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,11 @@ class Retry:
     def delivery(self, timeout_s: float) -> DeliveryPolicy:
         """The broker's delivery policy (a Knative Trigger's `delivery`) for these retries."""
         return DeliveryPolicy(
-            retries=self.retries, backoff=self.backoff, backoff_delay_s=self.delay_s, max_delay_s=self.max_delay_s, timeout_s=timeout_s
+            retries=self.retries,
+            backoff=self.backoff,
+            backoff_delay_s=self.delay_s,
+            max_delay_s=self.max_delay_s,
+            timeout_s=timeout_s,
         )
 
 
@@ -110,7 +113,7 @@ class Context:
             self.log = _BoundLogger(run=self.run_id, pipeline=self.pipeline, node=self.node_id, attempt=self.attempt)
 
     @property
-    def storage(self) -> "Storage":
+    def storage(self) -> Storage:
         """The function's own files in the blob store, under `runs/{run}/{node}/files/` (functions.blobs.Storage)."""
         if self._storage is None:
             from functions.blobs import Storage
@@ -193,16 +196,22 @@ def _signature_problems(fn: Callable, label: str) -> tuple[list[str], dict]:
         found["input"] = _model_type(hints.get(params[0].name))
         if found["input"] is None:
             got = hints.get(params[0].name, "no annotation")
-            problems.append(f"the first parameter '{params[0].name}' must be annotated with a pydantic model, got {_type_name(got)}")
+            problems.append(
+                f"the first parameter '{params[0].name}' must be annotated with a pydantic model, got {_type_name(got)}"
+            )
     if len(params) > 2:
         problems.append(f"it takes {len(params)} parameters; expected (input, ctx: Context) or (input)")
     elif len(params) == 2:
         if hints.get(params[1].name) is not Context:
-            problems.append(f"the second parameter '{params[1].name}' must be annotated with knflow.Context, got {_type_name(hints.get(params[1].name, 'no annotation'))}")
+            problems.append(
+                f"the second parameter '{params[1].name}' must be annotated with knflow.Context, got {_type_name(hints.get(params[1].name, 'no annotation'))}"
+            )
         found["ctx"] = True
     found["output"] = _model_type(hints.get("return"))
     if found["output"] is None:
-        problems.append(f"the return type must be a pydantic model, got {_type_name(hints.get('return', 'no annotation'))}")
+        problems.append(
+            f"the return type must be a pydantic model, got {_type_name(hints.get('return', 'no annotation'))}"
+        )
     return problems, found
 
 

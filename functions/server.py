@@ -9,7 +9,7 @@ A request that is not a valid invoke answers 400 naming the problem. `GET /healt
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -25,7 +25,10 @@ MAX_BODY_BYTES = 1024 * 1024  # NATS's default message size
 
 
 def error_response(exc: KnflowError) -> JSONResponse:
-    return JSONResponse({"error": exc.message, **{k: v for k, v in exc.fields.items() if isinstance(v, (str, int, float))}}, status_code=exc.http_status)
+    return JSONResponse(
+        {"error": exc.message, **{k: v for k, v in exc.fields.items() if isinstance(v, (str, int, float))}},
+        status_code=exc.http_status,
+    )
 
 
 def create_app(spec: FunctionSpec, max_body_bytes: int = MAX_BODY_BYTES, store: BlobStore | None = None) -> FastAPI:
@@ -36,7 +39,9 @@ def create_app(spec: FunctionSpec, max_body_bytes: int = MAX_BODY_BYTES, store: 
         yield
         await close_builtin_clients()
 
-    app = FastAPI(title=f"knflow function {spec.name}", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app = FastAPI(
+        title=f"knflow function {spec.name}", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
     source = f"/knflow/functions/{spec.name}"
 
     @app.exception_handler(KnflowError)
@@ -51,10 +56,14 @@ def create_app(spec: FunctionSpec, max_body_bytes: int = MAX_BODY_BYTES, store: 
     async def invoke(request: Request) -> Response:
         event = codec.decode(request.headers, await request.body(), max_body_bytes)
         if event.get_type() != events.INVOKE:
-            raise InvalidEvent(f"expected a CloudEvent of type '{events.INVOKE}', got '{event.get_type()}' (header ce-type)")
+            raise InvalidEvent(
+                f"expected a CloudEvent of type '{events.INVOKE}', got '{event.get_type()}' (header ce-type)"
+            )
         fn = event.get_extension("knflowfunction")
         if fn is not None and fn != spec.name:
-            raise InvalidEvent(f"this service runs function '{spec.name}', but the event asks for '{fn}' (header ce-knflowfunction)")
+            raise InvalidEvent(
+                f"this service runs function '{spec.name}', but the event asks for '{fn}' (header ce-knflowfunction)"
+            )
         try:
             reply = await handle_invoke(spec, event, source, store)
         except Retryable as exc:

@@ -17,8 +17,23 @@ _TOKEN = re.compile(
 ATTRIBUTE = re.compile(r"^[a-zA-Z0-9]+$")
 FUNCTION = re.compile(r"^[A-Z][A-Z_]*$")
 # binding powers: logic < comparison < additive < multiplicative < LIKE / IN
-BINARY = {"AND": 1, "OR": 1, "XOR": 1, "=": 2, "!=": 2, "<>": 2, "<": 2, "<=": 2, ">": 2, ">=": 2,
-          "+": 3, "-": 3, "*": 4, "/": 4, "%": 4}
+BINARY = {
+    "AND": 1,
+    "OR": 1,
+    "XOR": 1,
+    "=": 2,
+    "!=": 2,
+    "<>": 2,
+    "<": 2,
+    "<=": 2,
+    ">": 2,
+    ">=": 2,
+    "+": 3,
+    "-": 3,
+    "*": 4,
+    "/": 4,
+    "%": 4,
+}
 POSTFIX_BP = 5
 PREFIX_BP = 6
 
@@ -72,7 +87,7 @@ class _Parser:
             negated = value == "NOT" and (nxt := self.peek(1)) is not None and nxt[1] in ("LIKE", "IN")
             op = self.peek(1)[1] if negated else value
             if op in ("LIKE", "IN"):
-                if POSTFIX_BP < min_bp:
+                if min_bp > POSTFIX_BP:
                     return
                 self.i += 2 if negated else 1
                 self.like_pattern() if op == "LIKE" else self.set_expression()

@@ -40,22 +40,30 @@ def loop_problems(pipelines: list[Pipeline]) -> list[str]:
             etype = t.filter.get("type", "")
             empty = sorted(k for k, v in t.filter.items() if v == "")
             if empty:
-                out.append(f"pipeline '{p.name}': trigger filter {', '.join(empty)} is empty; a Knative Trigger reads an "
-                           "empty value as 'any value'. Give the exact value.")
+                out.append(
+                    f"pipeline '{p.name}': trigger filter {', '.join(empty)} is empty; a Knative Trigger reads an "
+                    "empty value as 'any value'. Give the exact value."
+                )
             if etype in INTERNAL_TYPES:
-                out.append(f"pipeline '{p.name}': its trigger listens to {etype}, knflow's own traffic between the router "
-                           "and functions. Listen to dev.knflow.run.* events to chain pipelines.")
+                out.append(
+                    f"pipeline '{p.name}': its trigger listens to {etype}, knflow's own traffic between the router "
+                    "and functions. Listen to dev.knflow.run.* events to chain pipelines."
+                )
             elif etype.startswith(events.RUN_PREFIX):
                 upstream = t.filter.get("knflowpipeline")
                 if upstream is None:
-                    out.append(f"pipeline '{p.name}': its trigger starts a run on every {etype} event, those of its own runs "
-                               "included, so each run would start the next one. Add knflowpipeline: <upstream pipeline> to the filter.")
+                    out.append(
+                        f"pipeline '{p.name}': its trigger starts a run on every {etype} event, those of its own runs "
+                        "included, so each run would start the next one. Add knflowpipeline: <upstream pipeline> to the filter."
+                    )
                 elif upstream in names:
                     starts[upstream].add(p.name)
     cycle = _find_cycle(starts)
     if cycle:
-        out.append(f"pipelines start each other in a circle through dev.knflow.run.* events: {' -> '.join(cycle)}. "
-                   "Each run would start the next one forever; break the circle.")
+        out.append(
+            f"pipelines start each other in a circle through dev.knflow.run.* events: {' -> '.join(cycle)}. "
+            "Each run would start the next one forever; break the circle."
+        )
     return out
 
 
@@ -74,7 +82,7 @@ def _find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
         stack.append(n)
         for m in sorted(edges.get(n, ())):
             if state.get(m) == 1:
-                return stack[stack.index(m):] + [m]
+                return stack[stack.index(m) :] + [m]
             if m not in state and (found := visit(m)):
                 return found
         stack.pop()

@@ -19,34 +19,58 @@ from pathlib import Path
 from broker.errors import KnflowError
 
 
-def add_commands(subparsers: argparse._SubParsersAction, functions_arg: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+def add_commands(
+    subparsers: argparse._SubParsersAction, functions_arg: Callable[[argparse.ArgumentParser], None] | None = None
+) -> None:
     def functions(p: argparse.ArgumentParser) -> None:
         if functions_arg is not None:
             functions_arg(p)
         else:
-            p.add_argument("--functions", action="append", default=[], metavar="MODULE_OR_PATH", help="a module that defines functions (repeatable)")
+            p.add_argument(
+                "--functions",
+                action="append",
+                default=[],
+                metavar="MODULE_OR_PATH",
+                help="a module that defines functions (repeatable)",
+            )
 
     def cluster(p: argparse.ArgumentParser) -> None:
         p.add_argument("--namespace", help="namespace for everything knflow creates (default: the profile's, knflow)")
-        p.add_argument("--profile", metavar="FILE", help="cluster profile YAML: GPU pool, broker class, router, Serving limits")
+        p.add_argument(
+            "--profile", metavar="FILE", help="cluster profile YAML: GPU pool, broker class, router, Serving limits"
+        )
 
     def generation(p: argparse.ArgumentParser) -> None:
-        p.add_argument("pipelines", nargs="+", metavar="PIPELINE", help="pipeline files: YAML, or Python with @pipeline")
+        p.add_argument(
+            "pipelines", nargs="+", metavar="PIPELINE", help="pipeline files: YAML, or Python with @pipeline"
+        )
         p.add_argument("--image", help="the project image (functions and router), e.g. ghcr.io/acme/knflow:0.1.0")
         cluster(p)
-        p.add_argument("--features-patch", action="store_true", help="add a config-features patch enabling the Serving flags GPU Services need")
+        p.add_argument(
+            "--features-patch",
+            action="store_true",
+            help="add a config-features patch enabling the Serving flags GPU Services need",
+        )
         functions(p)
 
     def kube(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)")
+        p.add_argument(
+            "--kubeconfig", metavar="FILE", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)"
+        )
         p.add_argument("--context", help="kubeconfig context (default: the current one)")
 
-    p = subparsers.add_parser("manifests", help="write the Knative manifests for pipelines (kubectl apply -f takes them)")
+    p = subparsers.add_parser(
+        "manifests", help="write the Knative manifests for pipelines (kubectl apply -f takes them)"
+    )
     generation(p)
-    p.add_argument("-o", "--output", metavar="DIR", help="write one YAML file per kind of resource into DIR instead of stdout")
+    p.add_argument(
+        "-o", "--output", metavar="DIR", help="write one YAML file per kind of resource into DIR instead of stdout"
+    )
     p.set_defaults(fn=cmd_manifests)
 
-    p = subparsers.add_parser("deploy", help="apply the Knative manifests for pipelines to a cluster (server-side apply)")
+    p = subparsers.add_parser(
+        "deploy", help="apply the Knative manifests for pipelines to a cluster (server-side apply)"
+    )
     generation(p)
     p.add_argument("--dry-run", action="store_true", help="ask the API server what would change; change nothing")
     kube(p)

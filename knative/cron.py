@@ -3,7 +3,9 @@ names for months and weekdays, descriptors such as `@daily`; `@every` refused by
 
 from __future__ import annotations
 
-MONTHS = {m: i + 1 for i, m in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])}
+MONTHS = {
+    m: i + 1 for i, m in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])
+}
 WEEKDAYS = {d: i for i, d in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])}
 FIELDS = (
     ("minute", 0, 59, {}),
@@ -30,7 +32,9 @@ def schedule_problems(schedule: str) -> list[str]:
         return [f"schedule {schedule!r}: unknown descriptor {spec!r}; expected one of {', '.join(DESCRIPTORS)}"]
     fields = spec.split()
     if len(fields) != len(FIELDS):
-        return [f"schedule {schedule!r} has {len(fields)} fields; expected 5 (minute hour day-of-month month day-of-week)"]
+        return [
+            f"schedule {schedule!r} has {len(fields)} fields; expected 5 (minute hour day-of-month month day-of-week)"
+        ]
     out = []
     for text, (name, low, high, names) in zip(fields, FIELDS):
         for part in text.split(","):

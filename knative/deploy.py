@@ -53,7 +53,9 @@ class KubeApi:
             config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
         except (ConfigException, OSError) as exc:
             if kubeconfig or context:
-                raise ClusterError(f"cannot use kubeconfig {kubeconfig or '(default)'} context {context or '(current)'}: {exc}") from None
+                raise ClusterError(
+                    f"cannot use kubeconfig {kubeconfig or '(default)'} context {context or '(current)'}: {exc}"
+                ) from None
             try:
                 config.load_incluster_config(client_configuration=configuration)
             except ConfigException:
@@ -66,7 +68,14 @@ class KubeApi:
     def host(self) -> str:
         return self.client.configuration.host
 
-    def request(self, method: str, path: str, query: dict[str, str] | None = None, body: Any = None, content_type: str | None = None) -> tuple[int, Any]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+    ) -> tuple[int, Any]:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
@@ -74,13 +83,20 @@ class KubeApi:
         if content_type:
             headers["Content-Type"] = content_type
         method, url, headers, body, _ = self.client.param_serialize(
-            method, path, query_params=list((query or {}).items()), header_params=headers, body=body, auth_settings=["BearerToken"]
+            method,
+            path,
+            query_params=list((query or {}).items()),
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
         )
         try:
             response = self.client.call_api(method, url, headers, body, _request_timeout=self.timeout_s)
             raw = response.read()
         except (ApiException, HTTPError, OSError) as exc:
-            raise ClusterError(f"cannot reach the Kubernetes API server at {self.host}: {getattr(exc, 'reason', None) or exc}") from None
+            raise ClusterError(
+                f"cannot reach the Kubernetes API server at {self.host}: {getattr(exc, 'reason', None) or exc}"
+            ) from None
         try:
             return response.status, json.loads(raw) if raw else None
         except json.JSONDecodeError:
@@ -146,14 +162,20 @@ def _require_resource_type(m: dict[str, Any], body: Any) -> None:
     details = (body or {}).get("details") or {}
     if not details.get("name"):
         group = m["apiVersion"].split("/")[0]
-        product = {"serving.knative.dev": "Knative Serving", "eventing.knative.dev": "Knative Eventing", "sources.knative.dev": "Knative Eventing"}.get(group, group)
+        product = {
+            "serving.knative.dev": "Knative Serving",
+            "eventing.knative.dev": "Knative Eventing",
+            "sources.knative.dev": "Knative Eventing",
+        }.get(group, group)
         raise ClusterError(f"the cluster has no {m['kind']} resource ({m['apiVersion']}): is {product} installed?")
 
 
 def _refused(m: dict[str, Any], status: int, body: Any) -> ClusterError:
     message = (body or {}).get("message") or "no message"
     reason = (body or {}).get("reason") or "error"
-    return ClusterError(f"{describe(m)}: the API server refused it (HTTP {status} {reason}): {message}", resource=describe(m))
+    return ClusterError(
+        f"{describe(m)}: the API server refused it (HTTP {status} {reason}): {message}", resource=describe(m)
+    )
 
 
 def diff_objects(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
@@ -206,13 +228,17 @@ class Row:
 def status(api: KubeApi, namespace: str) -> list[Row]:
     rows = []
     for api_version, kind in STATUS_KINDS:
-        path = resource_path({"apiVersion": api_version, "kind": kind, "metadata": {"namespace": namespace}}, name=False)
+        path = resource_path(
+            {"apiVersion": api_version, "kind": kind, "metadata": {"namespace": namespace}}, name=False
+        )
         code, body = api.request("GET", path, {"labelSelector": naming.SELECTOR})
         if code == 404:
             rows.append(Row(kind, "-", "-", f"{api_version} is not installed"))
             continue
         if code >= 400:
-            raise ClusterError(f"listing {kind}s in namespace '{namespace}' failed (HTTP {code}): {(body or {}).get('message')}")
+            raise ClusterError(
+                f"listing {kind}s in namespace '{namespace}' failed (HTTP {code}): {(body or {}).get('message')}"
+            )
         for item in sorted((body or {}).get("items", []), key=lambda i: i["metadata"]["name"]):
             st = item.get("status") or {}
             ready = next((c for c in st.get("conditions", []) if c.get("type") == "Ready"), {})

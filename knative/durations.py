@@ -7,8 +7,14 @@ import re
 from decimal import Decimal, InvalidOperation
 
 _GO_UNITS_S = {
-    "ns": Decimal("1e-9"), "us": Decimal("1e-6"), "µs": Decimal("1e-6"), "μs": Decimal("1e-6"),
-    "ms": Decimal("1e-3"), "s": Decimal(1), "m": Decimal(60), "h": Decimal(3600),
+    "ns": Decimal("1e-9"),
+    "us": Decimal("1e-6"),
+    "µs": Decimal("1e-6"),
+    "μs": Decimal("1e-6"),
+    "ms": Decimal("1e-3"),
+    "s": Decimal(1),
+    "m": Decimal(60),
+    "h": Decimal(3600),
 }
 _GO_PART = re.compile(r"([0-9]+\.?[0-9]*|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
 
@@ -34,7 +40,9 @@ def parse_go_duration_s(text: str) -> Decimal:
     while pos < len(s):
         m = _GO_PART.match(s, pos)
         if m is None:
-            raise ValueError(f"{text!r} is not a Go duration such as '90s' or '5m' (a number and a unit: ns, us, ms, s, m, h)")
+            raise ValueError(
+                f"{text!r} is not a Go duration such as '90s' or '5m' (a number and a unit: ns, us, ms, s, m, h)"
+            )
         total += Decimal(m[1]) * _GO_UNITS_S[m[2]]
         pos = m.end()
     return sign * total

@@ -31,7 +31,9 @@ class ManifestsRejected(KnativeError):
     def __init__(self, problems: list) -> None:
         self.problems = problems
         count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
-        super().__init__(f"the generated manifests would be rejected by Knative ({count}):\n" + "\n".join(f"  {p}" for p in problems))
+        super().__init__(
+            f"the generated manifests would be rejected by Knative ({count}):\n" + "\n".join(f"  {p}" for p in problems)
+        )
 
 
 class ClusterError(KnativeError):

@@ -38,8 +38,17 @@ def broker(profile: Profile) -> dict[str, Any]:
     b = profile.broker
     spec: dict[str, Any] = {}
     if b.class_ == "MTChannelBasedBroker":
-        spec["config"] = {"apiVersion": "v1", "kind": "ConfigMap", "name": channel_config_map_name(profile), "namespace": profile.namespace}
-    spec["delivery"] = {"retry": b.retry, "backoffPolicy": "exponential", "backoffDelay": iso_seconds(b.backoff_delay_s)}
+        spec["config"] = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "name": channel_config_map_name(profile),
+            "namespace": profile.namespace,
+        }
+    spec["delivery"] = {
+        "retry": b.retry,
+        "backoffPolicy": "exponential",
+        "backoffDelay": iso_seconds(b.backoff_delay_s),
+    }
     return {
         "apiVersion": "eventing.knative.dev/v1",
         "kind": "Broker",
@@ -57,8 +66,14 @@ def broker_config_maps(profile: Profile) -> list[dict[str, Any]]:
         template: dict[str, Any] = {"apiVersion": CHANNEL_API, "kind": "NatsJetStreamChannel"}
         if b.channel_spec:
             template["spec"] = b.channel_spec
-        out.append(_config_map(channel_config_map_name(profile), profile.namespace, profile,
-                               {"channel-template-spec": yaml.safe_dump(template, sort_keys=False)}))
+        out.append(
+            _config_map(
+                channel_config_map_name(profile),
+                profile.namespace,
+                profile,
+                {"channel-template-spec": yaml.safe_dump(template, sort_keys=False)},
+            )
+        )
         if b.connection_config_maps:
             out.append(_config_map("config-nats", EVENTING_NS, profile, {"eventing-nats": connection}))
     elif b.connection_config_maps:
@@ -67,7 +82,12 @@ def broker_config_maps(profile: Profile) -> list[dict[str, Any]]:
 
 
 def _config_map(name: str, namespace: str, profile: Profile, data: dict[str, str]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": naming.metadata(name, namespace, profile, "broker-config"), "data": data}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": naming.metadata(name, namespace, profile, "broker-config"),
+        "data": data,
+    }
 
 
 def delivery_timeout_s(plan: FunctionPlan, profile: Profile) -> int:
@@ -86,7 +106,9 @@ def function_trigger(plan: FunctionPlan, profile: Profile) -> dict[str, Any]:
     }
     name = naming.function_service(plan.name)
     return _trigger(
-        name, profile, "trigger",
+        name,
+        profile,
+        "trigger",
         {"type": events.INVOKE, "knflowfunction": plan.name},
         naming.service_ref(name),
         delivery,
@@ -115,7 +137,15 @@ def router_triggers(filters: list[dict[str, str]], profile: Profile) -> list[dic
     return out
 
 
-def _trigger(name: str, profile: Profile, component: str, attributes: dict[str, str], subscriber: dict[str, Any], delivery: dict[str, Any], **labels: str) -> dict[str, Any]:
+def _trigger(
+    name: str,
+    profile: Profile,
+    component: str,
+    attributes: dict[str, str],
+    subscriber: dict[str, Any],
+    delivery: dict[str, Any],
+    **labels: str,
+) -> dict[str, Any]:
     return {
         "apiVersion": "eventing.knative.dev/v1",
         "kind": "Trigger",

@@ -71,9 +71,17 @@ def delivery(m: dict, c: Cluster) -> list[tuple[str, str]]:
     if "backoffDelay" in d:
         out += _iso(d["backoffDelay"], f"{at}.backoffDelay")
     if "timeout" in d:
-        out += _iso(d["timeout"], f"{at}.timeout", positive=True) if c.delivery_timeout else [(f"{at}.timeout", "needs the eventing feature delivery-timeout")]
+        out += (
+            _iso(d["timeout"], f"{at}.timeout", positive=True)
+            if c.delivery_timeout
+            else [(f"{at}.timeout", "needs the eventing feature delivery-timeout")]
+        )
     if "retryAfterMax" in d:
-        out += _iso(d["retryAfterMax"], f"{at}.retryAfterMax") if c.delivery_retry_after else [(f"{at}.retryAfterMax", "needs the eventing feature delivery-retryafter (alpha, off by default)")]
+        out += (
+            _iso(d["retryAfterMax"], f"{at}.retryAfterMax")
+            if c.delivery_retry_after
+            else [(f"{at}.retryAfterMax", "needs the eventing feature delivery-retryafter (alpha, off by default)")]
+        )
     if "format" in d and d["format"] not in ("json", "binary"):
         out.append((f"{at}.format", f"format {d['format']!r} must be json or binary"))
     return out
@@ -89,7 +97,12 @@ def trigger_broker(m: dict, c: Cluster) -> list[tuple[str, str]]:
         return [("spec.broker", "exactly one of broker and brokerRef must be given")]
     ns = (spec.get("brokerRef") or {}).get("namespace")
     if ns and ns != m["metadata"].get("namespace") and not c.cross_namespace_refs:
-        return [("spec.brokerRef.namespace", "a broker in another namespace needs the eventing feature cross-namespace-event-links")]
+        return [
+            (
+                "spec.brokerRef.namespace",
+                "a broker in another namespace needs the eventing feature cross-namespace-event-links",
+            )
+        ]
     return []
 
 
@@ -101,8 +114,11 @@ def trigger_subscriber(m: dict, c: Cluster) -> list[tuple[str, str]]:
 @rule("Trigger")
 def trigger_filter_attributes(m: dict, c: Cluster) -> list[tuple[str, str]]:
     attrs = ((spec_of(m).get("filter") or {}).get("attributes")) or {}
-    return [("spec.filter.attributes", f"invalid attribute name {k!r}: lowercase letters and digits, a letter first")
-            for k in attrs if not ATTRIBUTE_NAME.match(str(k))]
+    return [
+        ("spec.filter.attributes", f"invalid attribute name {k!r}: lowercase letters and digits, a letter first")
+        for k in attrs
+        if not ATTRIBUTE_NAME.match(str(k))
+    ]
 
 
 @rule("Trigger")
@@ -123,7 +139,11 @@ def _filter_problems(f: dict, at: str) -> list[tuple[str, str]]:
         if attrs:
             if len(attrs) != 1:
                 out.append((f"{at}.{d}", "multiple items found, can have only one key-value"))
-            out += [(f"{at}.{d}", f"invalid attribute name {k!r}: lowercase letters and digits, a letter first") for k in attrs if not ATTRIBUTE_NAME.match(str(k))]
+            out += [
+                (f"{at}.{d}", f"invalid attribute name {k!r}: lowercase letters and digits, a letter first")
+                for k in attrs
+                if not ATTRIBUTE_NAME.match(str(k))
+            ]
     for d in ("all", "any"):
         if d in f:
             if not f[d]:
@@ -141,7 +161,12 @@ def _filter_problems(f: dict, at: str) -> list[tuple[str, str]]:
 def broker_class_and_config(m: dict, c: Cluster) -> list[tuple[str, str]]:
     out = []
     if not (m["metadata"].get("annotations") or {}).get("eventing.knative.dev/broker.class"):
-        out.append(("metadata.annotations[eventing.knative.dev/broker.class]", "give the broker class; the cluster default may not be backed by NATS"))
+        out.append(
+            (
+                "metadata.annotations[eventing.knative.dev/broker.class]",
+                "give the broker class; the cluster default may not be backed by NATS",
+            )
+        )
     config = spec_of(m).get("config")
     if config is not None:
         out += [(f"spec.config.{k}", "missing field") for k in ("apiVersion", "kind", "name") if not config.get(k)]

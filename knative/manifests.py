@@ -45,7 +45,12 @@ class Bundle:
     functions: list[FunctionPlan] = field(default_factory=list)
 
 
-def build(pipelines: Iterable[Pipeline], registry: Registry = REGISTRY, profile: Profile | None = None, root: Path | None = None) -> Bundle:
+def build(
+    pipelines: Iterable[Pipeline],
+    registry: Registry = REGISTRY,
+    profile: Profile | None = None,
+    root: Path | None = None,
+) -> Bundle:
     """Every manifest for these pipelines. Raises a KnativeError naming each problem found."""
     profile = profile or Profile()
     pipelines = _distinct(list(pipelines))
@@ -59,7 +64,13 @@ def build(pipelines: Iterable[Pipeline], registry: Registry = REGISTRY, profile:
 
     manifests: list[dict[str, Any]] = []
     if profile.namespace != "default":
-        manifests.append({"apiVersion": "v1", "kind": "Namespace", "metadata": naming.metadata(profile.namespace, None, profile, "namespace")})
+        manifests.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": naming.metadata(profile.namespace, None, profile, "namespace"),
+            }
+        )
     if patch:
         manifests.append(features.features_patch(missing, profile))
     manifests += eventing.broker_config_maps(profile)
@@ -88,8 +99,11 @@ def _distinct(pipelines: list[Pipeline]) -> list[Pipeline]:
     for p in pipelines:
         other = seen.get(p.name)
         if other is not None and other.to_dict() != p.to_dict():
-            raise KnativeError(f"two different pipelines are named '{p.name}' ({other.source or 'Python'} and {p.source or 'Python'}); "
-                               "the router keeps one pipeline per name. Rename one.", pipeline=p.name)
+            raise KnativeError(
+                f"two different pipelines are named '{p.name}' ({other.source or 'Python'} and {p.source or 'Python'}); "
+                "the router keeps one pipeline per name. Rename one.",
+                pipeline=p.name,
+            )
         seen[p.name] = p
     return list(seen.values())
 
@@ -101,7 +115,9 @@ def _check_unique(manifests: list[dict[str, Any]], plans: list[FunctionPlan], pr
         if key in seen:
             fn = next((p.name for p in plans if naming.function_service(p.name) == key[2]), None)
             hint = f" Function '{fn}' takes a name the router uses; rename the function." if fn else ""
-            raise KnativeError(f"two generated resources are both {key[0]} '{key[2]}' in namespace '{key[1] or profile.namespace}'.{hint}")
+            raise KnativeError(
+                f"two generated resources are both {key[0]} '{key[2]}' in namespace '{key[1] or profile.namespace}'.{hint}"
+            )
         seen.add(key)
 
 
@@ -111,30 +127,42 @@ def _notes(plans: list[FunctionPlan], profile: Profile) -> list[str]:
     secrets = [r.mongodb_secret] + ([r.webhook_secret] if r.webhook_secret else [])
     for s in secrets:
         optional = " (optional)" if s.optional else ""
-        out.append(f"Secret '{s.name}' key '{s.key}'{optional} is read by the router, never written here: "
-                   f"kubectl create secret generic {s.name} -n {profile.namespace} --from-literal={s.key}=...")
+        out.append(
+            f"Secret '{s.name}' key '{s.key}'{optional} is read by the router, never written here: "
+            f"kubectl create secret generic {s.name} -n {profile.namespace} --from-literal={s.key}=..."
+        )
     used: dict[tuple[str, str, bool], set[str]] = {}
     for plan in plans:
         for env in services.builtin_secret_env(plan, profile):
             ref = env["valueFrom"]["secretKeyRef"]
             used.setdefault((ref["name"], ref["key"], ref.get("optional", False)), set()).add(plan.name)
     for (name, key, optional), functions in sorted(used.items()):
-        out.append(f"Secret '{name}' key '{key}'{' (optional)' if optional else ''} is read by {', '.join(sorted(functions))}, "
-                   f"never written here: kubectl create secret generic {name} -n {profile.namespace} --from-literal={key}=...")
+        out.append(
+            f"Secret '{name}' key '{key}'{' (optional)' if optional else ''} is read by {', '.join(sorted(functions))}, "
+            f"never written here: kubectl create secret generic {name} -n {profile.namespace} --from-literal={key}=..."
+        )
     if not profile.blob_url:
-        out.append("Outputs over 256 KiB go to the blob store, which is each pod's own disk unless the profile sets "
-                   "blob_url (s3://bucket/prefix, shared by every pod); set it before such payloads flow.")
+        out.append(
+            "Outputs over 256 KiB go to the blob store, which is each pod's own disk unless the profile sets "
+            "blob_url (s3://bucket/prefix, shared by every pod); set it before such payloads flow."
+        )
     if any(plan.gpu for plan in plans):
-        out.append("GPU nodes that a cluster autoscaler adds on demand take minutes: set pod-is-always-schedulable: \"true\" "
-                   "in config-deployment (knative-serving) so that revisions waiting for a node are not marked Unschedulable.")
+        out.append(
+            'GPU nodes that a cluster autoscaler adds on demand take minutes: set pod-is-always-schedulable: "true" '
+            "in config-deployment (knative-serving) so that revisions waiting for a node are not marked Unschedulable."
+        )
     for plan in plans:
         r_ = plan.retry
         if r_.retries and r_.backoff == "exponential" and r_.delay_s * 2 ** (r_.retries - 1) > r_.max_delay_s:
-            out.append(f"function '{plan.name}': Knative has no cap on backoff, so its last retry waits "
-                       f"{r_.delay_s * 2 ** (r_.retries - 1):g} s, beyond max_delay_s {r_.max_delay_s:g} s.")
+            out.append(
+                f"function '{plan.name}': Knative has no cap on backoff, so its last retry waits "
+                f"{r_.delay_s * 2 ** (r_.retries - 1):g} s, beyond max_delay_s {r_.max_delay_s:g} s."
+            )
     if profile.broker.class_ == "NatsJetStreamBroker":
-        out.append("The native NatsJetStreamBroker has no knativebrokerttl hop limit; the router stops run chains after "
-                   f"{r.max_hops} hops (KNFLOW_MAX_HOPS).")
+        out.append(
+            "The native NatsJetStreamBroker has no knativebrokerttl hop limit; the router stops run chains after "
+            f"{r.max_hops} hops (KNFLOW_MAX_HOPS)."
+        )
     return out
 
 

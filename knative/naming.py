@@ -39,17 +39,26 @@ def slug(text: str, max_chars: int) -> str:
 
 def labels(profile: Profile, component: str, **extra: str) -> dict[str, str]:
     out = dict(profile.labels)  # the profile's own labels first: they cannot hide knflow's
-    out.update({
-        "app.kubernetes.io/name": "knflow",
-        "app.kubernetes.io/part-of": "knflow",
-        MANAGED_BY: "knflow",
-        COMPONENT: component,
-    })
+    out.update(
+        {
+            "app.kubernetes.io/name": "knflow",
+            "app.kubernetes.io/part-of": "knflow",
+            MANAGED_BY: "knflow",
+            COMPONENT: component,
+        }
+    )
     out.update(extra)
     return out
 
 
-def metadata(name: str, namespace: str | None, profile: Profile, component: str, annotations: dict[str, str] | None = None, **extra_labels: str) -> dict[str, Any]:
+def metadata(
+    name: str,
+    namespace: str | None,
+    profile: Profile,
+    component: str,
+    annotations: dict[str, str] | None = None,
+    **extra_labels: str,
+) -> dict[str, Any]:
     out: dict[str, Any] = {"name": name}
     if namespace is not None:
         out["namespace"] = namespace

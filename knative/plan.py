@@ -47,7 +47,9 @@ class FunctionPlan:
     notes: list[str] = field(default_factory=list)
 
 
-def plan_functions(pipelines: Iterable[Pipeline], registry: Registry, profile: Profile, root: Path) -> list[FunctionPlan]:
+def plan_functions(
+    pipelines: Iterable[Pipeline], registry: Registry, profile: Profile, root: Path
+) -> list[FunctionPlan]:
     """One plan per function used, sorted by name. Raises with every problem found, not just the first."""
     uses: dict[str, list[Use]] = {}
     for p in pipelines:
@@ -98,8 +100,10 @@ def _plan_one(spec: FunctionSpec, uses: list[Use], profile: Profile, root: Path)
     plan = FunctionPlan(spec.name, spec, uses, gpu, auto, retries[0][1], module_ref(spec, root))
     timeouts = sorted({u.node.timeout_s or spec.traits.timeout_s for u in uses})
     if len(timeouts) > 1:
-        plan.notes.append(f"function '{spec.name}': its nodes have timeouts {', '.join(f'{t:g} s' for t in timeouts)}; "
-                          f"its Service and Trigger use the longest, {timeouts[-1]:g} s")
+        plan.notes.append(
+            f"function '{spec.name}': its nodes have timeouts {', '.join(f'{t:g} s' for t in timeouts)}; "
+            f"its Service and Trigger use the longest, {timeouts[-1]:g} s"
+        )
     return plan, bad, disagree
 
 
@@ -117,11 +121,13 @@ def _disagreement(function: str, what: str, values: list[tuple[Use, object]], sh
     first_use, first = values[0]
     for use, value in values[1:]:
         if value != first:
-            return [(
-                f"function '{function}' is deployed once (one Knative Service and one Trigger), but its nodes ask for "
-                f"a different {what}: {first_use.where()} has {show(first)}; {use.where()} has {show(value)}. "
-                f"Give both nodes the same {what}, or give one of them a function of its own."
-            )]
+            return [
+                (
+                    f"function '{function}' is deployed once (one Knative Service and one Trigger), but its nodes ask for "
+                    f"a different {what}: {first_use.where()} has {show(first)}; {use.where()} has {show(value)}. "
+                    f"Give both nodes the same {what}, or give one of them a function of its own."
+                )
+            ]
     return []
 
 

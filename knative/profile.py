@@ -100,9 +100,13 @@ class RouterProfile(_Strict):
 class SecretsProfile(_Strict):
     """The Secrets that builtin functions read their servers from (env `valueFrom.secretKeyRef`)."""
 
-    mongodb: SecretRef = SecretRef(name="knflow-mongodb", key="url")  # KNFLOW_MONGODB_URL: mongodb-query, mongodb-insert
+    mongodb: SecretRef = SecretRef(
+        name="knflow-mongodb", key="url"
+    )  # KNFLOW_MONGODB_URL: mongodb-query, mongodb-insert
     redis: SecretRef = SecretRef(name="knflow-redis", key="url")  # KNFLOW_REDIS_URL: redis-get, redis-set
-    openai_base_url: SecretRef = SecretRef(name="knflow-openai", key="base_url")  # KNFLOW_OPENAI_BASE_URL: llm-*, embedding
+    openai_base_url: SecretRef = SecretRef(
+        name="knflow-openai", key="base_url"
+    )  # KNFLOW_OPENAI_BASE_URL: llm-*, embedding
     openai_api_key: SecretRef = SecretRef(name="knflow-openai", key="api_key", optional=True)  # KNFLOW_OPENAI_API_KEY
 
 
@@ -163,9 +167,13 @@ def parse_profile(doc: Any, source: str = "profile") -> Profile:
         for item in err.errors(include_url=False):
             where = ".".join(str(x) for x in item["loc"]) or "(top)"
             if item["type"] == "extra_forbidden":
-                reasons.append(f"'{where}' is not a profile key; expected one of {', '.join(_keys_at(item['loc'][:-1]))}")
+                reasons.append(
+                    f"'{where}' is not a profile key; expected one of {', '.join(_keys_at(item['loc'][:-1]))}"
+                )
                 continue
-            got = f" (got {item['input']!r})" if item["type"] != "missing" and not isinstance(item["input"], dict) else ""
+            got = (
+                f" (got {item['input']!r})" if item["type"] != "missing" and not isinstance(item["input"], dict) else ""
+            )
             reasons.append(f"'{where}': {item['msg']}{got}")
         raise ProfileInvalid(f"{source}: profile is invalid: " + "; ".join(reasons), file=source) from None
 

@@ -41,8 +41,13 @@ class Cluster:
     @classmethod
     def from_profile(cls, profile: Profile, extra_features: Iterable[str] = ()) -> Cluster:
         s = profile.serving
-        return cls(frozenset(enabled_flags(profile)) | frozenset(extra_features), s.max_revision_timeout_s,
-                   s.container_concurrency_max, s.max_scale_limit, s.allow_zero_initial_scale)
+        return cls(
+            frozenset(enabled_flags(profile)) | frozenset(extra_features),
+            s.max_revision_timeout_s,
+            s.container_concurrency_max,
+            s.max_scale_limit,
+            s.allow_zero_initial_scale,
+        )
 
 
 Rule = Callable[[dict, Cluster], list[tuple[str, str]]]  # -> (path, message)
@@ -57,6 +62,7 @@ def rule(*kinds: str, warning: bool = False) -> Callable[[Rule], Rule]:
         if warning:
             WARNING_RULES.add(fn.__name__)
         return fn
+
     return register
 
 

@@ -55,9 +55,15 @@ class Autoscaling:
     def with_overrides(self, scaling: dict[str, Any]) -> Autoscaling:
         """`scaling` as returned by `scaling_problems`' normalisation (`normalize`)."""
         names = {
-            "minScale": "min_scale", "maxScale": "max_scale", "initialScale": "initial_scale", "target": "target",
-            "metric": "metric", "scaleDownDelay": "scale_down_delay", "retentionPeriod": "retention_period",
-            "containerConcurrency": "container_concurrency", "timeoutSeconds": "timeout_s",
+            "minScale": "min_scale",
+            "maxScale": "max_scale",
+            "initialScale": "initial_scale",
+            "target": "target",
+            "metric": "metric",
+            "scaleDownDelay": "scale_down_delay",
+            "retentionPeriod": "retention_period",
+            "containerConcurrency": "container_concurrency",
+            "timeoutSeconds": "timeout_s",
         }
         return replace(self, **{names[k]: v for k, v in scaling.items()})
 
@@ -80,12 +86,22 @@ def normalize(raw: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]
                 out[key] = value
         elif key == "target":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0.01:
-                problems.append((key, f"target has value {value!r}. Expected a number >= 0.01 (requests in flight, or per second with metric rps)."))
+                problems.append(
+                    (
+                        key,
+                        f"target has value {value!r}. Expected a number >= 0.01 (requests in flight, or per second with metric rps).",
+                    )
+                )
             else:
                 out[key] = float(value)
         elif key == "metric":
             if value not in METRICS:
-                problems.append((key, f"metric has value {value!r}. Expected one of {', '.join(METRICS)} (the KPA autoscaler; it scales to zero)."))
+                problems.append(
+                    (
+                        key,
+                        f"metric has value {value!r}. Expected one of {', '.join(METRICS)} (the KPA autoscaler; it scales to zero).",
+                    )
+                )
             else:
                 out[key] = value
         else:
@@ -116,21 +132,51 @@ def range_problems(scale: Autoscaling, serving: ServingProfile) -> list[tuple[st
     """Problems between keys and against the cluster's limits, as (key, problem)."""
     out = []
     if scale.max_scale and scale.max_scale < scale.min_scale:
-        out.append(("maxScale", f"maxScale ({scale.max_scale}) is less than minScale ({scale.min_scale}); give maxScale >= minScale, or 0 for no limit"))
+        out.append(
+            (
+                "maxScale",
+                f"maxScale ({scale.max_scale}) is less than minScale ({scale.min_scale}); give maxScale >= minScale, or 0 for no limit",
+            )
+        )
     if serving.max_scale_limit:
         if scale.max_scale == 0:
-            out.append(("maxScale", f"maxScale 0 (unlimited) is not allowed: the cluster's max-scale-limit is {serving.max_scale_limit}"))
+            out.append(
+                (
+                    "maxScale",
+                    f"maxScale 0 (unlimited) is not allowed: the cluster's max-scale-limit is {serving.max_scale_limit}",
+                )
+            )
         elif scale.max_scale > serving.max_scale_limit:
-            out.append(("maxScale", f"maxScale ({scale.max_scale}) is above the cluster's max-scale-limit ({serving.max_scale_limit})"))
+            out.append(
+                (
+                    "maxScale",
+                    f"maxScale ({scale.max_scale}) is above the cluster's max-scale-limit ({serving.max_scale_limit})",
+                )
+            )
     if scale.initial_scale == 0 and not serving.allow_zero_initial_scale:
-        out.append(("initialScale", "initialScale 0 needs allow-zero-initial-scale: \"true\" in config-autoscaler (set serving.allow_zero_initial_scale in the profile)"))
+        out.append(
+            (
+                "initialScale",
+                'initialScale 0 needs allow-zero-initial-scale: "true" in config-autoscaler (set serving.allow_zero_initial_scale in the profile)',
+            )
+        )
     if scale.container_concurrency > serving.container_concurrency_max:
-        out.append(("containerConcurrency", f"containerConcurrency ({scale.container_concurrency}) is above the cluster's container-concurrency-max-limit ({serving.container_concurrency_max})"))
+        out.append(
+            (
+                "containerConcurrency",
+                f"containerConcurrency ({scale.container_concurrency}) is above the cluster's container-concurrency-max-limit ({serving.container_concurrency_max})",
+            )
+        )
     if not 0 < scale.timeout_s <= serving.max_revision_timeout_s:
-        out.append(("timeoutSeconds", (
-            f"the request timeout ({scale.timeout_s} s) must be from 1 to max-revision-timeout-seconds ({serving.max_revision_timeout_s} s); "
-            "lower the function's timeout_s, or raise max-revision-timeout-seconds in config-defaults and serving.max_revision_timeout_s in the profile"
-        )))
+        out.append(
+            (
+                "timeoutSeconds",
+                (
+                    f"the request timeout ({scale.timeout_s} s) must be from 1 to max-revision-timeout-seconds ({serving.max_revision_timeout_s} s); "
+                    "lower the function's timeout_s, or raise max-revision-timeout-seconds in config-defaults and serving.max_revision_timeout_s in the profile"
+                ),
+            )
+        )
     return out
 
 

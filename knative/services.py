@@ -24,8 +24,10 @@ PIPELINES_DIR = "/etc/knflow/pipelines"
 BUILTIN_SECRETS: dict[str, tuple[tuple[str, str], ...]] = {
     **dict.fromkeys(("mongodb-query", "mongodb-insert"), (("KNFLOW_MONGODB_URL", "mongodb"),)),
     **dict.fromkeys(("redis-get", "redis-set"), (("KNFLOW_REDIS_URL", "redis"),)),
-    **dict.fromkeys(("llm-generate", "llm-chat", "embedding"),
-                    (("KNFLOW_OPENAI_BASE_URL", "openai_base_url"), ("KNFLOW_OPENAI_API_KEY", "openai_api_key"))),
+    **dict.fromkeys(
+        ("llm-generate", "llm-chat", "embedding"),
+        (("KNFLOW_OPENAI_BASE_URL", "openai_base_url"), ("KNFLOW_OPENAI_API_KEY", "openai_api_key")),
+    ),
 }
 PROGRESS_DEADLINE = "serving.knative.dev/progress-deadline"
 PIPELINES_DIGEST = "knflow.dev/pipelines-digest"
@@ -127,7 +129,9 @@ def pipelines_config_map(pipelines: Iterable[Pipeline], profile: Profile) -> dic
     }
 
 
-def _container(name: str, profile: Profile, env: list[dict[str, Any]], command: list[str] | None = None) -> dict[str, Any]:
+def _container(
+    name: str, profile: Profile, env: list[dict[str, Any]], command: list[str] | None = None
+) -> dict[str, Any]:
     container: dict[str, Any] = {"name": name, "image": profile.image}
     if profile.image_pull_policy:
         container["imagePullPolicy"] = profile.image_pull_policy

@@ -30,9 +30,15 @@ KPA, HPA = "kpa.autoscaling.knative.dev", "hpa.autoscaling.knative.dev"
 @rule("*")
 def object_name(m: dict, c: Cluster) -> list[tuple[str, str]]:
     name = m.get("metadata", {}).get("name", "")
-    pattern, what = (DNS_1035, "a DNS-1035 label (a lowercase letter first)") if m.get("kind") == "Service" and "knative" in m.get("apiVersion", "") else (DNS_LABEL, "a DNS label")
+    pattern, what = (
+        (DNS_1035, "a DNS-1035 label (a lowercase letter first)")
+        if m.get("kind") == "Service" and "knative" in m.get("apiVersion", "")
+        else (DNS_LABEL, "a DNS label")
+    )
     if not isinstance(name, str) or not pattern.match(name) or len(name) > 63:
-        return [("metadata.name", f"name {name!r} must be {what}: lowercase letters, digits and '-', at most 63 characters")]
+        return [
+            ("metadata.name", f"name {name!r} must be {what}: lowercase letters, digits and '-', at most 63 characters")
+        ]
     return []
 
 
@@ -42,7 +48,13 @@ def object_name(m: dict, c: Cluster) -> list[tuple[str, str]]:
 @rule("Service")
 def autoscaling_on_service_metadata(m: dict, c: Cluster) -> list[tuple[str, str]]:
     keys = [k for k in (m.get("metadata", {}).get("annotations") or {}) if k.startswith(PREFIX)]
-    return [(f"metadata.annotations[{k}]", 'autoscaling annotations must be put under "spec.template.metadata.annotations" to work') for k in keys]
+    return [
+        (
+            f"metadata.annotations[{k}]",
+            'autoscaling annotations must be put under "spec.template.metadata.annotations" to work',
+        )
+        for k in keys
+    ]
 
 
 def _ann(m: dict) -> dict[str, Any]:
@@ -63,8 +75,12 @@ def _path(key: str) -> str:
 @rule("Service")
 def annotation_values_are_strings(m: dict, c: Cluster) -> list[tuple[str, str]]:
     meta = template_of(m)[0]
-    return [(f"spec.template.metadata.{part}[{k}]", f"value {v!r} must be a string")
-            for part in ("annotations", "labels") for k, v in (meta.get(part) or {}).items() if not isinstance(v, str)]
+    return [
+        (f"spec.template.metadata.{part}[{k}]", f"value {v!r} must be a string")
+        for part in ("annotations", "labels")
+        for k, v in (meta.get(part) or {}).items()
+        if not isinstance(v, str)
+    ]
 
 
 @rule("Service")
@@ -78,7 +94,12 @@ def autoscaling_class_and_metric(m: dict, c: Cluster) -> list[tuple[str, str]]:
         out.append((_path(PREFIX + "metric"), f"metric {metric!r} is not valid for class {cls}"))
     algorithm = anns.get(PREFIX + "metric-aggregation-algorithm")
     if cls == KPA and algorithm and algorithm not in ("linear", "weighted-exponential", "weightedExponential"):
-        out.append((_path(PREFIX + "metric-aggregation-algorithm"), f"value {algorithm!r} is not linear or weighted-exponential"))
+        out.append(
+            (
+                _path(PREFIX + "metric-aggregation-algorithm"),
+                f"value {algorithm!r} is not linear or weighted-exponential",
+            )
+        )
     return out
 
 
@@ -103,21 +124,36 @@ def scale_bounds(m: dict, c: Cluster) -> list[tuple[str, str]]:
         out.append((_path(key), f"max-scale={high} is less than min-scale={low}"))
     if c.max_scale_limit and "max-scale" in got:
         if high == 0:
-            out.append((_path(key), f"max-scale=0 (unlimited) must be less than the cluster's max-scale-limit {c.max_scale_limit}"))
+            out.append(
+                (
+                    _path(key),
+                    f"max-scale=0 (unlimited) must be less than the cluster's max-scale-limit {c.max_scale_limit}",
+                )
+            )
         elif high > c.max_scale_limit:
             out.append((_path(key), f"max-scale={high} is above the cluster's max-scale-limit {c.max_scale_limit}"))
     found = _get(anns, "activation-scale", "min-activate-scale")
     if found:
         n = _int(found[1])
         if n is None or n < 2 or n < low or (high and n > high):
-            out.append((_path(found[0]), f"activation-scale {found[1]!r} must be an integer >= 2, >= min-scale and <= max-scale"))
+            out.append(
+                (
+                    _path(found[0]),
+                    f"activation-scale {found[1]!r} must be an integer >= 2, >= min-scale and <= max-scale",
+                )
+            )
     found = _get(anns, "initial-scale", "initialScale")
     if found:
         n = _int(found[1])
         if n is None or n < 0:
             out.append((_path(found[0]), f"initial-scale {found[1]!r} is not an integer >= 0"))
         elif n == 0 and not c.allow_zero_initial_scale:
-            out.append((_path(found[0]), 'initial-scale=0 is not allowed by the cluster (config-autoscaler allow-zero-initial-scale: "false")'))
+            out.append(
+                (
+                    _path(found[0]),
+                    'initial-scale=0 is not allowed by the cluster (config-autoscaler allow-zero-initial-scale: "false")',
+                )
+            )
     return out
 
 
@@ -133,9 +169,17 @@ def autoscaling_numbers(m: dict, c: Cluster) -> list[tuple[str, str]]:
     anns, out = _ann(m), []
     checks = (
         (("target",), lambda v: v >= 0.01, "a number >= 0.01"),
-        (("target-utilization-percentage", "targetUtilizationPercentage"), lambda v: 1 <= v <= 100, "a number from 1 to 100"),
+        (
+            ("target-utilization-percentage", "targetUtilizationPercentage"),
+            lambda v: 1 <= v <= 100,
+            "a number from 1 to 100",
+        ),
         (("panic-window-percentage", "panicWindowPercentage"), lambda v: 1 <= v <= 100, "a number from 1 to 100"),
-        (("panic-threshold-percentage", "panicThresholdPercentage"), lambda v: 110 <= v <= 1000, "a number from 110 to 1000"),
+        (
+            ("panic-threshold-percentage", "panicThresholdPercentage"),
+            lambda v: 110 <= v <= 1000,
+            "a number from 110 to 1000",
+        ),
         (("target-burst-capacity", "targetBurstCapacity"), lambda v: v >= 0 or v == -1, "a number >= 0, or -1"),
     )
     for names, ok, expected in checks:
@@ -192,10 +236,20 @@ def revision_timeouts(m: dict, c: Cluster) -> list[tuple[str, str]]:
     for fld in ("timeoutSeconds", "responseStartTimeoutSeconds", "idleTimeoutSeconds"):
         v = spec.get(fld)
         if v is not None and (not isinstance(v, int) or not 0 <= v <= c.max_revision_timeout_s):
-            out.append((f"spec.template.spec.{fld}", f"{fld} {v!r} must be from 0 to max-revision-timeout-seconds ({c.max_revision_timeout_s})"))
+            out.append(
+                (
+                    f"spec.template.spec.{fld}",
+                    f"{fld} {v!r} must be from 0 to max-revision-timeout-seconds ({c.max_revision_timeout_s})",
+                )
+            )
     start, total = spec.get("responseStartTimeoutSeconds"), spec.get("timeoutSeconds")
     if isinstance(start, int) and isinstance(total, int) and total and start > total:
-        out.append(("spec.template.spec.responseStartTimeoutSeconds", f"responseStartTimeoutSeconds {start} must not exceed timeoutSeconds {total}"))
+        out.append(
+            (
+                "spec.template.spec.responseStartTimeoutSeconds",
+                f"responseStartTimeoutSeconds {start} must not exceed timeoutSeconds {total}",
+            )
+        )
     return out
 
 
@@ -203,15 +257,26 @@ def revision_timeouts(m: dict, c: Cluster) -> list[tuple[str, str]]:
 def container_concurrency(m: dict, c: Cluster) -> list[tuple[str, str]]:
     v = template_of(m)[1].get("containerConcurrency")
     if v is not None and (not isinstance(v, int) or not 0 <= v <= c.container_concurrency_max):
-        return [("spec.template.spec.containerConcurrency", f"containerConcurrency {v!r} must be from 0 to container-concurrency-max-limit ({c.container_concurrency_max})")]
+        return [
+            (
+                "spec.template.spec.containerConcurrency",
+                f"containerConcurrency {v!r} must be from 0 to container-concurrency-max-limit ({c.container_concurrency_max})",
+            )
+        ]
     return []
 
 
 @rule("Service", warning=True)
 def feature_flags(m: dict, c: Cluster) -> list[tuple[str, str]]:
     spec = template_of(m)[1]
-    return [(f"spec.template.spec.{fld}", f"{fld} needs the Serving feature flag {flag} (config-features in knative-serving)")
-            for fld, flag in FLAG_FIELDS.items() if spec.get(fld) and flag not in c.features]
+    return [
+        (
+            f"spec.template.spec.{fld}",
+            f"{fld} needs the Serving feature flag {flag} (config-features in knative-serving)",
+        )
+        for fld, flag in FLAG_FIELDS.items()
+        if spec.get(fld) and flag not in c.features
+    ]
 
 
 @rule("Service")
@@ -232,7 +297,12 @@ def containers(m: dict, c: Cluster) -> list[tuple[str, str]]:
             out.append((f"{at}.ports", "a container may give at most one port"))
         for p in ports:
             if p.get("containerPort") in RESERVED_PORTS:
-                out.append((f"{at}.ports", f"containerPort {p['containerPort']} is reserved by Knative ({', '.join(map(str, sorted(RESERVED_PORTS)))})"))
+                out.append(
+                    (
+                        f"{at}.ports",
+                        f"containerPort {p['containerPort']} is reserved by Knative ({', '.join(map(str, sorted(RESERVED_PORTS)))})",
+                    )
+                )
             if p.get("name") and p["name"] not in PORT_NAMES:
                 out.append((f"{at}.ports", f"port name {p['name']!r} must be http1 or h2c"))
         for e in ctr.get("env") or []:
@@ -244,5 +314,10 @@ def containers(m: dict, c: Cluster) -> list[tuple[str, str]]:
         probe = (ctr.get("readinessProbe") or {}).get("httpGet") or {}
         port = ports[0].get("containerPort") if ports else None
         if probe.get("port") not in (None, port):
-            out.append((f"{at}.readinessProbe.httpGet.port", f"probe port {probe['port']!r} must be the container's port {port!r} or left out"))
+            out.append(
+                (
+                    f"{at}.readinessProbe.httpGet.port",
+                    f"probe port {probe['port']!r} must be the container's port {port!r} or left out",
+                )
+            )
     return out

@@ -36,10 +36,14 @@ def ping_sources(pipelines: list[Pipeline], profile: Profile) -> list[dict[str, 
             spec["data"] = json.dumps(t.data or {}, sort_keys=True, ensure_ascii=False)
             spec["ceOverrides"] = {"extensions": {"knflowpipeline": p.name}}
             spec["sink"] = naming.service_ref(profile.router.name, "/events")
-            out.append({
-                "apiVersion": "sources.knative.dev/v1",
-                "kind": "PingSource",
-                "metadata": naming.metadata(name, profile.namespace, profile, "source", **{naming.PIPELINE_LABEL: p.name}),
-                "spec": spec,
-            })
+            out.append(
+                {
+                    "apiVersion": "sources.knative.dev/v1",
+                    "kind": "PingSource",
+                    "metadata": naming.metadata(
+                        name, profile.namespace, profile, "source", **{naming.PIPELINE_LABEL: p.name}
+                    ),
+                    "spec": spec,
+                }
+            )
     return out

@@ -24,7 +24,9 @@ DEFAULT_STORE = "sqlite:///knflow.db"
 
 def configure_logging(verbose: int, json_logs: bool = False) -> None:
     level = logging.WARNING - 10 * verbose
-    renderer = structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    renderer = (
+        structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
     structlog.configure(
         processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
@@ -76,7 +78,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             for p in load_pipelines(path, args.functions):
-                print(f"{path}: pipeline '{p.name}' is valid ({_count(len(p.nodes), 'node')}, {_count(len(p.edges), 'edge')})")
+                print(
+                    f"{path}: pipeline '{p.name}' is valid ({_count(len(p.nodes), 'node')}, {_count(len(p.edges), 'edge')})"
+                )
         except PipelineInvalid as exc:
             failed += 1
             count = len(exc.problems)
@@ -153,7 +157,9 @@ async def _run_node(pipeline: Any, node_id: str, data: Any, as_json: bool) -> in
     spec = REGISTRY.get(node.function)
     doc = {**node.config, **data} if isinstance(data, dict) else data
     try:
-        result = await call(spec, doc, Context(run_id="local", node_id=node_id, attempt=1, pipeline=pipeline.name, function=spec.name))
+        result = await call(
+            spec, doc, Context(run_id="local", node_id=node_id, attempt=1, pipeline=pipeline.name, function=spec.name)
+        )
     except KnflowError as exc:  # Retryable: a transient failure, reported the same way
         result = {"error": getattr(exc, "error", {"message": str(exc)})}
     print(json.dumps(result if as_json else result.get("output", result), indent=2, ensure_ascii=False))
@@ -162,11 +168,19 @@ async def _run_node(pipeline: Any, node_id: str, data: Any, as_json: bool) -> in
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="knflow", description="Pipelines of serverless functions, driven by events.")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log lines on stderr (-v info, -vv debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log lines on stderr (-v info, -vv debug)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def functions_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--functions", action="append", default=[], metavar="MODULE_OR_PATH", help="a module that defines functions (repeatable)")
+        p.add_argument(
+            "--functions",
+            action="append",
+            default=[],
+            metavar="MODULE_OR_PATH",
+            help="a module that defines functions (repeatable)",
+        )
 
     p = sub.add_parser("validate", help="check pipeline files; every problem is printed")
     p.add_argument("files", nargs="+", metavar="FILE")
@@ -188,7 +202,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="the pipeline to export, when the file defines several")
     functions_arg(p)
     p.set_defaults(fn=cmd_export)
-
 
     from knative.cli import add_commands as knative_commands
     from knflow import client, dev, replay, serve

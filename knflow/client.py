@@ -28,7 +28,11 @@ class RouterClient:
             resp = self.http.request(method, self.url + path, **kwargs)
         except httpx.HTTPError as exc:
             raise KnflowError(f"cannot reach the router at {self.url}: {exc}") from None
-        body = resp.json() if resp.content and resp.headers.get("content-type", "").startswith("application/json") else resp.text
+        body = (
+            resp.json()
+            if resp.content and resp.headers.get("content-type", "").startswith("application/json")
+            else resp.text
+        )
         if resp.status_code >= 400:
             message = body.get("error") if isinstance(body, dict) else body
             raise KnflowError(f"{method} {self.url}{path} answered {resp.status_code}: {message}")
@@ -54,6 +58,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     async def main() -> int:
         store = open_store(args.store)
         try:
+
             async def get(run_id: str) -> dict:
                 run = await store.get_run(run_id)
                 if run is None:
@@ -113,7 +118,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
         data = json.loads(args.data) if args.data is not None else {}
     except json.JSONDecodeError as exc:
         raise KnflowError(f"--data is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    attrs = {"type": args.type, "source": args.source, "id": args.id or uuid.uuid4().hex, "datacontenttype": events.JSON}
+    attrs = {
+        "type": args.type,
+        "source": args.source,
+        "id": args.id or uuid.uuid4().hex,
+        "datacontenttype": events.JSON,
+    }
     if args.subject:
         attrs["subject"] = args.subject
     event = events.make_event(attrs, data)

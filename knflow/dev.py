@@ -22,6 +22,7 @@ import structlog
 from broker.errors import KnflowError
 from knflow import eventloop
 from knflow.settings import Settings
+from datetime import UTC
 
 
 def free_port() -> int:
@@ -62,7 +63,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     files = list(args.pipelines)
     for path in files:  # load now: modules named in the files join the function services' modules
         p = load(path)
-        modules += [str((Path(path).parent / m)) if m.endswith(".py") else m for m in p.functions]
+        modules += [str(Path(path).parent / m) if m.endswith(".py") else m for m in p.functions]
     eventloop.run(_dev(args, settings, files, modules))
     return 0
 
@@ -89,10 +90,18 @@ async def _dev(args: argparse.Namespace, settings: Settings, files: list[str], m
                         proc, url = await asyncio.to_thread(spawn_function, name, modules)
                         procs.append(proc)
                     await stack.serve_function(name, url)
-            print(f"knflow dev: router on http://127.0.0.1:{args.port}, broker {where}, store {args.store or settings.store}", file=sys.stderr, flush=True)
+            print(
+                f"knflow dev: router on http://127.0.0.1:{args.port}, broker {where}, store {args.store or settings.store}",
+                file=sys.stderr,
+                flush=True,
+            )
             ticker = asyncio.create_task(fire_schedules(router, catalog))
             try:
-                await serve_app(create_app(router, catalog, settings.max_body_bytes, settings.webhook_secret), "127.0.0.1", args.port)
+                await serve_app(
+                    create_app(router, catalog, settings.max_body_bytes, settings.webhook_secret),
+                    "127.0.0.1",
+                    args.port,
+                )
             finally:
                 ticker.cancel()
     finally:
@@ -107,12 +116,12 @@ async def _dev(args: argparse.Namespace, settings: Settings, files: list[str], m
 async def fire_schedules(router: Any, catalog: Any, clock: Any = None) -> None:
     """Fire cron triggers as Knative's PingSources would: a `dev.knative.sources.ping` event per tick,
     with the trigger's data and `knflowpipeline`, through the router's ingress (so ids dedupe ticks)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from broker import events
     from router.triggers import PING_TYPE, next_ticks
 
-    now = clock or (lambda: datetime.now(timezone.utc))
+    now = clock or (lambda: datetime.now(UTC))
     while True:
         ticks = next_ticks(await catalog.all(), now())
         if not ticks:
@@ -121,8 +130,13 @@ async def fire_schedules(router: Any, catalog: Any, clock: Any = None) -> None:
         when, pipeline, trigger = ticks[0]
         await asyncio.sleep(max(0.0, (when - now()).total_seconds()))
         tick = events.make_event(
-            {"type": PING_TYPE, "source": f"/knflow/dev/cron/{pipeline.name}", "id": f"{pipeline.name}@{when.isoformat()}",
-             "datacontenttype": events.JSON, "knflowpipeline": pipeline.name},
+            {
+                "type": PING_TYPE,
+                "source": f"/knflow/dev/cron/{pipeline.name}",
+                "id": f"{pipeline.name}@{when.isoformat()}",
+                "datacontenttype": events.JSON,
+                "knflowpipeline": pipeline.name,
+            },
             trigger.data if trigger.data is not None else {},
         )
         try:
@@ -135,7 +149,11 @@ async def _functions_to_serve(catalog: Any) -> list[str]:
     from functions.registry import REGISTRY
 
     names = {n.function for p in await catalog.all() for n in p.nodes.values()}
-    names |= {name for name in REGISTRY.names() if REGISTRY.find(name) is not None and not REGISTRY.find(name).fn.__module__.startswith("functions.builtins")}
+    names |= {
+        name
+        for name in REGISTRY.names()
+        if REGISTRY.find(name) is not None and not REGISTRY.find(name).fn.__module__.startswith("functions.builtins")
+    }
     return sorted(names)
 
 

@@ -7,7 +7,8 @@ sequential p50 6.3 ms instead of 7.8 ms. uvicorn picks uvloop by itself for `knf
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Coroutine
+from typing import Any
+from collections.abc import Coroutine
 
 
 def run(main: Coroutine[Any, Any, Any]) -> Any:

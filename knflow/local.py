@@ -38,7 +38,9 @@ def _function_policy(spec: Any) -> DeliveryPolicy:
 class EmbeddedStack:
     """`async with EmbeddedStack(store) as stack: run = await stack.execute(pipeline, data)`."""
 
-    def __init__(self, store: RunStore, registry: Registry = REGISTRY, observer: Any = None, pipelines: Pipelines | None = None) -> None:
+    def __init__(
+        self, store: RunStore, registry: Registry = REGISTRY, observer: Any = None, pipelines: Pipelines | None = None
+    ) -> None:
         self.store = store
         self.registry = registry
         self.broker = InMemoryBroker()
@@ -57,7 +59,7 @@ class EmbeddedStack:
         for kind in (events.RUN_SUCCEEDED, events.RUN_FAILED, events.RUN_CANCELLED):
             self.broker.subscribe({"type": kind}, self._run_ended, name="waiters")
 
-    async def __aenter__(self) -> "EmbeddedStack":
+    async def __aenter__(self) -> EmbeddedStack:
         from functions.blobs import default_store
 
         default_store()  # a bad KNFLOW_BLOB_* setting stops here, before any run starts
@@ -72,19 +74,28 @@ class EmbeddedStack:
         if isinstance(self.pipelines, StaticPipelines):
             self.pipelines.add(pipeline)
 
-    async def start(self, pipeline: Pipeline, data: Any = None, event: CloudEvent | None = None, run_id: str | None = None) -> str:
+    async def start(
+        self, pipeline: Pipeline, data: Any = None, event: CloudEvent | None = None, run_id: str | None = None
+    ) -> str:
         """Start a run; returns its id at once."""
         self.add(pipeline)
         run_id = run_id or new_run_id()
         self._waiting[run_id] = asyncio.get_running_loop().create_future()
         trigger = event or events.make_event(
-            {"type": "dev.knflow.manual", "source": "/knflow/cli", "id": f"{run_id}:trigger", "datacontenttype": events.JSON},
+            {
+                "type": "dev.knflow.manual",
+                "source": "/knflow/cli",
+                "id": f"{run_id}:trigger",
+                "datacontenttype": events.JSON,
+            },
             data if data is not None else {},
         )
         await self.router.start_run(pipeline, trigger, run_id=run_id)
         return run_id
 
-    async def redrive(self, run_id: str, from_node: str | None = None, new_run: bool = False, by: str | None = None) -> str:
+    async def redrive(
+        self, run_id: str, from_node: str | None = None, new_run: bool = False, by: str | None = None
+    ) -> str:
         """Redrive a stored run in place (or re-run it as a new run); returns the id of the run to wait for."""
         run = await (self.router.rerun(run_id, by) if new_run else self.router.redrive(run_id, from_node, by))
         return run["id"]

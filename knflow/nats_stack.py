@@ -26,7 +26,9 @@ from router.store.base import RunStore
 log = structlog.get_logger("knflow.stack")
 
 # a result the router cannot apply now (its store is down) is retried, patiently, never dropped
-RESULT_POLICY = DeliveryPolicy(retries=100_000, backoff="exponential", backoff_delay_s=0.05, max_delay_s=2.0, timeout_s=10.0)
+RESULT_POLICY = DeliveryPolicy(
+    retries=100_000, backoff="exponential", backoff_delay_s=0.05, max_delay_s=2.0, timeout_s=10.0
+)
 
 
 async def connect(url: str, name: str) -> NATS:
@@ -66,18 +68,27 @@ class NatsStack:
         self.router: Router | None = None
         self.dispatchers: list[Dispatcher] = []
 
-    async def __aenter__(self) -> "NatsStack":
+    async def __aenter__(self) -> NatsStack:
         self.nc = await connect(self.nats_url, "knflow")
         self.publisher = JetStreamPublisher(self.nc, self.layout)
         await self.publisher.ensure_stream()
         self.router = Router(self.store, self.publisher, self.pipelines, self.observer)
         self.router.event_log = JetStreamEventLog(self.nc, self.layout, self.publisher)
         if self.route_results:
-            await self._start(Dispatcher(
-                self.nc, name="router-results", filter_subject=f"{self.layout.prefix}.result.>",
-                subscriber=self.router.on_result, layout=self.layout, policy=RESULT_POLICY,
-                publisher=self.publisher, batch_size=self.batch_size, max_in_flight=256, ack_margin_s=2.0,
-            ))
+            await self._start(
+                Dispatcher(
+                    self.nc,
+                    name="router-results",
+                    filter_subject=f"{self.layout.prefix}.result.>",
+                    subscriber=self.router.on_result,
+                    layout=self.layout,
+                    policy=RESULT_POLICY,
+                    publisher=self.publisher,
+                    batch_size=self.batch_size,
+                    max_in_flight=256,
+                    ack_margin_s=2.0,
+                )
+            )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -95,9 +106,16 @@ class NatsStack:
     async def serve_function(self, name: str, url: str | None = None, dead_letter: Any = None) -> Dispatcher:
         """Deliver function `name`'s invokes in this process, or to its HTTP service at `url`."""
         spec = self.registry.get(name)
-        return await self._start(Dispatcher.for_function(
-            self.nc, spec.name, url or in_process(self.registry), layout=self.layout,
-            policy=spec.traits.retry.delivery(spec.traits.timeout_s),
-            dead_letter=dead_letter or self.router.on_dead_letter, publisher=self.publisher,
-            max_in_flight=spec.traits.concurrency or 64, batch_size=self.batch_size,
-        ))
+        return await self._start(
+            Dispatcher.for_function(
+                self.nc,
+                spec.name,
+                url or in_process(self.registry),
+                layout=self.layout,
+                policy=spec.traits.retry.delivery(spec.traits.timeout_s),
+                dead_letter=dead_letter or self.router.on_dead_letter,
+                publisher=self.publisher,
+                max_in_flight=spec.traits.concurrency or 64,
+                batch_size=self.batch_size,
+            )
+        )

@@ -22,9 +22,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
         client = RouterClient(args.router)
         if bulk:
-            body = {"pipeline": args.pipeline, "status": args.status or "failed", "since": args.since, "new_run": args.new_run, "by": args.by}
-            return _report(client.request("POST", "/replay", json={k: v for k, v in body.items() if v is not None})["runs"])
-        run = client.request("POST", f"/runs/{args.run_id}/replay", json={"from": args.from_node, "new_run": args.new_run, "by": args.by})
+            body = {
+                "pipeline": args.pipeline,
+                "status": args.status or "failed",
+                "since": args.since,
+                "new_run": args.new_run,
+                "by": args.by,
+            }
+            return _report(
+                client.request("POST", "/replay", json={k: v for k, v in body.items() if v is not None})["runs"]
+            )
+        run = client.request(
+            "POST", f"/runs/{args.run_id}/replay", json={"from": args.from_node, "new_run": args.new_run, "by": args.by}
+        )
         if args.no_wait:
             print(json.dumps(run, indent=2) if args.json else f"run {run['id']} {run['status']}")
             return 0
@@ -68,7 +78,13 @@ async def _embedded(args: argparse.Namespace, bulk: bool) -> int:
     if bulk:
         async with EmbeddedStack(store, pipelines=catalog) as stack:
             await _load_functions(catalog, await stack.store.list_runs(args.pipeline, args.status or "failed", 1000))
-            report = await stack.router.replay_many(args.pipeline, args.status or "failed", parse_duration_s(args.since) if args.since else None, args.new_run, args.by)
+            report = await stack.router.replay_many(
+                args.pipeline,
+                args.status or "failed",
+                parse_duration_s(args.since) if args.since else None,
+                args.new_run,
+                args.by,
+            )
             for row in report:
                 if "replay" in row:
                     row["status"] = (await stack.wait(row["replay"]))["status"]
@@ -118,7 +134,9 @@ def add_commands(sub: Any, functions_arg: Any) -> None:
     p = sub.add_parser("replay", help="redrive a failed run in place, re-run it, or replay many")
     p.add_argument("run_id", nargs="?", metavar="RUN_ID")
     p.add_argument("--from", dest="from_node", metavar="NODE", help="also re-run NODE and everything downstream of it")
-    p.add_argument("--new-run", action="store_true", help="a new run from the stored trigger event (replay_of links it)")
+    p.add_argument(
+        "--new-run", action="store_true", help="a new run from the stored trigger event (replay_of links it)"
+    )
     p.add_argument("--pipeline", help="bulk: runs of this pipeline")
     p.add_argument("--status", help="bulk: runs in this status (default failed)")
     p.add_argument("--since", help="bulk: runs created in this window, e.g. 2h, 30m, 7d")

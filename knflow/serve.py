@@ -1,10 +1,10 @@
 """Long-running processes: `knflow serve function|router|dispatcher` and `knflow dev`.
 
-    serve function NAME      one function on Knative's HTTP contract (PORT, KNFLOW_FUNCTION, KNFLOW_FUNCTIONS)
-    serve router             the router service; with --nats it also consumes results from the stream,
-                             with K_SINK it publishes to Knative's broker, else an in-memory broker
-    serve dispatcher         a worker: delivers functions' invokes from NATS, in-process or to their URLs
-    dev                      the local stack in one command: router, broker, functions
+serve function NAME      one function on Knative's HTTP contract (PORT, KNFLOW_FUNCTION, KNFLOW_FUNCTIONS)
+serve router             the router service; with --nats it also consumes results from the stream,
+                         with K_SINK it publishes to Knative's broker, else an in-memory broker
+serve dispatcher         a worker: delivers functions' invokes from NATS, in-process or to their URLs
+dev                      the local stack in one command: router, broker, functions
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import signal
 import sys
-from typing import Any, AsyncIterator
+from typing import Any
+from collections.abc import AsyncIterator
 
 import structlog
 
@@ -79,12 +80,16 @@ def cmd_serve_function(args: argparse.Namespace) -> int:
     spec = REGISTRY.get(name)
     port = args.port or settings.port
     print(f"knflow: function '{spec.name}' on http://{args.host}:{port}", file=sys.stderr, flush=True)
-    uvicorn.run(create_app(spec, settings.max_body_bytes), host=args.host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(
+        create_app(spec, settings.max_body_bytes), host=args.host, port=port, log_level="warning", access_log=False
+    )
     return 0
 
 
 @contextlib.asynccontextmanager
-async def router_stack(settings: Settings, store_url: str, nats_url: str | None, pipeline_files: list[str]) -> AsyncIterator[Any]:
+async def router_stack(
+    settings: Settings, store_url: str, nats_url: str | None, pipeline_files: list[str]
+) -> AsyncIterator[Any]:
     """A router over the store and the broker the settings name; yields (router, catalog, stack)."""
     from router.catalog import StorePipelines
     from router.store import open_store
@@ -141,8 +146,14 @@ def cmd_serve_router(args: argparse.Namespace) -> int:
         from router.service import create_app
 
         nats_url = args.nats or settings.nats_url
-        async with router_stack(settings, args.store or settings.store, nats_url, settings.pipeline_files + args.pipelines) as (router, catalog, _):
-            await serve_app(create_app(router, catalog, settings.max_body_bytes, settings.webhook_secret), args.host, args.port or settings.port)
+        async with router_stack(
+            settings, args.store or settings.store, nats_url, settings.pipeline_files + args.pipelines
+        ) as (router, catalog, _):
+            await serve_app(
+                create_app(router, catalog, settings.max_body_bytes, settings.webhook_secret),
+                args.host,
+                args.port or settings.port,
+            )
 
     eventloop.run(main())
     return 0
@@ -162,7 +173,9 @@ def cmd_serve_dispatcher(args: argparse.Namespace) -> int:
         from router.store import open_store
 
         store = open_store("sqlite://:memory:")  # a dispatcher keeps no runs: results go back on the stream
-        async with NatsStack(nats_url, store, StaticPipelines(), layout=_layout(settings), route_results=False) as stack:
+        async with NatsStack(
+            nats_url, store, StaticPipelines(), layout=_layout(settings), route_results=False
+        ) as stack:
             for entry in args.function:
                 name, _, url = entry.partition("=")
                 await stack.serve_function(name, url or None, dead_letter=args.dead_letter)
@@ -208,4 +221,3 @@ def add_commands(sub: Any, functions_arg: Any) -> None:
     p.add_argument("--dead-letter", metavar="URL", required=True, help="the router's /dead-letter URL")
     functions_arg(p)
     p.set_defaults(fn=cmd_serve_dispatcher)
-

@@ -27,11 +27,15 @@ class Settings(BaseSettings):
     port: int = Field(8080, validation_alias=AliasChoices("PORT", "KNFLOW_PORT"))
     k_sink: str | None = Field(None, validation_alias=AliasChoices("K_SINK", "KNFLOW_K_SINK"))
     # large payloads (functions.blobs; function processes read the same two variables without this class)
-    blob_url: str | None = None  # file:// or s3://bucket/prefix; default file://CWD/.knflow/blobs. Shared storage on a cluster
-    blob_threshold_bytes: int = Field(blobs.DEFAULT_THRESHOLD_BYTES, gt=0)  # outputs and invokes over this go to the blob store
+    blob_url: str | None = (
+        None  # file:// or s3://bucket/prefix; default file://CWD/.knflow/blobs. Shared storage on a cluster
+    )
+    blob_threshold_bytes: int = Field(
+        blobs.DEFAULT_THRESHOLD_BYTES, gt=0
+    )  # outputs and invokes over this go to the blob store
 
     @model_validator(mode="after")
-    def _blobs_fit_the_broker(self) -> "Settings":
+    def _blobs_fit_the_broker(self) -> Settings:
         if self.blob_threshold_bytes >= self.max_body_bytes:
             raise ValueError(
                 f"KNFLOW_BLOB_THRESHOLD_BYTES ({self.blob_threshold_bytes}) must be below KNFLOW_MAX_BODY_BYTES "

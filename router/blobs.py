@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any, Collection
+from typing import Any
+from collections.abc import Collection
 
 import structlog
 
@@ -51,10 +52,12 @@ def outputs_read_inside(p: Pipeline, run: dict[str, Any], statuses: Collection[s
 
 
 def _holds_refs(output: Any) -> bool:
-    return is_ref(output) or isinstance(output, list) and any(is_ref(x) for x in output)
+    return is_ref(output) or (isinstance(output, list) and any(is_ref(x) for x in output))
 
 
-async def resolved_view(p: Pipeline, run: dict[str, Any], store: BlobStore, statuses: Collection[str] = (PENDING,)) -> dict[str, Any]:
+async def resolved_view(
+    p: Pipeline, run: dict[str, Any], store: BlobStore, statuses: Collection[str] = (PENDING,)
+) -> dict[str, Any]:
     """`run`, or a copy of it whose blob outputs that nodes in `statuses` read inside are loaded. Raises
     BlobError when the store fails in a way a retry may fix; a blob that is gone stays a reference, and the
     template that reads it fails its node, naming the blob."""
@@ -69,7 +72,9 @@ async def resolved_view(p: Pipeline, run: dict[str, Any], store: BlobStore, stat
         except Exception as exc:  # BlobError
             if getattr(exc, "retryable", True):
                 raise
-            log.warning("blob output cannot be read", run=run["id"], pipeline=run.get("pipeline"), node=n, error=str(exc))
+            log.warning(
+                "blob output cannot be read", run=run["id"], pipeline=run.get("pipeline"), node=n, error=str(exc)
+            )
 
     await asyncio.gather(*(load(n) for n in wanted))
     return {**run, "nodes": nodes}
@@ -78,7 +83,11 @@ async def resolved_view(p: Pipeline, run: dict[str, Any], store: BlobStore, stat
 async def offload_invokes(store: BlobStore, invokes: list[Invoke]) -> list[Invoke]:
     """The invokes, each with its `inputs` (then its `config`) in the blob store when its data is over the threshold.
     The common case, nothing over it, costs one encode per invoke and no task."""
-    big = [k for k, i in enumerate(invokes) if len(encode({"inputs": i.inputs, "config": i.config})) > store.threshold_bytes]
+    big = [
+        k
+        for k, i in enumerate(invokes)
+        if len(encode({"inputs": i.inputs, "config": i.config})) > store.threshold_bytes
+    ]
     if not big:
         return invokes
     out = list(invokes)

@@ -37,7 +37,10 @@ class StorePipelines:
     async def all(self) -> list[Pipeline]:
         if self._all is not None and time.monotonic() - self._all[0] < self.ttl_s:
             return self._all[1]
-        pipelines = [parse(doc, f"store:pipelines/{doc.get('metadata', {}).get('name')}") for doc in await self.store.list_pipelines()]
+        pipelines = [
+            parse(doc, f"store:pipelines/{doc.get('metadata', {}).get('name')}")
+            for doc in await self.store.list_pipelines()
+        ]
         self._all = (time.monotonic(), pipelines)
         for p in pipelines:
             self._cache[p.name] = (self._all[0], p)

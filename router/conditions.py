@@ -61,7 +61,9 @@ class Condition:
         try:
             result = execute(self.program, context)
         except CelEvaluationError as exc:
-            raise ConditionError(f"condition {self.expr!r} failed: {exc.reason}", expr=self.expr, reason=exc.reason) from None
+            raise ConditionError(
+                f"condition {self.expr!r} failed: {exc.reason}", expr=self.expr, reason=exc.reason
+            ) from None
         if not isinstance(result, bool):
             raise ConditionError(
                 f"condition {self.expr!r} gave {type(result).__name__} {short(result)}, not a bool;"

@@ -13,8 +13,9 @@ import binascii
 import json
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Protocol
+from datetime import datetime, timedelta, UTC
+from typing import Any, Protocol
+from collections.abc import Callable
 
 import structlog
 from cloudevents.core.v1.event import CloudEvent
@@ -70,7 +71,7 @@ class StaticPipelines:
 
 
 def iso_before(seconds: float) -> str:
-    then = datetime.now(timezone.utc) - timedelta(seconds=seconds)
+    then = datetime.now(UTC) - timedelta(seconds=seconds)
     return then.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -79,13 +80,17 @@ def new_run_id() -> str:
 
 
 class Router:
-    def __init__(self, store: RunStore, publisher: Publisher, pipelines: Pipelines, observer: Observer | None = None) -> None:
+    def __init__(
+        self, store: RunStore, publisher: Publisher, pipelines: Pipelines, observer: Observer | None = None
+    ) -> None:
         self.store = store
         self.publisher = publisher
         self.pipelines = pipelines
         self.observer = observer
         self.event_log: Any = None  # broker.event_log.JetStreamEventLog where the broker keeps events
-        self.blobs: BlobStore | None = None  # large payloads (router/blobs.py); None: KNFLOW_BLOB_URL, read on first use
+        self.blobs: BlobStore | None = (
+            None  # large payloads (router/blobs.py); None: KNFLOW_BLOB_URL, read on first use
+        )
         self.max_hops = 16  # a run event of a run started by a run event ... : refused past this depth
 
     async def ingest(self, event: CloudEvent, pipelines: list[Pipeline], replay_id: str | None = None) -> list[str]:
@@ -107,17 +112,27 @@ class Router:
             runs.append(run["id"])
         return runs
 
-    async def replay_events(self, all_pipelines: list[Pipeline], since_s: float, event_type: str | None = None) -> list[dict[str, Any]]:
+    async def replay_events(
+        self, all_pipelines: list[Pipeline], since_s: float, event_type: str | None = None
+    ) -> list[dict[str, Any]]:
         """Deliver the external events the broker kept for the last `since_s` through the triggers again, once each."""
         if self.event_log is None:
-            raise replay.ReplayRefused("event replay needs the NATS JetStream broker (it keeps the events); this router has none")
+            raise replay.ReplayRefused(
+                "event replay needs the NATS JetStream broker (it keeps the events); this router has none"
+            )
         from broker.event_log import since_from_seconds
 
         replay_id = new_run_id()
         report = []
         for event in await self.event_log.read(since_from_seconds(since_s), event_type):
             matched = pipelines_for(all_pipelines, events.event_to_dict(event))
-            report.append({"event": event.get_id(), "type": event.get_type(), "runs": await self.ingest(event, matched, replay_id)})
+            report.append(
+                {
+                    "event": event.get_id(),
+                    "type": event.get_type(),
+                    "runs": await self.ingest(event, matched, replay_id),
+                }
+            )
         log.info("events replayed", events=len(report), since_s=since_s, type=event_type, replay=replay_id)
         return report
 
@@ -127,7 +142,9 @@ class Router:
             raise UnknownPipeline(f"unknown pipeline '{name}'", pipeline=name)
         return p
 
-    async def start_run(self, pipeline: Pipeline, trigger: CloudEvent | dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
+    async def start_run(
+        self, pipeline: Pipeline, trigger: CloudEvent | dict[str, Any], run_id: str | None = None
+    ) -> dict[str, Any]:
         """Store the run with its trigger event, then schedule its source nodes."""
         trigger_doc = events.event_to_dict(trigger) if isinstance(trigger, CloudEvent) else trigger
         run = new_run(run_id or new_run_id(), pipeline.name, pipeline.run_nodes, trigger_doc, dict(pipeline.variables))
@@ -146,7 +163,9 @@ class Router:
         try:
             return await self._publish_step(pipeline, first, step, won, run_won, [started])
         except PublishError as exc:  # the run is stored, which is what ingress promises; the sweeper goes on
-            log.warning("run stored, publishing deferred to the sweeper", run=run["id"], pipeline=pipeline.name, error=str(exc))
+            log.warning(
+                "run stored, publishing deferred to the sweeper", run=run["id"], pipeline=pipeline.name, error=str(exc)
+            )
             return first
 
     async def on_result(self, event: CloudEvent) -> None:
@@ -165,7 +184,13 @@ class Router:
         await self._finish_node(events.address(event), {"error": err}, False, event.get_id())
 
     async def _finish_node(self, addr: events.Address, data: dict[str, Any], succeeded: bool, event_id: str) -> None:
-        ctx = {"run": addr.run_id, "pipeline": addr.pipeline, "node": addr.node, "attempt": addr.attempt, "event_id": event_id}
+        ctx = {
+            "run": addr.run_id,
+            "pipeline": addr.pipeline,
+            "node": addr.node,
+            "attempt": addr.attempt,
+            "event_id": event_id,
+        }
         transition = engine.node_result(addr.node, addr.attempt, data, succeeded, now_iso(), addr.tries)
         try:  # no read first: the compare-and-set says all (an unknown node loses, an unknown run raises)
             run, won, _ = await self.store.apply(addr.run_id, [transition])
@@ -177,7 +202,9 @@ class Router:
             if state is None:
                 log.warning("result for unknown node ignored", **ctx)
                 return
-            log.info("duplicate or late result ignored", node_status=state["status"], node_attempt=state["attempt"], **ctx)
+            log.info(
+                "duplicate or late result ignored", node_status=state["status"], node_attempt=state["attempt"], **ctx
+            )
             return
         self._observe(run, [transition])
         if succeeded:
@@ -199,7 +226,13 @@ class Router:
             # another writer moved part of this run meanwhile: decide again from the stored state
 
     async def _publish_step(
-        self, pipeline: Pipeline, run: dict[str, Any], step: engine.Step, won: list[bool], run_won: bool, before: list[CloudEvent] = ()
+        self,
+        pipeline: Pipeline,
+        run: dict[str, Any],
+        step: engine.Step,
+        won: list[bool],
+        run_won: bool,
+        before: list[CloudEvent] = (),
     ) -> dict[str, Any]:
         """After a step was stored: tell the observer, publish the invokes this writer won (after `before`)
         and the run's end if this writer ended it."""
@@ -211,9 +244,22 @@ class Router:
         if run_won:
             kind = events.RUN_SUCCEEDED if run["status"] == SUCCEEDED else events.RUN_FAILED
             generation = len(run.get("replays") or [])
-            out.append(events.run_event(kind, run["id"], run["pipeline"], {"status": run["status"], "error": run.get("error")}, generation,
-                                        hops=hops_of(run.get("trigger") or {}) + 1))
-            log.info(f"run {run['status']}", run=run["id"], pipeline=run["pipeline"], error=(run.get("error") or {}).get("message"))
+            out.append(
+                events.run_event(
+                    kind,
+                    run["id"],
+                    run["pipeline"],
+                    {"status": run["status"], "error": run.get("error")},
+                    generation,
+                    hops=hops_of(run.get("trigger") or {}) + 1,
+                )
+            )
+            log.info(
+                f"run {run['status']}",
+                run=run["id"],
+                pipeline=run["pipeline"],
+                error=(run.get("error") or {}).get("message"),
+            )
         if out:
             await self.publisher.publish_many(out)
         return run
@@ -227,7 +273,14 @@ class Router:
         if not run_won:
             raise replay.ReplayRefused(f"run '{run_id}' changed while it was being redriven; try again", run_id=run_id)
         self._observe(run, [t for t, ok in zip(transitions, won) if ok])
-        log.info("run redriven", run=run_id, pipeline=run["pipeline"], reset=[t.node for t in transitions], by=by, from_node=from_node)
+        log.info(
+            "run redriven",
+            run=run_id,
+            pipeline=run["pipeline"],
+            reset=[t.node for t in transitions],
+            by=by,
+            from_node=from_node,
+        )
         return await self.advance(pipeline, run)
 
     async def rerun(self, run_id: str, by: str | None = None) -> dict[str, Any]:
@@ -251,7 +304,13 @@ class Router:
         self._observe(run, [t for t, ok in zip(transitions, won) if ok])
         log.info("run cancelled", run=run_id, pipeline=run["pipeline"], by=by)
         generation = len(run.get("replays") or [])
-        await self.publisher.publish_many([events.run_event(events.RUN_CANCELLED, run_id, run["pipeline"], {"status": run["status"], "by": by}, generation)])
+        await self.publisher.publish_many(
+            [
+                events.run_event(
+                    events.RUN_CANCELLED, run_id, run["pipeline"], {"status": run["status"], "by": by}, generation
+                )
+            ]
+        )
         return run
 
     async def sweep_forever(self, interval_s: float, older_than_s: float) -> None:
@@ -281,10 +340,20 @@ class Router:
             if stale:
                 await self.publisher.publish_many([self._invoke_event(i) for i in stale])
                 republished += len(stale)
-                log.warning("invokes published again", run=run["id"], pipeline=run["pipeline"], nodes=[i.node for i in stale])
+                log.warning(
+                    "invokes published again", run=run["id"], pipeline=run["pipeline"], nodes=[i.node for i in stale]
+                )
         return republished
 
-    async def replay_many(self, pipeline: str | None, status: str | None, since_s: float | None, new_run: bool, by: str | None, limit: int = 1000) -> list[dict[str, Any]]:
+    async def replay_many(
+        self,
+        pipeline: str | None,
+        status: str | None,
+        since_s: float | None,
+        new_run: bool,
+        by: str | None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
         """Redrive (or re-run) every run that matches; one report per run, failures included."""
         cutoff = iso_before(since_s) if since_s is not None else ""
         report = []
@@ -312,14 +381,20 @@ class Router:
     @staticmethod
     def _invoke_event(i: engine.Invoke) -> CloudEvent:
         return events.invoke_event(
-            run_id=i.run_id, pipeline=i.pipeline, node=i.node, attempt=i.attempt, function=i.function, inputs=i.inputs, config=i.config,
-            retry=i.retry, timeout_s=i.timeout_s,
+            run_id=i.run_id,
+            pipeline=i.pipeline,
+            node=i.node,
+            attempt=i.attempt,
+            function=i.function,
+            inputs=i.inputs,
+            config=i.config,
+            retry=i.retry,
+            timeout_s=i.timeout_s,
         )
 
     def _observe(self, run: dict[str, Any], transitions: list[Transition]) -> None:
         if self.observer is not None and transitions:
             self.observer(run, transitions)
-
 
 
 _MESSAGE = re.compile(r'"message":\s*"((?:[^"\\]|\\.)*)"')
@@ -348,5 +423,7 @@ def dead_letter_reason(event: CloudEvent) -> tuple[int | None, str, dict[str, An
         if found:
             error = {"type": (_TYPE.search(body) or found).group(1), "message": found.group(1), "detail": "(truncated)"}
     dest = event.get_extension("knativeerrordest") or "the subscriber"
-    reason = (error or {}).get("message") or f"delivery to {dest} failed with HTTP {code or '?'}: {body[:200] or 'no body'}"
+    reason = (error or {}).get(
+        "message"
+    ) or f"delivery to {dest} failed with HTTP {code or '?'}: {body[:200] or 'no body'}"
     return code, reason, error

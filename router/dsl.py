@@ -22,13 +22,26 @@ from __future__ import annotations
 import inspect
 import os
 import sys
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from functions.errors import InvalidFunction
 from functions.sdk import RECORDER, FunctionSpec, Retry
 from router.pipeline import Edge, Node, Pipeline, Problem, PipelineInvalid, Trigger
 
-OPTIONS = {"_id", "_when", "_config", "_retry", "_timeout_s", "_run_on", "_foreach", "_loop", "_replicas", "_concurrency", "_branch"}
+OPTIONS = {
+    "_id",
+    "_when",
+    "_config",
+    "_retry",
+    "_timeout_s",
+    "_run_on",
+    "_foreach",
+    "_loop",
+    "_replicas",
+    "_concurrency",
+    "_branch",
+}
 
 
 class Ref:
@@ -37,12 +50,12 @@ class Ref:
     def __init__(self, root: str, node: str | None = None, path: tuple = ()) -> None:
         self._root, self._node, self._path = root, node, path
 
-    def __getattr__(self, name: str) -> "Ref":
+    def __getattr__(self, name: str) -> Ref:
         if name.startswith("__"):
             raise AttributeError(name)
         return Ref(self._root, self._node, self._path + (name,))
 
-    def __getitem__(self, key: int | str) -> "Ref":
+    def __getitem__(self, key: int | str) -> Ref:
         return Ref(self._root, self._node, self._path + (key,))
 
     def template(self) -> str:
@@ -85,10 +98,14 @@ class _Recorder:
         options = {k: kwargs.pop(k) for k in list(kwargs) if k in OPTIONS}
         unknown = [k for k in kwargs if k.startswith("_")]
         if unknown:
-            raise InvalidFunction(f"pipeline '{self.name}': {spec.name}() got unknown option(s) {', '.join(unknown)}; expected {', '.join(sorted(OPTIONS))}")
+            raise InvalidFunction(
+                f"pipeline '{self.name}': {spec.name}() got unknown option(s) {', '.join(unknown)}; expected {', '.join(sorted(OPTIONS))}"
+            )
         node_id = options.get("_id") or self._fresh_id(spec.name)
         if node_id in self.nodes:
-            raise InvalidFunction(f"pipeline '{self.name}': node id '{node_id}' is used twice; pass _id='...' to name the second one")
+            raise InvalidFunction(
+                f"pipeline '{self.name}': node id '{node_id}' is used twice; pass _id='...' to name the second one"
+            )
         deps: list[str] = []
         inputs = self._inputs(spec, args, kwargs, deps)
         retry = options.get("_retry")
@@ -102,8 +119,15 @@ class _Recorder:
             fanout["concurrency"] = options["_concurrency"]
         branch = options.get("_branch")
         if branch is not None:
-            if not (isinstance(branch, tuple) and len(branch) == 2 and isinstance(branch[0], NodeRef) and isinstance(branch[1], str)):
-                raise InvalidFunction(f"pipeline '{self.name}': {spec.name}() _branch must be (NODE, 'NAME'), the result of a switch or condition call and a branch name; got {branch!r}")
+            if not (
+                isinstance(branch, tuple)
+                and len(branch) == 2
+                and isinstance(branch[0], NodeRef)
+                and isinstance(branch[1], str)
+            ):
+                raise InvalidFunction(
+                    f"pipeline '{self.name}': {spec.name}() _branch must be (NODE, 'NAME'), the result of a switch or condition call and a branch name; got {branch!r}"
+                )
             if branch[0].id not in deps:
                 deps.append(branch[0].id)
         self.nodes[node_id] = Node(
@@ -137,7 +161,9 @@ class _Recorder:
             return self._convert(args[0], deps)
         fields = list(spec.input_model.model_fields)
         if len(args) > len(fields):
-            raise InvalidFunction(f"pipeline '{self.name}': {spec.name}() takes at most {len(fields)} positional argument(s) ({', '.join(fields)}), got {len(args)}")
+            raise InvalidFunction(
+                f"pipeline '{self.name}': {spec.name}() takes at most {len(fields)} positional argument(s) ({', '.join(fields)}), got {len(args)}"
+            )
         out = {fields[i]: self._convert(a, deps) for i, a in enumerate(args)}
         for key, value in kwargs.items():
             if key in out:
@@ -185,7 +211,15 @@ def pipeline(
             nodes=recorder.nodes,
             edges=recorder.edges,
             variables=dict(variables or {}),
-            triggers=[Trigger(tr.get("type", "manual"), dict(tr.get("filter") or {}), tr.get("schedule"), tr.get("timezone"), tr.get("data"))],
+            triggers=[
+                Trigger(
+                    tr.get("type", "manual"),
+                    dict(tr.get("filter") or {}),
+                    tr.get("schedule"),
+                    tr.get("timezone"),
+                    tr.get("data"),
+                )
+            ],
             description=description or inspect.getdoc(body) or "",
             functions=_modules(recorder.specs, source),
             source=source,
@@ -194,7 +228,13 @@ def pipeline(
         if isinstance(on_failure, FunctionSpec) and on_failure not in recorder.specs:
             p.functions = _modules([*recorder.specs, on_failure], source)
         if not p.nodes:
-            raise PipelineInvalid([Problem("the @pipeline body called no @function, so the pipeline has no nodes", source, pipeline=pname)])
+            raise PipelineInvalid(
+                [
+                    Problem(
+                        "the @pipeline body called no @function, so the pipeline has no nodes", source, pipeline=pname
+                    )
+                ]
+            )
         from router.validation import validate
 
         problems = validate(p)

@@ -27,8 +27,22 @@ from broker.events import invoke_id
 from router import conditions, fanout, templates
 from router.pipeline import ON_FAILURE_NODE, Pipeline
 from router.runs import (
-    CANCELLED, FAILED, IN_FLIGHT, NODE_FINAL, PENDING, RUNNING, SCHEDULED, SKIPPED, SUCCEEDED,
-    RunChange, Transition, item_key, item_map, item_states, split_key, state_of,
+    CANCELLED,
+    FAILED,
+    IN_FLIGHT,
+    NODE_FINAL,
+    PENDING,
+    RUNNING,
+    SCHEDULED,
+    SKIPPED,
+    SUCCEEDED,
+    RunChange,
+    Transition,
+    item_key,
+    item_map,
+    item_states,
+    split_key,
+    state_of,
 )
 
 _PENDING = frozenset({PENDING})
@@ -55,7 +69,9 @@ class Invoke:
 @dataclass
 class Step:
     transitions: list[Transition] = field(default_factory=list)
-    invokes: dict[str, Invoke] = field(default_factory=dict)  # node id (or item key `gen[2]`) -> invoke, for scheduled ones
+    invokes: dict[str, Invoke] = field(
+        default_factory=dict
+    )  # node id (or item key `gen[2]`) -> invoke, for scheduled ones
     run_change: RunChange | None = None
 
     def __bool__(self) -> bool:
@@ -114,18 +130,31 @@ def advance(p: Pipeline, run: dict[str, Any], now: str) -> Step:
             step.transitions.append(_finish(n, FAILED, now, error("TemplateError", f"node '{n}': {exc}")))
             continue
         status[n] = SCHEDULED
-        step.transitions.append(Transition(
-            n, _PENDING, {"status": SCHEDULED, "attempt": attempt, "scheduled_at": now, "output": None, "error": None},
-            attempt=nodes[n]["attempt"],
-        ))
+        step.transitions.append(
+            Transition(
+                n,
+                _PENDING,
+                {"status": SCHEDULED, "attempt": attempt, "scheduled_at": now, "output": None, "error": None},
+                attempt=nodes[n]["attempt"],
+            )
+        )
         step.invokes[n] = invoke
     if all(status[n] in NODE_FINAL for n in p.order):
         _end(p, run, status, step, now)
     return step
 
 
-def _fan(p: Pipeline, run: dict[str, Any], n: str, nodes: dict[str, Any], status: dict[str, str], outputs: dict[str, Any],
-         scope: templates.Scope, step: Step, now: str) -> None:
+def _fan(
+    p: Pipeline,
+    run: dict[str, Any],
+    n: str,
+    nodes: dict[str, Any],
+    status: dict[str, str],
+    outputs: dict[str, Any],
+    scope: templates.Scope,
+    step: Step,
+    now: str,
+) -> None:
     """Start a pending fan-out node, or move a running one on: schedule the items its concurrency allows,
     join them once all are final."""
     node, state = p.nodes[n], nodes[n]
@@ -140,7 +169,14 @@ def _fan(p: Pipeline, run: dict[str, Any], n: str, nodes: dict[str, Any], status
     if state["status"] == PENDING:
         attempt = state["attempt"] + 1
         items = fanout.fresh_items(len(values), item_states(state))
-        fields = {"status": RUNNING, "attempt": attempt, "scheduled_at": now, "output": None, "error": None, "items": item_map(items)}
+        fields = {
+            "status": RUNNING,
+            "attempt": attempt,
+            "scheduled_at": now,
+            "output": None,
+            "error": None,
+            "items": item_map(items),
+        }
         step.transitions.append(Transition(n, _PENDING, fields, attempt=state["attempt"]))
         state = nodes[n] = {**state, **fields}
         status[n] = RUNNING
@@ -150,9 +186,20 @@ def _fan(p: Pipeline, run: dict[str, Any], n: str, nodes: dict[str, Any], status
         try:
             invoke = _invoke(p, run["id"], n, item["attempt"] + 1, replace(scope, item=values[i], index=i), key)
         except templates.TemplateError as exc:
-            fields = {"status": FAILED, "finished_at": now, "output": None, "error": error("TemplateError", f"node '{n}' item {i}: {exc}")}
+            fields = {
+                "status": FAILED,
+                "finished_at": now,
+                "output": None,
+                "error": error("TemplateError", f"node '{n}' item {i}: {exc}"),
+            }
         else:
-            fields = {"status": SCHEDULED, "attempt": invoke.attempt, "scheduled_at": now, "output": None, "error": None}
+            fields = {
+                "status": SCHEDULED,
+                "attempt": invoke.attempt,
+                "scheduled_at": now,
+                "output": None,
+                "error": None,
+            }
             step.invokes[key] = invoke
         step.transitions.append(Transition(key, _PENDING, fields, attempt=item["attempt"]))
         items[i] = {**item, **fields}
@@ -161,8 +208,18 @@ def _fan(p: Pipeline, run: dict[str, Any], n: str, nodes: dict[str, Any], status
         _decide(n, {**state, "items": item_map(items)}, *done, nodes, status, outputs, step, now)
 
 
-def _decide(n: str, state: dict[str, Any], final: str, output: Any, err: dict | None, nodes: dict[str, Any], status: dict[str, str],
-            outputs: dict[str, Any], step: Step, now: str) -> None:
+def _decide(
+    n: str,
+    state: dict[str, Any],
+    final: str,
+    output: Any,
+    err: dict | None,
+    nodes: dict[str, Any],
+    status: dict[str, str],
+    outputs: dict[str, Any],
+    step: Step,
+    now: str,
+) -> None:
     """End a fan-out node (pending or running) with `final`; the rest of the step sees it ended."""
     fields: dict[str, Any] = {"status": final, "finished_at": now, "output": output, "error": err}
     if state["status"] == PENDING:  # ended before any item ran (an empty list, a bad foreach): an attempt all the same
@@ -181,7 +238,9 @@ def _end(p: Pipeline, run: dict[str, Any], status: dict[str, str], step: Step, n
     err = None
     if failed:
         first = next((n for n in failed if status[n] == FAILED), failed[0])
-        node_err = nodes[first].get("error") or next((t.fields.get("error") for t in step.transitions if t.node == first), None)
+        node_err = nodes[first].get("error") or next(
+            (t.fields.get("error") for t in step.transitions if t.node == first), None
+        )
         err = {"node": first, **(node_err or {})}
     handler = nodes.get(ON_FAILURE_NODE) if p.on_failure else None
     if handler is not None and handler["status"] == PENDING:
@@ -189,13 +248,27 @@ def _end(p: Pipeline, run: dict[str, Any], status: dict[str, str], step: Step, n
             step.transitions.append(_finish(ON_FAILURE_NODE, SKIPPED, now, None))
         else:
             attempt = handler["attempt"] + 1
-            report = {"run_id": run["id"], "pipeline": p.name, "failed_node": err["node"], "error": err,
-                      "traceback": ((err.get("detail") or {}) if isinstance(err.get("detail"), dict) else {}).get("traceback"),
-                      "trigger": (run.get("trigger") or {}).get("data")}
-            step.transitions.append(Transition(
-                ON_FAILURE_NODE, _PENDING, {"status": SCHEDULED, "attempt": attempt, "scheduled_at": now}, attempt=handler["attempt"]
-            ))
-            step.invokes[ON_FAILURE_NODE] = Invoke(run["id"], p.name, ON_FAILURE_NODE, p.on_failure, attempt, report, {})
+            report = {
+                "run_id": run["id"],
+                "pipeline": p.name,
+                "failed_node": err["node"],
+                "error": err,
+                "traceback": ((err.get("detail") or {}) if isinstance(err.get("detail"), dict) else {}).get(
+                    "traceback"
+                ),
+                "trigger": (run.get("trigger") or {}).get("data"),
+            }
+            step.transitions.append(
+                Transition(
+                    ON_FAILURE_NODE,
+                    _PENDING,
+                    {"status": SCHEDULED, "attempt": attempt, "scheduled_at": now},
+                    attempt=handler["attempt"],
+                )
+            )
+            step.invokes[ON_FAILURE_NODE] = Invoke(
+                run["id"], p.name, ON_FAILURE_NODE, p.on_failure, attempt, report, {}
+            )
             return
     elif handler is not None and handler["status"] not in NODE_FINAL:
         return  # the failure handler is still running
@@ -229,7 +302,13 @@ def _finish(n: str, status: str, now: str, err: dict | None) -> Transition:
 
 
 def _scope(run: dict[str, Any], now: str, outputs: dict[str, Any]) -> templates.Scope:
-    return templates.Scope(trigger=run.get("trigger") or {}, variables=run.get("variables") or {}, outputs=outputs, run_id=run["id"], now=now)
+    return templates.Scope(
+        trigger=run.get("trigger") or {},
+        variables=run.get("variables") or {},
+        outputs=outputs,
+        run_id=run["id"],
+        now=now,
+    )
 
 
 def _outputs(run: dict[str, Any], status: dict[str, str]) -> dict[str, Any]:
@@ -242,7 +321,9 @@ def _outputs(run: dict[str, Any], status: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def _live(p: Pipeline, n: str, run: dict[str, Any], nodes: dict[str, Any], status: dict[str, str]) -> tuple[bool, dict | None]:
+def _live(
+    p: Pipeline, n: str, run: dict[str, Any], nodes: dict[str, Any], status: dict[str, str]
+) -> tuple[bool, dict | None]:
     live = False
     view = None
     for e in p.incoming[n]:
@@ -255,14 +336,24 @@ def _live(p: Pipeline, n: str, run: dict[str, Any], nodes: dict[str, Any], statu
         if view is None:
             view = {x: {"output": s.get("output"), "status": status[x]} for x, s in nodes.items()}
         try:
-            if conditions.compile_condition(condition).evaluate(run.get("trigger") or {}, run.get("variables") or {}, view):
+            if conditions.compile_condition(condition).evaluate(
+                run.get("trigger") or {}, run.get("variables") or {}, view
+            ):
                 live = True
         except Exception as exc:  # ConditionError
             return False, error("ConditionError", f"edge {e.source} -> {n}: {exc}")
     return live, None
 
 
-def result_transition(run: dict[str, Any], node: str, attempt: int, data: dict[str, Any], succeeded: bool, now: str, tries: int | None = None) -> Transition | None:
+def result_transition(
+    run: dict[str, Any],
+    node: str,
+    attempt: int,
+    data: dict[str, Any],
+    succeeded: bool,
+    now: str,
+    tries: int | None = None,
+) -> Transition | None:
     """The transition a function's reply asks for, or None when the run has no such node. The node's
     attempt becomes `tries` (retries by the broker count), which the next redrive goes on from."""
     if state_of(run, node) is None:
@@ -270,7 +361,9 @@ def result_transition(run: dict[str, Any], node: str, attempt: int, data: dict[s
     return node_result(node, attempt, data, succeeded, now, tries)
 
 
-def node_result(node: str, attempt: int, data: dict[str, Any], succeeded: bool, now: str, tries: int | None = None) -> Transition:
+def node_result(
+    node: str, attempt: int, data: dict[str, Any], succeeded: bool, now: str, tries: int | None = None
+) -> Transition:
     """`result_transition` without the run: on a run that has no such node it loses, as a late one does.
     `node` may be an item key (`gen[2]`): the transition is then on that item alone."""
     fields: dict[str, Any] = {"status": SUCCEEDED if succeeded else FAILED, "finished_at": now}

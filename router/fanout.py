@@ -48,7 +48,9 @@ def values(node: Node, scope: templates.Scope) -> list[Any]:
             f"{node.foreach_key} must give a list, such as {{{{ fetch.output.items }}}}."
         )
     if len(value) > MAX_ITEMS:
-        raise FanoutError(f"{where} gave {len(value):,} items; the most one node runs is {MAX_ITEMS:,}. Split the list upstream.")
+        raise FanoutError(
+            f"{where} gave {len(value):,} items; the most one node runs is {MAX_ITEMS:,}. Split the list upstream."
+        )
     return value
 
 
@@ -95,7 +97,9 @@ def joined(node: str, items: list[dict[str, Any]]) -> tuple[str, Any, dict[str, 
         return SUCCEEDED, [item.get("output") for item in items], None
     first = items[bad[0]].get("error") or {}
     shown = ", ".join(str(i) for i in bad[:_ERRORS_SHOWN]) + (", …" if len(bad) > _ERRORS_SHOWN else "")
-    message = (f"node '{node}': {len(bad)} of {len(items)} items failed (item {shown}); "
-               f"item {bad[0]}: {first.get('message') or first.get('type') or 'failed'}")
+    message = (
+        f"node '{node}': {len(bad)} of {len(items)} items failed (item {shown}); "
+        f"item {bad[0]}: {first.get('message') or first.get('type') or 'failed'}"
+    )
     detail = {"failed_items": bad, "errors": {str(i): items[i].get("error") for i in bad[:_ERRORS_SHOWN]}}
     return FAILED, None, {"type": "ItemsFailed", "message": message, "detail": detail}

@@ -21,11 +21,36 @@ NODE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 PIPELINE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 TRIGGER_TYPES = ("webhook", "cloudevent", "cron", "manual")
 RUN_ON = ("engine", "cpu", "gpu")
-NODE_FIELDS = {"id", "type", "function", "config", "inputs", "runOn", "retry", "timeout_s", "scaling", "description",
-               "foreach", "loop", "replicas", "concurrency"}
+NODE_FIELDS = {
+    "id",
+    "type",
+    "function",
+    "config",
+    "inputs",
+    "runOn",
+    "retry",
+    "timeout_s",
+    "scaling",
+    "description",
+    "foreach",
+    "loop",
+    "replicas",
+    "concurrency",
+}
 FANOUT_FIELDS = ("foreach", "loop", "replicas")  # at most one per node; `loop` is `foreach` by another name
 MAX_ITEMS = 10_000  # the most items one fan-out node runs (a foreach list, or replicas)
-TOP_FIELDS = {"apiVersion", "kind", "metadata", "trigger", "triggers", "variables", "nodes", "edges", "functions", "on_failure"}
+TOP_FIELDS = {
+    "apiVersion",
+    "kind",
+    "metadata",
+    "trigger",
+    "triggers",
+    "variables",
+    "nodes",
+    "edges",
+    "functions",
+    "on_failure",
+}
 ON_FAILURE_NODE = "on-failure"  # the node id of a pipeline's failure handler in a run
 
 

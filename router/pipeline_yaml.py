@@ -13,8 +13,22 @@ import yaml
 
 from functions.sdk import Retry
 from router.pipeline import (
-    API_VERSIONS, FANOUT_FIELDS, MAX_ITEMS, NODE_FIELDS, NODE_ID, ON_FAILURE_NODE, PIPELINE_NAME, RUN_ON, TOP_FIELDS,
-    TRIGGER_TYPES, Edge, Node, Pipeline, PipelineInvalid, Problem, Trigger,
+    API_VERSIONS,
+    FANOUT_FIELDS,
+    MAX_ITEMS,
+    NODE_FIELDS,
+    NODE_ID,
+    ON_FAILURE_NODE,
+    PIPELINE_NAME,
+    RUN_ON,
+    TOP_FIELDS,
+    TRIGGER_TYPES,
+    Edge,
+    Node,
+    Pipeline,
+    PipelineInvalid,
+    Problem,
+    Trigger,
 )
 
 # ---- reading YAML with line numbers -------------------------------------------------------------
@@ -71,7 +85,9 @@ class _Collector:
         self.problems.append(Problem(message, self.file, line, self.pipeline, node, field))
 
 
-def from_dict(doc: Any, file: str | None = None, lines: dict[Path_, int] | None = None) -> tuple[Pipeline | None, list[Problem]]:
+def from_dict(
+    doc: Any, file: str | None = None, lines: dict[Path_, int] | None = None
+) -> tuple[Pipeline | None, list[Problem]]:
     """Build the model from a parsed document. Structural problems only; see `validate` for the rest."""
     c = _Collector(file, lines or {})
     if not isinstance(doc, dict):
@@ -81,15 +97,27 @@ def from_dict(doc: Any, file: str | None = None, lines: dict[Path_, int] | None 
     name = meta.get("name")
     c.pipeline = name if isinstance(name, str) else None
     if not isinstance(name, str) or not PIPELINE_NAME.match(name):
-        c.add(f"metadata.name must be lowercase letters, digits and '-', got {name!r}", ("metadata", "name"), field="metadata.name")
+        c.add(
+            f"metadata.name must be lowercase letters, digits and '-', got {name!r}",
+            ("metadata", "name"),
+            field="metadata.name",
+        )
     for key in doc:
         if key not in TOP_FIELDS:
-            c.add(f"unknown top-level field {key!r}; expected one of {', '.join(sorted(TOP_FIELDS))}", (key,), field=str(key))
+            c.add(
+                f"unknown top-level field {key!r}; expected one of {', '.join(sorted(TOP_FIELDS))}",
+                (key,),
+                field=str(key),
+            )
     if doc.get("kind", "Pipeline") != "Pipeline":
         c.add(f"kind must be 'Pipeline', got {doc.get('kind')!r}", ("kind",), field="kind")
     api = doc.get("apiVersion", API_VERSIONS[0])
     if api not in API_VERSIONS:
-        c.add(f"apiVersion {api!r} is not supported; expected one of {', '.join(API_VERSIONS)}", ("apiVersion",), field="apiVersion")
+        c.add(
+            f"apiVersion {api!r} is not supported; expected one of {', '.join(API_VERSIONS)}",
+            ("apiVersion",),
+            field="apiVersion",
+        )
     variables = doc.get("variables") or {}
     if not isinstance(variables, dict):
         c.add(f"variables must be a mapping, got {type(variables).__name__}", ("variables",), field="variables")
@@ -107,7 +135,12 @@ def from_dict(doc: Any, file: str | None = None, lines: dict[Path_, int] | None 
         c.add(f"on_failure must name a function, got {on_failure!r}", ("on_failure",), field="on_failure")
         on_failure = None
     if ON_FAILURE_NODE in nodes:
-        c.add(f"node id '{ON_FAILURE_NODE}' is reserved for the pipeline's on_failure handler", ("nodes",), ON_FAILURE_NODE, "id")
+        c.add(
+            f"node id '{ON_FAILURE_NODE}' is reserved for the pipeline's on_failure handler",
+            ("nodes",),
+            ON_FAILURE_NODE,
+            "id",
+        )
     edges = _edges(doc.get("edges"), c)
     pipeline = Pipeline(
         name=c.pipeline or "",
@@ -141,19 +174,39 @@ def _triggers(doc: dict, c: _Collector) -> list[Trigger]:
             continue
         ttype = item.get("type", "manual")
         if ttype not in TRIGGER_TYPES:
-            c.add(f"trigger type {ttype!r} is not one of {', '.join(TRIGGER_TYPES)}", path + ("type",), field=f"{key}.type")
+            c.add(
+                f"trigger type {ttype!r} is not one of {', '.join(TRIGGER_TYPES)}",
+                path + ("type",),
+                field=f"{key}.type",
+            )
         flt = item.get("filter") or {}
         if not isinstance(flt, dict) or not all(isinstance(v, str) for v in flt.values()):
-            c.add("trigger filter must map CloudEvent attributes to exact string values", path + ("filter",), field=f"{key}.filter")
+            c.add(
+                "trigger filter must map CloudEvent attributes to exact string values",
+                path + ("filter",),
+                field=f"{key}.filter",
+            )
             flt = {}
         if ttype == "cloudevent" and "type" not in flt:
-            c.add("a cloudevent trigger needs filter.type (the CloudEvent type it starts runs for)", path, field=f"{key}.filter")
+            c.add(
+                "a cloudevent trigger needs filter.type (the CloudEvent type it starts runs for)",
+                path,
+                field=f"{key}.filter",
+            )
         if ttype == "cron" and not isinstance(item.get("schedule"), str):
             c.add("a cron trigger needs schedule, e.g. '0 9 * * *'", path, field=f"{key}.schedule")
         elif ttype == "cron" and not _valid_cron(item["schedule"]):
-            c.add(f"schedule {item['schedule']!r} is not a cron expression of 5 fields (minute hour day month weekday)", path + ("schedule",), field=f"{key}.schedule")
+            c.add(
+                f"schedule {item['schedule']!r} is not a cron expression of 5 fields (minute hour day month weekday)",
+                path + ("schedule",),
+                field=f"{key}.schedule",
+            )
         if item.get("timezone") is not None and not _valid_zone(item["timezone"]):
-            c.add(f"timezone {item['timezone']!r} is not an IANA time zone such as 'Asia/Seoul' or 'UTC'", path + ("timezone",), field=f"{key}.timezone")
+            c.add(
+                f"timezone {item['timezone']!r} is not an IANA time zone such as 'Asia/Seoul' or 'UTC'",
+                path + ("timezone",),
+                field=f"{key}.timezone",
+            )
         out.append(Trigger(ttype, dict(flt), item.get("schedule"), item.get("timezone"), item.get("data")))
     return out or [Trigger()]
 
@@ -193,7 +246,12 @@ def _nodes(raw: Any, c: _Collector) -> dict[str, Node]:
             continue
         for key in item:
             if key not in NODE_FIELDS:
-                c.add(f"unknown field {key!r}; expected one of {', '.join(sorted(NODE_FIELDS))}", path + (key,), nid, str(key))
+                c.add(
+                    f"unknown field {key!r}; expected one of {', '.join(sorted(NODE_FIELDS))}",
+                    path + (key,),
+                    nid,
+                    str(key),
+                )
         fname = item.get("function") or item.get("type")
         if "function" in item and "type" in item and item["function"] != item["type"]:
             c.add("give 'type' or 'function', not both", path + ("function",), nid, "function")
@@ -235,7 +293,12 @@ def _fanout(item: dict, c: _Collector, path: Path_, nid: str) -> dict[str, Any]:
         value = item[key]
         if key == "replicas":
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ITEMS:
-                c.add(f"replicas has value {value!r}. Expected a whole number from 1 to {MAX_ITEMS:,}.", path + (key,), nid, key)
+                c.add(
+                    f"replicas has value {value!r}. Expected a whole number from 1 to {MAX_ITEMS:,}.",
+                    path + (key,),
+                    nid,
+                    key,
+                )
             else:
                 out["replicas"] = value
         elif isinstance(value, (str, list)):
@@ -243,14 +306,28 @@ def _fanout(item: dict, c: _Collector, path: Path_, nid: str) -> dict[str, Any]:
             if isinstance(value, list) and len(value) > MAX_ITEMS:
                 c.add(f"{key} lists {len(value):,} items; the most is {MAX_ITEMS:,}", path + (key,), nid, key)
         else:
-            c.add(f"{key} has value {value!r}. Expected a template that gives a list, such as '{{{{ fetch.output.items }}}}', or a list.",
-                  path + (key,), nid, key)
+            c.add(
+                f"{key} has value {value!r}. Expected a template that gives a list, such as '{{{{ fetch.output.items }}}}', or a list.",
+                path + (key,),
+                nid,
+                key,
+            )
     concurrency = item.get("concurrency")
     if concurrency is not None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            c.add(f"concurrency has value {concurrency!r}. Expected a whole number >= 1.", path + ("concurrency",), nid, "concurrency")
+            c.add(
+                f"concurrency has value {concurrency!r}. Expected a whole number >= 1.",
+                path + ("concurrency",),
+                nid,
+                "concurrency",
+            )
         elif not given:
-            c.add("concurrency limits the items of a fan-out; give foreach, loop or replicas too", path + ("concurrency",), nid, "concurrency")
+            c.add(
+                "concurrency limits the items of a fan-out; give foreach, loop or replicas too",
+                path + ("concurrency",),
+                nid,
+                "concurrency",
+            )
         else:
             out["concurrency"] = concurrency
     return out
@@ -262,11 +339,21 @@ def _retry(raw: Any, c: _Collector, path: Path_, nid: str) -> Retry | None:
     if isinstance(raw, int) and not isinstance(raw, bool):
         raw = {"retries": raw}
     if not isinstance(raw, dict):
-        c.add("retry must be a count or a mapping {retries, backoff, delay_s, max_delay_s}", path + ("retry",), nid, "retry")
+        c.add(
+            "retry must be a count or a mapping {retries, backoff, delay_s, max_delay_s}",
+            path + ("retry",),
+            nid,
+            "retry",
+        )
         return None
     unknown = set(raw) - {"retries", "backoff", "delay_s", "max_delay_s"}
     if unknown:
-        c.add(f"unknown retry field(s) {', '.join(sorted(unknown))}; expected retries, backoff, delay_s, max_delay_s", path + ("retry",), nid, "retry")
+        c.add(
+            f"unknown retry field(s) {', '.join(sorted(unknown))}; expected retries, backoff, delay_s, max_delay_s",
+            path + ("retry",),
+            nid,
+            "retry",
+        )
         return None
     retry = Retry(**raw)
     for problem in retry.problems():
@@ -297,17 +384,29 @@ def _edges(raw: Any, c: _Collector) -> list[Edge]:
             continue
         when = item.get("when")
         if when is not None and not isinstance(when, str):
-            c.add(f"edge {item['from']} -> {item['to']}: when must be a CEL expression string, got {when!r}", path + ("when",), field="when")
+            c.add(
+                f"edge {item['from']} -> {item['to']}: when must be a CEL expression string, got {when!r}",
+                path + ("when",),
+                field="when",
+            )
             when = None
         branch = item.get("branch")
         if isinstance(branch, bool):  # YAML reads `branch: true` as a bool: a `condition`'s branch is "true"
             branch = "true" if branch else "false"
         if branch is not None and (not isinstance(branch, str) or not branch):
-            c.add(f"edge {item['from']} -> {item['to']}: branch must name a branch of '{item['from']}', got {branch!r}", path + ("branch",), field=f"edges[{i}].branch")
+            c.add(
+                f"edge {item['from']} -> {item['to']}: branch must name a branch of '{item['from']}', got {branch!r}",
+                path + ("branch",),
+                field=f"edges[{i}].branch",
+            )
             branch = None
         unknown = set(item) - {"from", "to", "when", "branch"}
         if unknown:
-            c.add(f"edge {item['from']} -> {item['to']}: unknown field(s) {', '.join(sorted(unknown))}", path, field="edges")
+            c.add(
+                f"edge {item['from']} -> {item['to']}: unknown field(s) {', '.join(sorted(unknown))}",
+                path,
+                field="edges",
+            )
         out.append(Edge(item["from"], item["to"], when, branch))
     return out
 

@@ -21,7 +21,19 @@ from broker.errors import KnflowError
 from router import engine
 from router.pipeline import ON_FAILURE_NODE, Pipeline
 from router.runs import (
-    CANCELLED, FAILED, IN_FLIGHT, PENDING, RUN_FINAL, RUNNING, SCHEDULED, SUCCEEDED, RunChange, Transition, item_key, item_map, item_states,
+    CANCELLED,
+    FAILED,
+    IN_FLIGHT,
+    PENDING,
+    RUN_FINAL,
+    RUNNING,
+    SCHEDULED,
+    SUCCEEDED,
+    RunChange,
+    Transition,
+    item_key,
+    item_map,
+    item_states,
 )
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
@@ -33,11 +45,17 @@ class ReplayRefused(KnflowError):
     http_status = 409
 
 
-def redrive(p: Pipeline, run: dict[str, Any], now: str, from_node: str | None = None, by: str | None = None) -> tuple[list[Transition], RunChange]:
+def redrive(
+    p: Pipeline, run: dict[str, Any], now: str, from_node: str | None = None, by: str | None = None
+) -> tuple[list[Transition], RunChange]:
     if run["status"] == RUNNING:
-        raise ReplayRefused(f"run '{run['id']}' is still running; cancel it first or wait for it to end", run_id=run["id"])
+        raise ReplayRefused(
+            f"run '{run['id']}' is still running; cancel it first or wait for it to end", run_id=run["id"]
+        )
     if from_node is not None and from_node not in p.nodes:
-        raise ReplayRefused(f"run '{run['id']}': --from names unknown node '{from_node}'. Nodes: {', '.join(p.nodes)}", run_id=run["id"])
+        raise ReplayRefused(
+            f"run '{run['id']}': --from names unknown node '{from_node}'. Nodes: {', '.join(p.nodes)}", run_id=run["id"]
+        )
     nodes = run["nodes"]
     seeds = {n for n, s in nodes.items() if s["status"] in (FAILED, CANCELLED, PENDING) or s["status"] in IN_FLIGHT}
     if from_node is not None:
@@ -50,7 +68,10 @@ def redrive(p: Pipeline, run: dict[str, Any], now: str, from_node: str | None = 
     if reset and ON_FAILURE_NODE in nodes and nodes[ON_FAILURE_NODE]["status"] != PENDING:
         reset.add(ON_FAILURE_NODE)  # the handler runs again if the redrive fails again
     if not reset:
-        raise ReplayRefused(f"run '{run['id']}' has nothing to redrive: every node succeeded or was skipped. Use --from NODE to re-run part of it.", run_id=run["id"])
+        raise ReplayRefused(
+            f"run '{run['id']}' has nothing to redrive: every node succeeded or was skipped. Use --from NODE to re-run part of it.",
+            run_id=run["id"],
+        )
     transitions = []
     items_reset: list[str] = []
     for n in [*p.order, ON_FAILURE_NODE]:
@@ -60,17 +81,35 @@ def redrive(p: Pipeline, run: dict[str, Any], now: str, from_node: str | None = 
         history = list(state.get("attempts") or [])
         if state["attempt"] > 0:
             history.append({k: state.get(k) for k in HISTORY_FIELDS})
-        fields = {"status": PENDING, "output": None, "error": None, "attempts": history,
-                  "started_at": None, "finished_at": None, "duration_ms": None, "scheduled_at": None}
+        fields = {
+            "status": PENDING,
+            "output": None,
+            "error": None,
+            "attempts": history,
+            "started_at": None,
+            "finished_at": None,
+            "duration_ms": None,
+            "scheduled_at": None,
+        }
         if isinstance(state.get("items"), dict):
             items, again = _reset_items(item_states(state), keep_succeeded=n not in whole)
             fields["items"] = item_map(items)
             items_reset += [item_key(n, i) for i in again]
         transitions.append(Transition(n, frozenset({state["status"]}), fields, attempt=state["attempt"]))
-    entry = {"at": now, "by": by, "kind": "redrive", "from": from_node, "reset": [t.node for t in transitions], "previous_status": run["status"]}
+    entry = {
+        "at": now,
+        "by": by,
+        "kind": "redrive",
+        "from": from_node,
+        "reset": [t.node for t in transitions],
+        "previous_status": run["status"],
+    }
     if items_reset:
         entry["items"] = items_reset
-    change = RunChange(frozenset({run["status"]}), {"status": RUNNING, "finished_at": None, "error": None, "replays": [*(run.get("replays") or []), entry]})
+    change = RunChange(
+        frozenset({run["status"]}),
+        {"status": RUNNING, "finished_at": None, "error": None, "replays": [*(run.get("replays") or []), entry]},
+    )
     return transitions, change
 
 
@@ -100,14 +139,21 @@ def cancel(run: dict[str, Any], now: str, by: str | None = None) -> tuple[list[T
     their late results are recorded without moving the run."""
     if run["status"] in RUN_FINAL:
         raise ReplayRefused(f"run '{run['id']}' already ended {run['status']}", run_id=run["id"])
-    fields = {"status": CANCELLED, "finished_at": now, "error": engine.error("Cancelled", f"run cancelled{' by ' + by if by else ''}")}
+    fields = {
+        "status": CANCELLED,
+        "finished_at": now,
+        "error": engine.error("Cancelled", f"run cancelled{' by ' + by if by else ''}"),
+    }
     transitions = []
     for n, s in run["nodes"].items():
         if s["status"] == PENDING:
             transitions.append(Transition(n, frozenset({PENDING}), fields))
         elif s["status"] in IN_FLIGHT and isinstance(s.get("items"), dict):  # a fan-out node: its items not yet started
-            transitions += [Transition(item_key(n, i), frozenset({PENDING}), fields)
-                            for i, item in enumerate(item_states(s)) if item["status"] == PENDING]
+            transitions += [
+                Transition(item_key(n, i), frozenset({PENDING}), fields)
+                for i, item in enumerate(item_states(s))
+                if item["status"] == PENDING
+            ]
     return transitions, RunChange(frozenset({RUNNING}), {"status": CANCELLED, "finished_at": now, "cancelled_by": by})
 
 
@@ -127,7 +173,6 @@ def stale_invokes(p: Pipeline, run: dict[str, Any], now: str, scheduled_before: 
                 if invoke is not None:
                     out.append(invoke)
     return out
-
 
 
 def parse_duration_s(text: str) -> float:

@@ -21,7 +21,13 @@ from typing import Any
 from broker.events import now_iso
 
 PENDING, SCHEDULED, RUNNING, SUCCEEDED, FAILED, SKIPPED, CANCELLED = (
-    "pending", "scheduled", "running", "succeeded", "failed", "skipped", "cancelled",
+    "pending",
+    "scheduled",
+    "running",
+    "succeeded",
+    "failed",
+    "skipped",
+    "cancelled",
 )
 NODE_STATES = (PENDING, SCHEDULED, RUNNING, SUCCEEDED, FAILED, SKIPPED, CANCELLED)
 NODE_FINAL = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELLED})
@@ -69,7 +75,14 @@ def item_map(states: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {str(i): state for i, state in enumerate(states)}
 
 
-def new_run(run_id: str, pipeline: str, node_ids: list[str], trigger: dict[str, Any], variables: dict[str, Any], created_at: str | None = None) -> dict[str, Any]:
+def new_run(
+    run_id: str,
+    pipeline: str,
+    node_ids: list[str],
+    trigger: dict[str, Any],
+    variables: dict[str, Any],
+    created_at: str | None = None,
+) -> dict[str, Any]:
     return {
         "id": run_id,
         "pipeline": pipeline,
@@ -108,7 +121,9 @@ class RunChange:
     fields: dict[str, Any] = field(hash=False)
 
 
-def apply(run: dict[str, Any], transitions: list[Transition], run_change: RunChange | None = None) -> tuple[dict[str, Any], list[bool], bool]:
+def apply(
+    run: dict[str, Any], transitions: list[Transition], run_change: RunChange | None = None
+) -> tuple[dict[str, Any], list[bool], bool]:
     """Pure compare-and-set: a new run document, which transitions won, whether the run change won.
 
     The run change is applied only if every transition won: it was decided from the state they lead to.

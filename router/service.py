@@ -57,14 +57,18 @@ def check_webhook_secret(secret: str | None, request: Request, body: bytes) -> N
     expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     if signature and hmac.compare_digest(signature, expected):
         return
-    raise Unauthorized("webhook refused: send the secret in X-Knflow-Webhook-Secret, or sign the body in X-Hub-Signature-256 (sha256 HMAC)")
+    raise Unauthorized(
+        "webhook refused: send the secret in X-Knflow-Webhook-Secret, or sign the body in X-Hub-Signature-256 (sha256 HMAC)"
+    )
 
 
 class Unauthorized(KnflowError):
     http_status = 401
 
 
-def create_app(router: Router, catalog: StorePipelines, max_body_bytes: int = MAX_BODY_BYTES, webhook_secret: str | None = None) -> FastAPI:
+def create_app(
+    router: Router, catalog: StorePipelines, max_body_bytes: int = MAX_BODY_BYTES, webhook_secret: str | None = None
+) -> FastAPI:
     app = FastAPI(title="knflow router", docs_url=None, redoc_url=None)
 
     @app.exception_handler(KnflowError)
@@ -105,14 +109,19 @@ def create_app(router: Router, catalog: StorePipelines, max_body_bytes: int = MA
         matched = pipelines_for(await catalog.all(), events.event_to_dict(event))
         runs = await router.ingest(event, matched)
         if not matched:
-            log.info("event matched no pipeline trigger", event_id=event.get_id(), type=event.get_type(), source=event.get_source())
+            log.info(
+                "event matched no pipeline trigger",
+                event_id=event.get_id(),
+                type=event.get_type(),
+                source=event.get_source(),
+            )
         return accepted(request, {"id": event.get_id(), "runs": runs})
 
     @app.post("/events/replay", status_code=202)
     async def replay_events(request: Request) -> dict:
         body = await json_body(request)
         if not body.get("since"):
-            raise InvalidEvent("event replay needs 'since', e.g. {\"since\": \"2h\"}")
+            raise InvalidEvent('event replay needs \'since\', e.g. {"since": "2h"}')
         report = await router.replay_events(await catalog.all(), parse_duration_s(body["since"]), body.get("type"))
         return {"events": report}
 
@@ -132,7 +141,8 @@ def create_app(router: Router, catalog: StorePipelines, max_body_bytes: int = MA
         key = request.headers.get("idempotency-key")
         event_id = key or uuid.uuid4().hex
         trigger = events.make_event(
-            {"type": "dev.knflow.webhook", "source": f"/hooks/{name}", "id": event_id, "datacontenttype": events.JSON}, data
+            {"type": "dev.knflow.webhook", "source": f"/hooks/{name}", "id": event_id, "datacontenttype": events.JSON},
+            data,
         )
         run = await router.start_run(p, trigger, run_id=run_id_for(name, f"/hooks/{name}", event_id))
         return {"run": run["id"]}
@@ -145,7 +155,10 @@ def create_app(router: Router, catalog: StorePipelines, max_body_bytes: int = MA
 
     @app.get("/runs")
     async def list_runs(pipeline: str | None = None, status: str | None = None, limit: int = 50) -> list[dict]:
-        return [record(r) for r in await router.store.list_runs(pipeline=pipeline, status=status, limit=max(1, min(limit, 1000)))]
+        return [
+            record(r)
+            for r in await router.store.list_runs(pipeline=pipeline, status=status, limit=max(1, min(limit, 1000)))
+        ]
 
     @app.get("/runs/{run_id}")
     async def get_run(run_id: str) -> dict:
@@ -173,8 +186,12 @@ def create_app(router: Router, catalog: StorePipelines, max_body_bytes: int = MA
         body = await json_body(request)
         since = body.get("since")
         report = await router.replay_many(
-            body.get("pipeline"), body.get("status", "failed"), parse_duration_s(since) if since else None,
-            bool(body.get("new_run")), body.get("by"), int(body.get("limit", 1000)),
+            body.get("pipeline"),
+            body.get("status", "failed"),
+            parse_duration_s(since) if since else None,
+            bool(body.get("new_run")),
+            body.get("by"),
+            int(body.get("limit", 1000)),
         )
         return {"runs": report}
 
@@ -221,4 +238,3 @@ def create_app(router: Router, catalog: StorePipelines, max_body_bytes: int = MA
         return {"deleted": name}
 
     return app
-

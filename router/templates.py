@@ -212,9 +212,9 @@ def _lookup(ref: Ref, scope: Scope) -> Any:
     for depth, seg in enumerate(ref.path):
         if value is None:
             return None
-        if isinstance(seg, str) and isinstance(value, dict) and seg in value:
-            value = value[seg]
-        elif isinstance(seg, int) and isinstance(value, list) and -len(value) <= seg < len(value):
+        if (isinstance(seg, str) and isinstance(value, dict) and seg in value) or (
+            isinstance(seg, int) and isinstance(value, list) and -len(value) <= seg < len(value)
+        ):
             value = value[seg]
         else:
             raise TemplateError(f"{ref.text}: {_not_found(ref, depth, value)}", template=ref.text, segment=seg)
@@ -223,7 +223,9 @@ def _lookup(ref: Ref, scope: Scope) -> Any:
 
 def _not_found(ref: Ref, depth: int, value: Any) -> str:
     seg, here = ref.path[depth], _describe(ref, depth)
-    if isinstance(value, dict) and isinstance(value.get("$blob"), str):  # the router could not load it (router/blobs.py)
+    if isinstance(value, dict) and isinstance(
+        value.get("$blob"), str
+    ):  # the router could not load it (router/blobs.py)
         return f"{here} is in the blob store at {value['$blob']!r}, which cannot be read"
     if isinstance(value, dict):
         if isinstance(seg, int):

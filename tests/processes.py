@@ -22,8 +22,15 @@ def free_port() -> int:
 
 
 class Process:
-    def __init__(self, args: list[str], log_path: Path, port: int | None = None, env: dict[str, str] | None = None, ready_text: str | None = None,
-                 cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        log_path: Path,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        ready_text: str | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.args = args
         self.cwd = cwd
         self.port = port
@@ -33,9 +40,15 @@ class Process:
         self.proc: subprocess.Popen | None = None
         self.ready_text = ready_text or ("" if port else "knflow: ")
 
-    def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> "Process":
+    def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> Process:
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "knflow.cli", *self.args], stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "knflow.cli", *self.args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.cwd,
+        )
         deadline = time.monotonic() + timeout_s
         while not self._ready():
             if self.proc.poll() is not None:
@@ -101,7 +114,7 @@ class ServerProcess:
     def ping(self) -> bool:
         raise NotImplementedError
 
-    def start(self, timeout_s: float = STARTUP_TIMEOUT_S, poll_interval_s: float = 0.02) -> "ServerProcess":
+    def start(self, timeout_s: float = STARTUP_TIMEOUT_S, poll_interval_s: float = 0.02) -> ServerProcess:
         self.port = free_port()
         with open(self.workdir / "output.txt", "wb") as out:
             self._proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT)
@@ -113,7 +126,7 @@ class ServerProcess:
                 if self.ping():
                     return self
                 why = "no answer"
-            except Exception as e:  # noqa: BLE001 — any client error means "not up yet"
+            except Exception as e:
                 why = f"{type(e).__name__}: {e}"
             if time.monotonic() > deadline:
                 self._fail(f"did not answer within {timeout_s} s ({why})")

@@ -26,7 +26,9 @@ from tests.processes import ServerProcess
 
 
 def redis_server_binary() -> str | None:
-    return shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").is_file() else None)
+    return shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").is_file() else None
+    )
 
 
 class RedisServer(ServerProcess):
@@ -40,11 +42,28 @@ class RedisServer(ServerProcess):
 
     @property
     def argv(self) -> list[str]:
-        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(self.workdir), "--daemonize", "no", "--loglevel", "notice"]
+        return [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "notice",
+        ]
 
     def ping(self) -> bool:
-        with redis.Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=0.5, retry=Retry(NoBackoff(), 0)) as client:
+        with redis.Redis(
+            port=self.port, socket_connect_timeout=0.2, socket_timeout=0.5, retry=Retry(NoBackoff(), 0)
+        ) as client:
             return bool(client.ping())
 
 
@@ -62,7 +81,9 @@ def redis_server() -> Iterator[RedisServer | ExternalRedis]:
         return
     binary = redis_server_binary()
     if binary is None:
-        pytest.fail("no redis-server on PATH: `make test` installs Debian's (apt-get install redis-server), or set KNFLOW_TEST_REDIS_URL")
+        pytest.fail(
+            "no redis-server on PATH: `make test` installs Debian's (apt-get install redis-server), or set KNFLOW_TEST_REDIS_URL"
+        )
     with tempfile.TemporaryDirectory(prefix="knflow-redis-") as workdir:
         server = RedisServer(binary, workdir).start()
         try:

@@ -41,6 +41,7 @@ def files(root: Path) -> list[Path]:
 
 # ---- references and the threshold -----------------------------------------------------------------
 
+
 def test_a_reference_is_recognised_only_by_its_exact_shape():
     ref = make_ref("file:///x/y.json", b'{"a":1}')
     assert is_ref(ref) and ref["size_bytes"] == 7 and ref["sha256"] == hashlib.sha256(b'{"a":1}').hexdigest()
@@ -59,10 +60,17 @@ async def test_a_value_over_the_threshold_becomes_a_reference_keyed_by_run_node_
     value = {"text": "x" * 5000}
     ref = await store.offload(value, blobs.attempt_key("run1", "gen", 2), "output")
     data = blobs.encode(value)
-    assert ref == {"$blob": ref["$blob"], "size_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "media_type": "application/json"}
+    assert ref == {
+        "$blob": ref["$blob"],
+        "size_bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "media_type": "application/json",
+    }
     assert ref["$blob"] == f"{store.url}/runs/run1/gen/2/output-{ref['sha256'][:16]}.json"
     assert Path(ref["$blob"].removeprefix("file://")).read_bytes() == data
-    again = await store.offload(value, blobs.attempt_key("run1", "gen", 2), "output")  # a redelivery writes the same blob
+    again = await store.offload(
+        value, blobs.attempt_key("run1", "gen", 2), "output"
+    )  # a redelivery writes the same blob
     assert again == ref and len(files(Path(store.url.removeprefix("file://")))) == 1
     assert await store.resolve(ref) == value
 
@@ -71,7 +79,10 @@ async def test_references_are_resolved_at_any_depth(store):
     big = {"text": "y" * 3000}
     inner = await store.offload(big, "runs/r/a/1", "output")
     outer = await store.offload({"items": [inner, inner], "note": "z" * 2000}, "runs/r/b/1", "inputs")
-    assert await store.resolve({"x": [1, outer], "y": "plain"}) == {"x": [1, {"items": [big, big], "note": "z" * 2000}], "y": "plain"}
+    assert await store.resolve({"x": [1, outer], "y": "plain"}) == {
+        "x": [1, {"items": [big, big], "note": "z" * 2000}],
+        "y": "plain",
+    }
 
 
 async def test_a_missing_blob_is_a_clear_error_that_a_retry_cannot_fix(store):
@@ -110,7 +121,11 @@ def test_settings_name_the_store_and_the_threshold(monkeypatch, tmp_path):
     monkeypatch.setenv("KNFLOW_BLOB_URL", f"file://{tmp_path}/b")
     monkeypatch.setenv("KNFLOW_BLOB_THRESHOLD_BYTES", "4096")
     from_settings, from_env = Settings().blob_store(), blobs.from_env()
-    assert (from_settings.url, from_settings.threshold_bytes) == (from_env.url, from_env.threshold_bytes) == (f"file://{tmp_path}/b", 4096)
+    assert (
+        (from_settings.url, from_settings.threshold_bytes)
+        == (from_env.url, from_env.threshold_bytes)
+        == (f"file://{tmp_path}/b", 4096)
+    )
     monkeypatch.setenv("KNFLOW_BLOB_THRESHOLD_BYTES", "lots")
     with pytest.raises(BlobError, match="KNFLOW_BLOB_THRESHOLD_BYTES has value 'lots'"):
         blobs.from_env()
@@ -129,8 +144,11 @@ def test_the_default_store_is_a_directory_under_the_working_directory(monkeypatc
 
 # ---- the function side ----------------------------------------------------------------------------
 
+
 def invoke(function: str, inputs, node: str = "b", attempt: int = 1):
-    return events.invoke_event(run_id="run1", pipeline="p", node=node, attempt=attempt, function=function, inputs=inputs, config={})
+    return events.invoke_event(
+        run_id="run1", pipeline="p", node=node, attempt=attempt, function=function, inputs=inputs, config={}
+    )
 
 
 async def test_a_large_output_leaves_as_a_reference_and_the_next_function_reads_it_whole(store):
@@ -147,7 +165,10 @@ async def test_a_missing_input_blob_fails_the_node_naming_it(store):
     reply = await handle_invoke(REGISTRY.get("big-text"), invoke("big-text", {"text": ref}), "/t")
     error = reply.get_data()["error"]
     assert reply.get_type() == events.NODE_FAILED and error["type"] == "BlobError"
-    assert error["message"].startswith("node 'b' (function 'big-text'), its input: blob ") and ref["$blob"] in error["message"]
+    assert (
+        error["message"].startswith("node 'b' (function 'big-text'), its input: blob ")
+        and ref["$blob"] in error["message"]
+    )
     assert error["detail"] == {"blob": ref["$blob"]}
 
 
@@ -181,8 +202,15 @@ edges:
 def test_the_router_loads_only_the_blob_outputs_that_a_ready_node_reads_inside():
     p = load_string(PIPELINE % {"name": "blob-reads"}, "t.yaml")
     ref = make_ref("file:///b/x.json", b"{}")
-    run = {"id": "r", "nodes": {"a": {"status": "succeeded", "output": ref}, "whole": {"status": "pending"},
-                                "field": {"status": "pending"}, "gated": {"status": "pending"}}}
+    run = {
+        "id": "r",
+        "nodes": {
+            "a": {"status": "succeeded", "output": ref},
+            "whole": {"status": "pending"},
+            "field": {"status": "pending"},
+            "gated": {"status": "pending"},
+        },
+    }
     assert router_blobs.outputs_read_inside(p, run) == {"a"}
     run["nodes"]["field"]["status"] = run["nodes"]["gated"]["status"] = "scheduled"
     assert router_blobs.outputs_read_inside(p, run) == set()  # `whole` passes the reference on as it is
@@ -202,6 +230,7 @@ async def test_an_invoke_over_the_threshold_carries_its_inputs_by_reference(stor
 
 # ---- ctx.storage ------------------------------------------------------------------------------------
 
+
 async def test_ctx_storage_keeps_a_functions_files_under_its_run_and_node(store):
     ctx = Context(run_id="run1", node_id="render", attempt=1, pipeline="p")
     url = await ctx.storage.write("frames/0001.png", b"\x89PNG...")
@@ -217,6 +246,7 @@ async def test_ctx_storage_keeps_a_functions_files_under_its_run_and_node(store)
 
 
 # ---- the embedded default, end to end -----------------------------------------------------------------
+
 
 async def test_5_mb_pass_from_one_function_to_the_next_on_the_embedded_default(store, tmp_path):
     store.threshold_bytes = blobs.DEFAULT_THRESHOLD_BYTES
@@ -239,4 +269,6 @@ async def test_5_mb_pass_from_one_function_to_the_next_on_the_embedded_default(s
     assert nodes["gated"]["status"] == "succeeded"  # the condition read inside the blob
     assert max(sizes) < blobs.DEFAULT_THRESHOLD_BYTES
     names = [f.name for f in files(Path(store.url.removeprefix("file://")))]
-    assert any(n.startswith("output-") for n in names) and any(n.startswith("inputs-") for n in names)  # `field`'s invoke
+    assert any(n.startswith("output-") for n in names) and any(
+        n.startswith("inputs-") for n in names
+    )  # `field`'s invoke

@@ -79,8 +79,10 @@ async def test_5_mb_pass_through_the_blob_store_not_through_nats(nats_server, tm
             stack.router.blobs = store
             for fn in FUNCTIONS:
                 await stack.serve_function(fn)
-            trigger = events.make_event({"type": "com.example.big", "source": "/tests", "id": uuid.uuid4().hex, "datacontenttype": events.JSON},
-                                        {"size_bytes": MB5})
+            trigger = events.make_event(
+                {"type": "com.example.big", "source": "/tests", "id": uuid.uuid4().hex, "datacontenttype": events.JSON},
+                {"size_bytes": MB5},
+            )
             started = time.perf_counter()
             run = await stack.router.start_run(p, trigger)
             run = await wait_for(runs, run["id"])
@@ -103,17 +105,66 @@ def fabric(nats_server, tmp_path_factory):
     procs = []
     try:
         port = free_port()
-        router = Process(["serve", "router", "--nats", nats_server.url, "--store", f"sqlite:///{tmp}/runs.db", "--pipelines", str(tmp / "big.yaml"),
-                          "--port", str(port), "--host", "127.0.0.1"], tmp / "router.log", port, env).start()
+        router = Process(
+            [
+                "serve",
+                "router",
+                "--nats",
+                nats_server.url,
+                "--store",
+                f"sqlite:///{tmp}/runs.db",
+                "--pipelines",
+                str(tmp / "big.yaml"),
+                "--port",
+                str(port),
+                "--host",
+                "127.0.0.1",
+            ],
+            tmp / "router.log",
+            port,
+            env,
+        ).start()
         procs.append(router)
         routes = []
         for fn in FUNCTIONS:
             fport = free_port()
-            procs.append(Process(["serve", "function", fn, "--functions", "tests.fixtures.large", "--port", str(fport), "--host", "127.0.0.1"],
-                                 tmp / f"{fn}.log", fport, env).start())
+            procs.append(
+                Process(
+                    [
+                        "serve",
+                        "function",
+                        fn,
+                        "--functions",
+                        "tests.fixtures.large",
+                        "--port",
+                        str(fport),
+                        "--host",
+                        "127.0.0.1",
+                    ],
+                    tmp / f"{fn}.log",
+                    fport,
+                    env,
+                ).start()
+            )
             routes += ["--function", f"{fn}=http://127.0.0.1:{fport}/"]
-        procs.append(Process(["serve", "dispatcher", "--nats", nats_server.url, *routes, "--functions", "tests.fixtures.large",
-                              "--dead-letter", f"{router.url}/dead-letter"], tmp / "dispatcher.log", None, env).start())
+        procs.append(
+            Process(
+                [
+                    "serve",
+                    "dispatcher",
+                    "--nats",
+                    nats_server.url,
+                    *routes,
+                    "--functions",
+                    "tests.fixtures.large",
+                    "--dead-letter",
+                    f"{router.url}/dead-letter",
+                ],
+                tmp / "dispatcher.log",
+                None,
+                env,
+            ).start()
+        )
         router.tmp, router.stream = tmp, env["KNFLOW_STREAM"]
         yield router
     finally:

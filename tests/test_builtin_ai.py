@@ -19,8 +19,14 @@ from router.validation import load
 from tests.doubles.openai_server import OpenAIServerDouble, vector_of
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV_NAMES = ("KNFLOW_OPENAI_BASE_URL", "KNFLOW_OPENAI_API_KEY", "KNFLOW_OPENAI_MODEL", "KNFLOW_OPENAI_EMBEDDING_MODEL",
-             "OPENAI_BASE_URL", "OPENAI_API_KEY")
+ENV_NAMES = (
+    "KNFLOW_OPENAI_BASE_URL",
+    "KNFLOW_OPENAI_API_KEY",
+    "KNFLOW_OPENAI_MODEL",
+    "KNFLOW_OPENAI_EMBEDDING_MODEL",
+    "OPENAI_BASE_URL",
+    "OPENAI_API_KEY",
+)
 
 
 async def run(function: str, doc: dict, node: str = "gen") -> dict:
@@ -71,17 +77,33 @@ async def test_generate_accepts_the_seed_config_as_written(llm, monkeypatch):
 
 
 async def test_generate_snake_case_options_and_system_prompt(llm):
-    doc = {"baseUrl": llm.url, "model": "m", "prompt": "p", "system": "be brief", "max_tokens": 64,
-           "temperature": 0.2, "top_p": 0.9, "stop": ["\n\n"], "seed": 7}
+    doc = {
+        "baseUrl": llm.url,
+        "model": "m",
+        "prompt": "p",
+        "system": "be brief",
+        "max_tokens": 64,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "stop": ["\n\n"],
+        "seed": 7,
+    }
     assert (await run("llm-generate", doc))["output"] == "[system] echo: p"
     sent = llm.requests[-1]
     assert sent["messages"][0] == {"role": "system", "content": "be brief"}
-    assert {k: sent[k] for k in ("max_tokens", "temperature", "top_p", "stop", "seed")} == \
-        {"max_tokens": 64, "temperature": 0.2, "top_p": 0.9, "stop": ["\n\n"], "seed": 7}
+    assert {k: sent[k] for k in ("max_tokens", "temperature", "top_p", "stop", "seed")} == {
+        "max_tokens": 64,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "stop": ["\n\n"],
+        "seed": 7,
+    }
 
 
 async def test_generate_stopped_at_max_tokens_still_returns_the_text(llm):
-    assert (await run("llm-generate", {"base_url": llm.url, "model": "m", "prompt": "p", "maxTokens": 1}))["output"] == "echo: p"
+    assert (await run("llm-generate", {"base_url": llm.url, "model": "m", "prompt": "p", "maxTokens": 1}))[
+        "output"
+    ] == "echo: p"
 
 
 async def test_model_and_key_from_the_environment(llm, monkeypatch):
@@ -95,16 +117,27 @@ async def test_model_and_key_from_the_environment(llm, monkeypatch):
 
 
 async def test_chat_answers_with_a_message(llm):
-    doc = {"base_url": llm.url, "model": "m", "messages": [
-        {"role": "system", "content": "you are terse"}, {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": "hello"}, {"role": "user", "content": "how are you?"}]}
+    doc = {
+        "base_url": llm.url,
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "you are terse"},
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "how are you?"},
+        ],
+    }
     assert (await run("llm-chat", doc))["output"] == {"role": "assistant", "content": "[system] echo: how are you?"}
     assert [m["role"] for m in llm.requests[-1]["messages"]] == ["system", "user", "assistant", "user"]
 
 
 async def test_embedding_vectors_in_input_order(llm):
     result = await run("embedding", {"base_url": llm.url, "model": "e5", "texts": ["one", "two", "three"]})
-    assert result["output"] == {"vectors": [vector_of(t) for t in ("one", "two", "three")], "model": "e5", "dimensions": 8}
+    assert result["output"] == {
+        "vectors": [vector_of(t) for t in ("one", "two", "three")],
+        "model": "e5",
+        "dimensions": 8,
+    }
 
 
 async def test_embedding_of_one_text_and_dimensions(llm, monkeypatch):
@@ -121,7 +154,10 @@ async def test_missing_server_and_model_fail_without_retry_naming_both():
     assert error["type"] == "InvalidInput" and fields(result) == {"base_url", "model"}
     assert error["message"].startswith("node 'gen' (function 'llm-generate'): field 'base_url': no server to call")
     assert "KNFLOW_OPENAI_BASE_URL" in error["message"] and "KNFLOW_OPENAI_MODEL" in error["message"]
-    assert "KNFLOW_OPENAI_EMBEDDING_MODEL" in (await run("embedding", {"texts": ["a"], "base_url": "http://x.test/v1"}))["error"]["message"]
+    assert (
+        "KNFLOW_OPENAI_EMBEDDING_MODEL"
+        in (await run("embedding", {"texts": ["a"], "base_url": "http://x.test/v1"}))["error"]["message"]
+    )
 
 
 async def test_bad_base_url_in_the_environment_names_the_field(monkeypatch):
@@ -164,8 +200,14 @@ async def test_bad_value_is_quoted_in_the_message():
     assert "'ftp://models' is not an absolute http(s) URL" in message
 
 
-@pytest.mark.parametrize("function, doc", [
-    ("llm-generate", {"prompt": "p"}), ("llm-chat", {"messages": [{"role": "user", "content": "x"}]}), ("embedding", {"texts": "x"})])
+@pytest.mark.parametrize(
+    "function, doc",
+    [
+        ("llm-generate", {"prompt": "p"}),
+        ("llm-chat", {"messages": [{"role": "user", "content": "x"}]}),
+        ("embedding", {"texts": "x"}),
+    ],
+)
 async def test_unreachable_server_is_retryable(function, doc, refused_url):
     with pytest.raises(Retryable) as info:
         await run(function, {**doc, "base_url": refused_url, "model": "m"})
@@ -194,8 +236,12 @@ async def test_other_4xx_fail_at_once_with_the_servers_message(llm, function, do
 
 
 async def test_wrong_key_fails_at_once_without_showing_the_key_in_config(llm):
-    error = (await run("llm-chat", {"base_url": llm.url, "model": "m", "api_key": "wrong-key",
-                                    "messages": [{"role": "user", "content": "x"}]}))["error"]
+    error = (
+        await run(
+            "llm-chat",
+            {"base_url": llm.url, "model": "m", "api_key": "wrong-key", "messages": [{"role": "user", "content": "x"}]},
+        )
+    )["error"]
     assert error["detail"]["status"] == 401 and "Incorrect API key provided" in error["message"]
 
 
@@ -217,7 +263,9 @@ async def test_answer_without_choices_fails_at_once(llm):
 
 async def test_clients_reopen_after_aclose(llm):
     await aclose_client()
-    assert (await run("llm-generate", {"base_url": llm.url, "model": "m", "prompt": "again"}))["output"] == "echo: again"
+    assert (await run("llm-generate", {"base_url": llm.url, "model": "m", "prompt": "again"}))[
+        "output"
+    ] == "echo: again"
 
 
 def test_ai_functions_are_gpu_functions():

@@ -67,10 +67,14 @@ def raw_redis(redis_url):
 
 # MongoDB
 
+
 async def test_insert_the_seed_document_then_query_it(db):
     """The article-generator seed's save-article node: `database`, `collection` in config, `document` in inputs."""
-    doc = {**db, "collection": "articles",
-           "document": {"title": "cats", "content": "echo: cats", "createdAt": "2026-11-22T08:00:00+00:00"}}
+    doc = {
+        **db,
+        "collection": "articles",
+        "document": {"title": "cats", "content": "echo: cats", "createdAt": "2026-11-22T08:00:00+00:00"},
+    }
     out = (await run("mongodb-insert", doc))["output"]
     assert out["inserted_count"] == 1 and out["inserted_ids"] == [out["inserted_id"]] and len(out["inserted_id"]) == 24
     found = (await run("mongodb-query", {**db, "collection": "articles", "filter": {"title": "cats"}}))["output"]
@@ -79,17 +83,30 @@ async def test_insert_the_seed_document_then_query_it(db):
 
 async def test_query_filter_sort_skip_limit_projection(db):
     docs = [{"_id": i, "n": i, "even": i % 2 == 0, "tag": f"t{i}"} for i in range(10)]
-    assert (await run("mongodb-insert", {**db, "collection": "nums", "documents": docs}))["output"]["inserted_ids"] == list(range(10))
-    query = {**db, "collection": "nums", "filter": {"even": True, "n": {"$gte": 2}}, "sort": {"n": "desc"},
-             "skip": 1, "limit": 2, "projection": {"_id": 0, "n": 1}}
+    assert (await run("mongodb-insert", {**db, "collection": "nums", "documents": docs}))["output"][
+        "inserted_ids"
+    ] == list(range(10))
+    query = {
+        **db,
+        "collection": "nums",
+        "filter": {"even": True, "n": {"$gte": 2}},
+        "sort": {"n": "desc"},
+        "skip": 1,
+        "limit": 2,
+        "projection": {"_id": 0, "n": 1},
+    }
     assert (await run("mongodb-query", query))["output"] == {"documents": [{"n": 6}, {"n": 4}], "count": 2}
-    assert (await run("mongodb-query", {**db, "collection": "nums", "sort": {"n": 1}, "limit": 1}))["output"]["documents"][0]["tag"] == "t0"
+    assert (await run("mongodb-query", {**db, "collection": "nums", "sort": {"n": 1}, "limit": 1}))["output"][
+        "documents"
+    ][0]["tag"] == "t0"
 
 
 async def test_extended_json_ids_and_dates(db):
     doc = {**db, "collection": "events", "document": {"at": {"$date": "2026-01-02T03:04:05Z"}, "what": "x"}}
     inserted = (await run("mongodb-insert", doc))["output"]["inserted_id"]
-    found = (await run("mongodb-query", {**db, "collection": "events", "filter": {"_id": {"$oid": inserted}}}))["output"]
+    found = (await run("mongodb-query", {**db, "collection": "events", "filter": {"_id": {"$oid": inserted}}}))[
+        "output"
+    ]
     assert found["documents"] == [{"_id": inserted, "at": "2026-01-02T03:04:05+00:00", "what": "x"}]
 
 
@@ -105,7 +122,9 @@ async def test_duplicate_key_fails_without_retry(db):
     error = (await run("mongodb-insert", doc))["error"]
     assert error["type"] == "MongoDuplicateKeyError" and error["detail"] == {"code": 11000}
     assert "full error" not in error["message"]
-    assert error["message"].startswith(f"node 'save' (function 'mongodb-insert'): insert on {db['database']}.dups at mongodb://127.0.0.1:")
+    assert error["message"].startswith(
+        f"node 'save' (function 'mongodb-insert'): insert on {db['database']}.dups at mongodb://127.0.0.1:"
+    )
 
 
 async def test_duplicate_in_a_list_names_the_document(db):
@@ -165,12 +184,17 @@ async def test_unreachable_mongodb_is_retryable_and_hides_the_password(refused_p
 
 # Redis
 
+
 async def test_set_then_get_json_round_trips(redis_url):
     key = unique_key("doc")
-    assert (await run("redis-set", {"url": redis_url, "key": key, "value": {"a": [1, 2.5, None], "k": "한"}}))["output"] == \
-        {"key": key, "stored": True}
-    assert (await run("redis-get", {"url": redis_url, "key": key}))["output"] == \
-        {"key": key, "found": True, "value": {"a": [1, 2.5, None], "k": "한"}}
+    assert (await run("redis-set", {"url": redis_url, "key": key, "value": {"a": [1, 2.5, None], "k": "한"}}))[
+        "output"
+    ] == {"key": key, "stored": True}
+    assert (await run("redis-get", {"url": redis_url, "key": key}))["output"] == {
+        "key": key,
+        "found": True,
+        "value": {"a": [1, 2.5, None], "k": "한"},
+    }
 
 
 async def test_text_format_stores_plain_strings(redis_url, raw_redis):
@@ -189,7 +213,9 @@ async def test_ttl_and_only_if(redis_url, raw_redis, monkeypatch):
     monkeypatch.setenv("REDIS_URL", redis_url)
     key = unique_key("ttl")
     assert (await run("redis-set", {"key": key, "value": 1, "only_if": "exists"}))["output"]["stored"] is False
-    assert (await run("redis-set", {"key": key, "value": 1, "ttl_s": 60, "only_if": "absent"}))["output"]["stored"] is True
+    assert (await run("redis-set", {"key": key, "value": 1, "ttl_s": 60, "only_if": "absent"}))["output"][
+        "stored"
+    ] is True
     assert 0 < raw_redis.pttl(key) <= 60_000
     assert (await run("redis-set", {"key": key, "value": 2, "onlyIf": "absent"}))["output"]["stored"] is False
     assert (await run("redis-get", {"key": key}))["output"]["value"] == 1
@@ -200,7 +226,9 @@ async def test_value_that_is_not_json_fails_naming_format(redis_url, raw_redis):
     raw_redis.set(key, b"plain words")
     error = (await run("redis-get", {"url": redis_url, "key": key}, node="read"))["error"]
     assert error["type"] == "RedisInvalidValue" and error["detail"]["field"] == "format"
-    assert error["message"].startswith(f"node 'read' (function 'redis-get'): field 'format': key {key!r} holds 'plain words'")
+    assert error["message"].startswith(
+        f"node 'read' (function 'redis-get'): field 'format': key {key!r} holds 'plain words'"
+    )
 
 
 async def test_wrong_type_fails_without_retry(redis_url, raw_redis):
@@ -253,7 +281,9 @@ async def test_unreachable_redis_is_retryable(refused_port):
         await run("redis-set", {"url": f"redis://:pw@127.0.0.1:{refused_port}/0", "key": "k", "value": 1})
     error = info.value.error
     assert error["type"] == "RedisUnreachable" and "pw" not in error["message"]
-    assert error["message"].startswith(f"node 'save' (function 'redis-set'): SET 'k' at redis://127.0.0.1:{refused_port}/0 failed: ")
+    assert error["message"].startswith(
+        f"node 'save' (function 'redis-set'): SET 'k' at redis://127.0.0.1:{refused_port}/0 failed: "
+    )
 
 
 async def test_clients_reopen_after_aclose(redis_url, db):

@@ -44,7 +44,9 @@ class Server:
         app.router.add_get("/text", fixed(web.Response, text="hello, world"))
         app.router.add_get("/empty", fixed(web.Response, status=204))
         app.router.add_get("/bad-json", fixed(web.Response, text="{not json", content_type="application/json"))
-        app.router.add_get("/problem", fixed(web.json_response, {"title": "x"}, content_type="application/problem+json"))
+        app.router.add_get(
+            "/problem", fixed(web.json_response, {"title": "x"}, content_type="application/problem+json")
+        )
         app.router.add_get("/moved", self.moved)
         app.router.add_get("/status/{code}", self.status)
         app.router.add_get("/slow", self.slow)
@@ -180,7 +182,18 @@ async def test_response_that_says_json_but_is_not_fails_without_retry(server):
     assert error["detail"]["body"] == "{not json"
 
 
-@pytest.mark.parametrize("url", ["not a url", "ftp://example.com/x", "http://", "/relative/path", "http://host:99999/", "http://a..b/", "http://ho st/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "not a url",
+        "ftp://example.com/x",
+        "http://",
+        "/relative/path",
+        "http://host:99999/",
+        "http://a..b/",
+        "http://ho st/",
+    ],
+)
 async def test_bad_url_names_the_field_and_the_value(url):
     error = (await run({"url": url}))["error"]
     assert error["type"] == "InvalidInput"
@@ -218,7 +231,9 @@ async def test_concurrent_requests_share_one_client(server):
 
 
 async def test_connect_to_sends_a_url_prefix_to_another_server(server, monkeypatch):
-    monkeypatch.setenv("KNFLOW_HTTP_CONNECT_TO", f"https://api.example.com={server.url}, https://other.example=http://127.0.0.1:9")
+    monkeypatch.setenv(
+        "KNFLOW_HTTP_CONNECT_TO", f"https://api.example.com={server.url}, https://other.example=http://127.0.0.1:9"
+    )
     result = await run({"url": "https://api.example.com/topic?page=3"})
     assert result["output"]["topic"] == "cats" and result["output"]["query"] == {"page": "3"}
     with pytest.raises(Retryable, match=r"GET https://other.example/x \(via http://127.0.0.1:9/x\) failed"):
@@ -232,7 +247,10 @@ async def test_a_malformed_connect_to_names_the_variable(monkeypatch):
     monkeypatch.setenv("KNFLOW_HTTP_CONNECT_TO", "api.example.com=127.0.0.1:8081")
     result = await run({"url": "https://api.example.com/topic"})
     assert result["error"]["type"] == "InvalidSetting"
-    assert "KNFLOW_HTTP_CONNECT_TO: 'api.example.com=127.0.0.1:8081' is not FROM=TO with two http(s) URLs" in result["error"]["message"]
+    assert (
+        "KNFLOW_HTTP_CONNECT_TO: 'api.example.com=127.0.0.1:8081' is not FROM=TO with two http(s) URLs"
+        in result["error"]["message"]
+    )
 
 
 async def test_a_query_in_the_url_is_kept_without_params(server):

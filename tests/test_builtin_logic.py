@@ -66,7 +66,11 @@ async def test_condition_bad_input_names_the_field(doc, field):
     assert field in fields(result)
 
 
-CASES = [{"name": "big", "when": "value.n > 100"}, {"name": "some", "when": "value.n > 0"}, {"name": "also", "when": "true"}]
+CASES = [
+    {"name": "big", "when": "value.n > 100"},
+    {"name": "some", "when": "value.n > 0"},
+    {"name": "also", "when": "true"},
+]
 
 
 @pytest.mark.parametrize("n, branch, index", [(500, "big", 0), (7.5, "some", 1), (-1, "also", 2)])

@@ -107,7 +107,11 @@ async def test_template_that_is_not_json_fails_clearly():
 
 @pytest.mark.parametrize(
     "doc, field",
-    [({}, "template"), ({"template": "x", "format": "yaml"}, "format"), ({"template": "x", "fromat": "json"}, "fromat")],
+    [
+        ({}, "template"),
+        ({"template": "x", "format": "yaml"}, "format"),
+        ({"template": "x", "fromat": "json"}, "fromat"),
+    ],
 )
 async def test_template_bad_input_names_the_field(doc, field):
     result = await run("template", doc)

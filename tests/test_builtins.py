@@ -14,4 +14,3 @@ def test_builtin_is_registered_by_its_module(name):
     assert spec.fn.__module__ == BUILTINS[name]
     assert spec.input_model.model_config.get("extra") == "forbid"
     assert spec.description and spec.input_model.__doc__
-

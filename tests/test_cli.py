@@ -22,7 +22,9 @@ def test_validate_good_and_bad(tmp_path):
     assert ok.returncode == 0
     assert "examples/hello.yaml: pipeline 'hello' is valid (4 nodes, 4 edges)" in ok.stdout
     bad = tmp_path / "bad.yaml"
-    bad.write_text("metadata: {name: bad}\nnodes:\n  - {id: a, type: nope}\n  - {id: a, type: log}\nedges: [{from: a, to: b}]\n")
+    bad.write_text(
+        "metadata: {name: bad}\nnodes:\n  - {id: a, type: nope}\n  - {id: a, type: log}\nedges: [{from: a, to: b}]\n"
+    )
     proc = knflow("validate", str(bad), "examples/article-generator.yaml")
     assert proc.returncode == 1
     assert f"{bad}: 3 problems" in proc.stderr
@@ -74,7 +76,10 @@ def test_run_one_node_alone():
     bad = knflow("run", "examples/hello.yaml", "--node", "shout", "--data", '{"words": 5}', "--json")
     assert bad.returncode == 1 and json.loads(bad.stdout)["error"]["type"] == "InvalidInput"
     missing = knflow("run", "examples/hello.yaml", "--node", "nope", "--data", "{}")
-    assert missing.returncode == 1 and "pipeline 'hello' has no node 'nope'. Nodes: split, count, shout, summary" in missing.stderr
+    assert (
+        missing.returncode == 1
+        and "pipeline 'hello' has no node 'nope'. Nodes: split, count, shout, summary" in missing.stderr
+    )
 
 
 def test_export_python_pipeline_to_yaml(tmp_path):
@@ -86,10 +91,18 @@ def test_export_python_pipeline_to_yaml(tmp_path):
 
 
 def test_user_mistakes_are_messages_not_tracebacks(tmp_path):
-    assert "--data is not valid JSON: Expecting value at line 1 column 1" in knflow("run", "examples/hello.yaml", "--data", "nope").stderr
+    assert (
+        "--data is not valid JSON: Expecting value at line 1 column 1"
+        in knflow("run", "examples/hello.yaml", "--data", "nope").stderr
+    )
     assert "cannot read the file" in knflow("run", "missing.yaml").stderr
-    assert "--input nothing.json: No such file or directory" in knflow("run", "examples/hello.yaml", "--input", "nothing.json").stderr
+    assert (
+        "--input nothing.json: No such file or directory"
+        in knflow("run", "examples/hello.yaml", "--input", "nothing.json").stderr
+    )
     assert "no run 'zzz'" in knflow("runs", "show", "zzz", "--store", f"sqlite:///{tmp_path}/k.db").stderr
-    assert "store URL 'redis://x' is not supported" in knflow("run", "examples/hello.yaml", "--store", "redis://x").stderr
+    assert (
+        "store URL 'redis://x' is not supported" in knflow("run", "examples/hello.yaml", "--store", "redis://x").stderr
+    )
     usage = knflow("frobnicate")
     assert usage.returncode == 2 and "invalid choice" in usage.stderr

@@ -120,7 +120,7 @@ def test_only_nodes_read_by_key_are_passed_and_others_still_work() -> None:
         ),
         (
             "a.output.score > 'x",
-            "condition \"a.output.score > 'x\" does not parse: at column 18: token recognition error",
+            'condition "a.output.score > \'x" does not parse: at column 18: token recognition error',
         ),
         ("a &&\n b )", "condition 'a &&\\n b )' does not parse: at line 2, column 4: extraneous input ')'"),
         ("", "condition '' does not parse: at column 1: mismatched input '<EOF>'"),

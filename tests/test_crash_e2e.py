@@ -34,16 +34,49 @@ edges: [{from: a, to: b}, {from: a, to: c}, {from: b, to: d}, {from: c, to: d}]
 def test_kill_router_function_and_restart_nats_under_load(tmp_path):
     (tmp_path / "crash.yaml").write_text(PIPELINE)
     nats = NatsServer(current_nats_server(), tmp_path / "nats").start()
-    env = {**stream_env(), "KNFLOW_TEST_STATE": str(tmp_path / "state"), "KNFLOW_SWEEP_INTERVAL_S": "1", "KNFLOW_SWEEP_AFTER_S": "3"}
+    env = {
+        **stream_env(),
+        "KNFLOW_TEST_STATE": str(tmp_path / "state"),
+        "KNFLOW_SWEEP_INTERVAL_S": "1",
+        "KNFLOW_SWEEP_AFTER_S": "3",
+    }
     router_port, fn_port = free_port(), free_port()
-    router_args = ["serve", "router", "--nats", nats.url, "--store", f"sqlite:///{tmp_path}/runs.db", "--pipelines", str(tmp_path / "crash.yaml"),
-                   "--functions", FUNCS, "--port", str(router_port), "--host", "127.0.0.1"]
+    router_args = [
+        "serve",
+        "router",
+        "--nats",
+        nats.url,
+        "--store",
+        f"sqlite:///{tmp_path}/runs.db",
+        "--pipelines",
+        str(tmp_path / "crash.yaml"),
+        "--functions",
+        FUNCS,
+        "--port",
+        str(router_port),
+        "--host",
+        "127.0.0.1",
+    ]
     fn_args = ["serve", "function", "ff-durable", "--functions", FUNCS, "--port", str(fn_port), "--host", "127.0.0.1"]
     routers = [Process(router_args, tmp_path / "router-1.log", router_port, env).start()]
     functions = [Process(fn_args, tmp_path / "function-1.log", fn_port, env).start()]
-    dispatcher = Process(["serve", "dispatcher", "--nats", nats.url, "--function", f"ff-durable=http://127.0.0.1:{fn_port}/",
-                          "--functions", FUNCS, "--dead-letter", f"http://127.0.0.1:{router_port}/dead-letter"],
-                         tmp_path / "dispatcher.log", None, env).start()
+    dispatcher = Process(
+        [
+            "serve",
+            "dispatcher",
+            "--nats",
+            nats.url,
+            "--function",
+            f"ff-durable=http://127.0.0.1:{fn_port}/",
+            "--functions",
+            FUNCS,
+            "--dead-letter",
+            f"http://127.0.0.1:{router_port}/dead-letter",
+        ],
+        tmp_path / "dispatcher.log",
+        None,
+        env,
+    ).start()
     accepted: dict[int, str] = {}
     stop = threading.Event()
 
@@ -51,18 +84,32 @@ def test_kill_router_function_and_restart_nats_under_load(tmp_path):
         deadline = time.monotonic() + 90
         while not stop.is_set() and time.monotonic() < deadline:
             try:
-                status, body = http("POST", f"{routers[-1].url}/hooks/crash", json.dumps({"n": i}).encode(), {"idempotency-key": f"order-{i}"})
+                status, body = http(
+                    "POST",
+                    f"{routers[-1].url}/hooks/crash",
+                    json.dumps({"n": i}).encode(),
+                    {"idempotency-key": f"order-{i}"},
+                )
                 if status == 202:
                     accepted[i] = body["run"]
                     return
-            except (urllib.error.URLError, HTTPException, ConnectionError, TimeoutError):  # a router killed mid-answer; the key makes a retry safe
+            except (
+                urllib.error.URLError,
+                HTTPException,
+                ConnectionError,
+                TimeoutError,
+            ):  # a router killed mid-answer; the key makes a retry safe
                 pass
             time.sleep(0.1)
 
     try:
         with ThreadPoolExecutor(8) as pool:
             futures = [pool.submit(submit, i) for i in range(RUNS)]
-            wait_for(lambda: len(accepted) >= 150 and routers[-1].output(10**8).count("node succeeded") >= 100, 60, "150 runs accepted, 100 results applied")
+            wait_for(
+                lambda: len(accepted) >= 150 and routers[-1].output(10**8).count("node succeeded") >= 100,
+                60,
+                "150 runs accepted, 100 results applied",
+            )
             routers[-1].kill()  # kill -9 the router while it applies results
             routers.append(Process(router_args, tmp_path / "router-2.log", router_port, env).start())
             wait_for(lambda: len(accepted) >= 300, 60, "300 runs accepted")

@@ -42,7 +42,12 @@ def test_dev_starts_nats_and_runs_a_webhook_to_the_end(tmp_path, flags):
         else:
             assert "broker NATS nats://127.0.0.1:" in dev.output()
             assert nats_servers_under(tmp_path), "knflow dev should have started its own nats-server"
-        status, body = http("POST", f"{dev.url}/hooks/hello", json.dumps({"text": "dev runs this"}).encode(), {"content-type": "application/json"})
+        status, body = http(
+            "POST",
+            f"{dev.url}/hooks/hello",
+            json.dumps({"text": "dev runs this"}).encode(),
+            {"content-type": "application/json"},
+        )
         assert status == 202, body
         run = wait_run(dev.url, body["run"])
         assert run["status"] == "succeeded", run

@@ -42,7 +42,10 @@ def test_calls_record_nodes_edges_and_templates():
     assert diamond.nodes["b"].inputs == {"n": "{{ dsl-inc.output.n }}"}
     assert diamond.nodes["dsl-add"].inputs == {"left": "{{ b.output.n }}", "right": "{{ dsl-inc-2.output.n }}"}
     assert [(e.source, e.target, e.when) for e in diamond.edges] == [
-        ("dsl-inc", "b", None), ("dsl-inc", "dsl-inc-2", "a.output.n > 0"), ("b", "dsl-add", None), ("dsl-inc-2", "dsl-add", None)
+        ("dsl-inc", "b", None),
+        ("dsl-inc", "dsl-inc-2", "a.output.n > 0"),
+        ("b", "dsl-add", None),
+        ("dsl-inc-2", "dsl-add", None),
     ]
     assert diamond.variables == {"k": 1}
 
@@ -70,12 +73,16 @@ async def test_export_to_yaml_and_back_gives_the_same_model():
 
 
 def test_mistakes_in_a_pipeline_body_are_reported():
-    with pytest.raises(InvalidFunction, match=r"dsl-add\(\) takes at most 2 positional argument\(s\) \(left, right\), got 3"):
+    with pytest.raises(
+        InvalidFunction, match=r"dsl-add\(\) takes at most 2 positional argument\(s\) \(left, right\), got 3"
+    ):
+
         @pipeline(name="dsl-bad-args")
         def bad(trigger):
             add(trigger, trigger, trigger)
 
     with pytest.raises(InvalidFunction, match="is only known when the pipeline runs"):
+
         @pipeline(name="dsl-bad-if")
         def branch(trigger):
             a = inc(trigger)
@@ -83,17 +90,20 @@ def test_mistakes_in_a_pipeline_body_are_reported():
                 inc(a)
 
     with pytest.raises(InvalidFunction, match="node id 'x' is used twice"):
+
         @pipeline(name="dsl-dup")
         def dup(trigger):
             inc(trigger, _id="x")
             inc(trigger, _id="x")
 
     with pytest.raises(PipelineInvalid, match="called no @function"):
+
         @pipeline(name="dsl-empty")
         def empty(trigger):
             pass
 
     with pytest.raises(PipelineInvalid, match="does not parse"):
+
         @pipeline(name="dsl-bad-when")
         def when(trigger):
             a = inc(trigger, _id="a")

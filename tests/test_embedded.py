@@ -51,7 +51,9 @@ nodes:
 
 
 async def test_hello_through_the_public_api(tmp_path):
-    record = await knflow.execute_run(knflow.load_pipeline(str(ROOT / "examples/hello.yaml")), {"text": "one two"}, store=f"sqlite:///{tmp_path}/k.db")
+    record = await knflow.execute_run(
+        knflow.load_pipeline(str(ROOT / "examples/hello.yaml")), {"text": "one two"}, store=f"sqlite:///{tmp_path}/k.db"
+    )
     assert record["status"] == "succeeded"
     assert record["nodes"]["summary"]["output"] == {"count": 2, "shout": "hello: ONE TWO!"}
 

@@ -26,13 +26,27 @@ async def embed(doc: dict) -> dict:
 @pytest.fixture(autouse=True)
 def no_server(monkeypatch):
     """The local model needs no server: none is configured."""
-    for name in ("KNFLOW_OPENAI_BASE_URL", "OPENAI_BASE_URL", "OPENAI_API_KEY", "KNFLOW_OPENAI_API_KEY", "KNFLOW_OPENAI_EMBEDDING_MODEL"):
+    for name in (
+        "KNFLOW_OPENAI_BASE_URL",
+        "OPENAI_BASE_URL",
+        "OPENAI_API_KEY",
+        "KNFLOW_OPENAI_API_KEY",
+        "KNFLOW_OPENAI_EMBEDDING_MODEL",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
 async def test_vectors_are_384_normalised_and_similar_texts_are_nearer():
-    result = await embed({"model": MODEL, "texts": ["A man is eating food.", "A man is eating a piece of bread.",
-                                                    "The stock market fell sharply today."]})
+    result = await embed(
+        {
+            "model": MODEL,
+            "texts": [
+                "A man is eating food.",
+                "A man is eating a piece of bread.",
+                "The stock market fell sharply today.",
+            ],
+        }
+    )
     out = result["output"]
     assert out["model"] == "all-MiniLM-L6-v2" and out["dimensions"] == 384 and len(out["vectors"]) == 3
     eat, bread, market = out["vectors"]
@@ -50,10 +64,17 @@ async def test_one_text_and_the_environment_default(monkeypatch):
     assert out["dimensions"] == 384 and len(out["vectors"]) == 1
 
 
-@pytest.mark.parametrize("doc, field, text", [
-    ({"model": "local:no-such-model", "texts": ["x"]}, "model", "unknown local model 'local:no-such-model'; the local models are: local:all-MiniLM-L6-v2"),
-    ({"model": MODEL, "texts": ["x"], "dimensions": 128}, "dimensions", "gives 384 dimensions, not 128"),
-])
+@pytest.mark.parametrize(
+    "doc, field, text",
+    [
+        (
+            {"model": "local:no-such-model", "texts": ["x"]},
+            "model",
+            "unknown local model 'local:no-such-model'; the local models are: local:all-MiniLM-L6-v2",
+        ),
+        ({"model": MODEL, "texts": ["x"], "dimensions": 128}, "dimensions", "gives 384 dimensions, not 128"),
+    ],
+)
 async def test_bad_input_names_the_field_and_is_not_retried(doc, field, text):
     result = await embed(doc)
     error = result["error"]
@@ -63,8 +84,14 @@ async def test_bad_input_names_the_field_and_is_not_retried(doc, field, text):
 
 async def test_the_embedding_example_finds_the_nearest_document(tmp_path):
     p = load(ROOT / "examples/embedding.yaml")
-    data = {"query": "How do I reset my password?",
-            "documents": ["Our office opens at nine.", "To change your password, open Settings > Account.", "Invoices are sent monthly."]}
+    data = {
+        "query": "How do I reset my password?",
+        "documents": [
+            "Our office opens at nine.",
+            "To change your password, open Settings > Account.",
+            "Invoices are sent monthly.",
+        ],
+    }
     async with EmbeddedStack(SqliteStore(tmp_path / "runs.db")) as stack:
         run = await stack.execute(p, data)
     assert run["status"] == "succeeded", run.get("error")

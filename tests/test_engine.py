@@ -11,7 +11,17 @@ from hypothesis import strategies as st
 from router import engine
 from router.pipeline_yaml import from_dict
 from router.runs import (
-    CANCELLED, FAILED, NODE_FINAL, PENDING, RUN_FINAL, SCHEDULED, SKIPPED, SUCCEEDED, RunChange, apply, new_run,
+    CANCELLED,
+    FAILED,
+    NODE_FINAL,
+    PENDING,
+    RUN_FINAL,
+    SCHEDULED,
+    SKIPPED,
+    SUCCEEDED,
+    RunChange,
+    apply,
+    new_run,
 )
 
 NOW = "2026-01-01T00:00:00.000Z"
@@ -53,8 +63,11 @@ def statuses(run):
 
 
 def test_diamond_fans_out_and_joins_once():
-    p = pipeline(["a", "b", "c", "d"], [("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")],
-                 {"b": {"x": "{{ a.output.v }}"}, "d": {"sum": "{{ b.output }} + {{ c.output }}"}})
+    p = pipeline(
+        ["a", "b", "c", "d"],
+        [("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")],
+        {"b": {"x": "{{ a.output.v }}"}, "d": {"sum": "{{ b.output }} + {{ c.output }}"}},
+    )
     run, inv = step_apply(p, start(p))
     assert [i.node for i in inv] == ["a"] and inv[0].id == "r:a:1" and inv[0].function == "f"
     run, inv = finish(p, run, "a", {"v": 7})
@@ -82,8 +95,13 @@ def test_result_for_a_finished_node_or_an_old_attempt_loses():
 def test_false_condition_skips_what_only_it_feeds_and_a_join_runs_on_one_live_branch():
     p = pipeline(
         ["check", "big", "small", "after-big", "join"],
-        [("check", "big", "check.output.n > variables.limit"), ("check", "small", "check.output.n <= variables.limit"),
-         ("big", "after-big"), ("after-big", "join"), ("small", "join")],
+        [
+            ("check", "big", "check.output.n > variables.limit"),
+            ("check", "small", "check.output.n <= variables.limit"),
+            ("big", "after-big"),
+            ("after-big", "join"),
+            ("small", "join"),
+        ],
         {"join": {"big": "{{ after-big.output }}", "small": "{{ small.output }}"}},
     )
     run, _ = step_apply(p, start(p))

@@ -41,7 +41,9 @@ edges:
 """
 
 
-def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, dict | list | None]:
+def http(
+    method: str, url: str, body: bytes | None = None, headers: dict | None = None
+) -> tuple[int, dict | list | None]:
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
@@ -70,20 +72,68 @@ def start_fabric(nats_url: str, tmp: Path, store_url: str):
     procs = []
     try:
         router_port = free_port()
-        router = Process(["serve", "router", "--nats", nats_url, "--store", store_url,
-                          "--pipelines", str(tmp / "fabric.yaml"), "--port", str(router_port), "--host", "127.0.0.1"],
-                         tmp / "router.log", router_port, env).start()
+        router = Process(
+            [
+                "serve",
+                "router",
+                "--nats",
+                nats_url,
+                "--store",
+                store_url,
+                "--pipelines",
+                str(tmp / "fabric.yaml"),
+                "--port",
+                str(router_port),
+                "--host",
+                "127.0.0.1",
+            ],
+            tmp / "router.log",
+            router_port,
+            env,
+        ).start()
         procs.append(router)
         routes = []
         router.functions = {}
         for name in FUNCTIONS:
             port = free_port()
-            procs.append(Process(["serve", "function", name, "--functions", "examples.hello", "--port", str(port), "--host", "127.0.0.1"],
-                                 tmp / f"{name}.log", port, env).start())
+            procs.append(
+                Process(
+                    [
+                        "serve",
+                        "function",
+                        name,
+                        "--functions",
+                        "examples.hello",
+                        "--port",
+                        str(port),
+                        "--host",
+                        "127.0.0.1",
+                    ],
+                    tmp / f"{name}.log",
+                    port,
+                    env,
+                ).start()
+            )
             routes += ["--function", f"{name}=http://127.0.0.1:{port}/"]
             router.functions[name] = f"http://127.0.0.1:{port}/"
-        procs.append(Process(["serve", "dispatcher", "--nats", nats_url, *routes, "--functions", "examples.hello",
-                              "--dead-letter", f"{router.url}/dead-letter"], tmp / "dispatcher.log", None, env).start())
+        procs.append(
+            Process(
+                [
+                    "serve",
+                    "dispatcher",
+                    "--nats",
+                    nats_url,
+                    *routes,
+                    "--functions",
+                    "examples.hello",
+                    "--dead-letter",
+                    f"{router.url}/dead-letter",
+                ],
+                tmp / "dispatcher.log",
+                None,
+                env,
+            ).start()
+        )
         return router, procs
     except BaseException:
         for p in procs:
@@ -124,7 +174,12 @@ def check_succeeded(run: dict, text: str) -> None:
 
 
 def test_webhook_run_crosses_nats_and_function_services(fabric):
-    status, body = http("POST", f"{fabric.url}/hooks/fabric", b'{"text": "through real processes"}', {"content-type": "application/json"})
+    status, body = http(
+        "POST",
+        f"{fabric.url}/hooks/fabric",
+        b'{"text": "through real processes"}',
+        {"content-type": "application/json"},
+    )
     assert status == 202, body
     check_succeeded(wait_run(fabric.url, body["run"]), "through real processes")
 
@@ -133,19 +188,40 @@ def test_on_mongodb_webhook_and_cloudevents_fan_out_join_and_store_every_output(
     status, body = http("POST", f"{fabric_on_mongo.url}/hooks/fabric", b'{"text": "stored in mongo"}')
     assert status == 202
     check_succeeded(wait_run(fabric_on_mongo.url, body["run"]), "stored in mongo")
-    binary = {"ce-id": uuid.uuid4().hex, "ce-source": "/tests", "ce-type": "com.example.text.submitted", "ce-specversion": "1.0",
-              "content-type": "application/json"}
+    binary = {
+        "ce-id": uuid.uuid4().hex,
+        "ce-source": "/tests",
+        "ce-type": "com.example.text.submitted",
+        "ce-specversion": "1.0",
+        "content-type": "application/json",
+    }
     status, body = http("POST", f"{fabric_on_mongo.url}/events", b'{"text": "binary on mongo"}', binary)
     check_succeeded(wait_run(fabric_on_mongo.url, body["runs"][0]), "binary on mongo")
-    structured = {"specversion": "1.0", "id": uuid.uuid4().hex, "source": "/tests", "type": "com.example.text.submitted",
-                  "datacontenttype": "application/json", "data": {"text": "structured on mongo"}}
-    status, body = http("POST", f"{fabric_on_mongo.url}/events", json.dumps(structured).encode(), {"content-type": "application/cloudevents+json"})
+    structured = {
+        "specversion": "1.0",
+        "id": uuid.uuid4().hex,
+        "source": "/tests",
+        "type": "com.example.text.submitted",
+        "datacontenttype": "application/json",
+        "data": {"text": "structured on mongo"},
+    }
+    status, body = http(
+        "POST",
+        f"{fabric_on_mongo.url}/events",
+        json.dumps(structured).encode(),
+        {"content-type": "application/cloudevents+json"},
+    )
     check_succeeded(wait_run(fabric_on_mongo.url, body["runs"][0]), "structured on mongo")
 
 
 def test_binary_cloudevent_starts_a_run(fabric):
-    headers = {"ce-id": uuid.uuid4().hex, "ce-source": "/tests", "ce-type": "com.example.text.submitted",
-               "ce-specversion": "1.0", "content-type": "application/json"}
+    headers = {
+        "ce-id": uuid.uuid4().hex,
+        "ce-source": "/tests",
+        "ce-type": "com.example.text.submitted",
+        "ce-specversion": "1.0",
+        "content-type": "application/json",
+    }
     status, body = http("POST", f"{fabric.url}/events", b'{"text": "binary mode"}', headers)
     assert status == 202 and body["id"] == headers["ce-id"] and len(body["runs"]) == 1
     check_succeeded(wait_run(fabric.url, body["runs"][0]), "binary mode")
@@ -154,15 +230,28 @@ def test_binary_cloudevent_starts_a_run(fabric):
 
 
 def test_structured_cloudevent_starts_a_run(fabric):
-    event = {"specversion": "1.0", "id": uuid.uuid4().hex, "source": "/tests", "type": "com.example.text.submitted",
-             "datacontenttype": "application/json", "data": {"text": "structured mode"}}
-    status, body = http("POST", f"{fabric.url}/events", json.dumps(event).encode(), {"content-type": "application/cloudevents+json"})
+    event = {
+        "specversion": "1.0",
+        "id": uuid.uuid4().hex,
+        "source": "/tests",
+        "type": "com.example.text.submitted",
+        "datacontenttype": "application/json",
+        "data": {"text": "structured mode"},
+    }
+    status, body = http(
+        "POST", f"{fabric.url}/events", json.dumps(event).encode(), {"content-type": "application/cloudevents+json"}
+    )
     assert status == 202, body
     check_succeeded(wait_run(fabric.url, body["runs"][0]), "structured mode")
 
 
 def test_an_event_no_trigger_matches_starts_nothing(fabric):
-    headers = {"ce-id": "x1", "ce-source": "/elsewhere", "ce-type": "com.example.text.submitted", "ce-specversion": "1.0"}
+    headers = {
+        "ce-id": "x1",
+        "ce-source": "/elsewhere",
+        "ce-type": "com.example.text.submitted",
+        "ce-specversion": "1.0",
+    }
     status, body = http("POST", f"{fabric.url}/events", b"{}", {**headers, "content-type": "application/json"})
     assert status == 202 and body == {"id": "x1", "runs": []}
 
@@ -170,9 +259,17 @@ def test_an_event_no_trigger_matches_starts_nothing(fabric):
 def test_duplicate_and_unknown_results_change_nothing(fabric):
     status, body = http("POST", f"{fabric.url}/hooks/fabric", b'{"text": "once only"}')
     run = wait_run(fabric.url, body["run"])
-    result = {"ce-id": f"{run['id']}:split:1:ok", "ce-source": "/knflow/functions/split-words", "ce-type": "dev.knflow.node.succeeded",
-              "ce-specversion": "1.0", "ce-knflowrun": run["id"], "ce-knflownode": "split", "ce-knflowattempt": "1",
-              "ce-knflowpipeline": "fabric", "content-type": "application/json"}
+    result = {
+        "ce-id": f"{run['id']}:split:1:ok",
+        "ce-source": "/knflow/functions/split-words",
+        "ce-type": "dev.knflow.node.succeeded",
+        "ce-specversion": "1.0",
+        "ce-knflowrun": run["id"],
+        "ce-knflownode": "split",
+        "ce-knflowattempt": "1",
+        "ce-knflowpipeline": "fabric",
+        "content-type": "application/json",
+    }
     status, _ = http("POST", f"{fabric.url}/events", b'{"output": {"words": ["changed"]}}', result)
     assert status == 202
     unknown = {**result, "ce-knflowrun": "no-such-run", "ce-id": "no-such-run:split:1:ok"}
@@ -184,14 +281,32 @@ def test_a_replayed_invoke_changes_nothing(fabric):
     """A Trigger may deliver an invoke again: the function answers again, the router ignores the reply."""
     status, body = http("POST", f"{fabric.url}/hooks/fabric", b'{"text": "replayed invoke"}')
     run = wait_run(fabric.url, body["run"])
-    invoke = {"ce-id": f"{run['id']}:split:1", "ce-source": "/knflow/router", "ce-type": "dev.knflow.invoke", "ce-specversion": "1.0",
-              "ce-knflowrun": run["id"], "ce-knflownode": "split", "ce-knflowattempt": "1", "ce-knflowpipeline": "fabric",
-              "ce-knflowfunction": "split-words", "content-type": "application/json"}
-    req = urllib.request.Request(fabric.functions["split-words"], data=b'{"inputs": {"text": "something else"}, "config": {}}', headers=invoke, method="POST")
+    invoke = {
+        "ce-id": f"{run['id']}:split:1",
+        "ce-source": "/knflow/router",
+        "ce-type": "dev.knflow.invoke",
+        "ce-specversion": "1.0",
+        "ce-knflowrun": run["id"],
+        "ce-knflownode": "split",
+        "ce-knflowattempt": "1",
+        "ce-knflowpipeline": "fabric",
+        "ce-knflowfunction": "split-words",
+        "content-type": "application/json",
+    }
+    req = urllib.request.Request(
+        fabric.functions["split-words"],
+        data=b'{"inputs": {"text": "something else"}, "config": {}}',
+        headers=invoke,
+        method="POST",
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
-        reply_headers = {k.lower(): v for k, v in resp.headers.items() if k.lower().startswith("ce-") or k.lower() == "content-type"}
+        reply_headers = {
+            k.lower(): v for k, v in resp.headers.items() if k.lower().startswith("ce-") or k.lower() == "content-type"
+        }
         reply_body = resp.read()
-    assert reply_headers["ce-type"] == "dev.knflow.node.succeeded" and reply_headers["ce-id"] == f"{run['id']}:split:1:ok"
+    assert (
+        reply_headers["ce-type"] == "dev.knflow.node.succeeded" and reply_headers["ce-id"] == f"{run['id']}:split:1:ok"
+    )
     assert http("POST", f"{fabric.url}/events", reply_body, reply_headers)[0] == 202
     assert http("GET", f"{fabric.url}/runs/{run['id']}")[1] == run
     assert "duplicate or late result ignored" in fabric.output(max_chars=10**8)
@@ -202,7 +317,12 @@ BAD_EVENTS = [
     ({"ce-id": "1", "ce-type": "t", "ce-specversion": "1.0"}, b"{}", 400, "'source'"),
     ({"ce-id": "1", "ce-source": "/t", "ce-specversion": "1.0"}, b"{}", 400, "'type'"),
     ({"ce-id": "1", "ce-source": "/t", "ce-type": "t"}, b"{}", 400, "specversion"),
-    ({"ce-id": "1", "ce-source": "/t", "ce-type": "t", "ce-specversion": "1.0", "content-type": "application/json"}, b"{not json", 400, "JSON"),
+    (
+        {"ce-id": "1", "ce-source": "/t", "ce-type": "t", "ce-specversion": "1.0", "content-type": "application/json"},
+        b"{not json",
+        400,
+        "JSON",
+    ),
     ({"content-type": "text/plain"}, b"hello", 400, "content"),
     ({"content-type": "application/cloudevents+json"}, b'{"id": "1"}', 400, "'source'"),
 ]
@@ -220,7 +340,13 @@ def test_oversized_bodies_get_413(fabric):
     big = b'{"text": "' + b"x" * (1024 * 1024 + 10) + b'"}'
     status, answer = http("POST", f"{fabric.url}/hooks/fabric", big, {"content-type": "application/json"})
     assert status == 413 and "limit is 1,048,576 bytes" in answer["error"]
-    headers = {"ce-id": "big", "ce-source": "/tests", "ce-type": "com.example.text.submitted", "ce-specversion": "1.0", "content-type": "application/json"}
+    headers = {
+        "ce-id": "big",
+        "ce-source": "/tests",
+        "ce-type": "com.example.text.submitted",
+        "ce-specversion": "1.0",
+        "content-type": "application/json",
+    }
     assert http("POST", f"{fabric.url}/events", big, headers)[0] == 413
 
 
@@ -236,7 +362,9 @@ def test_pipelines_api(fabric):
     doc = "metadata: {name: other}\nnodes: [{id: a, type: log, inputs: {message: hi}}]\n"
     assert http("PUT", f"{fabric.url}/pipelines/other", doc.encode(), {"content-type": "application/yaml"})[0] == 200
     assert http("GET", f"{fabric.url}/pipelines/other")[1]["nodes"][0]["function"] == "log"
-    status, answer = http("PUT", f"{fabric.url}/pipelines/bad", b"metadata: {name: bad}\nnodes: [{id: a, type: nope}]\n")
+    status, answer = http(
+        "PUT", f"{fabric.url}/pipelines/bad", b"metadata: {name: bad}\nnodes: [{id: a, type: nope}]\n"
+    )
     assert status == 422 and "unknown function 'nope'" in answer["problems"][0]
     assert http("PUT", f"{fabric.url}/pipelines/x", b"metadata: {name: y}\nnodes: [{id: a, type: log}]\n")[0] == 400
     assert http("DELETE", f"{fabric.url}/pipelines/other")[0] == 200
@@ -254,12 +382,47 @@ def test_two_routers_on_one_stream_finish_200_concurrent_runs_each_node_applied_
         routers = []
         for i in range(2):
             port = free_port()
-            routers.append(Process(["serve", "router", "--nats", nats_server.url, "--store", store, "--pipelines", str(tmp_path / "fabric.yaml"),
-                                    "--port", str(port), "--host", "127.0.0.1"], tmp_path / f"router{i}.log", port, env).start())
+            routers.append(
+                Process(
+                    [
+                        "serve",
+                        "router",
+                        "--nats",
+                        nats_server.url,
+                        "--store",
+                        store,
+                        "--pipelines",
+                        str(tmp_path / "fabric.yaml"),
+                        "--port",
+                        str(port),
+                        "--host",
+                        "127.0.0.1",
+                    ],
+                    tmp_path / f"router{i}.log",
+                    port,
+                    env,
+                ).start()
+            )
         procs += routers
         workers = [a for name in FUNCTIONS for a in ("--function", name)]
-        procs.append(Process(["serve", "dispatcher", "--nats", nats_server.url, *workers, "--functions", "examples.hello",
-                              "--dead-letter", f"{routers[0].url}/dead-letter"], tmp_path / "dispatcher.log", None, env).start())
+        procs.append(
+            Process(
+                [
+                    "serve",
+                    "dispatcher",
+                    "--nats",
+                    nats_server.url,
+                    *workers,
+                    "--functions",
+                    "examples.hello",
+                    "--dead-letter",
+                    f"{routers[0].url}/dead-letter",
+                ],
+                tmp_path / "dispatcher.log",
+                None,
+                env,
+            ).start()
+        )
 
         def submit(i: int) -> str:
             status, body = http("POST", f"{routers[i % 2].url}/hooks/fabric", json.dumps({"text": f"run {i}"}).encode())
@@ -286,9 +449,20 @@ def test_publish_and_watch_from_the_command_line(fabric):
     import sys
 
     def knflow(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "knflow.cli", *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
+        return subprocess.run(
+            [sys.executable, "-m", "knflow.cli", *args], capture_output=True, text=True, timeout=60, cwd=ROOT
+        )
 
-    sent = knflow("publish", "com.example.text.submitted", "--source", "/tests", "--data", '{"text": "from the cli"}', "--to", f"{fabric.url}/events")
+    sent = knflow(
+        "publish",
+        "com.example.text.submitted",
+        "--source",
+        "/tests",
+        "--data",
+        '{"text": "from the cli"}',
+        "--to",
+        f"{fabric.url}/events",
+    )
     assert sent.returncode == 0, sent.stderr
     run_id = json.loads(sent.stdout)["runs"][0]
     watched = knflow("runs", "watch", run_id, "--router", fabric.url)
@@ -298,7 +472,21 @@ def test_publish_and_watch_from_the_command_line(fabric):
     assert run_id in listed.stdout
     shown = knflow("runs", "show", run_id, "--router", fabric.url)
     check_succeeded(json.loads(shown.stdout), "from the cli")
-    structured = knflow("publish", "com.example.text.submitted", "--source", "/tests", "--structured", "--to", f"{fabric.url}/events", "--data", '{"text": "s"}')
+    structured = knflow(
+        "publish",
+        "com.example.text.submitted",
+        "--source",
+        "/tests",
+        "--structured",
+        "--to",
+        f"{fabric.url}/events",
+        "--data",
+        '{"text": "s"}',
+    )
     assert structured.returncode == 0 and len(json.loads(structured.stdout)["runs"]) == 1
     down = knflow("runs", "list", "--router", "http://127.0.0.1:9")
-    assert down.returncode == 1 and "cannot reach the router at http://127.0.0.1:9" in down.stderr and "Traceback" not in down.stderr
+    assert (
+        down.returncode == 1
+        and "cannot reach the router at http://127.0.0.1:9" in down.stderr
+        and "Traceback" not in down.stderr
+    )

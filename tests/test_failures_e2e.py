@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -53,11 +52,46 @@ def stack(nats_server, tmp_path_factory):
     files.append(str(tmp / "chain.yaml"))
     env = {**stream_env(), "KNFLOW_TEST_STATE": str(tmp / "state")}
     port = free_port()
-    router = Process(["serve", "router", "--nats", nats_server.url, "--store", f"sqlite:///{tmp}/runs.db", "--functions", FUNCS,
-                      "--pipelines", *files, "--port", str(port), "--host", "127.0.0.1"], tmp / "router.log", port, env).start()
-    functions = [a for f in ("ff-step", "ff-flaky", "ff-always", "ff-reject", "ff-slow", "ff-gate") for a in ("--function", f)]
-    dispatcher = Process(["serve", "dispatcher", "--nats", nats_server.url, *functions, "--functions", FUNCS,
-                          "--dead-letter", f"{router.url}/dead-letter"], tmp / "dispatcher.log", None, env).start()
+    router = Process(
+        [
+            "serve",
+            "router",
+            "--nats",
+            nats_server.url,
+            "--store",
+            f"sqlite:///{tmp}/runs.db",
+            "--functions",
+            FUNCS,
+            "--pipelines",
+            *files,
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+        ],
+        tmp / "router.log",
+        port,
+        env,
+    ).start()
+    functions = [
+        a for f in ("ff-step", "ff-flaky", "ff-always", "ff-reject", "ff-slow", "ff-gate") for a in ("--function", f)
+    ]
+    dispatcher = Process(
+        [
+            "serve",
+            "dispatcher",
+            "--nats",
+            nats_server.url,
+            *functions,
+            "--functions",
+            FUNCS,
+            "--dead-letter",
+            f"{router.url}/dead-letter",
+        ],
+        tmp / "dispatcher.log",
+        None,
+        env,
+    ).start()
     router.state = tmp / "state"
     router.env = env
     yield router
@@ -107,7 +141,9 @@ def test_a_timeout_is_retried(stack):
 
 
 def knflow(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "knflow.cli", *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "knflow.cli", *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env
+    )
 
 
 def test_redrive_after_the_fix_invokes_succeeded_nodes_exactly_once(stack):
@@ -151,7 +187,13 @@ def test_event_replay_of_a_window(stack):
     kind = "com.example.order.placed"
     sent = []
     for i in range(3):
-        headers = {"ce-id": uuid.uuid4().hex, "ce-source": "/shop", "ce-type": kind, "ce-specversion": "1.0", "content-type": "application/json"}
+        headers = {
+            "ce-id": uuid.uuid4().hex,
+            "ce-source": "/shop",
+            "ce-type": kind,
+            "ce-specversion": "1.0",
+            "content-type": "application/json",
+        }
         status, body = http("POST", f"{stack.url}/events", json.dumps({"n": i}).encode(), headers)
         assert status == 202 and len(body["runs"]) == 1
         sent.append((headers["ce-id"], body["runs"][0]))

@@ -57,7 +57,10 @@ def test_foreach_runs_once_per_item_with_ids_and_joins_outputs_in_order():
     run, inv = through_a(p, ["x", "y", "z"])
     assert [i.id for i in inv] == ["r:gen[0]:1", "r:gen[1]:1", "r:gen[2]:1"]
     assert [i.inputs for i in inv] == [{"x": "x", "i": 0}, {"x": "y", "i": 1}, {"x": "z", "i": 2}]
-    assert run["nodes"]["gen"]["status"] == RUNNING and [s["status"] for s in item_states(run["nodes"]["gen"])] == [SCHEDULED] * 3
+    assert (
+        run["nodes"]["gen"]["status"] == RUNNING
+        and [s["status"] for s in item_states(run["nodes"]["gen"])] == [SCHEDULED] * 3
+    )
     for key in ("gen[2]", "gen[0]"):  # out of order
         run, inv = finish(p, run, key, key.upper())
         assert inv == [] and run["nodes"]["gen"]["status"] == RUNNING
@@ -192,7 +195,9 @@ def test_replicas_run_n_copies_with_item_equal_to_index():
 
 def test_loop_is_an_alias_of_foreach():
     p = fan(loop="{{ a.output.items }}", concurrency=1)
-    assert p.nodes["gen"].foreach == "{{ a.output.items }}" and p.nodes["gen"].to_dict()["loop"] == "{{ a.output.items }}"
+    assert (
+        p.nodes["gen"].foreach == "{{ a.output.items }}" and p.nodes["gen"].to_dict()["loop"] == "{{ a.output.items }}"
+    )
     run, inv = through_a(p, ["p", "q"])
     assert [i.id for i in inv] == ["r:gen[0]:1"]
     run, inv = finish(p, run, "gen[0]", "P")
@@ -202,8 +207,15 @@ def test_loop_is_an_alias_of_foreach():
 
 def test_a_condition_on_an_edge_from_a_foreach_node_sees_its_output_list():
     p = pipeline(
-        [{"id": "gen", "type": "f", "replicas": 2, "inputs": {"x": "{{ item }}"}}, {"id": "big", "type": "f"}, {"id": "small", "type": "f"}],
-        [{"from": "gen", "to": "big", "when": "size(gen.output) > 1"}, {"from": "gen", "to": "small", "when": "size(gen.output) <= 1"}],
+        [
+            {"id": "gen", "type": "f", "replicas": 2, "inputs": {"x": "{{ item }}"}},
+            {"id": "big", "type": "f"},
+            {"id": "small", "type": "f"},
+        ],
+        [
+            {"from": "gen", "to": "big", "when": "size(gen.output) > 1"},
+            {"from": "gen", "to": "small", "when": "size(gen.output) <= 1"},
+        ],
     )
     run, _ = step(p, start(p))
     run, _ = finish(p, run, "gen[0]", 0)
@@ -248,8 +260,10 @@ def problems_of(text: str) -> list[str]:
 
 def test_a_branch_that_is_not_a_case_name_is_reported_with_the_edge_and_field():
     found = problems_of(SWITCH.replace("branch: neutral", "branch: neutrl"))
-    assert found == ["pipeline 'routed' (bad.yaml:16): field 'edges[2].branch': edge route -> shrug: branch 'neutrl' is not a branch of "
-                     "'route'. Expected one of: 'positive', 'negative', 'neutral'"]
+    assert found == [
+        "pipeline 'routed' (bad.yaml:16): field 'edges[2].branch': edge route -> shrug: branch 'neutrl' is not a branch of "
+        "'route'. Expected one of: 'positive', 'negative', 'neutral'"
+    ]
 
 
 def test_branch_on_a_condition_must_be_true_or_false_and_on_other_functions_is_an_error():
@@ -268,7 +282,10 @@ edges:
     found = problems_of(text)
     assert len(found) == 2, found
     assert "edge check -> f: branch 'maybe' is not a branch of 'check'. Expected one of: 'true', 'false'" in found[0]
-    assert "field 'edges[2].branch'" in found[1] and "edge e -> g: branch 'x' needs a source that picks a branch" in found[1]
+    assert (
+        "field 'edges[2].branch'" in found[1]
+        and "edge e -> g: branch 'x' needs a source that picks a branch" in found[1]
+    )
 
 
 FANOUT = """
@@ -280,16 +297,40 @@ edges: [{from: a, to: gen}]
 """
 
 
-@pytest.mark.parametrize("change, expected", [
-    (("foreach: \"{{ a.output }}\"", "foreach: \"{{ a.output }}\", replicas: 2"), "node 'gen' field 'replicas': give one of foreach, replicas, not several"),
-    (("foreach: \"{{ a.output }}\"", "replicas: 0"), "node 'gen' field 'replicas': replicas has value 0. Expected a whole number from 1 to 10,000."),
-    (("foreach: \"{{ a.output }}\"", "replicas: 10001"), "replicas has value 10001"),
-    (("foreach: \"{{ a.output }}\"", "foreach: \"{{ a.output }}\", concurrency: 0"), "node 'gen' field 'concurrency': concurrency has value 0"),
-    (("foreach: \"{{ a.output }}\"", "foreach: 7"), "node 'gen' field 'foreach': foreach has value 7. Expected a template that gives a list"),
-    (("edges: [{from: a, to: gen}]", "edges: []"), "node 'gen' field 'foreach': reads {{ a.output }} but 'a' is not upstream of 'gen'. Add an edge a -> gen."),
-    (("foreach: \"{{ a.output }}\", ", ""), "node 'gen' field 'inputs': reads {{ item }}, which is only set for each item of a foreach, loop or replicas node"),
-    (("foreach: \"{{ a.output }}\"", "foreach: \"{{ index }}\""), "field 'foreach': reads {{ index }}, which is only set for each item"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (
+            ('foreach: "{{ a.output }}"', 'foreach: "{{ a.output }}", replicas: 2'),
+            "node 'gen' field 'replicas': give one of foreach, replicas, not several",
+        ),
+        (
+            ('foreach: "{{ a.output }}"', "replicas: 0"),
+            "node 'gen' field 'replicas': replicas has value 0. Expected a whole number from 1 to 10,000.",
+        ),
+        (('foreach: "{{ a.output }}"', "replicas: 10001"), "replicas has value 10001"),
+        (
+            ('foreach: "{{ a.output }}"', 'foreach: "{{ a.output }}", concurrency: 0'),
+            "node 'gen' field 'concurrency': concurrency has value 0",
+        ),
+        (
+            ('foreach: "{{ a.output }}"', "foreach: 7"),
+            "node 'gen' field 'foreach': foreach has value 7. Expected a template that gives a list",
+        ),
+        (
+            ("edges: [{from: a, to: gen}]", "edges: []"),
+            "node 'gen' field 'foreach': reads {{ a.output }} but 'a' is not upstream of 'gen'. Add an edge a -> gen.",
+        ),
+        (
+            ('foreach: "{{ a.output }}", ', ""),
+            "node 'gen' field 'inputs': reads {{ item }}, which is only set for each item of a foreach, loop or replicas node",
+        ),
+        (
+            ('foreach: "{{ a.output }}"', 'foreach: "{{ index }}"'),
+            "field 'foreach': reads {{ index }}, which is only set for each item",
+        ),
+    ],
+)
 def test_fanout_fields_are_validated_with_file_line_node_and_field(change, expected):
     found = problems_of(FANOUT.replace(*change))
     assert any(expected in x and "bad.yaml:5" in x for x in found), found

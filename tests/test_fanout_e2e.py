@@ -46,11 +46,44 @@ def stack(nats_server, tmp_path_factory):
         files.append(str(tmp / f"{name}.yaml"))
     env = {**stream_env(), "KNFLOW_TEST_STATE": str(tmp / "state")}
     port = free_port()
-    router = Process(["serve", "router", "--nats", nats_server.url, "--store", f"sqlite:///{tmp}/runs.db", "--functions", FUNCS,
-                      "--pipelines", *files, "--port", str(port), "--host", "127.0.0.1"], tmp / "router.log", port, env).start()
+    router = Process(
+        [
+            "serve",
+            "router",
+            "--nats",
+            nats_server.url,
+            "--store",
+            f"sqlite:///{tmp}/runs.db",
+            "--functions",
+            FUNCS,
+            "--pipelines",
+            *files,
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+        ],
+        tmp / "router.log",
+        port,
+        env,
+    ).start()
     functions = [a for f in ("fo-square", "fo-sum", "fo-picky") for a in ("--function", f)]
-    dispatcher = Process(["serve", "dispatcher", "--nats", nats_server.url, *functions, "--functions", FUNCS,
-                          "--dead-letter", f"{router.url}/dead-letter"], tmp / "dispatcher.log", None, env).start()
+    dispatcher = Process(
+        [
+            "serve",
+            "dispatcher",
+            "--nats",
+            nats_server.url,
+            *functions,
+            "--functions",
+            FUNCS,
+            "--dead-letter",
+            f"{router.url}/dead-letter",
+        ],
+        tmp / "dispatcher.log",
+        None,
+        env,
+    ).start()
     router.state = tmp / "state"
     yield router
     dispatcher.stop()
@@ -97,8 +130,15 @@ def test_two_failed_items_redriven_after_the_fix_reinvoke_only_those_two(stack):
 def test_the_embedded_default_runs_a_foreach(tmp_path):
     (tmp_path / "squares.yaml").write_text(SQUARES)
     began = time.perf_counter()
-    proc = knflow("run", str(tmp_path / "squares.yaml"), "--data", json.dumps({"items": list(range(1000))}), "--json",
-                  "--store", f"sqlite:///{tmp_path}/runs.db")
+    proc = knflow(
+        "run",
+        str(tmp_path / "squares.yaml"),
+        "--data",
+        json.dumps({"items": list(range(1000))}),
+        "--json",
+        "--store",
+        f"sqlite:///{tmp_path}/runs.db",
+    )
     took_s = time.perf_counter() - began
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run = json.loads(proc.stdout)

@@ -45,11 +45,20 @@ def test_manifests_into_a_directory_in_apply_order(tmp_path, capsys):
     out.mkdir()
     (out / "60-sources.yaml").write_text("stale: from an earlier run\n")
     (out / "README.txt").write_text("mine\n")
-    assert knflow(["manifests", "examples/gpu-summarize.yaml", "examples/studio.py", "-o", str(out), "--features-patch"]) == 0
+    assert (
+        knflow(["manifests", "examples/gpu-summarize.yaml", "examples/studio.py", "-o", str(out), "--features-patch"])
+        == 0
+    )
     err = capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == [
-        "00-namespace.yaml", "05-serving-config-features.yaml", "10-broker-config.yaml", "20-broker.yaml",
-        "30-functions.yaml", "40-router.yaml", "50-triggers.yaml", "README.txt",
+        "00-namespace.yaml",
+        "05-serving-config-features.yaml",
+        "10-broker-config.yaml",
+        "20-broker.yaml",
+        "30-functions.yaml",
+        "40-router.yaml",
+        "50-triggers.yaml",
+        "README.txt",
     ]
     assert f"wrote {out}/30-functions.yaml (6 resources)" in err and f"apply with: kubectl apply -f {out}" in err
     assert "output enables them with a config-features patch" in err
@@ -63,17 +72,31 @@ def test_a_profile_file_and_flags_over_it(tmp_path, capsys):
     assert knflow(["manifests", "examples/hello.yaml", "--profile", str(profile), "--image", "b:2"]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
     assert {d["metadata"]["namespace"] for d in docs if d["kind"] == "Service"} == {"from-file"}
-    assert {c["image"] for d in docs if d["kind"] == "Service" for c in d["spec"]["template"]["spec"]["containers"]} == {"b:2"}
-    assert next(d for d in docs if d["kind"] == "Broker")["metadata"]["annotations"]["eventing.knative.dev/broker.class"] == "NatsJetStreamBroker"
+    assert {
+        c["image"] for d in docs if d["kind"] == "Service" for c in d["spec"]["template"]["spec"]["containers"]
+    } == {"b:2"}
+    assert (
+        next(d for d in docs if d["kind"] == "Broker")["metadata"]["annotations"]["eventing.knative.dev/broker.class"]
+        == "NatsJetStreamBroker"
+    )
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["manifests", "examples/broken.yaml"], "cannot read the file"),
-    (["manifests", "examples/hello.yaml", "--namespace", "Not_A_Label"], "command line: profile is invalid: 'namespace'"),
-    (["manifests", "examples/hello.yaml", "--profile", "missing.yaml"], "profile missing.yaml: cannot read the file"),
-    (["manifests", "examples/hello.py"], "examples/hello.py defines no @pipeline"),
-    (["manifests", "examples/nope.yaml"], "cannot read the file"),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["manifests", "examples/broken.yaml"], "cannot read the file"),
+        (
+            ["manifests", "examples/hello.yaml", "--namespace", "Not_A_Label"],
+            "command line: profile is invalid: 'namespace'",
+        ),
+        (
+            ["manifests", "examples/hello.yaml", "--profile", "missing.yaml"],
+            "profile missing.yaml: cannot read the file",
+        ),
+        (["manifests", "examples/hello.py"], "examples/hello.py defines no @pipeline"),
+        (["manifests", "examples/nope.yaml"], "cannot read the file"),
+    ],
+)
 def test_mistakes_are_messages_not_tracebacks(argv, expected, capsys):
     assert knflow(argv) == 1
     err = capsys.readouterr().err
@@ -90,7 +113,10 @@ def test_unwritable_output_directory(tmp_path, capsys):
 def test_the_functions_flag_of_the_knflow_command_is_reused():
     parser = argparse.ArgumentParser(prog="knflow")
     calls = []
-    add_commands(parser.add_subparsers(dest="command"), lambda p: (calls.append(p.prog), p.add_argument("--functions", action="append", default=[])))
+    add_commands(
+        parser.add_subparsers(dest="command"),
+        lambda p: (calls.append(p.prog), p.add_argument("--functions", action="append", default=[])),
+    )
     assert calls == ["knflow manifests", "knflow deploy"]
     args = parser.parse_args(["deploy", "x.yaml", "--dry-run", "--functions", "m.py", "--context", "prod"])
     assert (args.dry_run, args.functions, args.context, args.kubeconfig) == (True, ["m.py"], "prod", None)

@@ -20,14 +20,21 @@ from knative.manifests import build
 from knative.profile import parse_profile
 from router.pipeline import Pipeline
 
-import jsonschema  # noqa: E402  (validates manifests against the CRD schemas)
+import jsonschema
 
 from test_knative_manifests import ARTICLE_REGISTRY, ROOT, article_pipeline
 
-CRDS = ROOT / "tests" / "fixtures" / "knative-crds"  # the real CRDs, byte for byte from the Knative releases (SOURCES.md)
+CRDS = (
+    ROOT / "tests" / "fixtures" / "knative-crds"
+)  # the real CRDs, byte for byte from the Knative releases (SOURCES.md)
 OPEN = "x-kubernetes-preserve-unknown-fields"
-EXAMPLES = sorted(p.name for p in (ROOT / "examples").iterdir() if p.suffix in (".yaml", ".py") and not p.name.startswith("__")
-                  and (p.suffix == ".yaml" or "@pipeline" in p.read_text()))
+EXAMPLES = sorted(
+    p.name
+    for p in (ROOT / "examples").iterdir()
+    if p.suffix in (".yaml", ".py")
+    and not p.name.startswith("__")
+    and (p.suffix == ".yaml" or "@pipeline" in p.read_text())
+)
 PROFILES = {
     "default": {},
     "native-broker": {"broker": {"class": "NatsJetStreamBroker"}, "namespace": "pipelines"},
@@ -39,8 +46,12 @@ PROFILES = {
         "gpu": {"node_selector": {"karpenter.sh/nodepool": "gpu-nodepool"}, "runtime_class_name": "nvidia"},
         "router": {"cpu": "500m", "memory": "512Mi", "webhook_secret": None},
         "serving": {"features_patch": True},
-        "broker": {"channel_spec": {"stream": {"config": {"maxAge": "72h", "replicas": 3, "duplicateWindow": "2m"}},
-                                    "consumerConfigTemplate": {"maxAckPending": 100}}},
+        "broker": {
+            "channel_spec": {
+                "stream": {"config": {"maxAge": "72h", "replicas": 3, "duplicateWindow": "2m"}},
+                "consumerConfigTemplate": {"maxAckPending": 100},
+            }
+        },
     },
 }
 
@@ -49,7 +60,11 @@ def strict(schema: Any, root: bool = False) -> Any:
     """An openAPIV3Schema as a JSON schema that refuses unknown fields where Kubernetes would."""
     if not isinstance(schema, dict):
         return schema
-    out = {k: v for k, v in schema.items() if not k.startswith("x-kubernetes-") and k not in ("nullable", "format", "description")}
+    out = {
+        k: v
+        for k, v in schema.items()
+        if not k.startswith("x-kubernetes-") and k not in ("nullable", "format", "description")
+    }
     for key in ("properties", "patternProperties"):
         if key in schema:
             out[key] = {name: strict(sub) for name, sub in schema[key].items()}
@@ -91,16 +106,25 @@ def validators() -> dict[tuple[str, str], Any]:
 
 def check_metadata(m: dict[str, Any]) -> list[str]:
     meta = m.get("metadata", {})
-    out = [f"metadata.{k} is not something knflow should set" for k in meta if k not in ("name", "namespace", "labels", "annotations")]
+    out = [
+        f"metadata.{k} is not something knflow should set"
+        for k in meta
+        if k not in ("name", "namespace", "labels", "annotations")
+    ]
     for part in ("labels", "annotations"):
-        out += [f"metadata.{part}[{k}] is not a string" for k, v in (meta.get(part) or {}).items() if not isinstance(v, str)]
+        out += [
+            f"metadata.{part}[{k}] is not a string" for k, v in (meta.get(part) or {}).items() if not isinstance(v, str)
+        ]
     return out
 
 
 def schema_errors(m: dict[str, Any]) -> list[str]:
     errors = check_metadata(m)
     if m["apiVersion"] == "v1":
-        allowed = {"ConfigMap": {"apiVersion", "kind", "metadata", "data"}, "Namespace": {"apiVersion", "kind", "metadata"}}[m["kind"]]
+        allowed = {
+            "ConfigMap": {"apiVersion", "kind", "metadata", "data"},
+            "Namespace": {"apiVersion", "kind", "metadata"},
+        }[m["kind"]]
         errors += [f"unknown field {k}" for k in m if k not in allowed]
         errors += [f"data[{k}] is not a string" for k, v in (m.get("data") or {}).items() if not isinstance(v, str)]
         template = (m.get("data") or {}).get("channel-template-spec")
@@ -111,7 +135,9 @@ def schema_errors(m: dict[str, Any]) -> list[str]:
         return errors
     validator = validators().get((m["apiVersion"], m["kind"]))
     assert validator is not None, f"no CRD in {CRDS} for {m['apiVersion']} {m['kind']}"
-    return errors + [f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in validator.iter_errors(m)]
+    return errors + [
+        f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in validator.iter_errors(m)
+    ]
 
 
 def pipelines_of(example: str) -> list[Pipeline]:
@@ -134,20 +160,35 @@ def test_every_manifest_of_every_example_validates_against_the_crds(example, pro
 def test_all_examples_together_validate():
     pipelines = [p for e in EXAMPLES for p in pipelines_of(e)]
     bundle = build(pipelines, ARTICLE_REGISTRY, parse_profile(PROFILES["gpu-pool"]), ROOT)
-    assert {m["kind"] for m in bundle.manifests} == {"Namespace", "ConfigMap", "Broker", "Service", "Trigger", "PingSource"}
+    assert {m["kind"] for m in bundle.manifests} == {
+        "Namespace",
+        "ConfigMap",
+        "Broker",
+        "Service",
+        "Trigger",
+        "PingSource",
+    }
     assert [f"{m['kind']}/{m['metadata']['name']}: {e}" for m in bundle.manifests for e in schema_errors(m)] == []
 
 
 def test_the_examples_cover_cpu_gpu_cron_python_and_the_seed():
-    assert {"hello.yaml", "gpu-summarize.yaml", "cron-digest.yaml", "studio.py", "article-generator.yaml"} <= set(EXAMPLES)
+    assert {"hello.yaml", "gpu-summarize.yaml", "cron-digest.yaml", "studio.py", "article-generator.yaml"} <= set(
+        EXAMPLES
+    )
 
 
-@pytest.mark.parametrize("mutate, expected", [
-    (lambda m: m["spec"]["template"]["spec"].update(containerConcurency=1), "'containerConcurency' was unexpected"),
-    (lambda m: m["spec"]["template"]["spec"]["containers"][0].update(imagePolicy="Always"), "'imagePolicy' was unexpected"),
-    (lambda m: m["spec"]["template"]["spec"].update(timeoutSeconds="60"), "'60' is not of type 'integer'"),
-    (lambda m: m["spec"]["template"]["metadata"]["annotations"].update({"x": 1}), "1 is not of type 'string'"),
-])
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda m: m["spec"]["template"]["spec"].update(containerConcurency=1), "'containerConcurency' was unexpected"),
+        (
+            lambda m: m["spec"]["template"]["spec"]["containers"][0].update(imagePolicy="Always"),
+            "'imagePolicy' was unexpected",
+        ),
+        (lambda m: m["spec"]["template"]["spec"].update(timeoutSeconds="60"), "'60' is not of type 'integer'"),
+        (lambda m: m["spec"]["template"]["metadata"]["annotations"].update({"x": 1}), "1 is not of type 'string'"),
+    ],
+)
 def test_the_strict_check_catches_typos_and_wrong_types(mutate, expected):
     bundle = build(pipelines_of("hello.yaml"), REGISTRY, root=ROOT)
     service = next(m for m in bundle.manifests if m["kind"] == "Service")
@@ -156,8 +197,17 @@ def test_the_strict_check_catches_typos_and_wrong_types(mutate, expected):
 
 
 def test_open_parts_of_a_schema_stay_open():
-    trigger = {"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger", "metadata": {"name": "t"},
-               "spec": {"broker": "b", "delivery": {"timeout": "PT1S", "anything": 1}, "subscriber": {"uri": "http://x"}}}
+    trigger = {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Trigger",
+        "metadata": {"name": "t"},
+        "spec": {"broker": "b", "delivery": {"timeout": "PT1S", "anything": 1}, "subscriber": {"uri": "http://x"}},
+    }
     assert schema_errors(trigger) == []  # Trigger.spec is preserve-unknown-fields
-    source = {"apiVersion": "sources.knative.dev/v1", "kind": "PingSource", "metadata": {"name": "p"}, "spec": {"schedul": "* * * * *"}}
+    source = {
+        "apiVersion": "sources.knative.dev/v1",
+        "kind": "PingSource",
+        "metadata": {"name": "p"},
+        "spec": {"schedul": "* * * * *"},
+    }
     assert any("'schedul' was unexpected" in e for e in schema_errors(source))

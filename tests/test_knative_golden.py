@@ -27,19 +27,27 @@ def compare(path, text: str) -> None:
         path.write_text(text, encoding="utf-8")
         if not UPDATE:
             pytest.fail(f"{path} did not exist and was written; check it and commit it")
-    assert text == path.read_text(encoding="utf-8"), f"{path} differs; if the change is intended: KNFLOW_UPDATE_GOLDEN=1 pytest {__file__}"
+    assert text == path.read_text(encoding="utf-8"), (
+        f"{path} differs; if the change is intended: KNFLOW_UPDATE_GOLDEN=1 pytest {__file__}"
+    )
 
 
 @pytest.mark.parametrize("name", ["hello", "gpu-summarize", "cron-digest"])
 def test_golden(name):
-    bundle = build([load(ROOT / "examples" / f"{name}.yaml")], REGISTRY, load_profile(GOLDEN / f"{name}.profile.yaml"), ROOT)
+    bundle = build(
+        [load(ROOT / "examples" / f"{name}.yaml")], REGISTRY, load_profile(GOLDEN / f"{name}.profile.yaml"), ROOT
+    )
     compare(GOLDEN / f"{name}.yaml", to_yaml(bundle.manifests))
     compare(GOLDEN / f"{name}.notes.txt", "".join(f"note: {n}\n" for n in bundle.notes))
 
 
 def test_goldens_show_what_each_case_is_for():
     gpu = (GOLDEN / "gpu-summarize.yaml").read_text()
-    assert "nvidia.com/gpu: '1'" in gpu and "karpenter.sh/nodepool: gpu-nodepool" in gpu and "runtimeClassName: nvidia" in gpu
+    assert (
+        "nvidia.com/gpu: '1'" in gpu
+        and "karpenter.sh/nodepool: gpu-nodepool" in gpu
+        and "runtimeClassName: nvidia" in gpu
+    )
     assert "kubernetes.podspec-nodeselector: enabled" in gpu and "serving.knative.dev/progress-deadline: 1800s" in gpu
     cron = (GOLDEN / "cron-digest.yaml").read_text()
     assert "kind: PingSource" in cron and "eventing.knative.dev/broker.class: NatsJetStreamBroker" in cron

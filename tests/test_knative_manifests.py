@@ -136,8 +136,14 @@ def test_node_scaling_overrides_the_traits():
     svc = by_kind(build([two_nodes(a=scaling)], LOCAL, root=ROOT), "Service")["knflow-kn-echo"]
     annotations, spec = template(svc)
     assert {k.split("/")[1]: v for k, v in annotations.items()} == {
-        "class": "kpa.autoscaling.knative.dev", "metric": "rps", "target": "2.5", "min-scale": "1", "max-scale": "5",
-        "initial-scale": "2", "scale-down-delay": "90s", "scale-to-zero-pod-retention-period": "10m",
+        "class": "kpa.autoscaling.knative.dev",
+        "metric": "rps",
+        "target": "2.5",
+        "min-scale": "1",
+        "max-scale": "5",
+        "initial-scale": "2",
+        "scale-down-delay": "90s",
+        "scale-to-zero-pod-retention-period": "10m",
     }
     assert spec["containerConcurrency"] == 8 and spec["timeoutSeconds"] == 120
 
@@ -157,26 +163,34 @@ def test_same_scaling_twice_or_once_is_fine():
 
 
 def test_nodes_in_two_pipelines_must_agree_on_retry_and_placement():
-    other = pipeline("metadata: {name: other}\nnodes:\n  - {id: c, type: kn-echo, inputs: {text: z}, retry: 3}\n", "other.yaml")
-    with pytest.raises(NodesDisagree, match=r"different retry policy: node 'a' of pipeline 'two'.*node 'c' of pipeline 'other' \(other.yaml:3\)"):
+    other = pipeline(
+        "metadata: {name: other}\nnodes:\n  - {id: c, type: kn-echo, inputs: {text: z}, retry: 3}\n", "other.yaml"
+    )
+    with pytest.raises(
+        NodesDisagree,
+        match=r"different retry policy: node 'a' of pipeline 'two'.*node 'c' of pipeline 'other' \(other.yaml:3\)",
+    ):
         build([two_nodes(), other], LOCAL, root=ROOT)
     with pytest.raises(NodesDisagree, match="different placement"):
         build([two_nodes(a=", runOn: gpu")], LOCAL, root=ROOT)
 
 
-@pytest.mark.parametrize("scaling, expected", [
-    ("{minScale: -1}", "minScale has value -1. Expected an integer >= 0."),
-    ("{maxScale: 2, minScale: 3}", "maxScale (2) is less than minScale (3)"),
-    ("{metric: cpu}", "metric has value 'cpu'"),
-    ("{target: 0}", "target has value 0"),
-    ("{scaleDownDelay: 2h}", "scaleDownDelay has value '2h'. Expected a duration from 0s to 1h."),
-    ("{scaleDownDelay: 1.5s}", "whole seconds"),
-    ("{retentionPeriod: soon}", "'soon' is not a Go duration"),
-    ("{initialScale: 0}", "allow-zero-initial-scale"),
-    ("{containerConcurrency: 5000}", "container-concurrency-max-limit (1000)"),
-    ("{timeoutSeconds: 900}", "max-revision-timeout-seconds (600 s)"),
-    ("{maxscale: 3}", "unknown scaling key 'maxscale'; expected one of minScale, maxScale"),
-])
+@pytest.mark.parametrize(
+    "scaling, expected",
+    [
+        ("{minScale: -1}", "minScale has value -1. Expected an integer >= 0."),
+        ("{maxScale: 2, minScale: 3}", "maxScale (2) is less than minScale (3)"),
+        ("{metric: cpu}", "metric has value 'cpu'"),
+        ("{target: 0}", "target has value 0"),
+        ("{scaleDownDelay: 2h}", "scaleDownDelay has value '2h'. Expected a duration from 0s to 1h."),
+        ("{scaleDownDelay: 1.5s}", "whole seconds"),
+        ("{retentionPeriod: soon}", "'soon' is not a Go duration"),
+        ("{initialScale: 0}", "allow-zero-initial-scale"),
+        ("{containerConcurrency: 5000}", "container-concurrency-max-limit (1000)"),
+        ("{timeoutSeconds: 900}", "max-revision-timeout-seconds (600 s)"),
+        ("{maxscale: 3}", "unknown scaling key 'maxscale'; expected one of minScale, maxScale"),
+    ],
+)
 def test_bad_scaling_names_the_node_key_and_value(scaling, expected):
     with pytest.raises(ScalingInvalid) as err:
         build([two_nodes(a=f", scaling: {scaling}")], LOCAL, root=ROOT)
@@ -186,12 +200,26 @@ def test_bad_scaling_names_the_node_key_and_value(scaling, expected):
 
 def test_cluster_limits_from_the_profile():
     profile = parse_profile({"serving": {"max_scale_limit": 10, "allow_zero_initial_scale": True}})
-    with pytest.raises(ScalingInvalid, match=r"maxScale 0 \(unlimited\) is not allowed: the cluster's max-scale-limit is 10"):
+    with pytest.raises(
+        ScalingInvalid, match=r"maxScale 0 \(unlimited\) is not allowed: the cluster's max-scale-limit is 10"
+    ):
         build([two_nodes(a=", scaling: {maxScale: 0}")], LOCAL, profile, ROOT)
-    limited = by_kind(build([pipeline("metadata: {name: p}\nnodes: [{id: a, type: kn-embed, inputs: {text: x}}]\n")], LOCAL, profile, ROOT), "Service")
-    assert template(limited["knflow-kn-embed"])[0]["autoscaling.knative.dev/max-scale"] == "10"  # no limit = the cluster's
+    limited = by_kind(
+        build(
+            [pipeline("metadata: {name: p}\nnodes: [{id: a, type: kn-embed, inputs: {text: x}}]\n")],
+            LOCAL,
+            profile,
+            ROOT,
+        ),
+        "Service",
+    )
+    assert (
+        template(limited["knflow-kn-embed"])[0]["autoscaling.knative.dev/max-scale"] == "10"
+    )  # no limit = the cluster's
     assert template(limited["knflow-router"])[0]["autoscaling.knative.dev/max-scale"] == "10"
-    svc = by_kind(build([two_nodes(a=", scaling: {initialScale: 0}")], LOCAL, profile, ROOT), "Service")["knflow-kn-echo"]
+    svc = by_kind(build([two_nodes(a=", scaling: {initialScale: 0}")], LOCAL, profile, ROOT), "Service")[
+        "knflow-kn-echo"
+    ]
     assert template(svc)[0]["autoscaling.knative.dev/initial-scale"] == "0"
 
 
@@ -222,24 +250,46 @@ def test_gpu_function_is_pinned_to_the_gpu_pool():
 
 
 def test_a_profile_names_the_gpu_pool_runtime_class_and_the_flags_patch():
-    profile = parse_profile({
-        "gpu": {"node_selector": {"karpenter.sh/nodepool": "gpu-nodepool"}, "runtime_class_name": "nvidia", "tolerations": []},
-        "serving": {"features_patch": True},
-    })
-    bundle = build([pipeline("metadata: {name: g}\nnodes: [{id: a, type: kn-echo, runOn: gpu, inputs: {text: x}}]\n")], LOCAL, profile, ROOT)
+    profile = parse_profile(
+        {
+            "gpu": {
+                "node_selector": {"karpenter.sh/nodepool": "gpu-nodepool"},
+                "runtime_class_name": "nvidia",
+                "tolerations": [],
+            },
+            "serving": {"features_patch": True},
+        }
+    )
+    bundle = build(
+        [pipeline("metadata: {name: g}\nnodes: [{id: a, type: kn-echo, runOn: gpu, inputs: {text: x}}]\n")],
+        LOCAL,
+        profile,
+        ROOT,
+    )
     spec = template(by_kind(bundle, "Service")["knflow-kn-echo"])[1]
     assert spec["nodeSelector"] == {"karpenter.sh/nodepool": "gpu-nodepool"} and spec["runtimeClassName"] == "nvidia"
     assert "tolerations" not in spec and spec["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
     patch = by_kind(bundle, "ConfigMap")["config-features"]
     assert patch["metadata"]["namespace"] == "knative-serving"
-    assert patch["data"] == {"kubernetes.podspec-nodeselector": "enabled", "kubernetes.podspec-runtimeclassname": "enabled"}
+    assert patch["data"] == {
+        "kubernetes.podspec-nodeselector": "enabled",
+        "kubernetes.podspec-runtimeclassname": "enabled",
+    }
     assert bundle.warnings == []
     assert files(bundle)["05-serving-config-features.yaml"].count("kind: ConfigMap") == 1
 
 
 def test_flags_already_enabled_in_the_cluster_need_no_note():
-    profile = parse_profile({"serving": {"features": {"kubernetes.podspec-nodeselector": "enabled", "kubernetes.podspec-tolerations": "enabled"}}})
-    bundle = build([pipeline("metadata: {name: g}\nnodes: [{id: a, type: kn-embed, inputs: {text: x}}]\n")], LOCAL, profile, ROOT)
+    profile = parse_profile(
+        {
+            "serving": {
+                "features": {"kubernetes.podspec-nodeselector": "enabled", "kubernetes.podspec-tolerations": "enabled"}
+            }
+        }
+    )
+    bundle = build(
+        [pipeline("metadata: {name: g}\nnodes: [{id: a, type: kn-embed, inputs: {text: x}}]\n")], LOCAL, profile, ROOT
+    )
     assert bundle.warnings == [] and not any("feature flags" in n for n in bundle.notes)
 
 
@@ -250,14 +300,28 @@ def test_run_on_cpu_takes_a_gpu_function_off_the_gpu():
 
 
 def test_function_trigger_filters_and_delivery():
-    p = pipeline(TWO_NODES % (", retry: {retries: 4, backoff: linear, delay_s: 0.25}", ", retry: {retries: 4, backoff: linear, delay_s: 0.25}"))
+    p = pipeline(
+        TWO_NODES
+        % (
+            ", retry: {retries: 4, backoff: linear, delay_s: 0.25}",
+            ", retry: {retries: 4, backoff: linear, delay_s: 0.25}",
+        )
+    )
     trigger = by_kind(build([p], LOCAL, root=ROOT), "Trigger")["knflow-kn-echo"]
     assert trigger["spec"]["broker"] == "knflow"
     assert trigger["spec"]["filter"] == {"attributes": {"type": "dev.knflow.invoke", "knflowfunction": "kn-echo"}}
-    assert trigger["spec"]["subscriber"] == {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "knflow-kn-echo"}}
+    assert trigger["spec"]["subscriber"] == {
+        "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "knflow-kn-echo"}
+    }
     assert trigger["spec"]["delivery"] == {
-        "retry": 4, "backoffPolicy": "linear", "backoffDelay": "PT0.25S", "timeout": "PT80S",
-        "deadLetterSink": {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "knflow-router"}, "uri": "/dead-letter"},
+        "retry": 4,
+        "backoffPolicy": "linear",
+        "backoffDelay": "PT0.25S",
+        "timeout": "PT80S",
+        "deadLetterSink": {
+            "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "knflow-router"},
+            "uri": "/dead-letter",
+        },
     }
 
 
@@ -269,7 +333,10 @@ def test_router_service_secrets_sink_pipelines_and_triggers():
     container = spec["containers"][0]
     assert container["command"] == ["knflow"] and container["args"] == ["serve", "router"]
     env = {e["name"]: e for e in container["env"]}
-    assert env["KNFLOW_MONGODB_URL"] == {"name": "KNFLOW_MONGODB_URL", "valueFrom": {"secretKeyRef": {"name": "knflow-mongodb", "key": "url"}}}
+    assert env["KNFLOW_MONGODB_URL"] == {
+        "name": "KNFLOW_MONGODB_URL",
+        "valueFrom": {"secretKeyRef": {"name": "knflow-mongodb", "key": "url"}},
+    }
     assert env["KNFLOW_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"]["optional"] is True
     assert env["K_SINK"]["value"] == "http://broker-ingress.knative-eventing.svc.cluster.local/knflow/knflow"
     assert env["KNFLOW_FUNCTIONS"]["value"] == "examples/gpu-summarize.py,tests/test_knative_manifests.py"
@@ -279,12 +346,20 @@ def test_router_service_secrets_sink_pipelines_and_triggers():
     pipelines = by_kind(bundle, "ConfigMap")["knflow-router-pipelines"]["data"]
     assert set(pipelines) == {"gpu-summarize.yaml", "two.yaml"} and "functions:" not in pipelines["gpu-summarize.yaml"]
     triggers = by_kind(bundle, "Trigger")
-    router_triggers = {n: t["spec"]["filter"]["attributes"] for n, t in triggers.items() if t["spec"]["subscriber"]["ref"]["name"] == "knflow-router"}
+    router_triggers = {
+        n: t["spec"]["filter"]["attributes"]
+        for n, t in triggers.items()
+        if t["spec"]["subscriber"]["ref"]["name"] == "knflow-router"
+    }
     assert router_triggers["knflow-router-succeeded"] == {"type": "dev.knflow.node.succeeded"}
     assert router_triggers["knflow-router-failed"] == {"type": "dev.knflow.node.failed"}
     external = [a for n, a in router_triggers.items() if n.startswith("knflow-router-on-")]
     assert external == [{"type": "com.example.document.uploaded"}]
-    assert all(t["spec"]["subscriber"]["uri"] == "/events" and "timeout" in t["spec"]["delivery"] for n, t in triggers.items() if n.startswith("knflow-router-"))
+    assert all(
+        t["spec"]["subscriber"]["uri"] == "/events" and "timeout" in t["spec"]["delivery"]
+        for n, t in triggers.items()
+        if n.startswith("knflow-router-")
+    )
 
 
 def test_native_nats_broker_by_option():
@@ -294,19 +369,35 @@ def test_native_nats_broker_by_option():
     assert broker["metadata"]["annotations"] == {"eventing.knative.dev/broker.class": "NatsJetStreamBroker"}
     assert "config" not in broker["spec"]
     assert list(by_kind(bundle, "ConfigMap")) == ["config-nats-broker", "knflow-router-pipelines"]
-    env = {e["name"]: e.get("value") for e in template(by_kind(bundle, "Service")["knflow-router"])[1]["containers"][0]["env"]}
+    env = {
+        e["name"]: e.get("value")
+        for e in template(by_kind(bundle, "Service")["knflow-router"])[1]["containers"][0]["env"]
+    }
     assert env["K_SINK"] == "http://nats-broker-ingress.knative-eventing.svc.cluster.local/pipelines/events"
     assert all(t["spec"]["broker"] == "events" for t in by_kind(bundle, "Trigger").values())
     assert any("knativebrokerttl" in n for n in bundle.notes)
 
 
 def test_channel_based_broker_gets_its_nats_channel_template():
-    bundle = build([two_nodes()], LOCAL, parse_profile({"broker": {"channel_spec": {"stream": {"config": {"maxAge": "72h"}}}}}), ROOT)
+    bundle = build(
+        [two_nodes()],
+        LOCAL,
+        parse_profile({"broker": {"channel_spec": {"stream": {"config": {"maxAge": "72h"}}}}}),
+        ROOT,
+    )
     broker = by_kind(bundle, "Broker")["knflow"]
-    assert broker["spec"]["config"] == {"apiVersion": "v1", "kind": "ConfigMap", "name": "knflow-channel", "namespace": "knflow"}
+    assert broker["spec"]["config"] == {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "name": "knflow-channel",
+        "namespace": "knflow",
+    }
     channel = by_kind(bundle, "ConfigMap")["knflow-channel"]["data"]["channel-template-spec"]
     assert "kind: NatsJetStreamChannel" in channel and "maxAge: 72h" in channel
-    assert "url: nats://nats.nats-io.svc.cluster.local:4222" in by_kind(bundle, "ConfigMap")["config-nats"]["data"]["eventing-nats"]
+    assert (
+        "url: nats://nats.nats-io.svc.cluster.local:4222"
+        in by_kind(bundle, "ConfigMap")["config-nats"]["data"]["eventing-nats"]
+    )
 
 
 def test_cron_trigger_becomes_a_ping_source_into_the_router():
@@ -314,24 +405,36 @@ def test_cron_trigger_becomes_a_ping_source_into_the_router():
     (source,) = by_kind(bundle, "PingSource").values()
     assert source["metadata"]["name"] == "knflow-cron-cron-digest"
     assert source["spec"] == {
-        "schedule": "0 7 * * 1-5", "timezone": "Europe/Berlin", "contentType": "application/json",
+        "schedule": "0 7 * * 1-5",
+        "timezone": "Europe/Berlin",
+        "contentType": "application/json",
         "data": '{"lines": ["rain in the north", "sun in the south"], "topic": "weather"}',
         "ceOverrides": {"extensions": {"knflowpipeline": "cron-digest"}},
-        "sink": {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "knflow-router"}, "uri": "/events"},
+        "sink": {
+            "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "knflow-router"},
+            "uri": "/events",
+        },
     }
 
 
 def test_cron_data_that_is_not_a_mapping_is_refused():
-    p = pipeline("metadata: {name: c}\ntrigger: {type: cron, schedule: '0 1 * * *', data: [1, 2]}\nnodes: [{id: a, type: kn-echo, inputs: {text: x}}]\n")
+    p = pipeline(
+        "metadata: {name: c}\ntrigger: {type: cron, schedule: '0 1 * * *', data: [1, 2]}\nnodes: [{id: a, type: kn-echo, inputs: {text: x}}]\n"
+    )
     with pytest.raises(KnativeError, match="cron trigger data must be a mapping"):
         build([p], LOCAL, root=ROOT)
 
 
 def test_a_schedule_knative_rejects_is_caught_before_deploying():
     # The loader already refuses it; the manifest builder checks again for pipelines built in code.
-    p, problems, _ = load_text("metadata: {name: c}\ntrigger: {type: cron, schedule: '@every 5m'}\nnodes: [{id: a, type: kn-echo, inputs: {text: x}}]\n", "c.yaml")
+    p, problems, _ = load_text(
+        "metadata: {name: c}\ntrigger: {type: cron, schedule: '@every 5m'}\nnodes: [{id: a, type: kn-echo, inputs: {text: x}}]\n",
+        "c.yaml",
+    )
     assert "is not a cron expression of 5 fields" in str(problems[0])
-    with pytest.raises(ManifestsRejected, match=r"PingSource/knflow-cron-c: spec.schedule: schedule '@every 5m' uses @every"):
+    with pytest.raises(
+        ManifestsRejected, match=r"PingSource/knflow-cron-c: spec.schedule: schedule '@every 5m' uses @every"
+    ):
         build([p], LOCAL, root=ROOT)
 
 
@@ -354,11 +457,21 @@ def test_a_chain_without_a_circle_is_fine_and_the_router_hears_it():
     b = pipeline(CHAIN % ("b", "{type: dev.knflow.run.succeeded, knflowpipeline: a}"))
     triggers = by_kind(build([a, b], LOCAL, root=ROOT), "Trigger")
     heard = [t["spec"]["filter"]["attributes"] for n, t in triggers.items() if n.startswith("knflow-router-on-")]
-    assert {"type": "dev.knflow.run.succeeded", "knflowpipeline": "a"} in heard and {"type": "com.example.start"} in heard
+    assert {"type": "dev.knflow.run.succeeded", "knflowpipeline": "a"} in heard and {
+        "type": "com.example.start"
+    } in heard
 
 
 def test_external_filters_drop_what_a_broader_filter_covers():
-    ps = [pipeline(CHAIN % (n, f)) for n, f in (("a", "{type: t1}"), ("b", "{type: t1, source: s}"), ("c", "{type: t2, source: s}"), ("d", "{type: t1}"))]
+    ps = [
+        pipeline(CHAIN % (n, f))
+        for n, f in (
+            ("a", "{type: t1}"),
+            ("b", "{type: t1, source: s}"),
+            ("c", "{type: t2, source: s}"),
+            ("d", "{type: t1}"),
+        )
+    ]
     assert chains.external_filters(ps) == [{"type": "t1"}, {"type": "t2", "source": "s"}]
 
 
@@ -380,14 +493,23 @@ def test_two_different_pipelines_with_one_name_are_refused():
 
 def test_builtins_need_no_module_and_a_module_outside_the_project_is_refused(tmp_path):
     bundle = build([article_pipeline()], ARTICLE_REGISTRY, root=ROOT)
-    env = {e["name"]: e.get("value") for e in template(by_kind(bundle, "Service")["knflow-http-request"])[1]["containers"][0]["env"]}
+    env = {
+        e["name"]: e.get("value")
+        for e in template(by_kind(bundle, "Service")["knflow-http-request"])[1]["containers"][0]["env"]
+    }
     assert env == {"KNFLOW_FUNCTION": "http-request"}
     elsewhere = tmp_path / "elsewhere.py"
-    elsewhere.write_text("from pydantic import BaseModel\nfrom knflow import function\n\nclass T(BaseModel):\n    text: str\n\n"
-                         "@function(name='kn-elsewhere')\nasync def f(inp: T) -> T:\n    return inp\n")
-    p = pipeline(f"metadata: {{name: e}}\nfunctions: ['{elsewhere}']\nnodes: [{{id: a, type: kn-elsewhere, inputs: {{text: x}}}}]\n")
+    elsewhere.write_text(
+        "from pydantic import BaseModel\nfrom knflow import function\n\nclass T(BaseModel):\n    text: str\n\n"
+        "@function(name='kn-elsewhere')\nasync def f(inp: T) -> T:\n    return inp\n"
+    )
+    p = pipeline(
+        f"metadata: {{name: e}}\nfunctions: ['{elsewhere}']\nnodes: [{{id: a, type: kn-elsewhere, inputs: {{text: x}}}}]\n"
+    )
     load_module(str(elsewhere))
-    with pytest.raises(KnativeError, match=f"function 'kn-elsewhere' is defined in {elsewhere}, outside the project directory"):
+    with pytest.raises(
+        KnativeError, match=f"function 'kn-elsewhere' is defined in {elsewhere}, outside the project directory"
+    ):
         build([p], REGISTRY, root=ROOT)
 
 
@@ -405,7 +527,14 @@ def test_output_is_yaml_that_reads_back_and_files_in_apply_order():
 
     bundle = build([two_nodes()], LOCAL, root=ROOT)
     assert list(yaml.safe_load_all(to_yaml(bundle.manifests))) == bundle.manifests
-    assert list(files(bundle)) == ["00-namespace.yaml", "10-broker-config.yaml", "20-broker.yaml", "30-functions.yaml", "40-router.yaml", "50-triggers.yaml"]
+    assert list(files(bundle)) == [
+        "00-namespace.yaml",
+        "10-broker-config.yaml",
+        "20-broker.yaml",
+        "30-functions.yaml",
+        "40-router.yaml",
+        "50-triggers.yaml",
+    ]
 
 
 def test_default_namespace_gets_no_namespace_manifest():
@@ -421,7 +550,9 @@ def test_retry_fields_reach_the_trigger_and_the_missing_backoff_cap_is_noted():
 
     reg = StandIns()
     reg.add(flaky)
-    bundle = build([pipeline("metadata: {name: f}\nnodes: [{id: a, type: kn-flaky, inputs: {text: x}}]\n")], reg, root=ROOT)
+    bundle = build(
+        [pipeline("metadata: {name: f}\nnodes: [{id: a, type: kn-flaky, inputs: {text: x}}]\n")], reg, root=ROOT
+    )
     assert by_kind(bundle, "Trigger")["knflow-kn-flaky"]["spec"]["delivery"]["retry"] == 6
     assert any("last retry waits 64 s, beyond max_delay_s 10 s" in n for n in bundle.notes)
 
@@ -429,14 +560,25 @@ def test_retry_fields_reach_the_trigger_and_the_missing_backoff_cap_is_noted():
 def test_builtins_read_their_servers_from_secrets_never_inline():
     bundle = build([load(EXAMPLES / "article-generator.yaml")], REGISTRY, root=ROOT)
     services = by_kind(bundle, "Service")
-    env = {name: template(services[f"knflow-{name}"])[1]["containers"][0]["env"] for name in ("llm-generate", "mongodb-insert", "http-request")}
+    env = {
+        name: template(services[f"knflow-{name}"])[1]["containers"][0]["env"]
+        for name in ("llm-generate", "mongodb-insert", "http-request")
+    }
     assert env["llm-generate"][1:] == [
         {"name": "KNFLOW_OPENAI_BASE_URL", "valueFrom": {"secretKeyRef": {"name": "knflow-openai", "key": "base_url"}}},
-        {"name": "KNFLOW_OPENAI_API_KEY", "valueFrom": {"secretKeyRef": {"name": "knflow-openai", "key": "api_key", "optional": True}}},
+        {
+            "name": "KNFLOW_OPENAI_API_KEY",
+            "valueFrom": {"secretKeyRef": {"name": "knflow-openai", "key": "api_key", "optional": True}},
+        },
     ]
-    assert env["mongodb-insert"][1:] == [{"name": "KNFLOW_MONGODB_URL", "valueFrom": {"secretKeyRef": {"name": "knflow-mongodb", "key": "url"}}}]
+    assert env["mongodb-insert"][1:] == [
+        {"name": "KNFLOW_MONGODB_URL", "valueFrom": {"secretKeyRef": {"name": "knflow-mongodb", "key": "url"}}}
+    ]
     assert [e["name"] for e in env["http-request"]] == ["KNFLOW_FUNCTION"]
-    assert "Secret 'knflow-openai' key 'api_key' (optional) is read by llm-generate, never written here: kubectl create secret generic knflow-openai -n knflow --from-literal=api_key=..." in bundle.notes
+    assert (
+        "Secret 'knflow-openai' key 'api_key' (optional) is read by llm-generate, never written here: kubectl create secret generic knflow-openai -n knflow --from-literal=api_key=..."
+        in bundle.notes
+    )
     assert any(n.startswith("Secret 'knflow-mongodb' key 'url' is read by mongodb-insert") for n in bundle.notes)
     assert any("blob_url" in n for n in bundle.notes)
 
@@ -446,7 +588,12 @@ def test_profile_names_the_secrets_and_a_shared_blob_store():
     bundle = build([load(EXAMPLES / "article-generator.yaml")], REGISTRY, profile, root=ROOT)
     services = by_kind(bundle, "Service")
     insert_env = template(services["knflow-mongodb-insert"])[1]["containers"][0]["env"]
-    assert {"name": "KNFLOW_MONGODB_URL", "valueFrom": {"secretKeyRef": {"name": "team-db", "key": "uri"}}} in insert_env
+    assert {
+        "name": "KNFLOW_MONGODB_URL",
+        "valueFrom": {"secretKeyRef": {"name": "team-db", "key": "uri"}},
+    } in insert_env
     for name, service in services.items():
-        assert {"name": "KNFLOW_BLOB_URL", "value": "s3://acme/knflow"} in template(service)[1]["containers"][0]["env"], name
+        assert {"name": "KNFLOW_BLOB_URL", "value": "s3://acme/knflow"} in template(service)[1]["containers"][0][
+            "env"
+        ], name
     assert not any("blob_url" in n for n in bundle.notes)

@@ -19,9 +19,11 @@ def test_defaults_scale_to_zero_on_a_nats_channel_broker_with_the_common_gpu_poo
 
 def test_a_profile_file(tmp_path):
     f = tmp_path / "cluster.yaml"
-    f.write_text("namespace: pipelines\nbroker: {class: NatsJetStreamBroker, name: events}\n"
-                 "gpu:\n  node_selector: {karpenter.sh/nodepool: gpu-nodepool}\n  runtime_class_name: nvidia\n"
-                 "router: {min_scale: 2, mongodb_secret: {name: db, key: uri}}\n")
+    f.write_text(
+        "namespace: pipelines\nbroker: {class: NatsJetStreamBroker, name: events}\n"
+        "gpu:\n  node_selector: {karpenter.sh/nodepool: gpu-nodepool}\n  runtime_class_name: nvidia\n"
+        "router: {min_scale: 2, mongodb_secret: {name: db, key: uri}}\n"
+    )
     p = load_profile(f)
     assert p.broker.class_ == "NatsJetStreamBroker" and p.router.mongodb_secret.name == "db"
     assert p.broker_ingress_url() == "http://nats-broker-ingress.knative-eventing.svc.cluster.local/pipelines/events"
@@ -30,7 +32,15 @@ def test_a_profile_file(tmp_path):
 
 def test_every_mistake_is_named(tmp_path):
     with pytest.raises(ProfileInvalid) as err:
-        parse_profile({"namespace": "Bad_NS", "gpu": {"nodeSelector": {}}, "router": {"min_scale": -1}, "broker": {"class": "Kafka"}}, "p.yaml")
+        parse_profile(
+            {
+                "namespace": "Bad_NS",
+                "gpu": {"nodeSelector": {}},
+                "router": {"min_scale": -1},
+                "broker": {"class": "Kafka"},
+            },
+            "p.yaml",
+        )
     msg = str(err.value)
     assert msg.startswith("p.yaml: profile is invalid: ")
     assert "namespace 'Bad_NS' must be a DNS label" in msg

@@ -17,7 +17,9 @@ from knative.profile import parse_profile
 from knative.webhook_rules import Cluster, check
 from router.validation import load
 
-GPU_FLAGS = frozenset({"kubernetes.podspec-nodeselector", "kubernetes.podspec-tolerations", "kubernetes.podspec-runtimeclassname"})
+GPU_FLAGS = frozenset(
+    {"kubernetes.podspec-nodeselector", "kubernetes.podspec-tolerations", "kubernetes.podspec-runtimeclassname"}
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +27,15 @@ def good() -> dict[str, dict[str, Any]]:
     pipelines = [load(ROOT / "examples" / name) for name in ("gpu-summarize.yaml", "cron-digest.yaml")]
     bundle = build(pipelines, REGISTRY, parse_profile({"gpu": {"runtime_class_name": "nvidia"}}), ROOT)
     pick = {
-        "service": next(m for m in bundle.manifests if m["kind"] == "Service" and "nodeSelector" in m["spec"]["template"]["spec"]),
-        "router": next(m for m in bundle.manifests if m["metadata"]["name"] == "knflow-router" and m["kind"] == "Service"),
-        "trigger": next(m for m in bundle.manifests if m["kind"] == "Trigger" and "deadLetterSink" in m["spec"]["delivery"]),
+        "service": next(
+            m for m in bundle.manifests if m["kind"] == "Service" and "nodeSelector" in m["spec"]["template"]["spec"]
+        ),
+        "router": next(
+            m for m in bundle.manifests if m["metadata"]["name"] == "knflow-router" and m["kind"] == "Service"
+        ),
+        "trigger": next(
+            m for m in bundle.manifests if m["kind"] == "Trigger" and "deadLetterSink" in m["spec"]["delivery"]
+        ),
         "broker": next(m for m in bundle.manifests if m["kind"] == "Broker"),
         "ping": next(m for m in bundle.manifests if m["kind"] == "PingSource"),
     }
@@ -52,65 +60,359 @@ A = "autoscaling.knative.dev/"
 Case = tuple[str, str, Callable[[dict], Any], str, str]
 CASES: list[Case] = [
     # (which manifest, rule, change, text expected in the problem, why)
-    ("service", "object_name", lambda m: m["metadata"].update(name="1-starts-with-a-digit"), "DNS-1035", "Service names are DNS-1035 labels"),
+    (
+        "service",
+        "object_name",
+        lambda m: m["metadata"].update(name="1-starts-with-a-digit"),
+        "DNS-1035",
+        "Service names are DNS-1035 labels",
+    ),
     ("trigger", "object_name", lambda m: m["metadata"].update(name="x" * 64), "at most 63", "names are DNS labels"),
-    ("service", "autoscaling_on_service_metadata", lambda m: m["metadata"].setdefault("annotations", {}).update({A + "min-scale": "1"}), "must be put under", "autoscaling annotations on the Service"),
-    ("service", "annotation_values_are_strings", lambda m: annotations(m).update({A + "min-scale": 1}), "must be a string", "annotations are map[string]string"),
-    ("service", "autoscaling_class_and_metric", lambda m: annotations(m).update({A + "class": "foo.autoscaling.knative.dev"}), "is not kpa", "class"),
-    ("service", "autoscaling_class_and_metric", lambda m: annotations(m).update({A + "metric": "cpu"}), "not valid for class kpa", "KPA metric"),
-    ("service", "autoscaling_class_and_metric", lambda m: annotations(m).update({A + "metric-aggregation-algorithm": "median"}), "linear or weighted-exponential", "algorithm"),
-    ("service", "scale_bounds", lambda m: annotations(m).update({A + "min-scale": "-1"}), "not an integer >= 0", "min-scale >= 0"),
-    ("service", "scale_bounds", lambda m: annotations(m).update({A + "min-scale": "3", A + "max-scale": "2"}), "max-scale=2 is less than min-scale=3", "max >= min"),
-    ("service", "scale_bounds", lambda m: annotations(m).update({A + "initial-scale": "0"}), "initial-scale=0 is not allowed", "zero initial scale"),
-    ("service", "scale_bounds", lambda m: annotations(m).update({A + "activation-scale": "1"}), "activation-scale '1' must be an integer >= 2", "activation scale"),
-    ("service", "autoscaling_numbers", lambda m: annotations(m).update({A + "target": "0.001"}), "target '0.001' must be a number >= 0.01", "target"),
-    ("service", "autoscaling_numbers", lambda m: annotations(m).update({A + "target-utilization-percentage": "150"}), "from 1 to 100", "utilisation"),
-    ("service", "autoscaling_numbers", lambda m: annotations(m).update({A + "panic-threshold-percentage": "100"}), "from 110 to 1000", "panic threshold"),
-    ("service", "autoscaling_numbers", lambda m: annotations(m).update({A + "target-burst-capacity": "-2"}), ">= 0, or -1", "burst capacity"),
-    ("service", "autoscaling_durations", lambda m: annotations(m).update({A + "scale-down-delay": "2h"}), "from 0s to 1h", "scale-down-delay range"),
-    ("service", "autoscaling_durations", lambda m: annotations(m).update({A + "scale-down-delay": "1500ms"}), "second precision", "whole seconds"),
-    ("service", "autoscaling_durations", lambda m: annotations(m).update({A + "scale-to-zero-pod-retention-period": "10 minutes"}), "not a Go duration", "retention format"),
-    ("service", "autoscaling_durations", lambda m: annotations(m).update({A + "window": "5s"}), "from 6s to 1h", "stable window"),
-    ("service", "progress_deadline", lambda m: annotations(m).update({"serving.knative.dev/progress-deadline": "1800"}), "not a Go duration", "progress deadline"),
-    ("service", "revision_timeouts", lambda m: pod(m).update(timeoutSeconds=601), "max-revision-timeout-seconds (600)", "timeout bound"),
-    ("service", "revision_timeouts", lambda m: pod(m).update(timeoutSeconds=30, responseStartTimeoutSeconds=60), "must not exceed timeoutSeconds", "response start"),
-    ("service", "container_concurrency", lambda m: pod(m).update(containerConcurrency=1001), "container-concurrency-max-limit (1000)", "CC bound"),
-    ("service", "containers", lambda m: container(m)["env"].append({"name": "PORT", "value": "9000"}), "PORT is set by Knative", "reserved env"),
-    ("service", "containers", lambda m: container(m)["ports"][0].update(containerPort=8012), "reserved by Knative", "reserved port"),
-    ("service", "containers", lambda m: container(m)["ports"][0].update(name="http"), "must be http1 or h2c", "port name"),
-    ("service", "containers", lambda m: container(m).update(name="queue-proxy"), "reserved for Knative's sidecar", "container name"),
-    ("service", "containers", lambda m: container(m)["readinessProbe"]["httpGet"].update(port=9999), "must be the container's port", "probe port"),
-    ("router", "containers", lambda m: container(m)["volumeMounts"][0].update(mountPath="/var/log"), "is reserved", "reserved mount path"),
-    ("trigger", "delivery", lambda m: m["spec"]["delivery"].update(retry=-1), "retry -1 must be an integer >= 0", "retry >= 0"),
-    ("trigger", "delivery", lambda m: m["spec"]["delivery"].update(backoffPolicy="fibonacci"), "linear or exponential", "backoffPolicy enum"),
-    ("trigger", "delivery", lambda m: m["spec"]["delivery"].update(backoffDelay="1s"), "not an ISO-8601 duration", "ISO-8601 backoffDelay"),
+    (
+        "service",
+        "autoscaling_on_service_metadata",
+        lambda m: m["metadata"].setdefault("annotations", {}).update({A + "min-scale": "1"}),
+        "must be put under",
+        "autoscaling annotations on the Service",
+    ),
+    (
+        "service",
+        "annotation_values_are_strings",
+        lambda m: annotations(m).update({A + "min-scale": 1}),
+        "must be a string",
+        "annotations are map[string]string",
+    ),
+    (
+        "service",
+        "autoscaling_class_and_metric",
+        lambda m: annotations(m).update({A + "class": "foo.autoscaling.knative.dev"}),
+        "is not kpa",
+        "class",
+    ),
+    (
+        "service",
+        "autoscaling_class_and_metric",
+        lambda m: annotations(m).update({A + "metric": "cpu"}),
+        "not valid for class kpa",
+        "KPA metric",
+    ),
+    (
+        "service",
+        "autoscaling_class_and_metric",
+        lambda m: annotations(m).update({A + "metric-aggregation-algorithm": "median"}),
+        "linear or weighted-exponential",
+        "algorithm",
+    ),
+    (
+        "service",
+        "scale_bounds",
+        lambda m: annotations(m).update({A + "min-scale": "-1"}),
+        "not an integer >= 0",
+        "min-scale >= 0",
+    ),
+    (
+        "service",
+        "scale_bounds",
+        lambda m: annotations(m).update({A + "min-scale": "3", A + "max-scale": "2"}),
+        "max-scale=2 is less than min-scale=3",
+        "max >= min",
+    ),
+    (
+        "service",
+        "scale_bounds",
+        lambda m: annotations(m).update({A + "initial-scale": "0"}),
+        "initial-scale=0 is not allowed",
+        "zero initial scale",
+    ),
+    (
+        "service",
+        "scale_bounds",
+        lambda m: annotations(m).update({A + "activation-scale": "1"}),
+        "activation-scale '1' must be an integer >= 2",
+        "activation scale",
+    ),
+    (
+        "service",
+        "autoscaling_numbers",
+        lambda m: annotations(m).update({A + "target": "0.001"}),
+        "target '0.001' must be a number >= 0.01",
+        "target",
+    ),
+    (
+        "service",
+        "autoscaling_numbers",
+        lambda m: annotations(m).update({A + "target-utilization-percentage": "150"}),
+        "from 1 to 100",
+        "utilisation",
+    ),
+    (
+        "service",
+        "autoscaling_numbers",
+        lambda m: annotations(m).update({A + "panic-threshold-percentage": "100"}),
+        "from 110 to 1000",
+        "panic threshold",
+    ),
+    (
+        "service",
+        "autoscaling_numbers",
+        lambda m: annotations(m).update({A + "target-burst-capacity": "-2"}),
+        ">= 0, or -1",
+        "burst capacity",
+    ),
+    (
+        "service",
+        "autoscaling_durations",
+        lambda m: annotations(m).update({A + "scale-down-delay": "2h"}),
+        "from 0s to 1h",
+        "scale-down-delay range",
+    ),
+    (
+        "service",
+        "autoscaling_durations",
+        lambda m: annotations(m).update({A + "scale-down-delay": "1500ms"}),
+        "second precision",
+        "whole seconds",
+    ),
+    (
+        "service",
+        "autoscaling_durations",
+        lambda m: annotations(m).update({A + "scale-to-zero-pod-retention-period": "10 minutes"}),
+        "not a Go duration",
+        "retention format",
+    ),
+    (
+        "service",
+        "autoscaling_durations",
+        lambda m: annotations(m).update({A + "window": "5s"}),
+        "from 6s to 1h",
+        "stable window",
+    ),
+    (
+        "service",
+        "progress_deadline",
+        lambda m: annotations(m).update({"serving.knative.dev/progress-deadline": "1800"}),
+        "not a Go duration",
+        "progress deadline",
+    ),
+    (
+        "service",
+        "revision_timeouts",
+        lambda m: pod(m).update(timeoutSeconds=601),
+        "max-revision-timeout-seconds (600)",
+        "timeout bound",
+    ),
+    (
+        "service",
+        "revision_timeouts",
+        lambda m: pod(m).update(timeoutSeconds=30, responseStartTimeoutSeconds=60),
+        "must not exceed timeoutSeconds",
+        "response start",
+    ),
+    (
+        "service",
+        "container_concurrency",
+        lambda m: pod(m).update(containerConcurrency=1001),
+        "container-concurrency-max-limit (1000)",
+        "CC bound",
+    ),
+    (
+        "service",
+        "containers",
+        lambda m: container(m)["env"].append({"name": "PORT", "value": "9000"}),
+        "PORT is set by Knative",
+        "reserved env",
+    ),
+    (
+        "service",
+        "containers",
+        lambda m: container(m)["ports"][0].update(containerPort=8012),
+        "reserved by Knative",
+        "reserved port",
+    ),
+    (
+        "service",
+        "containers",
+        lambda m: container(m)["ports"][0].update(name="http"),
+        "must be http1 or h2c",
+        "port name",
+    ),
+    (
+        "service",
+        "containers",
+        lambda m: container(m).update(name="queue-proxy"),
+        "reserved for Knative's sidecar",
+        "container name",
+    ),
+    (
+        "service",
+        "containers",
+        lambda m: container(m)["readinessProbe"]["httpGet"].update(port=9999),
+        "must be the container's port",
+        "probe port",
+    ),
+    (
+        "router",
+        "containers",
+        lambda m: container(m)["volumeMounts"][0].update(mountPath="/var/log"),
+        "is reserved",
+        "reserved mount path",
+    ),
+    (
+        "trigger",
+        "delivery",
+        lambda m: m["spec"]["delivery"].update(retry=-1),
+        "retry -1 must be an integer >= 0",
+        "retry >= 0",
+    ),
+    (
+        "trigger",
+        "delivery",
+        lambda m: m["spec"]["delivery"].update(backoffPolicy="fibonacci"),
+        "linear or exponential",
+        "backoffPolicy enum",
+    ),
+    (
+        "trigger",
+        "delivery",
+        lambda m: m["spec"]["delivery"].update(backoffDelay="1s"),
+        "not an ISO-8601 duration",
+        "ISO-8601 backoffDelay",
+    ),
     ("trigger", "delivery", lambda m: m["spec"]["delivery"].update(timeout="PT0S"), "greater than zero", "timeout > 0"),
-    ("trigger", "delivery", lambda m: m["spec"]["delivery"].update(retryAfterMax="PT1M"), "delivery-retryafter", "alpha feature"),
+    (
+        "trigger",
+        "delivery",
+        lambda m: m["spec"]["delivery"].update(retryAfterMax="PT1M"),
+        "delivery-retryafter",
+        "alpha feature",
+    ),
     ("trigger", "delivery", lambda m: m["spec"]["delivery"].update(format="xml"), "json or binary", "format enum"),
-    ("trigger", "delivery", lambda m: m["spec"]["delivery"]["deadLetterSink"].update(uri="http://x.example/dl"), "absolute URI is not allowed together with ref", "destination"),
-    ("broker", "delivery", lambda m: m["spec"]["delivery"].update(backoffDelay="0.5s"), "not an ISO-8601 duration", "broker delivery"),
-    ("trigger", "trigger_broker", lambda m: m["spec"].update(brokerRef={"name": "knflow"}), "exactly one of broker and brokerRef", "one of"),
-    ("trigger", "trigger_broker", lambda m: m["spec"].update(broker=""), "exactly one of broker and brokerRef", "broker missing"),
-    ("trigger", "trigger_subscriber", lambda m: m["spec"].update(subscriber={"uri": "/relative"}), "relative URI '/relative' is not allowed without ref", "subscriber"),
-    ("trigger", "trigger_subscriber", lambda m: m["spec"]["subscriber"]["ref"].pop("kind"), "spec.subscriber.ref.kind: missing field", "ref fields"),
-    ("trigger", "trigger_filter_attributes", lambda m: m["spec"]["filter"]["attributes"].update({"knflow_function": "x"}), "invalid attribute name 'knflow_function'", "attribute regex"),
-    ("trigger", "trigger_filters", lambda m: m["spec"].update(filters=[{"exact": {"type": "a"}, "suffix": {"type": "b"}}]), "multiple dialects found", "one dialect"),
-    ("trigger", "trigger_filters", lambda m: m["spec"].update(filters=[{"exact": {"type": "a", "source": "b"}}]), "only one key-value", "single key"),
-    ("trigger", "trigger_filters", lambda m: m["spec"].update(filters=[{"any": [{"prefix": {"Type": "a"}}]}]), "invalid attribute name 'Type'", "nested names"),
-    ("trigger", "trigger_filters", lambda m: m["spec"].update(filters=[{"all": []}]), "at least one nested filter", "empty all"),
-    ("trigger", "trigger_filters", lambda m: m["spec"].update(filters=[{"cesql": "pipelinerun IS NOT NULL"}]), "does not parse", "CESQL parse"),
-    ("broker", "broker_class_and_config", lambda m: m["metadata"].pop("annotations"), "give the broker class", "broker class"),
-    ("broker", "broker_class_and_config", lambda m: m["spec"]["config"].pop("name"), "spec.config.name: missing field", "config ref"),
+    (
+        "trigger",
+        "delivery",
+        lambda m: m["spec"]["delivery"]["deadLetterSink"].update(uri="http://x.example/dl"),
+        "absolute URI is not allowed together with ref",
+        "destination",
+    ),
+    (
+        "broker",
+        "delivery",
+        lambda m: m["spec"]["delivery"].update(backoffDelay="0.5s"),
+        "not an ISO-8601 duration",
+        "broker delivery",
+    ),
+    (
+        "trigger",
+        "trigger_broker",
+        lambda m: m["spec"].update(brokerRef={"name": "knflow"}),
+        "exactly one of broker and brokerRef",
+        "one of",
+    ),
+    (
+        "trigger",
+        "trigger_broker",
+        lambda m: m["spec"].update(broker=""),
+        "exactly one of broker and brokerRef",
+        "broker missing",
+    ),
+    (
+        "trigger",
+        "trigger_subscriber",
+        lambda m: m["spec"].update(subscriber={"uri": "/relative"}),
+        "relative URI '/relative' is not allowed without ref",
+        "subscriber",
+    ),
+    (
+        "trigger",
+        "trigger_subscriber",
+        lambda m: m["spec"]["subscriber"]["ref"].pop("kind"),
+        "spec.subscriber.ref.kind: missing field",
+        "ref fields",
+    ),
+    (
+        "trigger",
+        "trigger_filter_attributes",
+        lambda m: m["spec"]["filter"]["attributes"].update({"knflow_function": "x"}),
+        "invalid attribute name 'knflow_function'",
+        "attribute regex",
+    ),
+    (
+        "trigger",
+        "trigger_filters",
+        lambda m: m["spec"].update(filters=[{"exact": {"type": "a"}, "suffix": {"type": "b"}}]),
+        "multiple dialects found",
+        "one dialect",
+    ),
+    (
+        "trigger",
+        "trigger_filters",
+        lambda m: m["spec"].update(filters=[{"exact": {"type": "a", "source": "b"}}]),
+        "only one key-value",
+        "single key",
+    ),
+    (
+        "trigger",
+        "trigger_filters",
+        lambda m: m["spec"].update(filters=[{"any": [{"prefix": {"Type": "a"}}]}]),
+        "invalid attribute name 'Type'",
+        "nested names",
+    ),
+    (
+        "trigger",
+        "trigger_filters",
+        lambda m: m["spec"].update(filters=[{"all": []}]),
+        "at least one nested filter",
+        "empty all",
+    ),
+    (
+        "trigger",
+        "trigger_filters",
+        lambda m: m["spec"].update(filters=[{"cesql": "pipelinerun IS NOT NULL"}]),
+        "does not parse",
+        "CESQL parse",
+    ),
+    (
+        "broker",
+        "broker_class_and_config",
+        lambda m: m["metadata"].pop("annotations"),
+        "give the broker class",
+        "broker class",
+    ),
+    (
+        "broker",
+        "broker_class_and_config",
+        lambda m: m["spec"]["config"].pop("name"),
+        "spec.config.name: missing field",
+        "config ref",
+    ),
     ("ping", "ping_schedule", lambda m: m["spec"].update(schedule="@every 1h"), "@every", "@every"),
     ("ping", "ping_schedule", lambda m: m["spec"].update(schedule="0 0 7 * * 1-5"), "has 6 fields", "five fields"),
     ("ping", "ping_schedule", lambda m: m["spec"].update(schedule="0 25 * * *"), "above maximum (23)", "field range"),
     ("ping", "ping_timezone", lambda m: m["spec"].update(timezone="Mars/Olympus_Mons"), "bad location", "IANA zone"),
     ("ping", "ping_data", lambda m: m["spec"].update(data="[1, 2]"), "must be a JSON object", "JSON object"),
     ("ping", "ping_data", lambda m: m["spec"].update(data="{nope"), "not valid JSON", "JSON data"),
-    ("ping", "ping_data", lambda m: m["spec"].update(dataBase64="e30="), "exactly one of data, dataBase64", "data one-of"),
+    (
+        "ping",
+        "ping_data",
+        lambda m: m["spec"].update(dataBase64="e30="),
+        "exactly one of data, dataBase64",
+        "data one-of",
+    ),
     ("ping", "ping_sink", lambda m: m["spec"].pop("sink"), "expected at least one of ref, uri", "sink required"),
-    ("ping", "ce_overrides", lambda m: m["spec"]["ceOverrides"]["extensions"].update({"Knflow_Run": "x"}), "lowercase letters and digits", "extension names"),
-    ("ping", "ce_overrides", lambda m: m["spec"]["ceOverrides"]["extensions"].update({"type": "x"}), "is a CloudEvents attribute", "no core attributes"),
+    (
+        "ping",
+        "ce_overrides",
+        lambda m: m["spec"]["ceOverrides"]["extensions"].update({"Knflow_Run": "x"}),
+        "lowercase letters and digits",
+        "extension names",
+    ),
+    (
+        "ping",
+        "ce_overrides",
+        lambda m: m["spec"]["ceOverrides"]["extensions"].update({"type": "x"}),
+        "is a CloudEvents attribute",
+        "no core attributes",
+    ),
 ]
 
 
@@ -119,13 +421,19 @@ def test_rule_catches_a_manifest_that_breaks_it(good, which, rule, change, expec
     m = copy.deepcopy(good[which])
     change(m)
     problems = check([m], Cluster(features=GPU_FLAGS))
-    assert any(p.rule == rule and expected in str(p) and p.severity == "error" for p in problems), [str(p) for p in problems]
+    assert any(p.rule == rule and expected in str(p) and p.severity == "error" for p in problems), [
+        str(p) for p in problems
+    ]
 
 
 def test_feature_flags_rule_warns_until_the_flags_are_enabled(good):
     problems = check([good["service"]], Cluster())
     assert {(p.rule, p.severity) for p in problems} == {("feature_flags", "warning")}
-    assert {p.path for p in problems} == {"spec.template.spec.nodeSelector", "spec.template.spec.tolerations", "spec.template.spec.runtimeClassName"}
+    assert {p.path for p in problems} == {
+        "spec.template.spec.nodeSelector",
+        "spec.template.spec.tolerations",
+        "spec.template.spec.runtimeClassName",
+    }
     assert check([good["service"]], Cluster(features=GPU_FLAGS)) == []
 
 
@@ -137,7 +445,10 @@ def test_cluster_settings_from_the_profile_change_the_verdict(good):
     annotations(m)[A + "initial-scale"] = "0"
     m2 = copy.deepcopy(m)
     annotations(m2)[A + "max-scale"] = "5"
-    assert check([m2], Cluster.from_profile(parse_profile({"serving": {"allow_zero_initial_scale": True}}), GPU_FLAGS)) == []
+    assert (
+        check([m2], Cluster.from_profile(parse_profile({"serving": {"allow_zero_initial_scale": True}}), GPU_FLAGS))
+        == []
+    )
 
 
 def test_every_rule_has_a_test():

@@ -31,7 +31,13 @@ async def llm(monkeypatch):
 
 
 def test_the_example_validates():
-    proc = subprocess.run([sys.executable, "-m", "knflow.cli", "validate", str(EXAMPLE)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "knflow.cli", "validate", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "is valid (3 nodes, 2 edges)" in proc.stdout
 
@@ -47,7 +53,12 @@ async def test_transcript_sentiment_four_generations_then_pick(llm, tmp_path):
     generated = nodes["generate"]["output"]
     assert len(generated) == 4 and [item["attempt"] for item in nodes["generate"]["items"].values()] == [1, 1, 1, 1]
     for i, text in enumerate(generated):
-        assert text.startswith("[system] echo: ") and f"Variation {i} of 4" in text and TRANSCRIPT in text and "mood is positive" in text
+        assert (
+            text.startswith("[system] echo: ")
+            and f"Variation {i} of 4" in text
+            and TRANSCRIPT in text
+            and "mood is positive" in text
+        )
     chats = [r for r in llm.requests if r.get("model") == "llama3"]
     assert sorted(r["seed"] for r in chats) == [0, 1, 2, 3] and {r["max_tokens"] for r in chats} == {256}
     assert nodes["pick"]["output"]["candidates"] == 4 and nodes["pick"]["output"]["text"] in generated

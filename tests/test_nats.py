@@ -38,16 +38,28 @@ async def wait_for(condition: Callable[[], object], what: str, timeout_s: float 
 
 def invoke(i: int = 0, function: str = "resize", **extra: str) -> CloudEvent:
     return CloudEvent(
-        {"type": "dev.knflow.invoke", "source": "/knflow/router", "id": f"run{i}:n:1", "knflowfunction": function,
-         "knflowpipeline": "p", "datacontenttype": "application/json", **extra},
+        {
+            "type": "dev.knflow.invoke",
+            "source": "/knflow/router",
+            "id": f"run{i}:n:1",
+            "knflowfunction": function,
+            "knflowpipeline": "p",
+            "datacontenttype": "application/json",
+            **extra,
+        },
         {"inputs": {"i": i}, "config": {}},
     )
 
 
 def result_for(ev: CloudEvent) -> CloudEvent:
     return CloudEvent(
-        {"type": "dev.knflow.node.succeeded", "source": "/fn/resize", "id": f"{ev.get_id()}:ok",
-         "knflowpipeline": "p", "datacontenttype": "application/json"},
+        {
+            "type": "dev.knflow.node.succeeded",
+            "source": "/fn/resize",
+            "id": f"{ev.get_id()}:ok",
+            "knflowpipeline": "p",
+            "datacontenttype": "application/json",
+        },
         {"output": ev.get_data()["inputs"]},
     )
 
@@ -118,7 +130,9 @@ def test_unroutable_event_names_the_missing_extension():
 def test_layout_and_policy_validate_their_values():
     with pytest.raises(KnflowError, match=r"Stream name 'a\.b' is not valid"):
         StreamLayout(stream="a.b")
-    with pytest.raises(KnflowError, match=r"backoff is 'fibonacci'; expected 'exponential' or 'linear'; timeout_s is 0"):
+    with pytest.raises(
+        KnflowError, match=r"backoff is 'fibonacci'; expected 'exponential' or 'linear'; timeout_s is 0"
+    ):
         DeliveryPolicy(backoff="fibonacci", timeout_s=0)  # type: ignore[arg-type]
 
 
@@ -135,7 +149,9 @@ def test_backoff_follows_knative():
 async def test_ensure_stream_is_idempotent_and_updates(nc, layout):
     info = await JetStreamPublisher(nc, layout).ensure_stream()
     assert (info.config.subjects, info.config.storage, info.config.duplicate_window) == (
-        [f"{layout.prefix}.>"], "file", 120.0
+        [f"{layout.prefix}.>"],
+        "file",
+        120.0,
     )
     wider = StreamLayout(stream=layout.stream, prefix=layout.prefix, duplicate_window_s=300)
     assert (await JetStreamPublisher(nc, wider).ensure_stream()).config.duplicate_window == 300.0
@@ -348,7 +364,10 @@ async def test_http_subscriber_reply_is_published(nc, layout, service, kind):
         await wait_for(lambda: d.stats.delivered == 1, "the HTTP delivery")
     [(_, headers, body)] = service.requests["resize"]
     assert (headers["Prefer"], headers["ce-id"], headers["ce-knflowrun"], headers["Content-Type"]) == (
-        "reply", "run1:n:1", "r%201", "application/json"
+        "reply",
+        "run1:n:1",
+        "r%201",
+        "application/json",
     )
     assert decode(headers, body).get_data() == {"inputs": {"i": 1}, "config": {}}
     replies = await stream_messages(nc, layout, f"{layout.prefix}.result.p")
@@ -468,7 +487,10 @@ async def test_dispatcher_and_stream_survive_a_server_crash(tmp_path):
         pass
 
     client = await nats.connect(
-        server.url, reconnect_time_wait=0.05, max_reconnect_attempts=-1, reconnected_cb=on_reconnect,
+        server.url,
+        reconnect_time_wait=0.05,
+        max_reconnect_attempts=-1,
+        reconnected_cb=on_reconnect,
         error_cb=on_error,
     )
     try:

@@ -33,7 +33,7 @@ def test_hello_loads_and_orders_its_dag():
 
 def test_the_seed_article_generator_loads_unchanged_and_validates():
     text = (ROOT / "examples/article-generator.yaml").read_text()
-    seed = (ROOT.parent / "shared/seeds/000_49ef2dde0b813bb8.txt")
+    seed = ROOT.parent / "shared/seeds/000_49ef2dde0b813bb8.txt"
     if seed.exists():
         assert text.strip() in seed.read_text()
     p = load(ROOT / "examples/article-generator.yaml")
@@ -48,7 +48,9 @@ def test_yaml_syntax_error_names_the_line():
 
 
 def test_every_problem_is_collected_with_its_line():
-    text = HEAD + """nodes:
+    text = (
+        HEAD
+        + """nodes:
   - id: a
     type: split-words
     inputs: {text: 3}
@@ -68,21 +70,30 @@ edges:
   - {from: c, to: d, when: "c.output.x >"}
   - {from: a, to: c, when: "d.output.count > 1"}
 """
+    )
     msgs = problems_of(text)
     joined = "\n".join(msgs)
     assert "(p.yaml:9): node 'a' field 'id': duplicate node id 'a'" in joined
     assert "(p.yaml:19): node 'd' field 'colour': unknown field 'colour'" in joined
     assert "(p.yaml:21): field 'edges[0].to': edge a -> zz: 'to' names unknown node 'zz'" in joined
     assert "(p.yaml:12): node 'b' field 'type': unknown function 'nope'" in joined
-    assert "(p.yaml:8): node 'a' field 'inputs.text': Input should be a valid string (function 'split-words' expects Sentence)" in joined
+    assert (
+        "(p.yaml:8): node 'a' field 'inputs.text': Input should be a valid string (function 'split-words' expects Sentence)"
+        in joined
+    )
     assert "node 'd': inputs.words: {{ ghost.output }}: unknown name 'ghost'" in joined
-    assert "node 'c' field 'inputs': reads {{ d.output.words }} but 'd' is not upstream of 'c'. Add an edge d -> c." in joined
+    assert (
+        "node 'c' field 'inputs': reads {{ d.output.words }} but 'd' is not upstream of 'c'. Add an edge d -> c."
+        in joined
+    )
     assert "field 'edges[1].when': edge c -> d: condition 'c.output.x >' does not parse" in joined
     assert "field 'edges[2].when': edge a -> c: condition reads node 'd', which is not upstream of 'c'" in joined
 
 
 def test_cycles_and_self_loops():
-    text = HEAD + """nodes:
+    text = (
+        HEAD
+        + """nodes:
   - {id: a, type: count-words, inputs: {words: []}}
   - {id: b, type: count-words, inputs: {words: []}}
 edges:
@@ -90,6 +101,7 @@ edges:
   - {from: b, to: a}
   - {from: b, to: b}
 """
+    )
     joined = "\n".join(problems_of(text))
     assert "the edges form a cycle: a -> b -> a. A pipeline must be a DAG." in joined
     assert "edge b -> b points a node at itself" in joined
@@ -103,11 +115,15 @@ def test_missing_required_input_and_structure_errors():
     assert "metadata.name must be lowercase letters, digits and '-', got 'Bad Name'" in joined
     assert "nodes must be a non-empty list" in joined
     assert "unknown top-level field 'extra'" in joined
-    assert problems_of("- just\n- a list\n")[0].endswith("the document must be a mapping with apiVersion, kind, metadata, nodes; got list")
+    assert problems_of("- just\n- a list\n")[0].endswith(
+        "the document must be a mapping with apiVersion, kind, metadata, nodes; got list"
+    )
 
 
 def test_triggers_and_node_options_are_checked():
-    text = HEAD + """triggers:
+    text = (
+        HEAD
+        + """triggers:
   - {type: cloudevent}
   - {type: cron}
   - {type: sometimes}
@@ -119,6 +135,7 @@ nodes:
     timeout_s: -5
     inputs: {words: []}
 """
+    )
     joined = "\n".join(problems_of(text))
     assert "a cloudevent trigger needs filter.type" in joined
     assert "a cron trigger needs schedule" in joined
@@ -126,18 +143,27 @@ nodes:
     assert "node 'a' field 'runOn': runOn 'tpu' is not one of engine, cpu, gpu" in joined
     assert "unknown retry field(s) colour" in joined
     assert "node 'a' field 'timeout_s': timeout_s has value -5. Expected a number > 0." in joined
-    cron = "\n".join(problems_of(HEAD + "trigger: {type: cron, schedule: '61 * * * *', timezone: Mars/Olympus}\nnodes: [{id: a, type: count-words, inputs: {words: []}}]\n"))
+    cron = "\n".join(
+        problems_of(
+            HEAD
+            + "trigger: {type: cron, schedule: '61 * * * *', timezone: Mars/Olympus}\nnodes: [{id: a, type: count-words, inputs: {words: []}}]\n"
+        )
+    )
     assert "schedule '61 * * * *' is not a cron expression of 5 fields" in cron
     assert "timezone 'Mars/Olympus' is not an IANA time zone" in cron
 
 
 def test_a_missing_file_is_a_clear_error():
-    with pytest.raises(PipelineInvalid, match=r"pipeline \(nope.yaml\): cannot read the file: No such file or directory"):
+    with pytest.raises(
+        PipelineInvalid, match=r"pipeline \(nope.yaml\): cannot read the file: No such file or directory"
+    ):
         load("nope.yaml")
 
 
 def test_functions_module_that_fails_is_reported_as_a_problem(tmp_path):
-    (tmp_path / "p.yaml").write_text("metadata: {name: x}\nfunctions: [missing.py]\nnodes: [{id: a, type: log, inputs: {message: hi}}]\n")
+    (tmp_path / "p.yaml").write_text(
+        "metadata: {name: x}\nfunctions: [missing.py]\nnodes: [{id: a, type: log, inputs: {message: hi}}]\n"
+    )
     with pytest.raises(PipelineInvalid, match=r"field 'functions': functions module 'missing.py' not found"):
         load(tmp_path / "p.yaml")
 

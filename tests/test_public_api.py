@@ -8,8 +8,19 @@ import knflow
 
 def test_public_exports_are_pinned():
     assert sorted(knflow.__all__) == [
-        "Context", "FunctionError", "FunctionSpec", "KnflowError", "Pipeline", "PipelineInvalid", "Retry",
-        "Storage", "execute_run", "function", "load_pipeline", "pipeline", "start_run",
+        "Context",
+        "FunctionError",
+        "FunctionSpec",
+        "KnflowError",
+        "Pipeline",
+        "PipelineInvalid",
+        "Retry",
+        "Storage",
+        "execute_run",
+        "function",
+        "load_pipeline",
+        "pipeline",
+        "start_run",
     ]
     assert issubclass(knflow.FunctionError, knflow.KnflowError)
     assert issubclass(knflow.PipelineInvalid, knflow.KnflowError)

@@ -69,7 +69,12 @@ async def test_redrive_after_a_fix_runs_only_what_failed_and_keeps_every_attempt
     assert "the gate is closed" in b["attempts"][0]["error"]["message"]
     assert run["nodes"]["a"]["attempt"] == 1 and "attempts" not in run["nodes"]["a"]
     [entry] = run["replays"]
-    assert entry["kind"] == "redrive" and entry["by"] == "alice" and entry["reset"] == ["b", "c"] and entry["previous_status"] == "failed"
+    assert (
+        entry["kind"] == "redrive"
+        and entry["by"] == "alice"
+        and entry["reset"] == ["b", "c"]
+        and entry["previous_status"] == "failed"
+    )
 
 
 async def test_from_node_reruns_it_and_what_is_downstream_even_if_succeeded(stack):
@@ -124,7 +129,11 @@ def test_redrive_refuses_what_makes_no_sense():
 
 
 def test_cancel_stops_pending_nodes_and_keeps_in_flight_ones():
-    run = {"id": "r", "status": "running", "nodes": {"a": {"status": "scheduled", "attempt": 1}, "b": {"status": "pending", "attempt": 0}}}
+    run = {
+        "id": "r",
+        "status": "running",
+        "nodes": {"a": {"status": "scheduled", "attempt": 1}, "b": {"status": "pending", "attempt": 0}},
+    }
     transitions, change = replay.cancel(run, "t", by="carol")
     assert [t.node for t in transitions] == ["b"] and transitions[0].fields["status"] == "cancelled"
     assert change.fields["status"] == "cancelled" and change.fields["cancelled_by"] == "carol"

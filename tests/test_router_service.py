@@ -12,14 +12,15 @@ import pytest
 
 from tests.processes import Process, free_port
 from tests.test_fabric_e2e import http, wait_run
+from datetime import UTC
 
 ROOT = Path(__file__).resolve().parent.parent
 PIPELINES = {
     "ticker": "metadata: {name: ticker}\ntrigger: {type: cron, schedule: '*/5 * * * *', data: {text: tick tock}}\n"
-              "functions: [examples.hello]\nnodes: [{id: split, type: split-words, inputs: {text: '{{ trigger.data.text }}'}}]\n",
+    "functions: [examples.hello]\nnodes: [{id: split, type: split-words, inputs: {text: '{{ trigger.data.text }}'}}]\n",
     "hooked": "metadata: {name: hooked}\ntrigger: {type: webhook}\nnodes: [{id: say, type: log, inputs: {message: '{{ trigger.data.m }}'}}]\n",
     "chained": "metadata: {name: chained}\ntriggers: [{type: cloudevent, filter: {type: dev.knflow.run.succeeded}}]\n"
-               "nodes: [{id: say, type: log, inputs: {message: again}}]\n",
+    "nodes: [{id: say, type: log, inputs: {message: again}}]\n",
 }
 
 
@@ -32,32 +33,70 @@ def router(tmp_path_factory):
         files.append(str(tmp / f"{name}.yaml"))
     port = free_port()
     env = {"KNFLOW_WEBHOOK_SECRET": "s3cret", "KNFLOW_MAX_HOPS": "3", "PYTHONPATH": str(ROOT)}
-    proc = Process(["serve", "router", "--store", f"sqlite:///{tmp}/runs.db", "--pipelines", *files, "--port", str(port), "--host", "127.0.0.1"],
-                   tmp / "router.log", port, env).start()
+    proc = Process(
+        [
+            "serve",
+            "router",
+            "--store",
+            f"sqlite:///{tmp}/runs.db",
+            "--pipelines",
+            *files,
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+        ],
+        tmp / "router.log",
+        port,
+        env,
+    ).start()
     yield proc
     proc.stop()
 
 
 def test_knative_deliveries_get_an_empty_202(router):
-    headers = {"ce-id": "p1", "ce-source": "/x", "ce-type": "com.example.none", "ce-specversion": "1.0", "prefer": "reply"}
+    headers = {
+        "ce-id": "p1",
+        "ce-source": "/x",
+        "ce-type": "com.example.none",
+        "ce-specversion": "1.0",
+        "prefer": "reply",
+    }
     status, body = http("POST", f"{router.url}/events", b"", headers)
     assert status == 202 and body is None
 
 
 def test_a_pingsource_tick_starts_its_pipeline(router):
-    headers = {"ce-id": "tick-1", "ce-source": "/apis/v1/namespaces/knflow/pingsources/ticker", "ce-type": "dev.knative.sources.ping",
-               "ce-specversion": "1.0", "ce-knflowpipeline": "ticker", "content-type": "application/json"}
+    headers = {
+        "ce-id": "tick-1",
+        "ce-source": "/apis/v1/namespaces/knflow/pingsources/ticker",
+        "ce-type": "dev.knative.sources.ping",
+        "ce-specversion": "1.0",
+        "ce-knflowpipeline": "ticker",
+        "content-type": "application/json",
+    }
     status, body = http("POST", f"{router.url}/events", json.dumps({"text": "tick tock"}).encode(), headers)
     assert status == 202 and len(body["runs"]) == 1
     run = wait_run(router.url, body["runs"][0])
     assert run["status"] == "succeeded" and run["nodes"]["split"]["output"] == {"words": ["tick", "tock"]}
-    other = {**headers, "ce-id": "tick-2", "ce-knflowpipeline": "hooked"}  # a tick for a pipeline without a cron trigger
+    other = {
+        **headers,
+        "ce-id": "tick-2",
+        "ce-knflowpipeline": "hooked",
+    }  # a tick for a pipeline without a cron trigger
     assert http("POST", f"{router.url}/events", b"{}", other)[1]["runs"] == []
 
 
 def test_run_events_chain_pipelines_until_the_hop_limit(router):
-    event = {"ce-id": "chain-1", "ce-source": "/knflow/router", "ce-type": "dev.knflow.run.succeeded", "ce-specversion": "1.0",
-             "ce-knflowrun": "upstream", "ce-knflowpipeline": "other", "content-type": "application/json"}
+    event = {
+        "ce-id": "chain-1",
+        "ce-source": "/knflow/router",
+        "ce-type": "dev.knflow.run.succeeded",
+        "ce-specversion": "1.0",
+        "ce-knflowrun": "upstream",
+        "ce-knflowpipeline": "other",
+        "content-type": "application/json",
+    }
     status, body = http("POST", f"{router.url}/events", b"{}", {**event, "ce-knflowhops": "2"})
     assert status == 202 and len(body["runs"]) == 1
     status, body = http("POST", f"{router.url}/events", b"{}", {**event, "ce-id": "chain-2", "ce-knflowhops": "3"})
@@ -78,7 +117,7 @@ def test_webhooks_need_the_secret(router):
 async def test_knflow_dev_fires_cron_schedules_like_a_pingsource(tmp_path):
     """The local stand-in for PingSource: a tick is a `dev.knative.sources.ping` event through the router."""
     import asyncio
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from knflow.dev import fire_schedules
     from knflow.local import EmbeddedStack
@@ -89,7 +128,7 @@ async def test_knflow_dev_fires_cron_schedules_like_a_pingsource(tmp_path):
     store = SqliteStore(tmp_path / "k.db")
     catalog = StorePipelines(store)
     await catalog.put(load_string(PIPELINES["ticker"].replace("*/5 * * * *", "* * * * *"), "ticker.yaml"))
-    just_before_a_minute = datetime(2026, 1, 1, 8, 59, 59, 990000, tzinfo=timezone.utc)
+    just_before_a_minute = datetime(2026, 1, 1, 8, 59, 59, 990000, tzinfo=UTC)
     async with EmbeddedStack(store, pipelines=catalog) as stack:
         ticker = asyncio.create_task(fire_schedules(stack.router, catalog, clock=lambda: just_before_a_minute))
         try:
@@ -102,5 +141,8 @@ async def test_knflow_dev_fires_cron_schedules_like_a_pingsource(tmp_path):
             ticker.cancel()
         runs = await store.list_runs(pipeline="ticker")
     assert len(runs) == 1  # the same tick again is the same run
-    assert runs[0]["trigger"]["type"] == "dev.knative.sources.ping" and runs[0]["trigger"]["id"] == "ticker@2026-01-01T09:00:00+00:00"
+    assert (
+        runs[0]["trigger"]["type"] == "dev.knative.sources.ping"
+        and runs[0]["trigger"]["id"] == "ticker@2026-01-01T09:00:00+00:00"
+    )
     assert runs[0]["nodes"]["split"]["output"] == {"words": ["tick", "tock"]}

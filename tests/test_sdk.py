@@ -27,7 +27,17 @@ def ctx(node: str = "n") -> Context:
     return Context(run_id="r1", node_id=node, attempt=1, pipeline="p", function="f")
 
 
-@function(name="sdk-double", timeout_s=2, retries=3, cpu="500m", memory="256Mi", gpu=1, max_scale=5, concurrency=4, register=False)
+@function(
+    name="sdk-double",
+    timeout_s=2,
+    retries=3,
+    cpu="500m",
+    memory="256Mi",
+    gpu=1,
+    max_scale=5,
+    concurrency=4,
+    register=False,
+)
 async def double(inp: In, ctx: Context) -> Out:
     return Out(y=inp.x * 2)
 
@@ -35,7 +45,12 @@ async def double(inp: In, ctx: Context) -> Out:
 async def test_decorated_function_keeps_traits_and_runs_outside_a_pipeline():
     assert double.name == "sdk-double"
     assert double.traits.retry == Retry(retries=3)
-    assert (double.traits.cpu, double.traits.memory, double.traits.gpu, double.traits.max_scale) == ("500m", "256Mi", 1, 5)
+    assert (double.traits.cpu, double.traits.memory, double.traits.gpu, double.traits.max_scale) == (
+        "500m",
+        "256Mi",
+        1,
+        5,
+    )
     assert double.input_model is In and double.output_model is Out and double.takes_context
     assert await double(In(x=4), ctx()) == Out(y=8)
 
@@ -43,7 +58,9 @@ async def test_decorated_function_keeps_traits_and_runs_outside_a_pipeline():
 def test_every_problem_is_reported_at_once():
     with pytest.raises(InvalidFunction) as err:
 
-        @function(name="Bad_Name", timeout_s=0, retries=-1, cpu="lots", gpu=-1, min_scale=3, max_scale=2, register=False)
+        @function(
+            name="Bad_Name", timeout_s=0, retries=-1, cpu="lots", gpu=-1, min_scale=3, max_scale=2, register=False
+        )
         def bad(inp: dict) -> dict:  # not async, not models
             return {}
 
@@ -64,7 +81,10 @@ def test_every_problem_is_reported_at_once():
 
 
 def test_second_parameter_must_be_context_and_one_reason_reads_singular():
-    with pytest.raises(InvalidFunction, match=r"invalid for 1 reason: the second parameter 'c' must be annotated with knflow.Context, got str"):
+    with pytest.raises(
+        InvalidFunction,
+        match=r"invalid for 1 reason: the second parameter 'c' must be annotated with knflow.Context, got str",
+    ):
 
         @function(register=False)
         async def f(inp: In, c: str) -> Out: ...
@@ -74,7 +94,7 @@ def test_unresolvable_annotations_are_reported():
     with pytest.raises(InvalidFunction, match="type annotations cannot be resolved"):
 
         @function(register=False)
-        async def f(inp: "Missing") -> Out: ...  # noqa: F821
+        async def f(inp: Missing) -> Out: ...  # noqa: F821
 
 
 def test_default_name_and_registry_lookup():
@@ -87,7 +107,9 @@ def test_default_name_and_registry_lookup():
     assert make_thing.name == "make-thing" and not make_thing.takes_context
     registry.add(make_thing)
     assert registry.get("make-thing") is make_thing
-    with pytest.raises(UnknownFunction, match="unknown function 'nope'. Functions defined by loaded modules: make-thing; builtins: "):
+    with pytest.raises(
+        UnknownFunction, match="unknown function 'nope'. Functions defined by loaded modules: make-thing; builtins: "
+    ):
         registry.get("nope")
 
 
@@ -113,7 +135,8 @@ def test_builtins_load_lazily_by_name():
 
 def test_load_module_by_path_and_by_dotted_name(tmp_path):
     mod = tmp_path / "my_funcs.py"
-    mod.write_text(textwrap.dedent("""
+    mod.write_text(
+        textwrap.dedent("""
         from pydantic import BaseModel
         from knflow import function
         class A(BaseModel):
@@ -121,7 +144,8 @@ def test_load_module_by_path_and_by_dotted_name(tmp_path):
         @function(name="sdk-from-file")
         async def f(inp: A) -> A:
             return inp
-    """))
+    """)
+    )
     load_module(str(mod))
     load_module(str(mod))  # idempotent
     assert REGISTRY.get("sdk-from-file").input_model.__name__ == "A"
@@ -132,7 +156,9 @@ def test_load_module_by_path_and_by_dotted_name(tmp_path):
 def test_load_module_errors_name_the_module_and_the_line(tmp_path):
     broken = tmp_path / "broken.py"
     broken.write_text("x = 1\nraise ValueError('boom')\n")
-    with pytest.raises(ModuleLoadError, match=r"functions module '.*broken.py' failed to import: ValueError: boom \(.*broken.py:2\)"):
+    with pytest.raises(
+        ModuleLoadError, match=r"functions module '.*broken.py' failed to import: ValueError: boom \(.*broken.py:2\)"
+    ):
         load_module(str(broken))
     with pytest.raises(ModuleLoadError, match="not found"):
         load_module("missing/file.py")
@@ -177,7 +203,11 @@ async def test_function_error_retryable_or_not():
         raise FunctionError("the input is wrong", type="Rejected", detail={"x": inp.x})
 
     result = await call(_spec(no), {"x": 1}, ctx())
-    assert result["error"] == {"type": "Rejected", "message": "node 'n' (function 'sdk-tmp'): the input is wrong", "detail": {"x": 1}}
+    assert result["error"] == {
+        "type": "Rejected",
+        "message": "node 'n' (function 'sdk-tmp'): the input is wrong",
+        "detail": {"x": 1},
+    }
 
     async def later(inp):
         raise FunctionError("try later", retryable=True)

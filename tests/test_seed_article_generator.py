@@ -36,13 +36,28 @@ async def test_the_seed_article_generator_runs_end_to_end(mongo_server, tmp_path
     api_url = "http://%s:%d" % runner.addresses[0][:2]
     llm = await OpenAIServerDouble().start()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "KNFLOW_"))}
-    env.update(KNFLOW_HTTP_CONNECT_TO=f"https://api.example.com={api_url}", KNFLOW_OPENAI_BASE_URL=llm.url,
-               KNFLOW_MONGODB_URL=mongo_server.database_url("flume"))
+    env.update(
+        KNFLOW_HTTP_CONNECT_TO=f"https://api.example.com={api_url}",
+        KNFLOW_OPENAI_BASE_URL=llm.url,
+        KNFLOW_MONGODB_URL=mongo_server.database_url("flume"),
+    )
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "knflow.cli", "run", str(ROOT / "examples/article-generator.yaml"), "--data", "{}",
-            "--store", f"sqlite:///{tmp_path}/runs.db", "--json", cwd=tmp_path, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "knflow.cli",
+            "run",
+            str(ROOT / "examples/article-generator.yaml"),
+            "--data",
+            "{}",
+            "--store",
+            f"sqlite:///{tmp_path}/runs.db",
+            "--json",
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(proc.communicate(), 60)
     finally:
         await llm.stop()

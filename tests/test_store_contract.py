@@ -63,8 +63,12 @@ async def store(backend: Backend):
     await s.close()
 
 
-def a_run(nodes: tuple[str, ...] = ("a", "b", "c"), pipeline: str = "p", created_at: str | None = None, **states: dict) -> dict[str, Any]:
-    run = new_run(f"r-{uuid.uuid4().hex[:12]}", pipeline, list(nodes), {"type": "test", "data": {"x": 1}}, {"v": "w"}, created_at)
+def a_run(
+    nodes: tuple[str, ...] = ("a", "b", "c"), pipeline: str = "p", created_at: str | None = None, **states: dict
+) -> dict[str, Any]:
+    run = new_run(
+        f"r-{uuid.uuid4().hex[:12]}", pipeline, list(nodes), {"type": "test", "data": {"x": 1}}, {"v": "w"}, created_at
+    )
     for node, fields in states.items():
         run["nodes"][node].update(fields)
     return run
@@ -82,6 +86,7 @@ async def race(backend: Backend, fn: Callable[[Any, int], Awaitable[Any]], n: in
     """`fn(store, i)` for i in range(n), all at once, on several stores (connections), so the calls really
     interleave: on this loop for MongoDB, in threads for SQLite (its calls do not yield to the loop)."""
     if backend.name == "sqlite":
+
         def in_thread(i: int) -> Any:
             async def call() -> Any:
                 s = backend.open()
@@ -89,7 +94,9 @@ async def race(backend: Backend, fn: Callable[[Any, int], Awaitable[Any]], n: in
                     return await fn(s, i)
                 finally:
                     await s.close()
+
             return asyncio.run(call())
+
         return await asyncio.gather(*(asyncio.to_thread(in_thread, i) for i in range(n)))
     stores = [backend.open() for _ in range(4)]
     try:
@@ -100,6 +107,7 @@ async def race(backend: Backend, fn: Callable[[Any, int], Awaitable[Any]], n: in
 
 
 # --- runs: create, get, apply -----------------------------------------------------------------------------
+
 
 async def test_create_then_get_returns_the_document(store):
     run = a_run()
@@ -162,7 +170,9 @@ async def test_a_duplicate_result_changes_nothing(store):
 async def test_transitions_of_one_apply_see_each_other(store):
     run = a_run()
     await store.create_run(run)
-    got, won, _ = await store.apply(run["id"], [schedule("a"), Transition("a", frozenset({SCHEDULED}), {"status": RUNNING}, attempt=1)])
+    got, won, _ = await store.apply(
+        run["id"], [schedule("a"), Transition("a", frozenset({SCHEDULED}), {"status": RUNNING}, attempt=1)]
+    )
     assert won == [True, True]
     assert got["nodes"]["a"]["status"] == RUNNING and got["version"] == 1
 
@@ -196,8 +206,12 @@ async def test_apply_on_a_missing_run_raises_run_not_found(store):
 
 # --- list_runs --------------------------------------------------------------------------------------------
 
+
 async def test_list_runs_filters_and_orders_newest_first(store):
-    runs = [a_run(pipeline=p, created_at=f"2026-01-0{day}T00:00:00.000Z") for day, p in enumerate(["p", "q", "p", "p", "q"], 1)]
+    runs = [
+        a_run(pipeline=p, created_at=f"2026-01-0{day}T00:00:00.000Z")
+        for day, p in enumerate(["p", "q", "p", "p", "q"], 1)
+    ]
     for run in runs:
         await store.create_run(run)
     await store.apply(runs[2]["id"], [], RunChange(frozenset({RUNNING}), {"status": FAILED}))
@@ -216,6 +230,7 @@ async def test_list_runs_filters_and_orders_newest_first(store):
 
 
 # --- pipelines --------------------------------------------------------------------------------------------
+
 
 async def test_pipelines_put_get_list_delete(store):
     first = {"apiVersion": "knflow.dev/v1", "kind": "Pipeline", "metadata": {"name": "beta"}, "nodes": [{"id": "a"}]}
@@ -239,6 +254,7 @@ async def test_pipelines_put_get_list_delete(store):
 
 
 # --- concurrency ------------------------------------------------------------------------------------------
+
 
 async def test_concurrent_applies_on_one_node_have_exactly_one_winner(backend, store):
     run = a_run(a={"status": RUNNING, "attempt": 1})
@@ -284,11 +300,14 @@ async def test_a_join_whose_predecessors_finish_at_once_is_scheduled_exactly_onc
     ids = [run["id"] for run in runs]
     scheduled = await race(backend, act, 3 * len(runs))
     for k, run_id in enumerate(ids):
-        assert sum(scheduled[3 * k:3 * k + 3]) == 1, f"run {run_id}: c scheduled by (a, b, sweeper) {scheduled[3 * k:3 * k + 3]}"
+        assert sum(scheduled[3 * k : 3 * k + 3]) == 1, (
+            f"run {run_id}: c scheduled by (a, b, sweeper) {scheduled[3 * k : 3 * k + 3]}"
+        )
         assert (await store.get_run(run_id))["nodes"]["c"]["status"] == SCHEDULED
 
 
 # --- MongoDB only -----------------------------------------------------------------------------------------
+
 
 async def test_mongo_runs_have_the_listing_indexes(mongo_url):
     store = MongoStore.from_url(mongo_url)
@@ -303,7 +322,10 @@ async def test_mongo_runs_have_the_listing_indexes(mongo_url):
 async def test_mongo_url_names_the_database_and_connects_directly_to_a_local_server():
     from router.store.mongo import _direct_connection
 
-    for url, database in [("mongodb://127.0.0.1:1/runs_db?directConnection=true", "runs_db"), ("mongodb://127.0.0.1:1", "knflow")]:
+    for url, database in [
+        ("mongodb://127.0.0.1:1/runs_db?directConnection=true", "runs_db"),
+        ("mongodb://127.0.0.1:1", "knflow"),
+    ]:
         store = MongoStore.from_url(url)
         assert store.runs.database.name == database and store.pipelines.name == "pipelines"
         await store.close()
@@ -329,13 +351,16 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3),
     max_leaves=6,
 )
-node_fields = st.fixed_dictionaries({}, optional={
-    "status": st.sampled_from(NODE_STATES),
-    "attempt": st.integers(0, 2),
-    "output": json_values,
-    "error": st.none() | st.fixed_dictionaries({"type": st.text(max_size=5), "message": st.text(max_size=8)}),
-    "started_at": st.text(max_size=5),
-})
+node_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "status": st.sampled_from(NODE_STATES),
+        "attempt": st.integers(0, 2),
+        "output": json_values,
+        "error": st.none() | st.fixed_dictionaries({"type": st.text(max_size=5), "message": st.text(max_size=8)}),
+        "started_at": st.text(max_size=5),
+    },
+)
 transitions = st.builds(
     Transition,
     node=st.sampled_from((*NODES, "missing")),
@@ -346,9 +371,13 @@ transitions = st.builds(
 run_changes = st.none() | st.builds(
     RunChange,
     expect=st.frozensets(st.sampled_from(RUN_STATES), min_size=1),
-    fields=st.fixed_dictionaries({"status": st.sampled_from(RUN_STATES)}, optional={"finished_at": st.text(max_size=5), "error": json_values}),
+    fields=st.fixed_dictionaries(
+        {"status": st.sampled_from(RUN_STATES)}, optional={"finished_at": st.text(max_size=5), "error": json_values}
+    ),
 )
-initial_nodes = st.fixed_dictionaries({n: st.fixed_dictionaries({"status": st.sampled_from(NODE_STATES), "attempt": st.integers(0, 2)}) for n in NODES})
+initial_nodes = st.fixed_dictionaries(
+    {n: st.fixed_dictionaries({"status": st.sampled_from(NODE_STATES), "attempt": st.integers(0, 2)}) for n in NODES}
+)
 steps = st.lists(st.tuples(st.lists(transitions, max_size=3), run_changes), min_size=1, max_size=6)
 
 

@@ -9,7 +9,9 @@ ITEMS = 60
 
 
 def items(n: int, status: str = SCHEDULED) -> dict:
-    return item_map([{"status": status, "attempt": 1 if status != PENDING else 0, "output": None, "error": None} for _ in range(n)])
+    return item_map(
+        [{"status": status, "attempt": 1 if status != PENDING else 0, "output": None, "error": None} for _ in range(n)]
+    )
 
 
 def finish(key: str, output, attempt: int = 1) -> Transition:
@@ -19,8 +21,16 @@ def finish(key: str, output, attempt: int = 1) -> Transition:
 async def test_an_item_transition_wins_on_its_own_status_and_attempt_only(store):
     run = a_run(a={"status": RUNNING, "attempt": 1, "items": items(3)})
     await store.create_run(run)
-    got, won, _ = await store.apply(run["id"], [finish("a[1]", "one"), finish("a[2]", "x", attempt=2), finish("a[5]", "?"),
-                                                finish("b[0]", "?"), finish("a[1]", "again")])
+    got, won, _ = await store.apply(
+        run["id"],
+        [
+            finish("a[1]", "one"),
+            finish("a[2]", "x", attempt=2),
+            finish("a[5]", "?"),
+            finish("b[0]", "?"),
+            finish("a[1]", "again"),
+        ],
+    )
     assert won == [True, False, False, False, False]
     assert [i["status"] for i in item_states(got["nodes"]["a"])] == [SCHEDULED, SUCCEEDED, SCHEDULED]
     assert got["nodes"]["a"]["items"]["1"]["output"] == "one" and got["nodes"]["a"]["status"] == RUNNING
@@ -30,8 +40,12 @@ async def test_an_item_transition_wins_on_its_own_status_and_attempt_only(store)
 async def test_a_node_transition_that_sets_items_then_item_transitions_in_one_apply(store):
     run = a_run()
     await store.create_run(run)
-    start = Transition("a", frozenset({PENDING}), {"status": RUNNING, "attempt": 1, "items": items(2, PENDING)}, attempt=0)
-    sched = [Transition(f"a[{i}]", frozenset({PENDING}), {"status": SCHEDULED, "attempt": 1}, attempt=0) for i in range(2)]
+    start = Transition(
+        "a", frozenset({PENDING}), {"status": RUNNING, "attempt": 1, "items": items(2, PENDING)}, attempt=0
+    )
+    sched = [
+        Transition(f"a[{i}]", frozenset({PENDING}), {"status": SCHEDULED, "attempt": 1}, attempt=0) for i in range(2)
+    ]
     got, won, _ = await store.apply(run["id"], [start, *sched])
     expected, expected_won, _ = apply(run, [start, *sched])
     assert won == expected_won == [True, True, True]

@@ -245,8 +245,12 @@ def test_find_refs_accepts_known_node_ids() -> None:
             "{{ fetch-topc.output }}: unknown name 'fetch-topc'; expected trigger, variables, $now, $run, item,"
             " index or a node id; did you mean 'fetch-topic'?",
         ),
-        ("{{ foo.output }}", set(), "{{ foo.output }}: unknown name 'foo'; expected trigger, variables, $now,"
-         " $run, item, index or a node id (the pipeline has no nodes)"),
+        (
+            "{{ foo.output }}",
+            set(),
+            "{{ foo.output }}: unknown name 'foo'; expected trigger, variables, $now,"
+            " $run, item, index or a node id (the pipeline has no nodes)",
+        ),
         (
             "{{ nodes['zz'].output }}",
             {"fetch"},

@@ -114,13 +114,23 @@ async def embedding(inp: EmbeddingInput) -> Embeddings:
     server = resolve(inp, embedding=True)
     what = f"embedding with model '{server.model}'"
     options = {"dimensions": inp.dimensions} if inp.dimensions else {}
-    reply = await request(what, server, inp.timeout_s, lambda client: client.embeddings.create(
-        model=server.model, input=inp.texts, encoding_format="float", timeout=inp.timeout_s, **options,
-    ))
+    reply = await request(
+        what,
+        server,
+        inp.timeout_s,
+        lambda client: client.embeddings.create(
+            model=server.model,
+            input=inp.texts,
+            encoding_format="float",
+            timeout=inp.timeout_s,
+            **options,
+        ),
+    )
     rows = sorted(reply.data, key=lambda row: row.index)
     if len(rows) != len(inp.texts):
         raise FunctionError(
-            f"{what} at {shown(server.base_url)} answered {len(rows)} vectors for {len(inp.texts)} texts", type="LlmInvalidResponse"
+            f"{what} at {shown(server.base_url)} answered {len(rows)} vectors for {len(inp.texts)} texts",
+            type="LlmInvalidResponse",
         )
     vectors = [list(row.embedding) for row in rows]
     return Embeddings(vectors=vectors, model=reply.model or server.model, dimensions=len(vectors[0]))
@@ -130,12 +140,22 @@ async def _chat(inp: Sampling, messages: list[ChatMessage], ctx: Context) -> str
     server = resolve(inp)
     what = f"chat completion with model '{server.model}'"
     options = {
-        name: value for name in ("max_tokens", "temperature", "top_p", "stop", "seed") if (value := getattr(inp, name)) is not None
+        name: value
+        for name in ("max_tokens", "temperature", "top_p", "stop", "seed")
+        if (value := getattr(inp, name)) is not None
     }
-    completion = await request(what, server, inp.timeout_s, lambda client: client.chat.completions.create(
-        model=server.model, messages=[m.model_dump(exclude_none=True) for m in messages],
-        stream=False, timeout=inp.timeout_s, **options,
-    ))
+    completion = await request(
+        what,
+        server,
+        inp.timeout_s,
+        lambda client: client.chat.completions.create(
+            model=server.model,
+            messages=[m.model_dump(exclude_none=True) for m in messages],
+            stream=False,
+            timeout=inp.timeout_s,
+            **options,
+        ),
+    )
     if not completion.choices:
         raise FunctionError(f"{what} at {shown(server.base_url)} answered no choices", type="LlmInvalidResponse")
     choice = completion.choices[0]

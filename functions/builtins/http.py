@@ -108,8 +108,13 @@ async def http_request(inp: HttpRequest) -> HttpResponse:
     try:
         async with asyncio.timeout(inp.timeout_s):
             response = await _client().request(
-                inp.method, url, headers=inp.headers, params=inp.params or None,  # {} would drop the URL's own query
-                timeout=inp.timeout_s, follow_redirects=True, **send,
+                inp.method,
+                url,
+                headers=inp.headers,
+                params=inp.params or None,  # {} would drop the URL's own query
+                timeout=inp.timeout_s,
+                follow_redirects=True,
+                **send,
             )
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:  # what the URL check let through
         raise FunctionError(
@@ -130,7 +135,9 @@ async def http_request(inp: HttpRequest) -> HttpResponse:
             detail["retry_after"] = response.headers["retry-after"]
         raise FunctionError(
             f"{where} answered HTTP {status} {response.reason_phrase}".rstrip(),
-            retryable=status >= 500 or status in RETRYABLE_STATUS, type="HttpStatus", detail=detail,
+            retryable=status >= 500 or status in RETRYABLE_STATUS,
+            type="HttpStatus",
+            detail=detail,
         )
     body = _body(response, where)
     if inp.output == "full":
@@ -164,7 +171,8 @@ def _body(response: httpx.Response, where: str) -> Any:
     except ValueError as exc:
         raise FunctionError(
             f"{where} answered {media_type} but the body is not JSON: {exc}",
-            type="HttpInvalidJson", detail={"status": response.status_code, "body": response.text[:BODY_EXCERPT_CHARS]},
+            type="HttpInvalidJson",
+            detail={"status": response.status_code, "body": response.text[:BODY_EXCERPT_CHARS]},
         ) from None
 
 
@@ -172,7 +180,7 @@ def _connected(url: str) -> str:
     """`url`, or where KNFLOW_HTTP_CONNECT_TO sends it."""
     for prefix, target in _connect_to(os.environ.get("KNFLOW_HTTP_CONNECT_TO", "")):
         if url == prefix or url.startswith(prefix.rstrip("/") + "/"):
-            return target.rstrip("/") + url[len(prefix.rstrip("/")):]
+            return target.rstrip("/") + url[len(prefix.rstrip("/")) :]
     return url
 
 
@@ -184,7 +192,9 @@ def _connect_to(value: str) -> tuple[tuple[str, str], ...]:
         if not sep or not all(x.strip().startswith(("http://", "https://")) for x in (prefix, target)):
             raise FunctionError(
                 f"environment variable KNFLOW_HTTP_CONNECT_TO: {entry!r} is not FROM=TO with two http(s) URLs, "
-                "e.g. https://api.example.com=http://127.0.0.1:8081", type="InvalidSetting", detail={"field": "KNFLOW_HTTP_CONNECT_TO"},
+                "e.g. https://api.example.com=http://127.0.0.1:8081",
+                type="InvalidSetting",
+                detail={"field": "KNFLOW_HTTP_CONNECT_TO"},
             )
         pairs.append((prefix.strip(), target.strip()))
     return tuple(pairs)

@@ -60,7 +60,11 @@ class ServerConfig(BaseModel):
     """The config fields every AI builtin takes: which server, which model, how long to wait."""
 
     model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, coerce_numbers_to_str=True
+        extra="forbid",
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        coerce_numbers_to_str=True,
     )
 
     base_url: str | None = None
@@ -93,7 +97,9 @@ def resolve(inp: ServerConfig, *, embedding: bool = False) -> Server:
     model = inp.model or (env.embedding_model if embedding else env.model)
     problems = []
     if base_url is None:
-        problems.append(("base_url", "no server to call: set 'base_url' in the node's config, or KNFLOW_OPENAI_BASE_URL"))
+        problems.append(
+            ("base_url", "no server to call: set 'base_url' in the node's config, or KNFLOW_OPENAI_BASE_URL")
+        )
     elif not inp.base_url:
         try:
             base_url = check_url(base_url)
@@ -105,7 +111,8 @@ def resolve(inp: ServerConfig, *, embedding: bool = False) -> Server:
     if problems:
         raise FunctionError(
             "; ".join(f"field '{field}': {message}" for field, message in problems),
-            type="InvalidInput", detail=[{"field": f, "message": m, "type": "missing"} for f, m in problems],
+            type="InvalidInput",
+            detail=[{"field": f, "message": m, "type": "missing"} for f, m in problems],
         )
     return Server(base_url, key or NO_KEY, model)
 
@@ -128,11 +135,15 @@ async def request(what: str, server: Server, timeout_s: float, send: Callable[[o
         if retry_after := exc.response.headers.get("retry-after"):
             detail["retry_after"] = retry_after
         raise FunctionError(
-            f"{where} answered HTTP {status}: {said}", retryable=status >= 500 or status in RETRYABLE_STATUS,
-            type="LlmStatus", detail=detail,
+            f"{where} answered HTTP {status}: {said}",
+            retryable=status >= 500 or status in RETRYABLE_STATUS,
+            type="LlmStatus",
+            detail=detail,
         ) from None
     except openai.APIResponseValidationError as exc:
-        raise FunctionError(f"{where} answered a response that is not OpenAI's shape: {exc.message}", type="LlmInvalidResponse") from None
+        raise FunctionError(
+            f"{where} answered a response that is not OpenAI's shape: {exc.message}", type="LlmInvalidResponse"
+        ) from None
 
 
 async def aclose_client() -> None:

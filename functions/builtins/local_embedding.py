@@ -31,13 +31,20 @@ async def embed(model: str, texts: list[str], dimensions: int | None) -> tuple[l
     """(one vector per text in order, the model's name). Raises FunctionError naming the field at fault."""
     name = model.removeprefix(PREFIX)
     if name not in PACKAGES:
-        raise _invalid("model", f"unknown local model {model!r}; the local models are: "
-                       + ", ".join(PREFIX + n for n in PACKAGES))
+        raise _invalid(
+            "model", f"unknown local model {model!r}; the local models are: " + ", ".join(PREFIX + n for n in PACKAGES)
+        )
     encoder = await asyncio.to_thread(_load, name)
-    size = (getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension)()  # renamed in 5.x
+    size = (
+        getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension
+    )()  # renamed in 5.x
     if dimensions is not None and dimensions != size:
-        raise _invalid("dimensions", f"model {model!r} gives {size} dimensions, not {dimensions}; leave 'dimensions' out")
-    vectors = await asyncio.to_thread(encoder.encode, texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+        raise _invalid(
+            "dimensions", f"model {model!r} gives {size} dimensions, not {dimensions}; leave 'dimensions' out"
+        )
+    vectors = await asyncio.to_thread(
+        encoder.encode, texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True
+    )
     return vectors.tolist(), name
 
 
@@ -50,10 +57,15 @@ def _load(name: str) -> Any:
             package = importlib.import_module(PACKAGES[name])
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
-            raise _invalid("model", f"the local model {PREFIX}{name} needs `pip install 'knflow[local-embedding]'` ({exc})") from None
+            raise _invalid(
+                "model", f"the local model {PREFIX}{name} needs `pip install 'knflow[local-embedding]'` ({exc})"
+            ) from None
         return SentenceTransformer(str(package.MODEL_DIR), device="cpu", local_files_only=True)
 
 
 def _invalid(field: str, message: str) -> FunctionError:
-    return FunctionError(f"field '{field}': {message}", type="InvalidInput",
-                         detail=[{"field": field, "message": message, "type": "value_error"}])
+    return FunctionError(
+        f"field '{field}': {message}",
+        type="InvalidInput",
+        detail=[{"field": field, "message": message, "type": "value_error"}],
+    )

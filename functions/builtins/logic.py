@@ -20,6 +20,7 @@ from functions.cel import CelEvaluationError, CelSyntaxError, compile_program, e
 from functions.errors import FunctionError
 from functions.sdk import function
 
+
 def cel_program(expr: str, field: str = "expression") -> Any:
     """Compile `expr` once (cached by text). A syntax error fails the node, naming `field` and the parser's reason."""
     try:
@@ -27,7 +28,8 @@ def cel_program(expr: str, field: str = "expression") -> Any:
     except CelSyntaxError as exc:
         raise FunctionError(
             f"{field} {expr!r} is not valid CEL: {exc.reason}",
-            type="InvalidExpression", detail={"field": field, "expression": expr, "reason": exc.reason},
+            type="InvalidExpression",
+            detail={"field": field, "expression": expr, "reason": exc.reason},
         ) from None
 
 
@@ -38,7 +40,8 @@ def cel_evaluate(expr: str, variables: dict[str, Any], field: str = "expression"
     except CelEvaluationError as exc:
         raise FunctionError(
             f"{field} {expr!r} failed: {exc.reason}",
-            type="ExpressionFailed", detail={"field": field, "expression": expr, "reason": exc.reason},
+            type="ExpressionFailed",
+            detail={"field": field, "expression": expr, "reason": exc.reason},
         ) from None
 
 
@@ -48,7 +51,8 @@ def cel_bool(expr: str, variables: dict[str, Any], field: str = "expression") ->
     if not isinstance(result, bool):
         raise FunctionError(
             f"{field} {expr!r} gave {type(result).__name__} {short(result)}, not a bool; write a comparison such as `value > 0`",
-            type="ExpressionNotBool", detail={"field": field, "expression": expr},
+            type="ExpressionNotBool",
+            detail={"field": field, "expression": expr},
         )
     return result
 

@@ -19,7 +19,9 @@ class LoopClients(Generic[C]):
     def __init__(self, make: Callable[[Hashable], C], close: Callable[[C], Awaitable[None]]) -> None:
         self._make = make
         self._close = close
-        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, C]] = weakref.WeakKeyDictionary()
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, C]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def get(self, key: Hashable) -> C:
         """The running loop's client for `key`, made on first use."""

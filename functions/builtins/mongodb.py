@@ -28,7 +28,14 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pymongo import AsyncMongoClient
-from pymongo.errors import BulkWriteError, ConfigurationError, ConnectionFailure, OperationFailure, PyMongoError, ServerSelectionTimeoutError
+from pymongo.errors import (
+    BulkWriteError,
+    ConfigurationError,
+    ConnectionFailure,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
 
 from functions.builtins.loop_clients import LoopClients
 from functions.errors import FunctionError
@@ -70,7 +77,7 @@ class Target(BaseModel):
     @classmethod
     def _database_name(cls, value: str | None) -> str | None:
         if value is not None and not _DATABASE.match(value):
-            raise ValueError(f"{value!r} is not a MongoDB database name: 1 to 63 characters, none of / \\ . space \" $")
+            raise ValueError(f'{value!r} is not a MongoDB database name: 1 to 63 characters, none of / \\ . space " $')
         return value
 
     @field_validator("collection")
@@ -165,13 +172,19 @@ async def _on_collection(inp: Target, what: str, op: Callable[[Any], Awaitable[T
         raise _missing("url", "no MongoDB to use: set 'url' in the node's config, or KNFLOW_MONGODB_URL")
     database = inp.database or urlsplit(url).path.strip("/")
     if not database:
-        raise _missing("database", f"no database named: set 'database' in the node's config, or put one in the URL ({_shown(url)}/DB)")
+        raise _missing(
+            "database",
+            f"no database named: set 'database' in the node's config, or put one in the URL ({_shown(url)}/DB)",
+        )
     where = f"{what} on {database}.{inp.collection} at {_shown(url)}"
     try:
         client = _CLIENTS.get(url)
     except (ConfigurationError, ValueError) as exc:
-        raise FunctionError(f"field 'url': {_shown(url)!r} is not usable: {exc}", type="InvalidInput",
-                            detail=[{"field": "url", "message": str(exc), "type": "value_error"}]) from None
+        raise FunctionError(
+            f"field 'url': {_shown(url)!r} is not usable: {exc}",
+            type="InvalidInput",
+            detail=[{"field": "url", "message": str(exc), "type": "value_error"}],
+        ) from None
     try:
         with pymongo.timeout(inp.timeout_s):
             return await op(client[database][inp.collection])
@@ -181,9 +194,15 @@ async def _on_collection(inp: Target, what: str, op: Callable[[Any], Awaitable[T
 
 def _failure(exc: PyMongoError, where: str, timeout_s: float) -> FunctionError:
     if isinstance(exc, ServerSelectionTimeoutError):
-        return FunctionError(f"{where} found no server within {timeout_s:g} s: {_first_line(exc)}", retryable=True, type="MongoUnreachable")
+        return FunctionError(
+            f"{where} found no server within {timeout_s:g} s: {_first_line(exc)}",
+            retryable=True,
+            type="MongoUnreachable",
+        )
     if exc.timeout:
-        return FunctionError(f"{where} timed out after {timeout_s:g} s: {_first_line(exc)}", retryable=True, type="MongoTimeout")
+        return FunctionError(
+            f"{where} timed out after {timeout_s:g} s: {_first_line(exc)}", retryable=True, type="MongoTimeout"
+        )
     if isinstance(exc, ConnectionFailure):
         return FunctionError(f"{where} failed: {_first_line(exc)}", retryable=True, type="MongoUnreachable")
     if isinstance(exc, BulkWriteError) and exc.details.get("writeErrors"):
@@ -192,9 +211,15 @@ def _failure(exc: PyMongoError, where: str, timeout_s: float) -> FunctionError:
         kind = "DuplicateKeyError" if first.get("code") == 11000 else "WriteError"
         return FunctionError(f"{where} failed: {said}"[:800], type=f"Mongo{kind}", detail={"code": first.get("code")})
     code = getattr(exc, "code", None)
-    transient = code in TRANSIENT_CODES or exc.has_error_label("RetryableWriteError") or exc.has_error_label("TransientTransactionError")
+    transient = (
+        code in TRANSIENT_CODES
+        or exc.has_error_label("RetryableWriteError")
+        or exc.has_error_label("TransientTransactionError")
+    )
     detail = {"code": code} if isinstance(exc, OperationFailure) else None
-    return FunctionError(f"{where} failed: {_first_line(exc)}", retryable=transient, type=f"Mongo{type(exc).__name__}", detail=detail)
+    return FunctionError(
+        f"{where} failed: {_first_line(exc)}", retryable=transient, type=f"Mongo{type(exc).__name__}", detail=detail
+    )
 
 
 def _extended(value: Any, field: str) -> Any:
@@ -202,8 +227,11 @@ def _extended(value: Any, field: str) -> Any:
     try:
         return json_util.loads(json.dumps(value))
     except (TypeError, ValueError) as exc:
-        raise FunctionError(f"field '{field}' holds Extended JSON that does not decode: {exc}", type="InvalidInput",
-                            detail=[{"field": field, "message": str(exc), "type": "value_error"}]) from None
+        raise FunctionError(
+            f"field '{field}' holds Extended JSON that does not decode: {exc}",
+            type="InvalidInput",
+            detail=[{"field": field, "message": str(exc), "type": "value_error"}],
+        ) from None
 
 
 def jsonable(value: Any) -> Any:
@@ -226,7 +254,11 @@ def jsonable(value: Any) -> Any:
 
 
 def _missing(field: str, message: str) -> FunctionError:
-    return FunctionError(f"field '{field}': {message}", type="InvalidInput", detail=[{"field": field, "message": message, "type": "missing"}])
+    return FunctionError(
+        f"field '{field}': {message}",
+        type="InvalidInput",
+        detail=[{"field": field, "message": message, "type": "missing"}],
+    )
 
 
 def _first_line(exc: Exception) -> str:

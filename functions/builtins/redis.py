@@ -47,7 +47,11 @@ class RedisSettings(BaseSettings):
 
 class KeyInput(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, coerce_numbers_to_str=True
+        extra="forbid",
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        coerce_numbers_to_str=True,
     )
 
     url: str | None = None
@@ -86,7 +90,9 @@ class SetInput(KeyInput):
     @classmethod
     def _text_is_a_string(cls, value: Any, info: ValidationInfo) -> Any:
         if info.data.get("format") == "text" and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
-            raise ValueError(f"with format 'text' the value must be a string, got {type(value).__name__} {repr(value)[:80]}; use format 'json'")
+            raise ValueError(
+                f"with format 'text' the value must be a string, got {type(value).__name__} {repr(value)[:80]}; use format 'json'"
+            )
         return value
 
 
@@ -109,7 +115,8 @@ async def redis_get(inp: GetInput) -> GetOutput:
         raise FunctionError(
             f"field 'format': key {inp.key!r} holds {excerpt!r}, which is not {'JSON' if inp.format == 'json' else 'UTF-8 text'} "
             f"({exc}). Read it with format 'text', or store it with redis-set's format 'json'",
-            type="RedisInvalidValue", detail={"field": "format", "key": inp.key},
+            type="RedisInvalidValue",
+            detail={"field": "format", "key": inp.key},
         ) from None
     return GetOutput(key=inp.key, found=True, value=value)
 
@@ -120,8 +127,11 @@ async def redis_set(inp: SetInput) -> SetOutput:
     data = json.dumps(inp.value, ensure_ascii=False) if inp.format == "json" else str(inp.value)
     px = max(1, round(inp.ttl_s * 1000)) if inp.ttl_s else None
     done = await _on_server(
-        inp, "SET",
-        lambda client: client.set(inp.key, data.encode("utf-8"), px=px, nx=inp.only_if == "absent", xx=inp.only_if == "exists"),
+        inp,
+        "SET",
+        lambda client: client.set(
+            inp.key, data.encode("utf-8"), px=px, nx=inp.only_if == "absent", xx=inp.only_if == "exists"
+        ),
     )
     return SetOutput(key=inp.key, stored=bool(done))
 
@@ -142,20 +152,29 @@ async def _on_server(inp: KeyInput, command: str, op: Callable[[aioredis.Redis],
     url = inp.url or RedisSettings().url
     if not url:
         message = "no Redis to use: set 'url' in the node's config, or KNFLOW_REDIS_URL"
-        raise FunctionError(f"field 'url': {message}", type="InvalidInput", detail=[{"field": "url", "message": message, "type": "missing"}])
+        raise FunctionError(
+            f"field 'url': {message}",
+            type="InvalidInput",
+            detail=[{"field": "url", "message": message, "type": "missing"}],
+        )
     where = f"{command} {inp.key!r} at {_shown(url)}"
     try:
         client = _CLIENTS.get(url)
     except ValueError as exc:
-        raise FunctionError(f"field 'url': {_shown(url)!r} is not usable: {exc}", type="InvalidInput",
-                            detail=[{"field": "url", "message": str(exc), "type": "value_error"}]) from None
+        raise FunctionError(
+            f"field 'url': {_shown(url)!r} is not usable: {exc}",
+            type="InvalidInput",
+            detail=[{"field": "url", "message": str(exc), "type": "value_error"}],
+        ) from None
     try:
         async with asyncio.timeout(inp.timeout_s):
             return await op(client)
     except (rx.AuthenticationError, rx.AuthorizationError) as exc:
         raise FunctionError(f"{where} was refused: {exc}", type="RedisAuthentication") from None
     except (TimeoutError, rx.TimeoutError):
-        raise FunctionError(f"{where} timed out after {inp.timeout_s:g} s", retryable=True, type="RedisTimeout") from None
+        raise FunctionError(
+            f"{where} timed out after {inp.timeout_s:g} s", retryable=True, type="RedisTimeout"
+        ) from None
     except rx.ConnectionError as exc:  # BusyLoadingError too
         raise FunctionError(f"{where} failed: {exc}", retryable=True, type="RedisUnreachable") from None
     except rx.RedisError as exc:  # WRONGTYPE, a read-only replica, out of memory ...

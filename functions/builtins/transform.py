@@ -59,7 +59,8 @@ async def json_transform(inp: JsonTransformInput) -> Value:
 def _expression_error(expr: str, what: str, reason: str, type_: str) -> FunctionError:
     return FunctionError(
         f"expression {expr!r} {what}: {reason}",
-        type=type_, detail={"field": "expression", "expression": expr, "reason": reason},
+        type=type_,
+        detail={"field": "expression", "expression": expr, "reason": reason},
     )
 
 
@@ -94,7 +95,6 @@ def _parse_json(text: str) -> Any:
         raise FunctionError(
             f"template is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}, near {near!r}); "
             "check the quotes around text values: a lookup inside text is not quoted for you",
-            type="InvalidJson", detail={"field": "template", "line": exc.lineno, "column": exc.colno, "near": near},
+            type="InvalidJson",
+            detail={"field": "template", "line": exc.lineno, "column": exc.colno, "near": near},
         ) from None
-
-

@@ -31,7 +31,9 @@ class RunStore(Protocol):
         Raises RunNotFound.
         """
 
-    async def list_runs(self, pipeline: str | None = None, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    async def list_runs(
+        self, pipeline: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
         """Newest first."""
 
     async def put_pipeline(self, name: str, definition: dict[str, Any]) -> None: ...

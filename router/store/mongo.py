@@ -22,7 +22,11 @@ from router.runs import RunChange, Transition, split_key
 from router.store.base import RunExists, RunNotFound
 
 DEFAULT_DATABASE = "knflow"
-RUN_INDEXES = [IndexModel([("pipeline", ASCENDING), ("created_at", ASCENDING)]), IndexModel("status"), IndexModel("created_at")]
+RUN_INDEXES = [
+    IndexModel([("pipeline", ASCENDING), ("created_at", ASCENDING)]),
+    IndexModel("status"),
+    IndexModel("created_at"),
+]
 NEWEST_FIRST = [("created_at", DESCENDING), ("_id", DESCENDING)]
 _NODE_ID = re.compile(r"[A-Za-z0-9_-]+")  # safe inside a field path: no '.', no '$'
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
@@ -70,7 +74,9 @@ class MongoStore:
             won.append(doc is not None)
         run_won = False
         if run_change is not None and all(won):
-            doc = await self._set_if({"_id": run_id, "status": {"$in": sorted(run_change.expect)}}, run_change.fields, bump=not any(won))
+            doc = await self._set_if(
+                {"_id": run_id, "status": {"$in": sorted(run_change.expect)}}, run_change.fields, bump=not any(won)
+            )
             run_won = doc is not None
         if doc is None:
             doc = await self.runs.find_one({"_id": run_id})
@@ -89,7 +95,9 @@ class MongoStore:
             return await self.runs.find_one(where)
         return await self.runs.find_one_and_update(where, update, return_document=ReturnDocument.AFTER)
 
-    async def list_runs(self, pipeline: str | None = None, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    async def list_runs(
+        self, pipeline: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
         if limit <= 0:
             return []
         query = {k: v for k, v in (("pipeline", pipeline), ("status", status)) if v}
@@ -108,7 +116,10 @@ class MongoStore:
         return doc["definition"] if doc else None
 
     async def list_pipelines(self) -> list[dict[str, Any]]:
-        return [doc["definition"] for doc in await self.pipelines.find({}, {"definition": 1}).sort("_id", ASCENDING).to_list()]
+        return [
+            doc["definition"]
+            for doc in await self.pipelines.find({}, {"definition": 1}).sort("_id", ASCENDING).to_list()
+        ]
 
     async def delete_pipeline(self, name: str) -> bool:
         return (await self.pipelines.delete_one({"_id": name})).deleted_count > 0

@@ -38,7 +38,7 @@ CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at);
 CREATE TABLE IF NOT EXISTS pipelines (name TEXT PRIMARY KEY, doc BLOB NOT NULL, updated_at TEXT NOT NULL);
 """
 
-_OPEN: "weakref.WeakSet[SqliteStore]" = weakref.WeakSet()  # stores whose tick transaction is open
+_OPEN: weakref.WeakSet[SqliteStore] = weakref.WeakSet()  # stores whose tick transaction is open
 
 
 class SqliteStore:
@@ -57,7 +57,7 @@ class SqliteStore:
         self._thread = threading.get_ident()
 
     @classmethod
-    def from_url(cls, url: str) -> "SqliteStore":
+    def from_url(cls, url: str) -> SqliteStore:
         """`sqlite:///knflow.db` (relative), `sqlite:////tmp/k.db` (absolute), `sqlite://:memory:`."""
         rest = url.removeprefix("sqlite://")
         return cls(rest[1:] if rest.startswith("/") else rest or "knflow.db")
@@ -137,7 +137,9 @@ class SqliteStore:
         await self._committed()  # also when it lost: what it read is then durable too
         return new, won, run_won
 
-    async def list_runs(self, pipeline: str | None = None, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    async def list_runs(
+        self, pipeline: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
         where, args = [], []
         if pipeline:
             where.append("pipeline = ?")

@@ -74,7 +74,12 @@ class OpenAIServerDouble:
         content = f"{system}echo: {messages[-1].get('content', '')}"
         max_tokens = body.get("max_tokens")
         finish = "length" if isinstance(max_tokens, int) and max_tokens < 3 else "stop"
-        choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish, "logprobs": None}
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "finish_reason": finish,
+            "logprobs": None,
+        }
         return web.json_response(_completion(body, [choice]))
 
     async def embeddings(self, request: web.Request) -> web.Response:
@@ -83,7 +88,10 @@ class OpenAIServerDouble:
             return failed
         texts = body["input"] if isinstance(body.get("input"), list) else [body.get("input")]
         dimensions = body.get("dimensions") or DEFAULT_DIMENSIONS
-        data = [{"object": "embedding", "index": i, "embedding": vector_of(text, dimensions)} for i, text in enumerate(texts)]
+        data = [
+            {"object": "embedding", "index": i, "embedding": vector_of(text, dimensions)}
+            for i, text in enumerate(texts)
+        ]
         usage = {"prompt_tokens": len(texts), "total_tokens": len(texts)}
         return web.json_response({"object": "list", "data": data[::-1], "model": body.get("model"), "usage": usage})
 
@@ -96,8 +104,12 @@ def vector_of(text: str, dimensions: int = DEFAULT_DIMENSIONS) -> list[float]:
 
 def _completion(body: dict[str, Any], choices: list[dict[str, Any]]) -> dict[str, Any]:
     return {
-        "id": "chatcmpl-double", "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
-        "choices": choices, "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        "id": "chatcmpl-double",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model"),
+        "choices": choices,
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
     }
 
 
