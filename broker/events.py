@@ -206,8 +206,3 @@ def event_to_dict(event: CloudEvent) -> dict[str, Any]:
         out[key] = value.isoformat() if hasattr(value, "isoformat") else value
     out["data"] = event.get_data()
     return out
-
-
-def event_from_dict(doc: dict[str, Any]) -> CloudEvent:
-    attrs = {k: v for k, v in doc.items() if k != "data"}
-    return make_event(attrs, doc.get("data"))

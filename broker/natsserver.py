@@ -143,7 +143,3 @@ class NatsServer:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def log_lines(self) -> list[str]:
-        return list(self._log)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from collections.abc import Awaitable, Callable
 
@@ -37,12 +36,6 @@ class Retryable(DeliveryFailed):
     def __init__(self, message: str, *, error: dict[str, Any]):
         super().__init__(message, retryable=True, code=503, data=error)
         self.error = error
-
-
-@dataclass(frozen=True)
-class Invocation:
-    inputs: Any
-    config: Any
 
 
 def function_input(spec: FunctionSpec, inputs: Any, config: Any) -> dict[str, Any] | Any:

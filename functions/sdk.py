@@ -13,7 +13,7 @@ import re
 import typing
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 from collections.abc import Awaitable, Callable
 
 from pydantic import BaseModel
@@ -23,6 +23,9 @@ from functions.errors import InvalidFunction
 
 if typing.TYPE_CHECKING:
     from functions.blobs import Storage
+
+_P = ParamSpec("_P")  # a decorated function's parameters
+_R = TypeVar("_R", bound=Awaitable[Any])  # and what calling it returns: the coroutine of its output model
 
 NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 NAME_MAX_CHARS = 50  # room for a "knflow-" prefix and a revision suffix within 63
@@ -141,11 +144,15 @@ class _BoundLogger:
 
 
 @dataclass(eq=False)
-class FunctionSpec:
-    """A decorated function: the user's callable, its models and its traits."""
+class FunctionSpec(Generic[_P, _R]):
+    """A decorated function: the user's callable, its models and its traits.
+
+    Type checkers see the user's signature: `await f(inp, ctx)` is typed as `f` is. A call that does not fit it
+    (a `@pipeline` body calls functions with node results and `_options`) is typed `Any`.
+    """
 
     name: str
-    fn: Callable[..., Awaitable[BaseModel]]
+    fn: Callable[_P, _R]
     input_model: type[BaseModel]
     output_model: type[BaseModel]
     traits: Traits
@@ -162,6 +169,12 @@ class FunctionSpec:
         code = getattr(self.fn, "__code__", None)
         return f"{code.co_filename}:{self.fn.__qualname__}" if code else self.qualname
 
+    @overload
+    def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _R: ...
+
+    @overload
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         recorder = RECORDER.get()
         if recorder is not None:
@@ -169,9 +182,10 @@ class FunctionSpec:
         return self.fn(*args, **kwargs)
 
     async def run(self, inp: BaseModel, ctx: Context) -> BaseModel:
+        fn: Callable[..., Awaitable[BaseModel]] = self.fn
         if self.takes_context:
-            return await self.fn(inp, ctx)
-        return await self.fn(inp)
+            return await fn(inp, ctx)
+        return await fn(inp)
 
 
 def _model_type(annotation: Any) -> type[BaseModel] | None:
@@ -219,8 +233,30 @@ def _type_name(tp: Any) -> str:
     return tp if isinstance(tp, str) else getattr(tp, "__name__", repr(tp))
 
 
+@overload
+def function(fn: Callable[_P, _R]) -> FunctionSpec[_P, _R]: ...
+
+
+@overload
 def function(
-    fn: Callable | None = None,
+    fn: None = None,
+    *,
+    name: str | None = None,
+    timeout_s: float = 60.0,
+    retries: int | Retry = 0,
+    cpu: str | None = None,
+    memory: str | None = None,
+    gpu: int = 0,
+    min_scale: int = 0,
+    max_scale: int = 0,
+    concurrency: int = 0,
+    description: str | None = None,
+    register: bool = True,
+) -> Callable[[Callable[_P, _R]], FunctionSpec[_P, _R]]: ...
+
+
+def function(
+    fn: Callable[..., Any] | None = None,
     *,
     name: str | None = None,
     timeout_s: float = 60.0,
@@ -239,7 +275,7 @@ def function(
     Every problem with the signature or the traits is reported at once, when the decorator is applied.
     """
 
-    def decorate(target: Callable) -> FunctionSpec:
+    def decorate(target: Callable[..., Any]) -> FunctionSpec:
         fname = name or target.__name__.replace("_", "-").lower()
         problems, found = _signature_problems(target, fname)
         if not isinstance(fname, str) or not NAME_PATTERN.match(fname) or len(fname) > NAME_MAX_CHARS:

@@ -66,7 +66,3 @@ def iso_seconds(seconds: float) -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return f"PT{text}S"
-
-
-def go_seconds(seconds: int) -> str:
-    return f"{int(seconds)}s"

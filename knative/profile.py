@@ -37,7 +37,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from knative.errors import ProfileInvalid
 
-BROKER_CLASSES = ("MTChannelBasedBroker", "NatsJetStreamBroker")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 

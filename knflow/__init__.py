@@ -7,14 +7,18 @@ Importing this package loads only the SDK (pydantic; structlog on the first `ctx
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broker.errors import KnflowError
 from functions.errors import FunctionError
 from functions.blobs import Storage
 from functions.sdk import Context, FunctionSpec, Retry, function
+from knflow.handle import RunHandle
 from router.dsl import pipeline
 from router.pipeline import Pipeline, PipelineInvalid
+
+if TYPE_CHECKING:
+    from knflow.local import EmbeddedStack
 
 __all__ = [
     "Context",
@@ -24,6 +28,7 @@ __all__ = [
     "Pipeline",
     "PipelineInvalid",
     "Retry",
+    "RunHandle",
     "Storage",
     "execute_run",
     "function",
@@ -40,16 +45,16 @@ def load_pipeline(path: str, functions: list[str] = ()) -> Pipeline:
     return load(path, extra_functions=list(functions))
 
 
-async def start_run(stack: Any, pipeline: Pipeline, data: Any = None) -> str:
-    """Start a run on a stack (`knflow.local.EmbeddedStack`); returns its id without waiting."""
-    return await stack.start(pipeline, data)
+async def start_run(stack: EmbeddedStack, pipeline: Pipeline, data: Any = None) -> RunHandle:
+    """Start a run on a stack (`knflow.local.EmbeddedStack`) without waiting: `handle.id` at once,
+    `await handle.result()` for the run record once it has ended."""
+    return RunHandle(await stack.start(pipeline, data), stack)
 
 
 async def execute_run(pipeline: Pipeline, data: Any = None, store: str = "sqlite://:memory:") -> dict[str, Any]:
-    """Start a run on the embedded default and wait for it; returns the run record."""
+    """Start a run on the embedded default and wait for it (`start_run` + `result()`); returns the run record."""
     from knflow.local import EmbeddedStack
-    from router.runs import record
     from router.store import open_store
 
     async with EmbeddedStack(open_store(store)) as stack:
-        return record(await stack.execute(pipeline, data))
+        return await (await start_run(stack, pipeline, data)).result()

@@ -18,8 +18,7 @@ import structlog
 
 from broker.errors import KnflowError
 from knflow import eventloop
-
-DEFAULT_STORE = "sqlite:///knflow.db"
+from knflow.settings import DEFAULT_STORE
 
 
 def configure_logging(verbose: int, json_logs: bool = False) -> None:
@@ -117,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 async def _run(pipeline: Any, data: Any, store_url: str, as_json: bool) -> int:
     from knflow.local import EmbeddedStack
-    from knflow.progress import Progress
+    from knflow.progress import Progress, print_result
     from router.runs import SUCCEEDED, record
     from router.store import open_store
 
@@ -133,16 +132,6 @@ async def _run(pipeline: Any, data: Any, store_url: str, as_json: bool) -> int:
     else:
         print_result(rec)
     return 0 if rec["status"] == SUCCEEDED else 1
-
-
-def print_result(rec: dict[str, Any]) -> None:
-    print(f"run {rec['id']} {rec['status']} (pipeline {rec['pipeline']})")
-    if rec.get("error"):
-        print(f"  error at node '{rec['error'].get('node')}': {rec['error'].get('message')}")
-    sinks = [n for n, s in rec["nodes"].items() if s["status"] == "succeeded"]
-    if sinks and rec["status"] == "succeeded":
-        last = sinks[-1]
-        print(f"  output of '{last}': {json.dumps(rec['nodes'][last]['output'], ensure_ascii=False)}")
 
 
 async def _run_node(pipeline: Any, node_id: str, data: Any, as_json: bool) -> int:

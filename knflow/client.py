@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 from broker.errors import KnflowError
+from knflow.settings import DEFAULT_STORE
 
 DEFAULT_ROUTER = "http://127.0.0.1:8080"
 
@@ -147,8 +148,6 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    from knflow.cli import DEFAULT_STORE
-
     p = sub.add_parser("runs", help="list, show or watch runs (of a router, or in a store)")
     p.add_argument("action", choices=["list", "show", "watch"], nargs="?", default="list")
     p.add_argument("run_id", nargs="?")

@@ -21,7 +21,7 @@ import structlog
 
 from broker.errors import KnflowError
 from knflow import eventloop
-from knflow.settings import Settings
+from knflow.settings import DEFAULT_STORE, Settings
 from datetime import UTC
 
 
@@ -164,6 +164,6 @@ def add_command(sub: Any, functions_arg: Any) -> None:
     p.add_argument("--nats", help="a NATS URL; default: start nats-server if it is installed")
     p.add_argument("--memory", action="store_true", help="use the in-memory broker even if nats-server is installed")
     p.add_argument("--isolate", action="store_true", help="run each function as its own HTTP service process")
-    p.add_argument("--store", help="run store URL (default sqlite:///knflow.db)")
+    p.add_argument("--store", help=f"run store URL (default {DEFAULT_STORE})")
     functions_arg(p)
     p.set_defaults(fn=cmd_dev)

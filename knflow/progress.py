@@ -1,7 +1,9 @@
-"""How a run reads while it runs: a live table on a terminal, one plain line per change otherwise."""
+"""How a run reads on the command line: while it runs, a live table on a terminal (one plain line per change
+otherwise); when it has ended, its status and its last output."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Any, TextIO
@@ -58,3 +60,13 @@ class Progress:
             status = self.states[n].get("status", PENDING)
             self.out.write(f"\x1b[2K\x1b[{COLORS.get(status, '0')}m{self.line(n, self.states[n])}\x1b[0m\n")
         self.drawn = len(self.nodes)
+
+
+def print_result(rec: dict[str, Any]) -> None:
+    print(f"run {rec['id']} {rec['status']} (pipeline {rec['pipeline']})")
+    if rec.get("error"):
+        print(f"  error at node '{rec['error'].get('node')}': {rec['error'].get('message')}")
+    sinks = [n for n, s in rec["nodes"].items() if s["status"] == "succeeded"]
+    if sinks and rec["status"] == "succeeded":
+        last = sinks[-1]
+        print(f"  output of '{last}': {json.dumps(rec['nodes'][last]['output'], ensure_ascii=False)}")

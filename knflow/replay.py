@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from broker.errors import KnflowError
+from knflow.settings import DEFAULT_STORE
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -65,7 +66,7 @@ def _report(rows: list[dict[str, Any]]) -> int:
 async def _embedded(args: argparse.Namespace, bulk: bool) -> int:
     from functions.registry import load_module
     from knflow.local import EmbeddedStack
-    from knflow.progress import Progress
+    from knflow.progress import Progress, print_result
     from router.catalog import StorePipelines
     from router.replay import parse_duration_s
     from router.runs import SUCCEEDED, record
@@ -104,8 +105,6 @@ async def _embedded(args: argparse.Namespace, bulk: bool) -> int:
     if args.json:
         print(json.dumps(rec, indent=2, ensure_ascii=False))
     else:
-        from knflow.cli import print_result
-
         print_result(rec)
     return 0 if rec["status"] == SUCCEEDED else 1
 
@@ -129,8 +128,6 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any, functions_arg: Any) -> None:
-    from knflow.cli import DEFAULT_STORE
-
     p = sub.add_parser("replay", help="redrive a failed run in place, re-run it, or replay many")
     p.add_argument("run_id", nargs="?", metavar="RUN_ID")
     p.add_argument("--from", dest="from_node", metavar="NODE", help="also re-run NODE and everything downstream of it")

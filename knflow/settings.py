@@ -7,11 +7,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from functions import blobs
 
+DEFAULT_STORE = "sqlite:///knflow.db"  # the run store when no flag or variable names one (`knflow run`, `knflow dev`)
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KNFLOW_", extra="ignore")
 
-    store_url: str = "sqlite:///knflow.db"
+    store_url: str = DEFAULT_STORE
     mongodb_url: str | None = None  # from a Secret on Knative; wins over store_url when set
     nats_url: str | None = None
     stream: str = "KNFLOW"

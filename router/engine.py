@@ -46,7 +46,6 @@ from router.runs import (
 )
 
 _PENDING = frozenset({PENDING})
-_RUNNING = frozenset({RUNNING})
 
 
 @dataclass(frozen=True)

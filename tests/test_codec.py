@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 from datetime import datetime, UTC
 from pathlib import Path
@@ -353,6 +354,8 @@ def node_modules() -> str:
     into .knflow/node (the npm registry is reachable here)."""
     if NODE_MODULES and Path(NODE_MODULES, "cloudevents").is_dir():
         return NODE_MODULES
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.fail("this test needs node and npm: `make` installs them with apt (apt-get install nodejs npm)")
     target = Path(__file__).resolve().parent.parent / ".knflow" / "node"
     if not (target / "node_modules" / "cloudevents").is_dir():
         target.mkdir(parents=True, exist_ok=True)

@@ -58,6 +58,17 @@ async def test_hello_through_the_public_api(tmp_path):
     assert record["nodes"]["summary"]["output"] == {"count": 2, "shout": "hello: ONE TWO!"}
 
 
+async def test_start_run_returns_a_handle_whose_result_is_the_record(tmp_path):
+    hello = knflow.load_pipeline(str(ROOT / "examples/hello.yaml"))
+    async with EmbeddedStack(SqliteStore(tmp_path / "k.db")) as stack:
+        handle = await knflow.start_run(stack, hello, {"text": "one two three"})
+        assert isinstance(handle, knflow.RunHandle) and handle.id
+        record = await handle.result()
+        assert record["id"] == handle.id and record["status"] == "succeeded"
+        assert record["nodes"]["summary"]["output"]["count"] == 3
+        assert await handle.result() == record  # a run that has ended: its record at once
+
+
 async def test_transient_failures_are_retried_by_the_broker(tmp_path):
     p = load_string(one_node("emb-retry", "emb-flaky"), "t.yaml")
     async with EmbeddedStack(SqliteStore(tmp_path / "k.db")) as stack:

@@ -15,6 +15,7 @@ def test_public_exports_are_pinned():
         "Pipeline",
         "PipelineInvalid",
         "Retry",
+        "RunHandle",
         "Storage",
         "execute_run",
         "function",
@@ -30,3 +31,10 @@ def test_import_knflow_loads_no_server_libraries():
     code = "import sys, knflow; print(','.join(m for m in ('fastapi', 'uvicorn', 'pymongo', 'nats', 'kubernetes', 'httpx', 'cel', 'aiohttp', 'fsspec', 'orjson') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def test_the_packages_ship_py_typed():
+    from importlib.resources import files
+
+    for package in ("knflow", "functions", "broker", "router", "knative"):
+        assert files(package).joinpath("py.typed").is_file(), package

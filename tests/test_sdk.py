@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
@@ -259,3 +263,50 @@ def test_context_has_a_bound_logger():
     c = ctx()
     assert c.log is not None
     c.log.info("hello")  # must not raise
+
+
+TYPED_USE = """
+from typing import Any, assert_type
+from pydantic import BaseModel
+import knflow
+from knflow import Context, function
+
+class A(BaseModel):
+    x: int
+
+class B(BaseModel):
+    y: int
+
+@function
+async def bare(inp: A, ctx: Context) -> B:
+    return B(y=inp.x)
+
+@function(timeout_s=5, retries=2, register=False)
+async def called(inp: A) -> B:
+    return B(y=inp.x)
+
+async def use(ctx: Context, stack: Any, p: knflow.Pipeline) -> None:
+    assert_type(await bare(A(x=1), ctx), B)
+    assert_type(await called(A(x=1)), B)
+    assert_type(called.traits.timeout_s, float)
+    handle = await knflow.start_run(stack, p)
+    assert_type(handle.id, str)
+    assert_type(await handle.result(), dict[str, Any])
+    wrong: str = (await called(A(x=1))).y
+"""
+
+
+def test_type_checkers_see_a_decorated_function_as_the_function_it_decorates(tmp_path):
+    """mypy: `@function` and `@function(...)` keep the signature and the result type; `start_run` a handle."""
+    pytest.importorskip("mypy", reason="mypy is in the dev extra: pip install -e '.[dev]'")
+    (tmp_path / "typed_use.py").write_text(TYPED_USE)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", "/dev/null", "--no-error-summary", "typed_use.py"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "MYPYPATH": str(Path(__file__).resolve().parent.parent)},
+        timeout=110,
+    )
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1 and 'expression has type "int", variable has type "str"' in lines[0], proc.stdout
