@@ -72,7 +72,7 @@ async def on_nats(
     `split`, the dispatchers and the functions run in a `knflow serve dispatcher` process of their own."""
     from broker.nats import StreamLayout
     from knflow.nats_stack import NatsStack
-    from router.core import StaticPipelines
+    from router.router import StaticPipelines
 
     tag = uuid.uuid4().hex[:8]
     layout = StreamLayout(stream=f"BENCH{tag.upper()}", prefix=f"bench{tag}")

@@ -10,7 +10,8 @@ checks what the SDK lets through, because the SDK is lenient where a broker must
 - a bad `time` raises a bare `ValueError` that names no header.
 
 Every problem raises `InvalidEvent` (HTTP 400) with a message that names the header or JSON member, the
-value and what was expected; a body over `max_bytes` raises `PayloadTooLarge` (413).
+value and what was expected; a request that is no CloudEvent at all (no `ce-` headers, no structured-mode
+Content-Type) raises its subclass `NotACloudEvent`; a body over `max_bytes` raises `PayloadTooLarge` (413).
 
 Data on the wire: a JSON content type (`application/json`, `text/json`, `*/*+json`) means parsed JSON;
 `text/*` means `str`; any other content type means `bytes`. With no content type at all, data is JSON if it
@@ -36,9 +37,11 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from dateutil.parser import isoparse
 
-from broker.errors import InvalidEvent, PayloadTooLarge
+from broker.errors import InvalidEvent, NotACloudEvent, PayloadTooLarge
 
-__all__ = ["STRUCTURED_CONTENT_TYPE", "decode", "encode_binary", "encode_structured"]
+__all__ = ["MAX_BODY_BYTES", "STRUCTURED_CONTENT_TYPE", "decode", "encode_binary", "encode_structured"]
+
+MAX_BODY_BYTES: Final = 1024 * 1024  # the default body limit of both services: NATS's default max_payload
 
 STRUCTURED_CONTENT_TYPE: Final = "application/cloudevents+json; charset=utf-8"
 _STRUCTURED_MEDIA: Final = "application/cloudevents+json"
@@ -167,9 +170,10 @@ def _decode_structured(content_type: str | None, body: bytes) -> CloudEvent:
         )
     if media != _STRUCTURED_MEDIA:
         got = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
-        raise InvalidEvent(
+        raise NotACloudEvent(
             f"Not a CloudEvent: no ce- headers (binary mode) and {got} (structured mode needs "
-            f"'{_STRUCTURED_MEDIA}'). Send the event in binary or structured mode."
+            f"'{_STRUCTURED_MEDIA}'). Send the event in binary or structured mode.",
+            content_type=content_type,
         )
     what = f"Structured CloudEvent (Content-Type {content_type!r})"
     text = _decode_text(body, params.get("charset", "utf-8"), what)

@@ -1,17 +1,17 @@
 """The one error root of knflow.
 
 It lives in `broker`, the bottom layer that imports no other engine, so that every package can raise
-and catch the same root; `knflow` re-exports it. Subclasses carry structured fields and are mapped to
-HTTP status codes once, in the service layer.
+and catch the same root; `knflow` re-exports it. Subclasses carry what they are about as named
+attributes (`run_id`, `node`, `pipeline`, `attribute`, ...), also collected in `fields`. Which HTTP status
+an error answers is not said here: the services map error classes to statuses once (broker/http_errors.py).
 """
 
 from __future__ import annotations
 
 
 class KnflowError(Exception):
-    """Root of every error knflow raises on purpose. `str(err)` is a whole sentence for a user."""
-
-    http_status: int = 500
+    """Root of every error knflow raises on purpose. `str(err)` is a whole sentence for a user;
+    `fields` holds the structured details that are set (None values are left out)."""
 
     def __init__(self, message: str, **fields: object) -> None:
         super().__init__(message)
@@ -23,13 +23,32 @@ class KnflowError(Exception):
 
 
 class InvalidEvent(KnflowError):
-    """A CloudEvent that cannot be decoded or lacks what the protocol needs (names header/attribute)."""
+    """A CloudEvent that cannot be decoded or lacks what the protocol needs; `attribute` names the
+    CloudEvent attribute at fault, where one is."""
 
-    http_status = 400
+    def __init__(self, message: str, *, attribute: str | None = None, **fields: object) -> None:
+        super().__init__(message, attribute=attribute, **fields)
+        self.attribute = attribute
+
+
+class NotACloudEvent(InvalidEvent):
+    """A request that is no CloudEvent at all: no `ce-` headers (binary mode) and no structured-mode
+    Content-Type; `content_type` is the one it had (None: none)."""
+
+    def __init__(self, message: str, *, content_type: str | None = None) -> None:
+        super().__init__(message, content_type=content_type)
+        self.content_type = content_type
 
 
 class PayloadTooLarge(KnflowError):
-    http_status = 413
+    """A body or an event over the size limit: `size_bytes` against `max_bytes`."""
+
+    def __init__(
+        self, message: str, *, size_bytes: int | None = None, max_bytes: int | None = None, **fields: object
+    ) -> None:
+        super().__init__(message, size_bytes=size_bytes, max_bytes=max_bytes, **fields)
+        self.size_bytes = size_bytes
+        self.max_bytes = max_bytes
 
 
 class DeliveryFailed(KnflowError):
@@ -47,6 +66,19 @@ class DeliveryFailed(KnflowError):
 
 
 class PublishError(KnflowError):
-    """The broker did not store an event (or some events of a batch): no ack, an error ack, a timeout."""
+    """The broker did not store an event (or some events of a batch): no ack, an error ack, a timeout.
+    `stream` and `subject` (NATS) or `url` (HTTP) say where it was sent."""
 
-    http_status = 503
+    def __init__(
+        self,
+        message: str,
+        *,
+        stream: str | None = None,
+        subject: str | None = None,
+        url: str | None = None,
+        **fields: object,
+    ) -> None:
+        super().__init__(message, stream=stream, subject=subject, url=url, **fields)
+        self.stream = stream
+        self.subject = subject
+        self.url = url

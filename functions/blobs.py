@@ -42,8 +42,6 @@ _MAX_DEPTH = 8  # a blob may hold references (an offloaded invoke passing an out
 class BlobError(KnflowError):
     """A blob that cannot be written or read. `retryable` is True where the store may be down for a while."""
 
-    http_status = 502
-
     def __init__(self, message: str, *, url: str | None = None, retryable: bool = False) -> None:
         super().__init__(message, url=url, retryable=retryable)
         self.url = url

@@ -24,8 +24,16 @@ class InvalidFunction(KnflowError):
 
 
 class UnknownFunction(KnflowError):
-    http_status = 404
+    """A function name the registry does not know (`function`)."""
+
+    def __init__(self, message: str, *, function: str | None = None) -> None:
+        super().__init__(message, function=function)
+        self.function = function
 
 
 class ModuleLoadError(KnflowError):
-    """A functions module (dotted name or file path) that cannot be imported."""
+    """A functions module (dotted name or file path, `module`) that cannot be imported."""
+
+    def __init__(self, message: str, *, module: str | None = None) -> None:
+        super().__init__(message, module=module)
+        self.module = module

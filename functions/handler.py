@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 class Retryable(DeliveryFailed):
     """The invoke failed in a way a retry may fix; the broker retries, then dead-letters it (HTTP 503)."""
 
-    http_status = 503
-
     def __init__(self, message: str, *, error: dict[str, Any]):
         super().__init__(message, retryable=True, code=503, data=error)
         self.error = error

@@ -15,20 +15,21 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from broker import codec, events
+from broker.codec import MAX_BODY_BYTES
 from broker.errors import InvalidEvent, KnflowError
-from functions.blobs import BlobStore
+from broker.http_errors import BROKER_STATUSES, Statuses, error_body, http_status
+from functions.blobs import BlobError, BlobStore
+from functions.errors import UnknownFunction
 from functions.handler import Retryable, handle_invoke
 from functions.registry import close_builtin_clients
 from functions.sdk import FunctionSpec
 
-MAX_BODY_BYTES = 1024 * 1024  # NATS's default message size
+# the HTTP status of each error a function service answers with (the router's map extends this one)
+FUNCTION_STATUSES: Statuses = {**BROKER_STATUSES, UnknownFunction: 404, BlobError: 502, Retryable: 503}
 
 
 def error_response(exc: KnflowError) -> JSONResponse:
-    return JSONResponse(
-        {"error": exc.message, **{k: v for k, v in exc.fields.items() if isinstance(v, (str, int, float))}},
-        status_code=exc.http_status,
-    )
+    return JSONResponse(error_body(exc), status_code=http_status(exc, FUNCTION_STATUSES))
 
 
 def create_app(spec: FunctionSpec, max_body_bytes: int = MAX_BODY_BYTES, store: BlobStore | None = None) -> FastAPI:
@@ -67,7 +68,7 @@ def create_app(spec: FunctionSpec, max_body_bytes: int = MAX_BODY_BYTES, store: 
         try:
             reply = await handle_invoke(spec, event, source, store)
         except Retryable as exc:
-            return JSONResponse({"error": exc.error}, status_code=exc.http_status)
+            return JSONResponse({"error": exc.error}, status_code=exc.code)
         headers, body = codec.encode_binary(reply)
         return Response(body, status_code=200, headers=headers)
 

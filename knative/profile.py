@@ -36,6 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from knative.errors import ProfileInvalid
+from router.hops import MAX_HOPS
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -92,7 +93,7 @@ class RouterProfile(_Strict):
     mongodb_secret: SecretRef = SecretRef(name="knflow-mongodb", key="url")
     webhook_secret: SecretRef | None = SecretRef(name="knflow-webhooks", key="token", optional=True)
     # the longest chain of runs started by run events (dev.knflow.run.*) before the router stops it
-    max_hops: int = Field(16, gt=0)
+    max_hops: int = Field(MAX_HOPS, gt=0)
     retry: int = Field(10, ge=0)
 
 

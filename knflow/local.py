@@ -16,7 +16,7 @@ from broker.delivery import DeliveryPolicy
 from broker.memory import InMemoryBroker
 from functions.handler import in_process
 from functions.registry import REGISTRY, Registry, close_builtin_clients
-from router.core import Pipelines, Router, StaticPipelines, new_run_id
+from router.router import Pipelines, RouterSettings, StaticPipelines, build_router, new_run_id
 from router.pipeline import Pipeline
 from router.store.base import RunStore
 
@@ -36,16 +36,23 @@ def _function_policy(spec: Any) -> DeliveryPolicy:
 
 
 class EmbeddedStack:
-    """`async with EmbeddedStack(store) as stack: run = await stack.execute(pipeline, data)`."""
+    """`async with EmbeddedStack(store) as stack: run = await stack.execute(pipeline, data)`.
+
+    `settings` (knflow.settings.Settings) sets up the router; None: the defaults."""
 
     def __init__(
-        self, store: RunStore, registry: Registry = REGISTRY, observer: Any = None, pipelines: Pipelines | None = None
+        self,
+        store: RunStore,
+        registry: Registry = REGISTRY,
+        observer: Any = None,
+        pipelines: Pipelines | None = None,
+        settings: RouterSettings | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.broker = InMemoryBroker()
         self.pipelines = pipelines or StaticPipelines()
-        self.router = Router(store, self.broker, self.pipelines, observer)
+        self.router = build_router(settings, store, self.broker, self.pipelines, observer=observer)
         self._waiting: dict[str, asyncio.Future] = {}
         self.broker.subscribe(
             {"type": events.INVOKE},

@@ -15,12 +15,13 @@ import structlog
 from nats.aio.client import Client as NATS
 
 from broker.delivery import DeliveryPolicy
+from broker.errors import KnflowError
 from broker.event_log import JetStreamEventLog
 from broker.nats import JetStreamPublisher, StreamLayout
 from broker.nats_dispatcher import Dispatcher
 from functions.handler import in_process
 from functions.registry import REGISTRY, Registry
-from router.core import Pipelines, Router
+from router.router import Pipelines, Router, RouterSettings, StaticPipelines, build_router
 from router.store.base import RunStore
 
 log = structlog.get_logger("knflow.stack")
@@ -41,23 +42,31 @@ async def connect(url: str, name: str) -> NATS:
 
 
 class NatsStack:
-    """`async with NatsStack(url, store, pipelines) as stack:` router + result consumer (+ functions)."""
+    """`async with NatsStack(url, store, pipelines) as stack:` router + result consumer (+ functions).
+
+    Without a store there is no router (a dispatcher: `knflow serve dispatcher`): its functions'
+    dead letters go to the URL `serve_function` is given. `settings` (knflow.settings.Settings) sets up
+    the router; None: the defaults."""
 
     def __init__(
         self,
         nats_url: str,
-        store: RunStore,
-        pipelines: Pipelines,
+        store: RunStore | None = None,
+        pipelines: Pipelines | None = None,
         *,
         registry: Registry = REGISTRY,
         layout: StreamLayout | None = None,
         route_results: bool = True,
         observer: Any = None,
         batch_size: int = 200,
+        settings: RouterSettings | None = None,
     ) -> None:
+        if store is None and route_results:
+            raise KnflowError("NatsStack without a store has no router to route results to: pass route_results=False")
         self.nats_url = nats_url
         self.store = store
-        self.pipelines = pipelines
+        self.pipelines = pipelines or StaticPipelines()
+        self.settings = settings
         self.registry = registry
         self.layout = layout or StreamLayout()
         self.route_results = route_results
@@ -72,9 +81,16 @@ class NatsStack:
         self.nc = await connect(self.nats_url, "knflow")
         self.publisher = JetStreamPublisher(self.nc, self.layout)
         await self.publisher.ensure_stream()
-        self.router = Router(self.store, self.publisher, self.pipelines, self.observer)
-        self.router.event_log = JetStreamEventLog(self.nc, self.layout, self.publisher)
-        if self.route_results:
+        if self.store is not None:
+            self.router = build_router(
+                self.settings,
+                self.store,
+                self.publisher,
+                self.pipelines,
+                observer=self.observer,
+                event_log=JetStreamEventLog(self.nc, self.layout, self.publisher),
+            )
+        if self.route_results and self.router is not None:  # (__init__ refuses results without a router)
             await self._start(
                 Dispatcher(
                     self.nc,
@@ -104,8 +120,13 @@ class NatsStack:
         return dispatcher
 
     async def serve_function(self, name: str, url: str | None = None, dead_letter: Any = None) -> Dispatcher:
-        """Deliver function `name`'s invokes in this process, or to its HTTP service at `url`."""
+        """Deliver function `name`'s invokes in this process, or to its HTTP service at `url`; dead letters go to
+        `dead_letter` (a URL or a handler; default: this stack's router)."""
         spec = self.registry.get(name)
+        if not dead_letter:
+            if self.router is None:
+                raise KnflowError(f"function '{name}': a stack without a router needs a dead_letter URL")
+            dead_letter = self.router.on_dead_letter
         return await self._start(
             Dispatcher.for_function(
                 self.nc,
@@ -113,7 +134,7 @@ class NatsStack:
                 url or in_process(self.registry),
                 layout=self.layout,
                 policy=spec.traits.retry.delivery(spec.traits.timeout_s),
-                dead_letter=dead_letter or self.router.on_dead_letter,
+                dead_letter=dead_letter,
                 publisher=self.publisher,
                 max_in_flight=spec.traits.concurrency or 64,
                 batch_size=self.batch_size,

@@ -16,7 +16,7 @@ WORDS = {SCHEDULED: "started", SUCCEEDED: "succeeded", FAILED: "failed", SKIPPED
 
 
 class Progress:
-    """An observer for `router.core.Router`: called with the run after each set of transitions it won."""
+    """An observer for `router.router.Router`: called with the run after each set of transitions it won."""
 
     def __init__(self, nodes: list[str], out: TextIO = sys.stderr, live: bool | None = None) -> None:
         self.nodes = nodes

@@ -102,8 +102,7 @@ async def router_stack(
     if nats_url:
         from knflow.nats_stack import NatsStack
 
-        async with NatsStack(nats_url, store, catalog, layout=_layout(settings)) as stack:
-            stack.router.max_hops = settings.max_hops
+        async with NatsStack(nats_url, store, catalog, layout=_layout(settings), settings=settings) as stack:
             sweeper = asyncio.create_task(stack.router.sweep_forever(settings.sweep_interval_s, settings.sweep_after_s))
             try:
                 yield stack.router, catalog, stack
@@ -112,11 +111,10 @@ async def router_stack(
         await store.close()
     elif settings.k_sink:
         from broker.http_publisher import HttpPublisher
-        from router.core import Router
+        from router.router import build_router
 
         publisher = HttpPublisher(settings.k_sink)
-        router = Router(store, publisher, catalog)
-        router.max_hops = settings.max_hops
+        router = build_router(settings, store, publisher, catalog)
         sweeper = asyncio.create_task(router.sweep_forever(settings.sweep_interval_s, settings.sweep_after_s))
         try:
             yield router, catalog, None
@@ -127,8 +125,7 @@ async def router_stack(
     else:
         from knflow.local import EmbeddedStack
 
-        async with EmbeddedStack(store, pipelines=catalog) as stack:
-            stack.router.max_hops = settings.max_hops
+        async with EmbeddedStack(store, pipelines=catalog, settings=settings) as stack:
             yield stack.router, catalog, stack
 
 
@@ -169,19 +166,14 @@ def cmd_serve_dispatcher(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         from knflow.nats_stack import NatsStack
-        from router.core import StaticPipelines
-        from router.store import open_store
 
-        store = open_store("sqlite://:memory:")  # a dispatcher keeps no runs: results go back on the stream
-        async with NatsStack(
-            nats_url, store, StaticPipelines(), layout=_layout(settings), route_results=False
-        ) as stack:
+        # no store and no router: a dispatcher keeps no runs (results go back on the stream to the routers)
+        async with NatsStack(nats_url, layout=_layout(settings), route_results=False) as stack:
             for entry in args.function:
                 name, _, url = entry.partition("=")
                 await stack.serve_function(name, url or None, dead_letter=args.dead_letter)
             print(f"knflow: dispatching {', '.join(args.function)} from {nats_url}", file=sys.stderr, flush=True)
             await _until_stopped()
-        await store.close()
 
     eventloop.run(main())
     return 0

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from broker.codec import MAX_BODY_BYTES
 from functions import blobs
+from router.hops import MAX_HOPS
 
 DEFAULT_STORE = "sqlite:///knflow.db"  # the run store when no flag or variable names one (`knflow run`, `knflow dev`)
 
@@ -21,8 +23,8 @@ class Settings(BaseSettings):
     function: str | None = None  # the function a function service runs
     functions: str = ""  # comma-separated modules that define functions
     pipelines: str = ""  # comma-separated pipeline files the router loads at start
-    max_body_bytes: int = 1024 * 1024
-    max_hops: int = 16  # pipelines started by pipelines' run events: refuse the chain past this depth
+    max_body_bytes: int = MAX_BODY_BYTES
+    max_hops: int = MAX_HOPS  # pipelines started by pipelines' run events: refuse the chain past this depth
     webhook_secret: str | None = None  # when set, /hooks/* need it (header or an HMAC signature)
     sweep_interval_s: float = 5.0  # how often a router looks for runs a crash left behind
     sweep_after_s: float = 30.0  # a node `scheduled` this long has its invoke published again

@@ -31,9 +31,13 @@ _NODES_NAME = re.compile(r"(?<![\w.])nodes(?!\w)")
 
 
 class ConditionError(KnflowError):
-    """A `when:` expression that does not parse, fails to evaluate, or gives something other than a bool."""
+    """A `when:` expression (`expr`) that does not parse, fails to evaluate, or gives something other than a
+    bool; `reason` is CEL's own word for what went wrong, where it has one."""
 
-    http_status = 422
+    def __init__(self, message: str, *, expr: str | None = None, reason: str | None = None) -> None:
+        super().__init__(message, expr=expr, reason=reason)
+        self.expr = expr
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -1,7 +1,7 @@
 """The decision core (pure): given a pipeline and a run, which node states change and what to invoke.
 
 No I/O. The router applies the returned transitions by compare-and-set and publishes the invokes of the
-transitions it won. `advance` is idempotent over a run's state, so any router replica may call it at
+transitions it won. `plan` is idempotent over a run's state, so any router replica may call it at
 any time; what it decides depends only on the stored run.
 
 Rules, in topological order, for each `pending` node whose predecessors are all final:
@@ -13,9 +13,9 @@ A template or condition that fails at run time fails the node with that message.
 final the run ends `failed` if any node failed or was cancelled, else `succeeded`.
 
 A fan-out node (`foreach`, `loop`, `replicas`; router/fanout.py) goes `running` with one state per item
-instead of `scheduled`; while it runs, each advance schedules the items its `concurrency` allows and,
+instead of `scheduled`; while it runs, each step schedules the items its `concurrency` allows and,
 once every item is final, joins them: `succeeded` with the list of outputs, or `failed`. What the join
-decides is seen by the rest of the same advance, so its successors are scheduled at once.
+decides is seen by the rest of the same step, so its successors are scheduled at once.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ def error(type_: str, message: str, detail: Any = None) -> dict[str, Any]:
     return {"type": type_, "message": message, "detail": detail}
 
 
-def advance(p: Pipeline, run: dict[str, Any], now: str) -> Step:
+def plan(p: Pipeline, run: dict[str, Any], now: str) -> Step:
+    """The next step of `run`: the transitions to store by compare-and-set and the invokes of those won."""
     step = Step()
     if run["status"] != RUNNING:
         return step

@@ -76,8 +76,6 @@ class Problem:
 
 
 class PipelineInvalid(KnflowError):
-    http_status = 422
-
     def __init__(self, problems: list[Problem]):
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems), pipeline=problems[0].pipeline if problems else None)

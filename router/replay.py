@@ -42,12 +42,25 @@ HISTORY_FIELDS = ("attempt", "status", "error", "started_at", "finished_at", "du
 
 
 class ReplayRefused(KnflowError):
-    http_status = 409
+    """A redrive, re-run or cancel that the run's state does not allow (or a race lost to another writer)."""
+
+    def __init__(self, message: str, *, run_id: str | None = None) -> None:
+        super().__init__(message, run_id=run_id)
+        self.run_id = run_id
 
 
-def redrive(
+class InvalidDuration(KnflowError):
+    """A duration (`since`) that is not a number and a unit; `value` is what was given."""
+
+    def __init__(self, message: str, *, value: object = None) -> None:
+        super().__init__(message, value=None if value is None else str(value))
+        self.value = value
+
+
+def plan_redrive(
     p: Pipeline, run: dict[str, Any], now: str, from_node: str | None = None, by: str | None = None
 ) -> tuple[list[Transition], RunChange]:
+    """What a redrive in place changes (see the module's docstring); the router commits it."""
     if run["status"] == RUNNING:
         raise ReplayRefused(
             f"run '{run['id']}' is still running; cancel it first or wait for it to end", run_id=run["id"]
@@ -134,8 +147,8 @@ def rerun_trigger(run: dict[str, Any]) -> dict[str, Any]:
     return trigger
 
 
-def cancel(run: dict[str, Any], now: str, by: str | None = None) -> tuple[list[Transition], RunChange]:
-    """Nothing new is scheduled: pending nodes are cancelled; nodes in flight keep their state, and
+def plan_cancel(run: dict[str, Any], now: str, by: str | None = None) -> tuple[list[Transition], RunChange]:
+    """What a cancel changes; the router commits it. Nothing new is scheduled: pending nodes are cancelled; nodes in flight keep their state, and
     their late results are recorded without moving the run."""
     if run["status"] in RUN_FINAL:
         raise ReplayRefused(f"run '{run['id']}' already ended {run['status']}", run_id=run["id"])
@@ -179,5 +192,7 @@ def parse_duration_s(text: str) -> float:
     """`90s`, `30m`, `2h`, `7d` -> seconds."""
     found = DURATION.match(str(text).strip())
     if not found:
-        raise ReplayRefused(f"duration {text!r} is not valid. Expected a number and a unit: 90s, 30m, 2h, 7d.")
+        raise InvalidDuration(
+            f"duration {text!r} is not valid. Expected a number and a unit: 90s, 30m, 2h, 7d.", value=text
+        )
     return float(found.group(1)) * SECONDS_PER[found.group(2)]

@@ -37,9 +37,16 @@ _KINDS = {bool: "a boolean", int: "a number", float: "a number", str: "a string"
 
 
 class TemplateError(KnflowError):
-    """A malformed template, an unknown name, or a lookup that found nothing (`template` names it)."""
+    """A malformed template, an unknown name, or a lookup that found nothing (`template` names it; `where`
+    is the place it was written, `segment` the part of a lookup that found nothing)."""
 
-    http_status = 422
+    def __init__(
+        self, message: str, *, template: str | None = None, where: str | None = None, segment: object = None
+    ) -> None:
+        super().__init__(message, template=template, where=where, segment=segment)
+        self.template = template
+        self.where = where
+        self.segment = segment
 
 
 class _Missing(enum.Enum):

@@ -18,7 +18,7 @@ from broker.nats import StreamLayout
 from functions import blobs
 from functions.blobs import BlobStore, is_ref
 from knflow.nats_stack import NatsStack
-from router.core import StaticPipelines
+from router.router import StaticPipelines
 from router.store.sqlite import SqliteStore
 from router.validation import load_string
 from tests.fixtures import large

@@ -16,7 +16,8 @@ from cloudevents.core.v1.event import CloudEvent
 from multidict import CIMultiDict
 
 from broker.codec import decode, encode_binary, encode_structured
-from broker.errors import InvalidEvent, PayloadTooLarge
+from broker.errors import InvalidEvent, NotACloudEvent, PayloadTooLarge
+from broker.http_errors import BROKER_STATUSES, http_status
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -167,7 +168,7 @@ def test_missing_source_names_the_header():
     with pytest.raises(InvalidEvent) as err:
         decode(headers, b"")
     assert str(err.value) == "CloudEvent is missing required attribute 'source' (binary mode: header ce-source)."
-    assert err.value.http_status == 400
+    assert err.value.attribute == "source" and http_status(err.value, BROKER_STATUSES) == 400
 
 
 @pytest.mark.parametrize("attribute", ["id", "source", "type", "specversion"])
@@ -235,16 +236,18 @@ def test_not_utf8_structured_body():
 
 
 def test_wrong_content_type_for_structured_mode():
-    with pytest.raises(InvalidEvent) as err:
+    with pytest.raises(NotACloudEvent) as err:
         decode({"content-type": "application/json"}, structured())
     assert str(err.value) == (
         "Not a CloudEvent: no ce- headers (binary mode) and Content-Type 'application/json' (structured mode needs "
         "'application/cloudevents+json'). Send the event in binary or structured mode."
     )
-    with pytest.raises(InvalidEvent, match="no Content-Type"):
+    assert err.value.content_type == "application/json" and http_status(err.value, BROKER_STATUSES) == 400
+    with pytest.raises(NotACloudEvent, match="no Content-Type"):
         decode({}, structured())
-    with pytest.raises(InvalidEvent, match="batched mode"):
+    with pytest.raises(InvalidEvent, match="batched mode") as batched:
         decode({"content-type": "application/cloudevents-batch+json"}, b"[]")
+    assert not isinstance(batched.value, NotACloudEvent)  # a CloudEvent batch: a CloudEvent knflow does not take
     with pytest.raises(InvalidEvent, match="charset 'klingon', which is unknown"):
         decode({"content-type": "application/cloudevents+json; charset=klingon"}, structured())
 
@@ -320,7 +323,7 @@ def test_max_bytes():
     with pytest.raises(PayloadTooLarge) as err:
         decode(BINARY, b"x" * 11, max_bytes=10)
     assert str(err.value) == "CloudEvent body is 11 bytes; the limit is 10 bytes (max_bytes)."
-    assert err.value.http_status == 413
+    assert (err.value.size_bytes, err.value.max_bytes) == (11, 10) and http_status(err.value, BROKER_STATUSES) == 413
 
 
 # ---- an independent client: the npm `cloudevents` SDK --------------------------------------------

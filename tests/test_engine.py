@@ -44,7 +44,7 @@ def start(p, data=None):
 
 
 def step_apply(p, run):
-    step = engine.advance(p, run, NOW)
+    step = engine.plan(p, run, NOW)
     run, won, _ = apply(run, step.transitions, step.run_change)
     return run, [step.invokes[t.node] for t, ok in zip(step.transitions, won) if ok and t.node in step.invokes]
 
@@ -153,16 +153,16 @@ def test_condition_error_at_run_time_fails_the_target():
 def test_advance_is_idempotent_and_a_finished_run_does_not_move():
     p = pipeline(["a"], [])
     run, _ = step_apply(p, start(p))
-    assert not engine.advance(p, run, NOW)
+    assert not engine.plan(p, run, NOW)
     run, _ = finish(p, run, "a", 1)
-    assert not engine.advance(p, run, NOW)
+    assert not engine.plan(p, run, NOW)
 
 
 def test_run_change_needs_every_transition_to_win():
     p = pipeline(["a"], [])
     run = start(p)
     run["nodes"]["a"]["status"] = SCHEDULED  # someone else moved it
-    step = engine.advance(p, start(p), NOW)
+    step = engine.plan(p, start(p), NOW)
     _, won, run_won = apply(run, step.transitions, RunChange(frozenset({"running"}), {"status": SUCCEEDED}))
     assert won == [False] and run_won is False
 

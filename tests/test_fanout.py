@@ -34,7 +34,7 @@ def start(p, data=None):
 
 
 def step(p, run):
-    s = engine.advance(p, run, NOW)
+    s = engine.plan(p, run, NOW)
     run, won, _ = apply(run, s.transitions, s.run_change)
     return run, [s.invokes[t.node] for t, ok in zip(s.transitions, won) if ok and t.node in s.invokes]
 
@@ -101,7 +101,7 @@ def test_concurrency_holds_when_routers_race_on_stale_states():
     # two routers each apply one result, then advance from what they saw: both schedule, within the limit
     r0 = apply(run, [engine.result_transition(run, "gen[0]", 1, {"output": 0}, True, NOW)])[0]
     r1 = apply(r0, [engine.result_transition(r0, "gen[1]", 1, {"output": 1}, True, NOW)])[0]
-    s0, s1 = engine.advance(p, r0, NOW), engine.advance(p, r1, NOW)
+    s0, s1 = engine.plan(p, r0, NOW), engine.plan(p, r1, NOW)
     merged, won, _ = apply(r1, s1.transitions + s0.transitions)
     assert sum(s["status"] == SCHEDULED for s in item_states(merged["nodes"]["gen"])) <= 2
 
@@ -142,7 +142,7 @@ def test_redrive_reruns_only_failed_items_with_new_attempts():
     for i in range(4):
         run, _ = finish(p, run, f"gen[{i}]", i * 10, ok=i not in (1, 3))
     assert run["status"] == FAILED
-    transitions, change = replay.redrive(p, run, NOW, by="ops")
+    transitions, change = replay.plan_redrive(p, run, NOW, by="ops")
     run, won, run_won = apply(run, transitions, change)
     assert all(won) and run_won and change.fields["replays"][-1]["items"] == ["gen[1]", "gen[3]"]
     run, inv = step(p, run)
@@ -160,7 +160,7 @@ def test_redrive_from_the_node_reruns_every_item():
     run, _ = finish(p, run, "gen[1]", 1)
     run, _ = finish(p, run, "z", "done")
     assert run["status"] == SUCCEEDED
-    run, _, _ = apply(run, *replay.redrive(p, run, NOW, from_node="gen"))
+    run, _, _ = apply(run, *replay.plan_redrive(p, run, NOW, from_node="gen"))
     run, inv = step(p, run)
     assert [i.id for i in inv] == ["r:gen[0]:2", "r:gen[1]:2"]
 
@@ -169,12 +169,12 @@ def test_cancel_stops_items_not_yet_started_and_a_redrive_runs_them():
     p = fan(foreach="{{ a.output.items }}", concurrency=1)
     run, inv = through_a(p, ["x", "y", "z"])
     assert [i.node for i in inv] == ["gen[0]"]
-    run, won, run_won = apply(run, *replay.cancel(run, NOW, by="ops"))
+    run, won, run_won = apply(run, *replay.plan_cancel(run, NOW, by="ops"))
     assert all(won) and run_won and run["status"] == "cancelled"
     assert [item["status"] for item in item_states(run["nodes"]["gen"])] == [SCHEDULED, "cancelled", "cancelled"]
     run, inv = finish(p, run, "gen[0]", 0)  # a late result is recorded and moves nothing
     assert inv == [] and item_states(run["nodes"]["gen"])[0]["status"] == SUCCEEDED and run["status"] == "cancelled"
-    run, _, _ = apply(run, *replay.redrive(p, run, NOW))
+    run, _, _ = apply(run, *replay.plan_redrive(p, run, NOW))
     run, inv = step(p, run)
     assert [i.id for i in inv] == ["r:gen[1]:1"]  # item 0 kept its output; concurrency 1 still holds
 

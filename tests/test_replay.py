@@ -9,7 +9,7 @@ from knflow import FunctionError, function
 from knflow.local import EmbeddedStack
 from router import replay
 from router.pipeline_yaml import from_dict
-from router.replay import ReplayRefused, parse_duration_s
+from router.replay import InvalidDuration, ReplayRefused, parse_duration_s
 from router.store.sqlite import SqliteStore
 from router.validation import load_string
 
@@ -115,15 +115,15 @@ def test_redrive_refuses_what_makes_no_sense():
     p, _ = from_dict({"metadata": {"name": "x"}, "nodes": [{"id": "a", "type": "f"}]})
     run = {"id": "r", "status": "running", "nodes": {"a": {"status": "scheduled", "attempt": 1}}}
     with pytest.raises(ReplayRefused, match="is still running; cancel it first"):
-        replay.redrive(p, run, "t")
+        replay.plan_redrive(p, run, "t")
     run = {"id": "r", "status": "succeeded", "nodes": {"a": {"status": "succeeded", "attempt": 1}}}
     with pytest.raises(ReplayRefused, match="nothing to redrive"):
-        replay.redrive(p, run, "t")
+        replay.plan_redrive(p, run, "t")
     with pytest.raises(ReplayRefused, match="--from names unknown node 'zz'"):
-        replay.redrive(p, run, "t", from_node="zz")
+        replay.plan_redrive(p, run, "t", from_node="zz")
     with pytest.raises(ReplayRefused, match="already ended succeeded"):
-        replay.cancel(run, "t")
-    with pytest.raises(ReplayRefused, match="duration '2 weeks' is not valid"):
+        replay.plan_cancel(run, "t")
+    with pytest.raises(InvalidDuration, match="duration '2 weeks' is not valid"):
         parse_duration_s("2 weeks")
     assert parse_duration_s("90s") == 90 and parse_duration_s("2h") == 7200
 
@@ -134,7 +134,7 @@ def test_cancel_stops_pending_nodes_and_keeps_in_flight_ones():
         "status": "running",
         "nodes": {"a": {"status": "scheduled", "attempt": 1}, "b": {"status": "pending", "attempt": 0}},
     }
-    transitions, change = replay.cancel(run, "t", by="carol")
+    transitions, change = replay.plan_cancel(run, "t", by="carol")
     assert [t.node for t in transitions] == ["b"] and transitions[0].fields["status"] == "cancelled"
     assert change.fields["status"] == "cancelled" and change.fields["cancelled_by"] == "carol"
 

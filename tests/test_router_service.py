@@ -114,6 +114,21 @@ def test_webhooks_need_the_secret(router):
     assert http("POST", f"{router.url}/hooks/hooked", body, {"x-hub-signature-256": signature})[0] == 202
 
 
+def test_a_bad_since_is_a_400_naming_the_value(router):
+    for path in ("/replay", "/events/replay"):
+        status, answer = http("POST", f"{router.url}{path}", json.dumps({"since": "banana"}).encode())
+        assert status == 400 and "duration 'banana' is not valid. Expected a number and a unit" in answer["error"]
+        assert answer["value"] == "banana"
+
+
+def test_a_json_body_that_is_no_cloudevent_gets_a_400_saying_what_is_missing(router):
+    before = http("GET", f"{router.url}/runs?limit=1000")[1]
+    status, answer = http("POST", f"{router.url}/events", b'{"hello": "world"}', {"content-type": "application/json"})
+    assert status == 400 and answer["error"].startswith("Not a CloudEvent: no ce- headers (binary mode)")
+    assert answer["content_type"] == "application/json"
+    assert http("GET", f"{router.url}/runs?limit=1000")[1] == before
+
+
 async def test_knflow_dev_fires_cron_schedules_like_a_pingsource(tmp_path):
     """The local stand-in for PingSource: a tick is a `dev.knative.sources.ping` event through the router."""
     import asyncio

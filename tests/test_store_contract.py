@@ -106,7 +106,7 @@ async def race(backend: Backend, fn: Callable[[Any, int], Awaitable[Any]], n: in
             await s.close()
 
 
-# --- runs: create, get, apply -----------------------------------------------------------------------------
+# --- runs: create, get, commit ----------------------------------------------------------------------------
 
 
 async def test_create_then_get_returns_the_document(store):
@@ -125,52 +125,52 @@ async def test_create_with_a_taken_id_raises_run_exists(store):
     assert (await store.get_run(run["id"]))["pipeline"] == "p"
 
 
-async def test_apply_wins_when_status_and_attempt_match(store):
+async def test_commit_wins_when_status_and_attempt_match(store):
     run = a_run(a={"status": SCHEDULED, "attempt": 1})
     await store.create_run(run)
-    got, won, run_won = await store.apply(run["id"], [finish("a", output={"n": [1, 2]})])
+    got, won, run_won = await store.commit(run["id"], [finish("a", output={"n": [1, 2]})])
     assert (won, run_won) == ([True], False)
     assert got["nodes"]["a"] == {"status": SUCCEEDED, "attempt": 1, "output": {"n": [1, 2]}, "error": None}
     assert got["version"] == 1
     assert await store.get_run(run["id"]) == got
 
 
-async def test_apply_loses_on_a_wrong_status(store):
+async def test_commit_loses_on_a_wrong_status(store):
     run = a_run()  # every node pending
     await store.create_run(run)
-    got, won, _ = await store.apply(run["id"], [finish("a", attempt=0)])
+    got, won, _ = await store.commit(run["id"], [finish("a", attempt=0)])
     assert won == [False]
     assert got == run
 
 
-async def test_apply_loses_on_a_wrong_attempt(store):
+async def test_commit_loses_on_a_wrong_attempt(store):
     run = a_run(a={"status": RUNNING, "attempt": 2})
     await store.create_run(run)
-    got, won, _ = await store.apply(run["id"], [finish("a", attempt=1)])
+    got, won, _ = await store.commit(run["id"], [finish("a", attempt=1)])
     assert won == [False]
     assert got == run
 
 
-async def test_apply_loses_on_an_unknown_node(store):
+async def test_commit_loses_on_an_unknown_node(store):
     run = a_run()
     await store.create_run(run)
-    got, won, _ = await store.apply(run["id"], [schedule("nope"), schedule("a.b"), schedule("$where")])
+    got, won, _ = await store.commit(run["id"], [schedule("nope"), schedule("a.b"), schedule("$where")])
     assert won == [False, False, False] and got == run
 
 
 async def test_a_duplicate_result_changes_nothing(store):
     run = a_run(a={"status": RUNNING, "attempt": 1})
     await store.create_run(run)
-    first, won, _ = await store.apply(run["id"], [finish("a", output="first")])
-    again, won_again, _ = await store.apply(run["id"], [finish("a", output="second")])
+    first, won, _ = await store.commit(run["id"], [finish("a", output="first")])
+    again, won_again, _ = await store.commit(run["id"], [finish("a", output="second")])
     assert (won, won_again) == ([True], [False])
     assert again == first and again["nodes"]["a"]["output"] == "first" and again["version"] == 1
 
 
-async def test_transitions_of_one_apply_see_each_other(store):
+async def test_transitions_of_one_commit_see_each_other(store):
     run = a_run()
     await store.create_run(run)
-    got, won, _ = await store.apply(
+    got, won, _ = await store.commit(
         run["id"], [schedule("a"), Transition("a", frozenset({SCHEDULED}), {"status": RUNNING}, attempt=1)]
     )
     assert won == [True, True]
@@ -182,26 +182,26 @@ async def test_run_change_wins_only_when_every_transition_won(store):
     run = a_run(a={"status": RUNNING, "attempt": 1}, b={"status": RUNNING, "attempt": 1})
     await store.create_run(run)
 
-    got, won, run_won = await store.apply(run["id"], [finish("a"), finish("b", attempt=7)], done)
+    got, won, run_won = await store.commit(run["id"], [finish("a"), finish("b", attempt=7)], done)
     assert (won, run_won) == ([True, False], False)
     assert got["status"] == RUNNING and got["finished_at"] is None
     assert got["nodes"]["a"]["status"] == SUCCEEDED  # the winner stays applied
 
-    got, won, run_won = await store.apply(run["id"], [finish("b")], done)
+    got, won, run_won = await store.commit(run["id"], [finish("b")], done)
     assert (won, run_won) == ([True], True)
     assert got["status"] == SUCCEEDED and got["finished_at"] == "2026-01-01T00:00:01.000Z" and got["version"] == 2
 
-    got, won, run_won = await store.apply(run["id"], [], RunChange(frozenset({RUNNING}), {"status": FAILED}))
+    got, won, run_won = await store.commit(run["id"], [], RunChange(frozenset({RUNNING}), {"status": FAILED}))
     assert (won, run_won) == ([], False)  # the run is no longer running
     assert got["status"] == SUCCEEDED and got["version"] == 2
 
 
-async def test_apply_on_a_missing_run_raises_run_not_found(store):
+async def test_commit_on_a_missing_run_raises_run_not_found(store):
     with pytest.raises(RunNotFound, match="no-such-run") as e:
-        await store.apply("no-such-run", [schedule("a")])
+        await store.commit("no-such-run", [schedule("a")])
     assert e.value.fields == {"run_id": "no-such-run"}
     with pytest.raises(RunNotFound):
-        await store.apply("no-such-run", [], RunChange(frozenset({RUNNING}), {"status": FAILED}))
+        await store.commit("no-such-run", [], RunChange(frozenset({RUNNING}), {"status": FAILED}))
 
 
 # --- list_runs --------------------------------------------------------------------------------------------
@@ -214,7 +214,7 @@ async def test_list_runs_filters_and_orders_newest_first(store):
     ]
     for run in runs:
         await store.create_run(run)
-    await store.apply(runs[2]["id"], [], RunChange(frozenset({RUNNING}), {"status": FAILED}))
+    await store.commit(runs[2]["id"], [], RunChange(frozenset({RUNNING}), {"status": FAILED}))
 
     def ids(found: list[dict]) -> list[str]:
         return [r["id"] for r in found]
@@ -261,7 +261,7 @@ async def test_concurrent_applies_on_one_node_have_exactly_one_winner(backend, s
     await store.create_run(run)
 
     async def deliver(s, i: int):
-        return await s.apply(run["id"], [finish("a", output=i)])
+        return await s.commit(run["id"], [finish("a", output=i)])
 
     results = await race(backend, deliver, RACERS)
     winners = [i for i, (_, won, _) in enumerate(results) if won == [True]]
@@ -272,10 +272,10 @@ async def test_concurrent_applies_on_one_node_have_exactly_one_winner(backend, s
 
 async def test_a_join_whose_predecessors_finish_at_once_is_scheduled_exactly_once(backend, store):
     """a and b finish at once, and a sweeper reads the run until both are done: each of the three that
-    sees both finished (from the run `apply` returned, or read) schedules c; c is scheduled exactly once."""
+    sees both finished (from the run `commit` returned, or read) schedules c; c is scheduled exactly once."""
 
     async def finish_then_schedule(s, run_id: str, node: str) -> bool:
-        run, won, _ = await s.apply(run_id, [finish(node)])
+        run, won, _ = await s.commit(run_id, [finish(node)])
         return won[0] and await schedule_if_joined(s, run)
 
     async def sweep(s, run_id: str) -> bool:
@@ -288,7 +288,7 @@ async def test_a_join_whose_predecessors_finish_at_once_is_scheduled_exactly_onc
         return all(run["nodes"][p]["status"] == SUCCEEDED for p in "ab")
 
     async def schedule_if_joined(s, run: dict) -> bool:
-        return joined(run) and (await s.apply(run["id"], [schedule("c")]))[1][0]
+        return joined(run) and (await s.commit(run["id"], [schedule("c")]))[1][0]
 
     async def act(s, i: int) -> bool:
         run_id, role = ids[i // 3], i % 3
@@ -383,12 +383,12 @@ steps = st.lists(st.tuples(st.lists(transitions, max_size=3), run_changes), min_
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(nodes=initial_nodes, status=st.sampled_from(RUN_STATES), steps=steps)
-async def test_apply_gives_the_results_of_the_pure_model(store, nodes, status, steps):
+async def test_commit_gives_the_results_of_the_pure_model(store, nodes, status, steps):
     model = a_run(NODES, **nodes)
     model["status"] = status
     await store.create_run(model)
     for step_transitions, run_change in steps:
         expected = apply(model, step_transitions, run_change)
-        assert await store.apply(model["id"], step_transitions, run_change) == expected
+        assert await store.commit(model["id"], step_transitions, run_change) == expected
         model = expected[0]
     assert await store.get_run(model["id"]) == model

@@ -21,7 +21,7 @@ def finish(key: str, output, attempt: int = 1) -> Transition:
 async def test_an_item_transition_wins_on_its_own_status_and_attempt_only(store):
     run = a_run(a={"status": RUNNING, "attempt": 1, "items": items(3)})
     await store.create_run(run)
-    got, won, _ = await store.apply(
+    got, won, _ = await store.commit(
         run["id"],
         [
             finish("a[1]", "one"),
@@ -37,7 +37,7 @@ async def test_an_item_transition_wins_on_its_own_status_and_attempt_only(store)
     assert await store.get_run(run["id"]) == got
 
 
-async def test_a_node_transition_that_sets_items_then_item_transitions_in_one_apply(store):
+async def test_a_node_transition_that_sets_items_then_item_transitions_in_one_commit(store):
     run = a_run()
     await store.create_run(run)
     start = Transition(
@@ -46,7 +46,7 @@ async def test_a_node_transition_that_sets_items_then_item_transitions_in_one_ap
     sched = [
         Transition(f"a[{i}]", frozenset({PENDING}), {"status": SCHEDULED, "attempt": 1}, attempt=0) for i in range(2)
     ]
-    got, won, _ = await store.apply(run["id"], [start, *sched])
+    got, won, _ = await store.commit(run["id"], [start, *sched])
     expected, expected_won, _ = apply(run, [start, *sched])
     assert won == expected_won == [True, True, True]
     assert got["nodes"] == expected["nodes"] and got["version"] == expected["version"]
@@ -57,7 +57,7 @@ async def test_concurrent_results_of_many_items_each_apply_exactly_once(backend,
     await store.create_run(run)
 
     async def deliver(s, i: int):  # every item's result twice, all at once
-        return await s.apply(run["id"], [finish(f"a[{i % ITEMS}]", i)])
+        return await s.commit(run["id"], [finish(f"a[{i % ITEMS}]", i)])
 
     results = await race(backend, deliver, 2 * ITEMS)
     winners = sorted(i % ITEMS for i, (_, won, _) in enumerate(results) if won == [True])

@@ -9,11 +9,19 @@ from router.runs import RunChange, Transition
 
 
 class RunNotFound(KnflowError):
-    http_status = 404
+    """No run has the id `run_id`."""
+
+    def __init__(self, message: str, *, run_id: str | None = None) -> None:
+        super().__init__(message, run_id=run_id)
+        self.run_id = run_id
 
 
 class RunExists(KnflowError):
-    http_status = 409
+    """A run with the id `run_id` is stored already (the same trigger delivered again)."""
+
+    def __init__(self, message: str, *, run_id: str | None = None) -> None:
+        super().__init__(message, run_id=run_id)
+        self.run_id = run_id
 
 
 class RunStore(Protocol):
@@ -22,10 +30,10 @@ class RunStore(Protocol):
 
     async def get_run(self, run_id: str) -> dict[str, Any] | None: ...
 
-    async def apply(
+    async def commit(
         self, run_id: str, transitions: list[Transition], run_change: RunChange | None = None
     ) -> tuple[dict[str, Any], list[bool], bool]:
-        """Compare-and-set each transition; the run change wins only if every transition won.
+        """Store a step: compare-and-set each transition; the run change wins only if every transition won.
 
         Returns the run after the writes, which transitions won, whether the run change won.
         Raises RunNotFound.

@@ -1,11 +1,11 @@
 """The MongoDB store: pymongo's native async client, collections `runs` and `pipelines` as in the Flume seed.
 
-A run is one document (`_id` = run id) with a `nodes` map. `apply` sends one conditional update per
+A run is one document (`_id` = run id) with a `nodes` map. `commit` sends one conditional update per
 transition, matching only while the node's status (and attempt) are what the transition expects, so
 routers that race on one run are safe and a duplicated result changes nothing. The run change is one
 more conditional update, on the run's status, sent only if every transition won. The results are those
 of the pure `router.runs.apply` (tests/test_store_contract.py proves it); `version` goes up once per
-`apply` that changed something, as there.
+`commit` that changed something, as there.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class MongoStore:
     async def get_run(self, run_id: str) -> dict[str, Any] | None:
         return _run(await self.runs.find_one({"_id": run_id}))
 
-    async def apply(self, run_id: str, transitions: list[Transition], run_change: RunChange | None = None):
+    async def commit(self, run_id: str, transitions: list[Transition], run_change: RunChange | None = None):
         won: list[bool] = []
         doc = None  # the run after this call's last write, unless that write lost
         for t in transitions:

@@ -1,12 +1,12 @@
 """The SQLite store (stdlib sqlite3, WAL): the embedded default, one file under the working directory.
 
-Each run is one JSON document. `apply` reads, applies the pure compare-and-set of `router.runs` and
+Each run is one JSON document. `commit` reads, applies the pure compare-and-set of `router.runs` and
 writes back inside a `BEGIN IMMEDIATE` transaction, so several processes on one file stay correct.
 Calls are short and synchronous on the event loop's thread.
 
 Group commit: the writes of one event-loop tick share one transaction, committed by a callback at the
 start of the next tick; each writer returns once that commit is done, so "state first, publish second"
-holds as before. A read-modify-write never yields in between, so each `apply` stays atomic. While the
+holds as before. A read-modify-write never yields in between, so each `commit` stays atomic. While the
 transaction is open this connection holds the write lock, so the documents it read or changed stay in
 memory until the commit, which writes each changed run once: the results of one run handled in one tick
 (a node's result and the advance after it, the branches of a fan-out) cost one UPDATE. A router that
@@ -122,7 +122,7 @@ class SqliteStore:
         row = self._db.execute("SELECT doc FROM runs WHERE id = ?", (run_id,)).fetchone()
         return orjson.loads(row[0]) if row else None
 
-    async def apply(self, run_id: str, transitions: list[Transition], run_change: RunChange | None = None):
+    async def commit(self, run_id: str, transitions: list[Transition], run_change: RunChange | None = None):
         self._begin()
         run = self._docs.get(run_id)
         if run is None:

@@ -1,6 +1,6 @@
-"""Sequential `apply` rate of each run store: SQLite on a temporary file, MongoDB on nx-27017 (or a URL).
+"""Sequential `commit` rate of each run store: SQLite on a temporary file, MongoDB on nx-27017 (or a URL).
 
-    .venv/bin/python bench/store_apply.py [--calls 2000] [--mongodb-url mongodb://HOST/DB]
+    .venv/bin/python bench/store_commit.py [--calls 2000] [--mongodb-url mongodb://HOST/DB]
 
 One run of 10 nodes; each call awaits the previous one. Three shapes: one transition that wins (a result
 applied), one that loses (a duplicate result: MongoDB then reads the run back), and four transitions plus
@@ -38,7 +38,7 @@ async def bench(store, calls: int) -> dict[str, float]:
     async def timed(name: str, make_args) -> None:
         start = time.perf_counter()
         for k in range(calls):
-            await store.apply(run["id"], *make_args(k))
+            await store.commit(run["id"], *make_args(k))
         rates[name] = calls / (time.perf_counter() - start)
 
     def wins(node: str, k: int) -> Transition:

@@ -1,4 +1,5 @@
-"""The router: applies results to runs and advances them, over a store and a publisher.
+"""The router, the I/O shell around the pure core: it takes events, asks `router.engine` (and
+`router.replay`) what a run's next step is, commits the step to the store and publishes what it won.
 
 State changes first, publishing second (DESIGN.md, Delivery guarantees): a node moves to `scheduled` by
 compare-and-set, and only the writer that won publishes its invoke. Nothing is kept in memory between
@@ -24,6 +25,7 @@ from broker import events
 from broker.errors import KnflowError, PublishError
 from functions.blobs import BlobStore, default_store
 from router import blobs, engine, replay
+from router.hops import MAX_HOPS, HopLimit, hops_of
 from router.pipeline import Pipeline
 from router.runs import RUN_FINAL, SCHEDULED, SUCCEEDED, Transition, new_run, now_iso, state_of
 from router.runs import apply as apply_transitions
@@ -39,18 +41,12 @@ class Publisher(Protocol):
     async def publish_many(self, events: list[CloudEvent]) -> None: ...
 
 
-class HopLimit(KnflowError):
-    http_status = 422
-
-
-def hops_of(trigger: dict[str, Any]) -> int:
-    """How many run events deep a trigger is (`knflowhops`; 0 for an event from outside)."""
-    raw = str(trigger.get(events.HOPS) or "0")
-    return int(raw) if raw.isdigit() else 0
-
-
 class UnknownPipeline(KnflowError):
-    http_status = 404
+    """No pipeline is named `pipeline` (or it has no trigger of the kind asked for)."""
+
+    def __init__(self, message: str, *, pipeline: str | None = None) -> None:
+        super().__init__(message, pipeline=pipeline)
+        self.pipeline = pipeline
 
 
 class Pipelines(Protocol):
@@ -70,6 +66,29 @@ class StaticPipelines:
         return self.by_name.get(name)
 
 
+def build_router(
+    settings: RouterSettings | None,
+    store: RunStore,
+    publisher: Publisher,
+    pipelines: Pipelines,
+    *,
+    observer: Observer | None = None,
+    event_log: EventLog | None = None,
+    blobs: BlobStore | None = None,
+) -> Router:
+    """The one place a router is built (`knflow serve router`, `knflow dev`, the embedded and NATS stacks):
+    the store, publisher and pipelines a stack has, and what the settings say (None: the defaults)."""
+    return Router(
+        store,
+        publisher,
+        pipelines,
+        observer=observer,
+        event_log=event_log,
+        blobs=blobs,
+        max_hops=MAX_HOPS if settings is None else settings.max_hops,
+    )
+
+
 def iso_before(seconds: float) -> str:
     then = datetime.now(UTC) - timedelta(seconds=seconds)
     return then.isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -79,19 +98,46 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
+class EventLog(Protocol):
+    """Where the broker keeps external events for replay (broker.event_log.JetStreamEventLog)."""
+
+    async def record(self, event: CloudEvent) -> None: ...
+
+    async def read(self, since: datetime, event_type: str | None = None) -> list[CloudEvent]: ...
+
+
+class RouterSettings(Protocol):
+    """What the router reads from the settings (knflow.settings.Settings has it)."""
+
+    max_hops: int
+
+
 class Router:
+    """One router over a store, a publisher and the pipelines; build it with `build_router`.
+
+    `observer` is told of each set of transitions this router won; `event_log` keeps external events
+    where the broker can (None: no event replay); `blobs` holds large payloads (None: KNFLOW_BLOB_URL,
+    read on first use); an event `max_hops` run events deep is refused (router/hops.py).
+    """
+
     def __init__(
-        self, store: RunStore, publisher: Publisher, pipelines: Pipelines, observer: Observer | None = None
+        self,
+        store: RunStore,
+        publisher: Publisher,
+        pipelines: Pipelines,
+        *,
+        observer: Observer | None = None,
+        event_log: EventLog | None = None,
+        blobs: BlobStore | None = None,
+        max_hops: int = MAX_HOPS,
     ) -> None:
         self.store = store
         self.publisher = publisher
         self.pipelines = pipelines
         self.observer = observer
-        self.event_log: Any = None  # broker.event_log.JetStreamEventLog where the broker keeps events
-        self.blobs: BlobStore | None = (
-            None  # large payloads (router/blobs.py); None: KNFLOW_BLOB_URL, read on first use
-        )
-        self.max_hops = 16  # a run event of a run started by a run event ... : refused past this depth
+        self.event_log = event_log
+        self.blobs = blobs
+        self.max_hops = max_hops
 
     async def ingest(self, event: CloudEvent, pipelines: list[Pipeline], replay_id: str | None = None) -> list[str]:
         """Start the runs an external event triggers (ids derived from the event, so a redelivery finds
@@ -99,9 +145,11 @@ class Router:
         hops = hops_of(events.event_to_dict(event))
         if pipelines and hops >= self.max_hops:
             raise HopLimit(
-                f"event '{event.get_id()}' ({event.get_type()}) is {hops} pipeline hops deep; the limit is {self.max_hops} "
-                "(KNFLOW_MAX_HOPS): pipelines that start each other through run events form a loop",
+                f"event '{event.get_id()}' ({event.get_type()}) is {hops} pipeline hops deep; "
+                f"the limit is {self.max_hops} (KNFLOW_MAX_HOPS): "
+                "pipelines that start each other through run events form a loop",
                 event_id=event.get_id(),
+                hops=hops,
             )
         if self.event_log is not None and replay_id is None:
             await self.event_log.record(event)
@@ -150,7 +198,7 @@ class Router:
         run = new_run(run_id or new_run_id(), pipeline.name, pipeline.run_nodes, trigger_doc, dict(pipeline.variables))
         # the run is stored as its first advance leaves it (one write, not two), and `run.started` goes out
         # with the first invokes (one publish, not two): the same states and events, in the same order
-        step = engine.advance(pipeline, run, now_iso())
+        step = engine.plan(pipeline, run, now_iso())
         first, won, run_won = apply_transitions(run, step.transitions, step.run_change)
         try:
             await self.store.create_run(first)
@@ -193,7 +241,7 @@ class Router:
         }
         transition = engine.node_result(addr.node, addr.attempt, data, succeeded, now_iso(), addr.tries)
         try:  # no read first: the compare-and-set says all (an unknown node loses, an unknown run raises)
-            run, won, _ = await self.store.apply(addr.run_id, [transition])
+            run, won, _ = await self.store.commit(addr.run_id, [transition])
         except RunNotFound:
             log.warning("result for unknown run ignored", **ctx)
             return
@@ -216,10 +264,10 @@ class Router:
     async def advance(self, pipeline: Pipeline, run: dict[str, Any]) -> dict[str, Any]:
         """Move every node that can move; publish the invokes this writer won; end the run when done."""
         while True:
-            step = engine.advance(pipeline, await blobs.resolved_view(pipeline, run, self._blobs()), now_iso())
+            step = engine.plan(pipeline, await blobs.resolved_view(pipeline, run, self._blobs()), now_iso())
             if not step:
                 return run
-            run, won, run_won = await self.store.apply(run["id"], step.transitions, step.run_change)
+            run, won, run_won = await self.store.commit(run["id"], step.transitions, step.run_change)
             if all(won) or run["status"] in RUN_FINAL:
                 return await self._publish_step(pipeline, run, step, won, run_won)
             await self._publish_step(pipeline, run, step, won, run_won)
@@ -236,7 +284,7 @@ class Router:
     ) -> dict[str, Any]:
         """After a step was stored: tell the observer, publish the invokes this writer won (after `before`)
         and the run's end if this writer ended it."""
-        winners = [t for t, ok in zip(step.transitions, won) if ok]
+        winners = [t for t, ok in zip(step.transitions, won, strict=True) if ok]
         self._observe(run, winners)
         out = list(before)
         invokes = [step.invokes[t.node] for t in winners if t.node in step.invokes]
@@ -268,11 +316,11 @@ class Router:
         """Failed, cancelled and never-finished nodes (and `from_node` onwards) run again; see router.replay."""
         run = await self._get(run_id)
         pipeline = await self.pipeline(run["pipeline"])
-        transitions, change = replay.redrive(pipeline, run, now_iso(), from_node, by)
-        run, won, run_won = await self.store.apply(run_id, transitions, change)
+        transitions, change = replay.plan_redrive(pipeline, run, now_iso(), from_node, by)
+        run, won, run_won = await self.store.commit(run_id, transitions, change)
         if not run_won:
             raise replay.ReplayRefused(f"run '{run_id}' changed while it was being redriven; try again", run_id=run_id)
-        self._observe(run, [t for t, ok in zip(transitions, won) if ok])
+        self._observe(run, [t for t, ok in zip(transitions, won, strict=True) if ok])
         log.info(
             "run redriven",
             run=run_id,
@@ -297,11 +345,11 @@ class Router:
 
     async def cancel(self, run_id: str, by: str | None = None) -> dict[str, Any]:
         run = await self._get(run_id)
-        transitions, change = replay.cancel(run, now_iso(), by)
-        run, won, run_won = await self.store.apply(run_id, transitions, change)
+        transitions, change = replay.plan_cancel(run, now_iso(), by)
+        run, won, run_won = await self.store.commit(run_id, transitions, change)
         if not run_won:
             raise replay.ReplayRefused(f"run '{run_id}' changed while it was being cancelled; try again", run_id=run_id)
-        self._observe(run, [t for t, ok in zip(transitions, won) if ok])
+        self._observe(run, [t for t, ok in zip(transitions, won, strict=True) if ok])
         log.info("run cancelled", run=run_id, pipeline=run["pipeline"], by=by)
         generation = len(run.get("replays") or [])
         await self.publisher.publish_many(

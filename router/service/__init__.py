@@ -1,0 +1,23 @@
+"""The router as an HTTP service (`knflow serve router`): thin handlers over the router and the store.
+
+    POST /events            any CloudEvent: node results advance runs; other types start the runs of the
+                            pipelines whose trigger matches them. 202 {"id", "runs"}       ingress.py
+    POST /events/replay     the external events the broker kept: {"since": "2h", "type"}   ingress.py
+    POST /dead-letter       invokes whose retries ran out: the node fails with the reason ingress.py
+    POST /hooks/{pipeline}  webhook: the JSON body is the trigger's data. 202 {"run"}      hooks.py
+    POST /runs/{id}/replay  redrive in place ({"from": NODE}) or re-run ({"new_run": true}); /runs/{id}/cancel
+    POST /replay            bulk: {"pipeline", "status", "since": "2h", "new_run"}
+    GET  /runs, /runs/{id}                                                                 runs.py
+    GET|PUT|DELETE /pipelines/{name}; GET /pipelines                                       pipelines.py
+    GET  /healthz                                                                          app.py
+
+`create_app` (app.py) wires them; each handler gets the router, the catalog and the limits from
+`context.Service`. Errors are `KnflowError`s, mapped to HTTP statuses once (errors.py). A 202 is a
+promise: it is sent only after the run (with its trigger event) is stored.
+"""
+
+from __future__ import annotations
+
+from router.service.app import create_app
+
+__all__ = ["create_app"]

@@ -1,0 +1,29 @@
+"""The app factory: the routes of ingress.py, hooks.py, runs.py and pipelines.py over one `Service`."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from broker.codec import MAX_BODY_BYTES
+from broker.errors import KnflowError
+from router.catalog import StorePipelines
+from router.router import Router
+from router.service import hooks, ingress, pipelines, runs
+from router.service.context import Service
+from router.service.errors import knflow_error
+
+
+def create_app(
+    router: Router, catalog: StorePipelines, max_body_bytes: int = MAX_BODY_BYTES, webhook_secret: str | None = None
+) -> FastAPI:
+    app = FastAPI(title="knflow router", docs_url=None, redoc_url=None)
+    app.state.service = Service(router, catalog, max_body_bytes, webhook_secret)
+    app.add_exception_handler(KnflowError, knflow_error)
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    for module in (ingress, hooks, runs, pipelines):
+        app.include_router(module.routes)
+    return app

@@ -1,0 +1,43 @@
+"""The router's errors as HTTP answers: each error class's status, once (extending the function
+service's map, broker/http_errors.py), and the handler that renders every `KnflowError`."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from broker.errors import KnflowError
+from broker.http_errors import Statuses, error_body, http_status
+from functions.server import FUNCTION_STATUSES
+from router.conditions import ConditionError
+from router.hops import HopLimit
+from router.pipeline import PipelineInvalid
+from router.replay import InvalidDuration, ReplayRefused
+from router.router import UnknownPipeline
+from router.store.base import RunExists, RunNotFound
+from router.templates import TemplateError
+
+
+class Unauthorized(KnflowError):
+    """A request without the credentials the router asks for (a webhook without its secret)."""
+
+
+ROUTER_STATUSES: Statuses = {
+    **FUNCTION_STATUSES,
+    Unauthorized: 401,
+    UnknownPipeline: 404,
+    RunNotFound: 404,
+    RunExists: 409,
+    ReplayRefused: 409,
+    InvalidDuration: 400,
+    HopLimit: 422,
+    PipelineInvalid: 422,
+    TemplateError: 422,
+    ConditionError: 422,
+}
+
+
+async def knflow_error(request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, KnflowError):  # registered for KnflowError only
+        raise exc
+    return JSONResponse(error_body(exc), status_code=http_status(exc, ROUTER_STATUSES))

@@ -1,0 +1,58 @@
+"""Runs: `GET /runs`, `GET /runs/{id}`, and what changes them: `POST /runs/{id}/replay` (redrive in place,
+or re-run as a new run), `POST /runs/{id}/cancel`, and the bulk `POST /replay`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from router.replay import parse_duration_s
+from router.runs import record
+from router.service.context import Svc
+from router.store.base import RunNotFound
+
+routes = APIRouter()
+
+
+@routes.get("/runs")
+async def list_runs(svc: Svc, pipeline: str | None = None, status: str | None = None, limit: int = 50) -> list[dict]:
+    found = await svc.router.store.list_runs(pipeline=pipeline, status=status, limit=max(1, min(limit, 1000)))
+    return [record(r) for r in found]
+
+
+@routes.get("/runs/{run_id}")
+async def get_run(run_id: str, svc: Svc) -> dict:
+    run = await svc.router.store.get_run(run_id)
+    if run is None:
+        raise RunNotFound(f"run '{run_id}' not found", run_id=run_id)
+    return record(run)
+
+
+@routes.post("/runs/{run_id}/replay", status_code=202)
+async def replay_run(run_id: str, request: Request, svc: Svc) -> dict:
+    body = await svc.json_body(request)
+    if body.get("new_run"):
+        run = await svc.router.rerun(run_id, body.get("by"))
+    else:
+        run = await svc.router.redrive(run_id, body.get("from"), body.get("by"))
+    return record(run)
+
+
+@routes.post("/runs/{run_id}/cancel")
+async def cancel_run(run_id: str, request: Request, svc: Svc) -> dict:
+    body = await svc.json_body(request)
+    return record(await svc.router.cancel(run_id, body.get("by")))
+
+
+@routes.post("/replay", status_code=202)
+async def replay_many(request: Request, svc: Svc) -> dict:
+    body = await svc.json_body(request)
+    since = body.get("since")
+    report = await svc.router.replay_many(
+        body.get("pipeline"),
+        body.get("status", "failed"),
+        parse_duration_s(since) if since else None,
+        bool(body.get("new_run")),
+        body.get("by"),
+        int(body.get("limit", 1000)),
+    )
+    return {"runs": report}
