@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from broker import codec, events
+from broker import extensions as ext
 from broker.errors import InvalidEvent, KnflowError, PayloadTooLarge
 from router.catalog import StorePipelines, parse
 from router.core import Router, UnknownPipeline
@@ -103,7 +104,7 @@ def create_app(
         event = codec.decode(request.headers, await read_body(request), max_body_bytes)
         if event.get_type() in events.RESULT_TYPES:
             await router.on_result(event)
-            return accepted(request, {"id": event.get_id(), "runs": [str(event.get_extension("knflowrun"))]})
+            return accepted(request, {"id": event.get_id(), "runs": [str(event.get_extension(ext.RUN))]})
         if event.get_type() == events.INVOKE:
             raise InvalidEvent("the router does not take dev.knflow.invoke events; send them to the function's service")
         matched = pipelines_for(await catalog.all(), events.event_to_dict(event))
@@ -151,7 +152,7 @@ def create_app(
     async def dead_letter(request: Request) -> Response:
         event = codec.decode(request.headers, await read_body(request), max_body_bytes)
         await router.on_dead_letter(event)
-        return accepted(request, {"id": event.get_id(), "runs": [str(event.get_extension("knflowrun"))]})
+        return accepted(request, {"id": event.get_id(), "runs": [str(event.get_extension(ext.RUN))]})
 
     @app.get("/runs")
     async def list_runs(pipeline: str | None = None, status: str | None = None, limit: int = 50) -> list[dict]:
