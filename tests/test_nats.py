@@ -401,6 +401,23 @@ async def test_http_retries_503_with_backoff_then_succeeds(nc, layout, service):
     await wait_for(lambda: consumer_settled(nc, layout, d.name), "the input's ack")
 
 
+async def test_the_nodes_retry_policy_on_the_invoke_overrides_the_dispatchers(nc, layout, service):
+    service.scripts["resize"] = [(503, "down")]
+    service.scripts["dlq"] = [(202, "")]
+    node_retry = Retry(retries=1, backoff="linear", delay_s=0.01).extension_value()
+    async with Dispatcher.for_function(
+        nc, "resize", f"{service.url}/resize", layout=layout, retry=FAST, timeout_s=5, dead_letter=f"{service.url}/dlq"
+    ) as d:
+        with capture_logs() as logs:
+            await JetStreamPublisher(nc, layout).publish(invoke(1, knflowretry=node_retry))
+            await wait_for(lambda: d.stats.dead_letters == 1, "the dead letter after the node's one retry")
+            await JetStreamPublisher(nc, layout).publish(invoke(2, knflowretry="3/linear/0.05/60"))
+            await wait_for(lambda: d.stats.dead_letters == 2, "the dead letter after the dispatcher's 3 retries")
+    assert len(service.requests["resize"]) == 2 + 4 and d.stats.retries == 1 + 3
+    bad = [e for e in logs if e["event"] == "bad retry policy on the event; the subscriber's applies"]
+    assert bad and "extension knflowretry has value '3/linear/0.05/60'" in bad[0]["error"]
+
+
 async def test_http_400_is_not_retried_and_goes_to_the_dead_letter_url(nc, layout, service):
     service.scripts["resize"] = [(400, "field 'width' must be > 0")]
     service.scripts["dlq"] = [(202, "")]
