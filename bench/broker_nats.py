@@ -22,7 +22,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from broker.delivery import DeliveryPolicy
+from broker import extensions as ext
 from broker.nats import JetStreamPublisher, StreamLayout
 from broker.nats_dispatcher import Dispatcher
 from tests.nats_fixture import NatsServer, nats_server_binaries
@@ -57,8 +57,8 @@ def invokes(n: int, size_bytes: int, tag: str) -> list[CloudEvent]:
                 "type": "dev.knflow.invoke",
                 "source": "/bench",
                 "id": f"{tag}:{i}",
-                "knflowfunction": "echo",
-                "knflowpipeline": "bench",
+                ext.FUNCTION: "echo",
+                ext.PIPELINE: "bench",
                 "datacontenttype": "application/json",
             },
             {"inputs": {"i": i, "pad": pad}, "config": {}},
@@ -73,7 +73,7 @@ async def replying(ev: CloudEvent) -> CloudEvent:
             "type": "dev.knflow.node.succeeded",
             "source": "/fn/echo",
             "id": f"{ev.get_id()}:ok",
-            "knflowpipeline": "bench",
+            ext.PIPELINE: "bench",
             "datacontenttype": "application/json",
         },
         {"output": {"i": ev.get_data()["inputs"]["i"]}},
@@ -90,9 +90,7 @@ async def round_trips(nc, n: int, size_bytes: int, cls: type[Dispatcher], subscr
     await publisher.ensure_stream()
     for chunk_start in range(0, n, 5000):  # publish first, then measure delivery alone
         await publisher.publish_many(invokes(min(5000, n - chunk_start), size_bytes, f"r{chunk_start}"))
-    dispatcher = cls.for_function(
-        nc, "echo", subscriber, layout=layout, policy=DeliveryPolicy(timeout_s=30), max_in_flight=max_in_flight
-    )
+    dispatcher = cls.for_function(nc, "echo", subscriber, layout=layout, timeout_s=30, max_in_flight=max_in_flight)
     started = time.perf_counter()
     await dispatcher.start()
     while dispatcher.stats.delivered < n:

@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 from broker import events
+from broker import extensions as ext
 from router.pipeline import Pipeline
 
 ENDED = {events.RUN_SUCCEEDED: "succeeded", events.RUN_FAILED: "failed", events.RUN_CANCELLED: "cancelled"}
@@ -35,7 +36,7 @@ class RunEnds:
         for ev in evs:
             status = ENDED.get(ev.get_type())
             if status is not None:
-                fut = self.waiting.pop(str(ev.get_extension("knflowrun")), None)
+                fut = self.waiting.pop(str(ev.get_extension(ext.RUN)), None)
                 if status != "succeeded":
                     self.failed += 1
                 if fut is not None and not fut.done():

@@ -19,7 +19,6 @@ async def hop_floor(nats_url: str, n: int = 300) -> dict[str, float]:
     import nats
 
     from broker import events
-    from broker.delivery import DeliveryPolicy
     from broker.nats import JetStreamPublisher, StreamLayout
     from broker.nats_dispatcher import Dispatcher
 
@@ -35,7 +34,7 @@ async def hop_floor(nats_url: str, n: int = 300) -> dict[str, float]:
         at[0] = time.perf_counter()
         delivered.set()
 
-    dispatcher = Dispatcher.for_function(nc, "floor", receive, layout=layout, policy=DeliveryPolicy(timeout_s=5))
+    dispatcher = Dispatcher.for_function(nc, "floor", receive, layout=layout, timeout_s=5)
     await dispatcher.start()
     acks, deliveries = [], []
     try:

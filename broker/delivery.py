@@ -1,9 +1,7 @@
 """What a delivery attempt means, as a Knative Trigger reads it: pure decisions, no network.
 
-- `DeliveryPolicy` is a Trigger's `spec.delivery`: `retry` → `retries`, `backoffPolicy` → `backoff`,
-  `backoffDelay` → `backoff_delay_s`, `timeout` → `timeout_s`; `max_delay_s` caps a backoff.
-  The delay before retry n (n = 1, 2, ...) is `backoff_delay_s * n` (linear) or `backoff_delay_s * 2**n`
-  (exponential), as Knative's `RetryConfigFromDeliverySpec`.
+- How often and how patiently to retry is `broker.retry.Retry` (a Trigger's `retry`, `backoffPolicy`,
+  `backoffDelay`); how long one attempt may take is the subscriber's `timeout_s` (the Trigger's `timeout`).
 - `DeliveryOutcome` is what a subscriber answered: an HTTP-like status, maybe a reply event, maybe an
   error body. Retried: 5xx, 408, 429 (and network errors and timeouts, which become 502 and 504). Not
   retried: every other status outside 2xx.
@@ -15,83 +13,18 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, replace
-from typing import Final, Literal
+from dataclasses import dataclass
+from typing import Final
 
 from cloudevents.core.v1.event import CloudEvent
 
+from broker import extensions as ext
 from broker.errors import DeliveryFailed, KnflowError
 
-__all__ = ["DeliveryOutcome", "DeliveryPolicy", "dead_letter_event", "is_retryable_status"]
+__all__ = ["DeliveryOutcome", "dead_letter_event", "is_retryable_status"]
 
 KNATIVE_ERROR_DATA_MAX_CHARS: Final = 1024
 _ERROR_BODY_MAX_BYTES: Final = KNATIVE_ERROR_DATA_MAX_CHARS // 4 * 3  # its base64 fits in 1,024 chars
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryPolicy:
-    """Retries and timeouts of one subscription. Also satisfies `broker.memory.RetryPolicy`."""
-
-    retries: int = 3
-    backoff: Literal["exponential", "linear"] = "exponential"
-    backoff_delay_s: float = 0.2
-    max_delay_s: float = 60.0
-    timeout_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not isinstance(self.retries, int) or self.retries < 0:
-            problems.append(f"retries is {self.retries!r}; expected an int >= 0")
-        if self.backoff not in ("exponential", "linear"):
-            problems.append(f"backoff is {self.backoff!r}; expected 'exponential' or 'linear'")
-        for name in ("backoff_delay_s", "max_delay_s"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} is {getattr(self, name)!r}; expected a number >= 0")
-        if self.timeout_s <= 0:
-            problems.append(f"timeout_s is {self.timeout_s!r}; expected a number > 0")
-        if problems:
-            raise KnflowError(f"DeliveryPolicy is invalid: {'; '.join(problems)}.")
-
-    def delay_before_s(self, retry_number: int) -> float:
-        """Seconds to wait before retry `retry_number` (1 for the first retry), capped at `max_delay_s`."""
-        n = max(1, retry_number)
-        if self.backoff == "linear":
-            delay = self.backoff_delay_s * n
-        else:
-            delay = self.backoff_delay_s * 2.0 ** min(n, 64)
-        return min(delay, self.max_delay_s)
-
-    def for_event(self, event: CloudEvent) -> DeliveryPolicy:
-        """This policy, with the node's own overrides that the router put on the invoke: `knflowretry`
-        (`RETRIES/BACKOFF/DELAY_S/MAX_DELAY_S`) and `knflowtimeout` (seconds)."""
-        retry, timeout = event.get_extension(RETRY_EXTENSION), event.get_extension(TIMEOUT_EXTENSION)
-        if retry is None and timeout is None:
-            return self
-        fields = {}
-        if retry is not None:
-            try:
-                retries, backoff, delay_s, max_delay_s = str(retry).split("/")
-                fields = {
-                    "retries": int(retries),
-                    "backoff": backoff,
-                    "backoff_delay_s": float(delay_s),
-                    "max_delay_s": float(max_delay_s),
-                }
-            except ValueError:
-                raise KnflowError(
-                    f"event '{event.get_id()}': knflowretry {retry!r} is not RETRIES/BACKOFF/DELAY_S/MAX_DELAY_S"
-                ) from None
-        if timeout is not None:
-            fields["timeout_s"] = float(timeout)
-        return replace(self, **fields)
-
-    def header(self) -> str:
-        """This policy's retries as the `knflowretry` extension value."""
-        return f"{self.retries}/{self.backoff}/{self.backoff_delay_s:g}/{self.max_delay_s:g}"
-
-
-RETRY_EXTENSION: Final = "knflowretry"
-TIMEOUT_EXTENSION: Final = "knflowtimeout"
 
 
 def is_retryable_status(status: int) -> bool:
@@ -152,7 +85,7 @@ def error_body_bytes(body: bytes | str | object) -> bytes:
 def dead_letter_event(event: CloudEvent, outcome: DeliveryOutcome, destination: str) -> CloudEvent:
     """`event` with Knative's error extensions: where it went, the last status, base64 of the body."""
     attributes = dict(event.get_attributes())  # a copy: the SDK's constructor keeps and mutates it
-    attributes["knativeerrordest"] = destination
-    attributes["knativeerrorcode"] = outcome.status
-    attributes["knativeerrordata"] = base64.b64encode(outcome.error_body[:_ERROR_BODY_MAX_BYTES]).decode()
+    attributes[ext.ERROR_DEST] = destination
+    attributes[ext.ERROR_CODE] = outcome.status
+    attributes[ext.ERROR_DATA] = base64.b64encode(outcome.error_body[:_ERROR_BODY_MAX_BYTES]).decode()
     return CloudEvent(attributes, event.get_data())

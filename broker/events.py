@@ -14,8 +14,10 @@ from typing import Any
 from cloudevents.core.exceptions import CloudEventValidationError
 from cloudevents.core.v1.event import CloudEvent
 
+from broker import extensions as ext
 from broker.codec import trusted_event
 from broker.errors import InvalidEvent
+from broker.retry import Retry
 
 INVOKE = "dev.knflow.invoke"
 NODE_SUCCEEDED = "dev.knflow.node.succeeded"
@@ -26,8 +28,6 @@ RUN_STARTED, RUN_SUCCEEDED, RUN_FAILED, RUN_CANCELLED = (
     RUN_PREFIX + s for s in ("started", "succeeded", "failed", "cancelled")
 )
 ROUTER_SOURCE = "/knflow/router"
-DELIVERY = "knflowdelivery"
-HOPS = "knflowhops"  # on run events: how many pipelines deep the chain that led here is  # stamped by a dispatcher on the 2nd, 3rd ... delivery of one event
 JSON = "application/json"
 
 
@@ -70,7 +70,7 @@ def with_delivery(event: CloudEvent, delivery: int) -> CloudEvent:
     """`event` as delivered for the `delivery`-th time (the same id: a retry, not a new event)."""
     if delivery <= 1:
         return event
-    return trusted_event({**event.get_attributes(), DELIVERY: str(delivery)}, event.get_data())
+    return trusted_event({**event.get_attributes(), ext.DELIVERY: str(delivery)}, event.get_data())
 
 
 def invoke_event(
@@ -83,7 +83,7 @@ def invoke_event(
     inputs: Any,
     config: Any,
     traceparent: str | None = None,
-    retry: str | None = None,
+    retry: Retry | None = None,
     timeout_s: float | None = None,
 ) -> CloudEvent:
     """`retry` and `timeout_s` are the node's own overrides of its function's (knflowretry, knflowtimeout)."""
@@ -93,19 +93,22 @@ def invoke_event(
         "id": invoke_id(run_id, node, attempt),
         "subject": node,
         "datacontenttype": JSON,
-        "knflowfunction": function,
-        "knflowrun": run_id,
-        "knflownode": node,
-        "knflowattempt": str(attempt),
-        "knflowpipeline": pipeline,
+        ext.FUNCTION: function,
+        ext.RUN: run_id,
+        ext.NODE: node,
+        ext.ATTEMPT: str(attempt),
+        ext.PIPELINE: pipeline,
     }
     if traceparent:
-        attrs["traceparent"] = traceparent
-    if retry:
-        attrs["knflowretry"] = retry
+        attrs[ext.TRACEPARENT] = traceparent
+    if retry is not None:
+        attrs[ext.RETRY] = retry.extension_value()
     if timeout_s:
-        attrs["knflowtimeout"] = f"{timeout_s:g}"
+        attrs[ext.TIMEOUT] = f"{timeout_s:g}"
     return _own(attrs, {"inputs": inputs, "config": config})
+
+
+_RESULT_CARRIES = (ext.RUN, ext.NODE, ext.ATTEMPT, ext.PIPELINE, ext.FUNCTION, ext.DELIVERY, ext.TRACEPARENT)
 
 
 def result_event(invoke: CloudEvent, *, succeeded: bool, data: dict[str, Any], source: str) -> CloudEvent:
@@ -118,15 +121,7 @@ def result_event(invoke: CloudEvent, *, succeeded: bool, data: dict[str, Any], s
     }
     if invoke.get_subject():
         attrs["subject"] = invoke.get_subject()
-    for key in (
-        "knflowrun",
-        "knflownode",
-        "knflowattempt",
-        "knflowpipeline",
-        "knflowfunction",
-        DELIVERY,
-        "traceparent",
-    ):
+    for key in _RESULT_CARRIES:
         value = invoke.get_extension(key)
         if value is not None:
             attrs[key] = value
@@ -146,9 +141,9 @@ def run_event(
             "id": f"{run_id}:{kind_type.removeprefix(RUN_PREFIX)}{suffix}",
             "subject": run_id,
             "datacontenttype": JSON,
-            "knflowrun": run_id,
-            "knflowpipeline": pipeline,
-            HOPS: str(hops),
+            ext.RUN: run_id,
+            ext.PIPELINE: pipeline,
+            ext.HOPS: str(hops),
         },
         data,
     )
@@ -173,29 +168,29 @@ class Address:
 
 def address(event: CloudEvent) -> Address:
     """Read knflow's extension attributes, naming the one that is missing or malformed."""
-    missing = [k for k in ("knflowrun", "knflownode", "knflowattempt") if not event.get_extension(k)]
+    missing = [k for k in (ext.RUN, ext.NODE, ext.ATTEMPT) if not event.get_extension(k)]
     if missing:
         raise InvalidEvent(
             f"event '{event.get_id()}' of type '{event.get_type()}' lacks extension attribute(s) "
             f"{', '.join(missing)} (headers ce-{', ce-'.join(missing)})",
             event_id=event.get_id(),
         )
-    raw_attempt = event.get_extension("knflowattempt")
+    raw_attempt = event.get_extension(ext.ATTEMPT)
     try:
         attempt = int(raw_attempt)
     except (TypeError, ValueError):
         raise InvalidEvent(
-            f"event '{event.get_id()}': knflowattempt has value {raw_attempt!r}. Not a valid int.",
+            f"event '{event.get_id()}': {ext.ATTEMPT} has value {raw_attempt!r}. Not a valid int.",
             event_id=event.get_id(),
         ) from None
-    raw_delivery = str(event.get_extension(DELIVERY) or "1")
+    raw_delivery = str(event.get_extension(ext.DELIVERY) or "1")
     return Address(
         delivery=int(raw_delivery) if raw_delivery.isdigit() and int(raw_delivery) > 0 else 1,
-        run_id=str(event.get_extension("knflowrun")),
-        node=str(event.get_extension("knflownode")),
+        run_id=str(event.get_extension(ext.RUN)),
+        node=str(event.get_extension(ext.NODE)),
         attempt=attempt,
-        pipeline=str(event.get_extension("knflowpipeline") or ""),
-        function=event.get_extension("knflowfunction"),
+        pipeline=str(event.get_extension(ext.PIPELINE) or ""),
+        function=event.get_extension(ext.FUNCTION),
     )
 
 

@@ -12,15 +12,15 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 from collections.abc import Awaitable, Callable
 
 import structlog
 from cloudevents.core.v1.event import CloudEvent
 
-from broker.delivery import DeliveryOutcome, DeliveryPolicy, dead_letter_event
-from broker.errors import DeliveryFailed
+from broker.delivery import DeliveryOutcome, dead_letter_event
+from broker.errors import DeliveryFailed, InvalidEvent
 from broker.events import with_delivery
+from broker.retry import Retry, retry_for
 
 log = structlog.get_logger("knflow.broker")
 
@@ -28,7 +28,7 @@ Handler = Callable[[CloudEvent], Awaitable[CloudEvent | None]]
 DeadLetter = Callable[[CloudEvent], Awaitable[None]]
 
 
-NO_RETRY = DeliveryPolicy(retries=0)
+NO_RETRY = Retry()
 UNROUTED_KEPT = 1000
 
 
@@ -45,13 +45,19 @@ def matches(event: CloudEvent, filter_: dict[str, str]) -> bool:
 class Subscription:
     filter: dict[str, str]
     handler: Handler
-    policy: DeliveryPolicy | Callable[[CloudEvent], DeliveryPolicy]
+    retry: Retry | Callable[[CloudEvent], Retry]  # the subscriber's own, or one per event (by its function)
     dead_letter: DeadLetter | None
     slots: asyncio.Semaphore | None
     name: str = ""
 
-    def policy_for(self, event: CloudEvent) -> DeliveryPolicy:
-        return self.policy(event) if callable(self.policy) else self.policy
+    def policy_for(self, event: CloudEvent) -> Retry:
+        """The subscriber's policy, or the node's own that the router put on the invoke (`knflowretry`)."""
+        default = self.retry(event) if callable(self.retry) else self.retry
+        try:
+            return retry_for(event, default)
+        except InvalidEvent as err:
+            log.error("bad retry policy on the event; the subscriber's applies", subscriber=self.name, error=str(err))
+            return default
 
 
 @dataclass
@@ -67,7 +73,7 @@ class InMemoryBroker:
         filter_: dict[str, str],
         handler: Handler,
         *,
-        policy: Any = None,
+        retry: Retry | Callable[[CloudEvent], Retry] | None = None,
         dead_letter: DeadLetter | None = None,
         concurrency: int = 0,
         name: str = "",
@@ -75,7 +81,7 @@ class InMemoryBroker:
         sub = Subscription(
             dict(filter_),
             handler,
-            policy or NO_RETRY,
+            retry or NO_RETRY,
             dead_letter,
             asyncio.Semaphore(concurrency) if concurrency else None,
             name,
@@ -106,7 +112,7 @@ class InMemoryBroker:
                 task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, sub: Subscription, event: CloudEvent) -> None:
-        policy = sub.policy_for(event)
+        retry = sub.policy_for(event)
         attempt = 0
         while True:
             attempt += 1
@@ -123,8 +129,8 @@ class InMemoryBroker:
                     if isinstance(exc, DeliveryFailed)
                     else DeliveryFailed(f"{type(exc).__name__}: {exc}", retryable=True)
                 )
-                if failure.retryable and attempt <= policy.retries:
-                    delay_s = policy.delay_before_s(attempt)
+                if failure.retryable and attempt <= retry.retries:
+                    delay_s = retry.delay_before_s(attempt)
                     log.info(
                         "delivery retry",
                         event_id=event.get_id(),

@@ -37,6 +37,7 @@ from cloudevents.core.v1.event import CloudEvent
 from nats.aio.client import Client as NATS
 from nats.js.api import PubAck, RetentionPolicy, StorageType, StreamConfig, StreamInfo
 
+from broker import extensions as ext
 from broker.codec import encode_binary
 from broker.errors import InvalidEvent, KnflowError, PayloadTooLarge, PublishError
 
@@ -107,12 +108,12 @@ class StreamLayout:
         """The subject of `event`, by its type and knflow's extensions (see the module's table)."""
         event_type = event.get_type()
         if event_type == INVOKE_TYPE:
-            return self.invoke_subject(self._extension(event, "knflowfunction"))
+            return self.invoke_subject(self._extension(event, ext.FUNCTION))
         if event_type.startswith(NODE_TYPE_PREFIX):
-            return self.result_subject(self._extension(event, "knflowpipeline"))
+            return self.result_subject(self._extension(event, ext.PIPELINE))
         if event_type.startswith(RUN_TYPE_PREFIX) and len(event_type) > len(RUN_TYPE_PREFIX):
             state = event_type[len(RUN_TYPE_PREFIX) :]
-            return self.run_subject(self._extension(event, "knflowpipeline"), state)
+            return self.run_subject(self._extension(event, ext.PIPELINE), state)
         return self.external_subject(event_type)
 
     @staticmethod

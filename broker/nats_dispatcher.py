@@ -39,10 +39,11 @@ from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 
 from broker.codec import decode
-from broker.delivery import DeliveryOutcome, DeliveryPolicy, dead_letter_event
-from broker.errors import KnflowError
+from broker.delivery import DeliveryOutcome, dead_letter_event
+from broker.errors import InvalidEvent, KnflowError
 from broker.events import with_delivery
 from broker.nats import DEFAULT_LAYOUT, JetStreamPublisher, StreamLayout, escape_token
+from broker.retry import Retry, retry_for
 from broker.sinks import Sink, Target, make_target
 
 __all__ = ["Dispatcher", "DispatcherStats"]
@@ -64,7 +65,10 @@ class DispatcherStats:
 
 
 class Dispatcher:
-    """Deliver the events on `filter_subject` to `subscriber` through the durable consumer `name`."""
+    """Deliver the events on `filter_subject` to `subscriber` through the durable consumer `name`.
+
+    `retry` is the subscriber's retry policy (none by default, as a Trigger without `delivery.retry`), which
+    an event's own `knflowretry` overrides; `timeout_s` bounds one attempt (the Trigger's `timeout`)."""
 
     def __init__(
         self,
@@ -74,7 +78,8 @@ class Dispatcher:
         filter_subject: str,
         subscriber: Sink,
         layout: StreamLayout = DEFAULT_LAYOUT,
-        policy: DeliveryPolicy | None = None,
+        retry: Retry | None = None,
+        timeout_s: float = 30.0,
         dead_letter: Sink | None = None,
         max_in_flight: int = 64,
         batch_size: int = 200,
@@ -98,10 +103,15 @@ class Dispatcher:
                 f"Dispatcher '{name}': max_in_flight={max_in_flight} and batch_size={batch_size} must be >= 1.",
                 consumer=name,
             )
+        retry = retry or Retry()
+        problems = retry.problems() + ([] if timeout_s > 0 else [f"timeout_s must be a number > 0, got {timeout_s!r}"])
+        if problems:
+            raise KnflowError(f"Dispatcher '{name}' is invalid: {'; '.join(problems)}.", consumer=name)
         self.name = name
         self.filter_subject = filter_subject
         self.layout = layout
-        self.policy = policy or DeliveryPolicy()
+        self.retry = retry
+        self.timeout_s = timeout_s
         self.max_in_flight = max_in_flight
         self.batch_size = batch_size
         self.deliver_policy = deliver_policy
@@ -143,7 +153,7 @@ class Dispatcher:
             filter_subject=self.filter_subject,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.NEW if self.deliver_policy == "new" else DeliverPolicy.ALL,
-            ack_wait=self.policy.timeout_s + self.ack_margin_s,
+            ack_wait=self.timeout_s + self.ack_margin_s,
             max_deliver=-1,
             max_ack_pending=max(1000, 4 * self.max_in_flight),
         )
@@ -168,9 +178,9 @@ class Dispatcher:
         needs_http = isinstance(self._subscriber_sink, str) or isinstance(self._dead_letter_sink, str)
         if needs_http:
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.max_in_flight))
-        self._subscriber = make_target(self._subscriber_sink, self._session, self.policy.timeout_s)
+        self._subscriber = make_target(self._subscriber_sink, self._session, self.timeout_s)
         if self._dead_letter_sink is not None:
-            self._dead_letter = make_target(self._dead_letter_sink, self._session, self.policy.timeout_s)
+            self._dead_letter = make_target(self._dead_letter_sink, self._session, self.timeout_s)
         self._inbox = self._nc.new_inbox()
         self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_message)
         self._loop_task = asyncio.create_task(self._pull_loop(), name=f"knflow-dispatcher-{self.name}")
@@ -304,14 +314,22 @@ class Dispatcher:
             self.stats.delivered += 1
             return
         fields = dict(event_id=event.get_id(), attempt=attempt, status=outcome.status)
-        policy = self.policy.for_event(event)  # the node's own retries, where the router set them
-        if outcome.should_retry and attempt <= policy.retries:
-            delay_s = policy.delay_before_s(attempt)
+        retry = self._retry_for(event)
+        if outcome.should_retry and attempt <= retry.retries:
+            delay_s = retry.delay_before_s(attempt)
             self._log.info("delivery retry", retry_in_s=delay_s, reason=_preview(outcome.error_body), **fields)
             await msg.nak(delay=delay_s)
             self.stats.retries += 1
             return
         await self._to_dead_letter(msg, event, outcome, fields)
+
+    def _retry_for(self, event: CloudEvent) -> Retry:
+        """The node's own retries, where the router set them (`knflowretry`); else the subscriber's."""
+        try:
+            return retry_for(event, self.retry)
+        except InvalidEvent as err:
+            self._log.error("bad retry policy on the event; the subscriber's applies", error=str(err))
+            return self.retry
 
     async def _store_reply(self, event: CloudEvent, outcome: DeliveryOutcome) -> DeliveryOutcome:
         assert outcome.reply is not None
@@ -341,7 +359,7 @@ class Dispatcher:
             self.stats.dead_letters += 1
             self._log.warning("dead-lettered", reason=reason, **fields)
             return
-        delay_s = self.policy.delay_before_s(fields["attempt"])
+        delay_s = self.retry.delay_before_s(fields["attempt"])
         self._log.error(
             "dead-letter sink failed; will try again",
             sink=self._dead_letter.destination,

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from broker import events
+from broker import extensions as ext
 from broker.errors import DeliveryFailed
 from functions import blobs
 from functions.errors import FunctionError
@@ -127,7 +128,7 @@ async def handle_invoke(
             invoke, succeeded=False, data={"error": error_doc("InvalidEvent", msg)}, source=source
         )
     ctx = Context(run_id=addr.run_id, node_id=addr.node, attempt=addr.tries, pipeline=addr.pipeline, function=spec.name)
-    raw_timeout = invoke.get_extension("knflowtimeout")
+    raw_timeout = invoke.get_extension(ext.TIMEOUT)
     timeout_s = float(raw_timeout) if raw_timeout is not None else None
     store = store or blobs.default_store()
     try:
@@ -159,7 +160,7 @@ def in_process(registry: Registry) -> Callable[[CloudEvent], Awaitable[CloudEven
     """A subscriber that runs any registered function in this process, picked by `knflowfunction`."""
 
     async def handle(event: CloudEvent) -> CloudEvent:
-        name = str(event.get_extension("knflowfunction") or "")
+        name = str(event.get_extension(ext.FUNCTION) or "")
         spec = registry.find(name)
         if spec is None:
             raise DeliveryFailed(f"no function '{name}' in this process. {registry.hint()}", retryable=False, code=404)

@@ -1,5 +1,7 @@
 """The function SDK: `@function`, `Context`, `Retry` and the traits a function carries to Knative.
 
+`Retry` is the one retry policy of every path (`broker.retry`, re-exported here and as `knflow.Retry`).
+
 `@function` checks the decorated callable when it is applied and reports every problem at once. A
 decorated function is a `FunctionSpec`: called outside a pipeline it runs the user's code; called while
 a `@pipeline` is being recorded it records a node instead (the recorder is installed by the router's
@@ -13,12 +15,12 @@ import re
 import typing
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, TypeVar, overload
 from collections.abc import Awaitable, Callable
 
 from pydantic import BaseModel
 
-from broker.delivery import DeliveryPolicy
+from broker.retry import Retry
 from functions.errors import InvalidFunction
 
 if typing.TYPE_CHECKING:
@@ -37,43 +39,11 @@ RECORDER: ContextVar[Callable[[FunctionSpec, tuple, dict], Any] | None] = Contex
 
 
 @dataclass(frozen=True)
-class Retry:
-    """How often and how patiently a failed delivery is retried (a Knative Trigger's `delivery`)."""
-
-    retries: int = 0
-    backoff: Literal["exponential", "linear"] = "exponential"
-    delay_s: float = 1.0
-    max_delay_s: float = 60.0
-
-    def problems(self) -> list[str]:
-        out = []
-        if not isinstance(self.retries, int) or self.retries < 0:
-            out.append(f"retries must be an integer >= 0, got {self.retries!r}")
-        if self.backoff not in ("exponential", "linear"):
-            out.append(f"backoff must be 'exponential' or 'linear', got {self.backoff!r}")
-        if not isinstance(self.delay_s, (int, float)) or self.delay_s < 0:
-            out.append(f"retry delay_s must be a number >= 0, got {self.delay_s!r}")
-        if not isinstance(self.max_delay_s, (int, float)) or self.max_delay_s < self.delay_s:
-            out.append(f"retry max_delay_s must be >= delay_s, got {self.max_delay_s!r}")
-        return out
-
-    def delivery(self, timeout_s: float) -> DeliveryPolicy:
-        """The broker's delivery policy (a Knative Trigger's `delivery`) for these retries."""
-        return DeliveryPolicy(
-            retries=self.retries,
-            backoff=self.backoff,
-            backoff_delay_s=self.delay_s,
-            max_delay_s=self.max_delay_s,
-            timeout_s=timeout_s,
-        )
-
-
-@dataclass(frozen=True)
 class Traits:
     """Deployment traits: resources, GPU and autoscaling. Knative manifests are made from these."""
 
     timeout_s: float = 60.0
-    retry: Retry = Retry()
+    retry: Retry = field(default_factory=Retry)
     cpu: str | None = None
     memory: str | None = None
     gpu: int = 0

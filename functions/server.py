@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from broker import codec, events
+from broker import extensions as ext
 from broker.codec import MAX_BODY_BYTES
 from broker.errors import InvalidEvent, KnflowError
 from broker.http_errors import BROKER_STATUSES, Statuses, error_body, http_status
@@ -60,10 +61,10 @@ def create_app(spec: FunctionSpec, max_body_bytes: int = MAX_BODY_BYTES, store: 
             raise InvalidEvent(
                 f"expected a CloudEvent of type '{events.INVOKE}', got '{event.get_type()}' (header ce-type)"
             )
-        fn = event.get_extension("knflowfunction")
+        fn = event.get_extension(ext.FUNCTION)
         if fn is not None and fn != spec.name:
             raise InvalidEvent(
-                f"this service runs function '{spec.name}', but the event asks for '{fn}' (header ce-knflowfunction)"
+                f"this service runs function '{spec.name}', but the event asks for '{fn}' (header ce-{ext.FUNCTION})"
             )
         try:
             reply = await handle_invoke(spec, event, source, store)

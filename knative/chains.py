@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from broker import events
+from broker import extensions as ext
 from knative.errors import LoopRisk
 from router.pipeline import Pipeline
 
@@ -50,7 +51,7 @@ def loop_problems(pipelines: list[Pipeline]) -> list[str]:
                     "and functions. Listen to dev.knflow.run.* events to chain pipelines."
                 )
             elif etype.startswith(events.RUN_PREFIX):
-                upstream = t.filter.get("knflowpipeline")
+                upstream = t.filter.get(ext.PIPELINE)
                 if upstream is None:
                     out.append(
                         f"pipeline '{p.name}': its trigger starts a run on every {etype} event, those of its own runs "

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from broker import events
+from broker import extensions as ext
 from knative import naming
 from knative.durations import iso_seconds
 from knative.plan import FunctionPlan
@@ -109,7 +110,7 @@ def function_trigger(plan: FunctionPlan, profile: Profile) -> dict[str, Any]:
         name,
         profile,
         "trigger",
-        {"type": events.INVOKE, "knflowfunction": plan.name},
+        {"type": events.INVOKE, ext.FUNCTION: plan.name},
         naming.service_ref(name),
         delivery,
         **{naming.FUNCTION_LABEL: plan.name},

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from broker import extensions as ext
 from knative import naming
 from knative.errors import KnativeError
 from knative.profile import Profile
@@ -34,7 +35,7 @@ def ping_sources(pipelines: list[Pipeline], profile: Profile) -> list[dict[str, 
                 spec["timezone"] = t.timezone
             spec["contentType"] = "application/json"
             spec["data"] = json.dumps(t.data or {}, sort_keys=True, ensure_ascii=False)
-            spec["ceOverrides"] = {"extensions": {"knflowpipeline": p.name}}
+            spec["ceOverrides"] = {"extensions": {ext.PIPELINE: p.name}}
             spec["sink"] = naming.service_ref(profile.router.name, "/events")
             out.append(
                 {

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from broker import extensions as ext
 from broker.errors import KnflowError
 from knflow import eventloop
 from knflow.settings import DEFAULT_STORE, Settings
@@ -135,7 +136,7 @@ async def fire_schedules(router: Any, catalog: Any, clock: Any = None) -> None:
                 "source": f"/knflow/dev/cron/{pipeline.name}",
                 "id": f"{pipeline.name}@{when.isoformat()}",
                 "datacontenttype": events.JSON,
-                "knflowpipeline": pipeline.name,
+                ext.PIPELINE: pipeline.name,
             },
             trigger.data if trigger.data is not None else {},
         )

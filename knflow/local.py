@@ -6,14 +6,14 @@ The same router and function code as in production; only publishing and delivery
 from __future__ import annotations
 
 import asyncio
-import functools
 from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 
 from broker import events
-from broker.delivery import DeliveryPolicy
-from broker.memory import InMemoryBroker
+from broker import extensions as ext
+from broker.memory import NO_RETRY, InMemoryBroker
+from broker.retry import Retry
 from functions.handler import in_process
 from functions.registry import REGISTRY, Registry, close_builtin_clients
 from router.router import Pipelines, RouterSettings, StaticPipelines, build_router, new_run_id
@@ -21,18 +21,10 @@ from router.pipeline import Pipeline
 from router.store.base import RunStore
 
 
-def delivery_policy(registry: Registry, event: CloudEvent) -> DeliveryPolicy:
-    """The retries of the node an invoke is for: its function's, with the node's overrides on the event."""
-    spec = registry.find(str(event.get_extension("knflowfunction")))
-    if spec is None:
-        return DeliveryPolicy(retries=0)
-    return _function_policy(spec).for_event(event)
-
-
-@functools.lru_cache(maxsize=1024)
-def _function_policy(spec: Any) -> DeliveryPolicy:
-    """A function's own policy (its traits are frozen): built once, not on every invoke."""
-    return spec.traits.retry.delivery(spec.traits.timeout_s)
+def function_retry(registry: Registry, event: CloudEvent) -> Retry:
+    """The retries of the function an invoke is for (the broker lays the node's own, `knflowretry`, over it)."""
+    spec = registry.find(str(event.get_extension(ext.FUNCTION)))
+    return spec.traits.retry if spec is not None else NO_RETRY
 
 
 class EmbeddedStack:
@@ -57,7 +49,7 @@ class EmbeddedStack:
         self.broker.subscribe(
             {"type": events.INVOKE},
             in_process(registry),
-            policy=lambda event: delivery_policy(registry, event),
+            retry=lambda event: function_retry(registry, event),
             dead_letter=self.router.on_dead_letter,
             name="functions",
         )
@@ -125,6 +117,6 @@ class EmbeddedStack:
 
     async def _run_ended(self, event: CloudEvent) -> None:
         # popped: a run started and never waited for leaves nothing behind (`wait` then reads the store)
-        fut = self._waiting.pop(str(event.get_extension("knflowrun")), None)
+        fut = self._waiting.pop(str(event.get_extension(ext.RUN)), None)
         if fut is not None and not fut.done():
             fut.set_result(event.get_type())

@@ -14,11 +14,11 @@ import nats
 import structlog
 from nats.aio.client import Client as NATS
 
-from broker.delivery import DeliveryPolicy
 from broker.errors import KnflowError
 from broker.event_log import JetStreamEventLog
 from broker.nats import JetStreamPublisher, StreamLayout
 from broker.nats_dispatcher import Dispatcher
+from broker.retry import Retry
 from functions.handler import in_process
 from functions.registry import REGISTRY, Registry
 from router.router import Pipelines, Router, RouterSettings, StaticPipelines, build_router
@@ -27,9 +27,8 @@ from router.store.base import RunStore
 log = structlog.get_logger("knflow.stack")
 
 # a result the router cannot apply now (its store is down) is retried, patiently, never dropped
-RESULT_POLICY = DeliveryPolicy(
-    retries=100_000, backoff="exponential", backoff_delay_s=0.05, max_delay_s=2.0, timeout_s=10.0
-)
+RESULT_RETRY = Retry(retries=100_000, backoff="exponential", delay_s=0.05, max_delay_s=2.0)
+RESULT_TIMEOUT_S = 10.0
 
 
 async def connect(url: str, name: str) -> NATS:
@@ -98,7 +97,8 @@ class NatsStack:
                     filter_subject=f"{self.layout.prefix}.result.>",
                     subscriber=self.router.on_result,
                     layout=self.layout,
-                    policy=RESULT_POLICY,
+                    retry=RESULT_RETRY,
+                    timeout_s=RESULT_TIMEOUT_S,
                     publisher=self.publisher,
                     batch_size=self.batch_size,
                     max_in_flight=256,
@@ -133,7 +133,8 @@ class NatsStack:
                 spec.name,
                 url or in_process(self.registry),
                 layout=self.layout,
-                policy=spec.traits.retry.delivery(spec.traits.timeout_s),
+                retry=spec.traits.retry,
+                timeout_s=spec.traits.timeout_s,
                 dead_letter=dead_letter,
                 publisher=self.publisher,
                 max_in_flight=spec.traits.concurrency or 64,

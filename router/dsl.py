@@ -108,7 +108,7 @@ class _Recorder:
             )
         deps: list[str] = []
         inputs = self._inputs(spec, args, kwargs, deps)
-        retry = options.get("_retry")
+        retry = self._retry(spec, options.get("_retry"))
         fanout = {}
         for key in ("_foreach", "_loop"):
             if options.get(key) is not None:
@@ -136,7 +136,7 @@ class _Recorder:
             config=self._convert(options.get("_config") or {}, deps),
             inputs=inputs,
             run_on=options.get("_run_on"),
-            retry=Retry(retries=retry) if isinstance(retry, int) else retry,
+            retry=retry,
             timeout_s=options.get("_timeout_s"),
             **fanout,
         )
@@ -147,6 +147,16 @@ class _Recorder:
         if spec not in self.specs:
             self.specs.append(spec)
         return NodeRef(node_id)
+
+    def _retry(self, spec: FunctionSpec, raw: Any) -> Retry | None:
+        """`_retry=3` or `_retry=Retry(...)`, checked now: a pipeline is valid when it is defined."""
+        retry = Retry(retries=raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw
+        if retry is not None and (not isinstance(retry, Retry) or retry.problems()):
+            why = "; ".join(retry.problems()) if isinstance(retry, Retry) else f"got {retry!r}"
+            raise InvalidFunction(
+                f"pipeline '{self.name}': {spec.name}() _retry must be a count or a valid Retry: {why}"
+            )
+        return retry
 
     def _fresh_id(self, base: str) -> str:
         if base not in self.nodes:

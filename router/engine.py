@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from broker.events import invoke_id
+from broker.retry import Retry
 from router import conditions, fanout, templates
 from router.pipeline import ON_FAILURE_NODE, Pipeline
 from router.runs import (
@@ -57,7 +58,7 @@ class Invoke:
     attempt: int
     inputs: Any
     config: Any
-    retry: str | None = None  # the node's own retry policy, as the knflowretry extension
+    retry: Retry | None = None  # the node's own retry policy (the knflowretry extension)
     timeout_s: float | None = None  # the node's own timeout
 
     @property
@@ -278,9 +279,8 @@ def _end(p: Pipeline, run: dict[str, Any], status: dict[str, str], step: Step, n
 
 def _invoke(p: Pipeline, run_id: str, n: str, attempt: int, scope: templates.Scope, key: str | None = None) -> Invoke:
     node = p.nodes[n]
-    retry = node.retry.delivery(node.timeout_s or 60.0).header() if node.retry is not None else None
     inputs, config = templates.render(node.inputs, scope), templates.render(node.config, scope)
-    return Invoke(run_id, p.name, key or n, node.function, attempt, inputs, config, retry, node.timeout_s)
+    return Invoke(run_id, p.name, key or n, node.function, attempt, inputs, config, node.retry, node.timeout_s)
 
 
 def render_invoke(p: Pipeline, run: dict[str, Any], key: str, attempt: int, now: str) -> Invoke | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker import events
+from broker import extensions as ext
 from broker.errors import KnflowError
 
 MAX_HOPS = 16  # the default of KNFLOW_MAX_HOPS (knflow.settings) and of the cluster profile's max_hops
@@ -24,5 +24,5 @@ class HopLimit(KnflowError):
 
 def hops_of(trigger: dict[str, Any]) -> int:
     """How many run events deep a trigger is (`knflowhops`; 0 for an event from outside)."""
-    raw = str(trigger.get(events.HOPS) or "0")
+    raw = str(trigger.get(ext.HOPS) or "0")
     return int(raw) if raw.isdigit() else 0

@@ -22,6 +22,7 @@ import structlog
 from cloudevents.core.v1.event import CloudEvent
 
 from broker import events
+from broker import extensions as ext
 from broker.errors import KnflowError, PublishError
 from functions.blobs import BlobStore, default_store
 from router import blobs, engine, replay
@@ -452,9 +453,9 @@ _TYPE = re.compile(r'"type":\s*"((?:[^"\\]|\\.)*)"')
 def dead_letter_reason(event: CloudEvent) -> tuple[int | None, str, dict[str, Any] | None]:
     """Knative's `knativeerrorcode`, and `knativeerrordata` (base64 of the last response body; a knflow
     function answers `{"error": {...}}`), as (HTTP status, reason, error)."""
-    raw_code = str(event.get_extension("knativeerrorcode") or "")
+    raw_code = str(event.get_extension(ext.ERROR_CODE) or "")
     code = int(raw_code) if raw_code.isdigit() else None
-    raw = event.get_extension("knativeerrordata") or ""
+    raw = event.get_extension(ext.ERROR_DATA) or ""
     try:
         body = base64.b64decode(raw, validate=True).decode("utf-8", "replace")
     except (binascii.Error, ValueError):
@@ -470,7 +471,7 @@ def dead_letter_reason(event: CloudEvent) -> tuple[int | None, str, dict[str, An
         found = _MESSAGE.search(body)
         if found:
             error = {"type": (_TYPE.search(body) or found).group(1), "message": found.group(1), "detail": "(truncated)"}
-    dest = event.get_extension("knativeerrordest") or "the subscriber"
+    dest = event.get_extension(ext.ERROR_DEST) or "the subscriber"
     reason = (error or {}).get(
         "message"
     ) or f"delivery to {dest} failed with HTTP {code or '?'}: {body[:200] or 'no body'}"

@@ -13,6 +13,7 @@ from typing import Any
 from collections.abc import Iterable
 from zoneinfo import ZoneInfo
 
+from broker import extensions as ext
 from router.pipeline import Pipeline, Trigger
 
 
@@ -21,7 +22,7 @@ PING_TYPE = "dev.knative.sources.ping"  # what a PingSource (a cron trigger on K
 
 def trigger_matches(trigger: Trigger, attributes: dict[str, Any], pipeline: str) -> bool:
     if trigger.type == "cron":  # a PingSource names the pipeline it ticks for
-        return attributes.get("type") == PING_TYPE and attributes.get("knflowpipeline") == pipeline
+        return attributes.get("type") == PING_TYPE and attributes.get(ext.PIPELINE) == pipeline
     if trigger.type != "cloudevent" or not trigger.filter:
         return False
     return all(key in attributes and str(attributes[key]) == want for key, want in trigger.filter.items())

@@ -6,7 +6,7 @@ import pytest
 from pydantic import BaseModel
 
 from functions.errors import InvalidFunction
-from knflow import PipelineInvalid, execute_run, function, pipeline
+from knflow import PipelineInvalid, Retry, execute_run, function, pipeline
 from router.validation import load_string
 
 
@@ -72,6 +72,15 @@ async def test_export_to_yaml_and_back_gives_the_same_model():
     assert record["nodes"]["second"]["output"] == {"n": 42}
 
 
+def test_retry_option_is_a_count_or_a_retry():
+    @pipeline(name="dsl-retry")
+    def retried(trigger):
+        return inc(inc(trigger, _id="a", _retry=2), _id="b", _retry=Retry(retries=1, backoff="linear"))
+
+    assert retried.nodes["a"].retry == Retry(retries=2)
+    assert retried.nodes["b"].retry == Retry(retries=1, backoff="linear")
+
+
 def test_mistakes_in_a_pipeline_body_are_reported():
     with pytest.raises(
         InvalidFunction, match=r"dsl-add\(\) takes at most 2 positional argument\(s\) \(left, right\), got 3"
@@ -95,6 +104,16 @@ def test_mistakes_in_a_pipeline_body_are_reported():
         def dup(trigger):
             inc(trigger, _id="x")
             inc(trigger, _id="x")
+
+    with pytest.raises(
+        InvalidFunction,
+        match=r"pipeline 'dsl-bad-retry': dsl-inc\(\) _retry must be a count or a valid Retry: "
+        r"retries must be an integer >= 0, got -1",
+    ):
+
+        @pipeline(name="dsl-bad-retry")
+        def bad_retry(trigger):
+            inc(trigger, _retry=-1)
 
     with pytest.raises(PipelineInvalid, match="called no @function"):
 

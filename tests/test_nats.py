@@ -18,13 +18,14 @@ from multidict import CIMultiDict
 from structlog.testing import capture_logs
 
 from broker.codec import decode, encode_binary, encode_structured
-from broker.delivery import DeliveryOutcome, DeliveryPolicy
+from broker.delivery import DeliveryOutcome
 from broker.errors import DeliveryFailed, InvalidEvent, KnflowError
 from broker.nats import JetStreamPublisher, PublishError, StreamLayout, escape_token
 from broker.nats_dispatcher import Dispatcher
+from broker.retry import Retry
 from tests.nats_fixture import NatsServer, nats_server_binaries
 
-FAST = DeliveryPolicy(retries=3, backoff="linear", backoff_delay_s=0.05, timeout_s=5)
+FAST = Retry(retries=3, backoff="linear", delay_s=0.05)
 
 
 async def wait_for(condition: Callable[[], object], what: str, timeout_s: float = 10.0) -> None:
@@ -127,20 +128,15 @@ def test_unroutable_event_names_the_missing_extension():
     )
 
 
-def test_layout_and_policy_validate_their_values():
+def test_layout_and_dispatcher_validate_their_values():
     with pytest.raises(KnflowError, match=r"Stream name 'a\.b' is not valid"):
         StreamLayout(stream="a.b")
     with pytest.raises(
-        KnflowError, match=r"backoff is 'fibonacci'; expected 'exponential' or 'linear'; timeout_s is 0"
+        KnflowError,
+        match=r"Dispatcher 'fn-x' is invalid: backoff must be 'exponential' or 'linear', got 'fibonacci'; "
+        r"timeout_s must be a number > 0, got 0\.",
     ):
-        DeliveryPolicy(backoff="fibonacci", timeout_s=0)  # type: ignore[arg-type]
-
-
-def test_backoff_follows_knative():
-    exponential = DeliveryPolicy(backoff="exponential", backoff_delay_s=0.5, max_delay_s=10)
-    assert [exponential.delay_before_s(n) for n in (1, 2, 3, 4, 5)] == [1.0, 2.0, 4.0, 8.0, 10.0]
-    linear = DeliveryPolicy(backoff="linear", backoff_delay_s=2.5)
-    assert [linear.delay_before_s(n) for n in (1, 2, 3)] == [2.5, 5.0, 7.5]
+        Dispatcher.for_function(None, "x", "http://127.0.0.1:9/", retry=Retry(backoff="fibonacci"), timeout_s=0)
 
 
 # ---- stream and publisher ------------------------------------------------------------------------
@@ -218,7 +214,9 @@ async def test_in_process_reply_is_stored_before_the_input_is_acked(nc, layout):
         return result_for(ev)
 
     publisher = RecordingPublisher(nc, layout, "fn-resize", fail_first=1)
-    async with Dispatcher.for_function(nc, "resize", resize, layout=layout, policy=FAST, publisher=publisher) as d:
+    async with Dispatcher.for_function(
+        nc, "resize", resize, layout=layout, retry=FAST, timeout_s=5, publisher=publisher
+    ) as d:
         await JetStreamPublisher(nc, layout).publish(invoke(1))
         await wait_for(lambda: d.stats.delivered == 1, "the delivery")
     assert publisher.unacked_at_publish == [1, 1]  # input still unacked while its reply was being stored
@@ -237,7 +235,7 @@ async def test_handlers_may_raise_delivery_failed_and_return_none(nc, layout):
             raise DeliveryFailed("GPU busy", retryable=True, code=503)
         return None  # accepted, no reply
 
-    async with Dispatcher.for_function(nc, "flaky", flaky, layout=layout, policy=FAST) as d:
+    async with Dispatcher.for_function(nc, "flaky", flaky, layout=layout, retry=FAST, timeout_s=5) as d:
         await JetStreamPublisher(nc, layout).publish(invoke(1, function="flaky"))
         await wait_for(lambda: d.stats.delivered == 1, "the third attempt")
     assert (len(attempts), d.stats.retries, d.stats.replies) == (3, 2, 0)
@@ -253,8 +251,8 @@ async def test_timeout_is_retried(nc, layout):
             await never.wait()
         return DeliveryOutcome.accepted()
 
-    policy = DeliveryPolicy(retries=1, backoff_delay_s=0.01, timeout_s=0.2)
-    async with Dispatcher.for_function(nc, "slow", slow_then_fast, layout=layout, policy=policy) as d:
+    retry = Retry(retries=1, delay_s=0.01)
+    async with Dispatcher.for_function(nc, "slow", slow_then_fast, layout=layout, retry=retry, timeout_s=0.2) as d:
         await JetStreamPublisher(nc, layout).publish(invoke(1, function="slow"))
         await wait_for(lambda: d.stats.delivered == 1, "the retry after the timeout")
     assert (len(calls), d.stats.retries) == (2, 1)
@@ -272,7 +270,9 @@ async def test_concurrency_limit(nc, layout):
         running -= 1
         done += 1
 
-    async with Dispatcher.for_function(nc, "gated", gated, layout=layout, policy=FAST, max_in_flight=3) as d:
+    async with Dispatcher.for_function(
+        nc, "gated", gated, layout=layout, retry=FAST, timeout_s=5, max_in_flight=3
+    ) as d:
         await JetStreamPublisher(nc, layout).publish_many([invoke(i, function="gated") for i in range(20)])
         await wait_for(lambda: running == 3, "three deliveries in flight")
         info = await nc.jetstream().consumer_info(layout.stream, d.name)
@@ -287,7 +287,7 @@ async def test_not_a_cloudevent_is_terminated_and_logged(nc, layout):
         raise AssertionError("delivered a message that is not a CloudEvent")
 
     with capture_logs() as logs:
-        async with Dispatcher.for_function(nc, "junk", never, layout=layout, policy=FAST) as d:
+        async with Dispatcher.for_function(nc, "junk", never, layout=layout, retry=FAST, timeout_s=5) as d:
             await nc.jetstream().publish(f"{layout.prefix}.invoke.junk", b"hello", headers={"ce-id": "j1"})
             await wait_for(lambda: d.stats.terminated == 1, "the termination")
     [line] = [entry for entry in logs if entry["event"] == "message is not a CloudEvent; terminated"]
@@ -302,13 +302,13 @@ async def test_stop_leaves_an_unfinished_delivery_for_redelivery(nc, layout):
         if len(calls) == 1:
             await blocked.wait()
 
-    policy = DeliveryPolicy(retries=3, timeout_s=0.5)
-    first = Dispatcher.for_function(nc, "hang", first_hangs, layout=layout, policy=policy, ack_margin_s=0.3)
+    options = {"retry": Retry(retries=3, delay_s=0.2), "timeout_s": 0.5, "ack_margin_s": 0.3}
+    first = Dispatcher.for_function(nc, "hang", first_hangs, layout=layout, **options)
     await first.start()
     await JetStreamPublisher(nc, layout).publish(invoke(1, function="hang"))
     await wait_for(lambda: len(calls) == 1, "the first delivery")
     await first.stop(drain_timeout_s=0.05)
-    async with Dispatcher.for_function(nc, "hang", first_hangs, layout=layout, policy=policy, ack_margin_s=0.3) as d:
+    async with Dispatcher.for_function(nc, "hang", first_hangs, layout=layout, **options) as d:
         await wait_for(lambda: d.stats.delivered == 1, "the redelivery after ack_wait")
     assert len(calls) == 2
 
@@ -359,7 +359,7 @@ async def service() -> AsyncIterator[FunctionService]:
 async def test_http_subscriber_reply_is_published(nc, layout, service, kind):
     service.scripts["resize"] = [(200, kind)]
     url = f"{service.url}/resize"
-    async with Dispatcher.for_function(nc, "resize", url, layout=layout, policy=FAST) as d:
+    async with Dispatcher.for_function(nc, "resize", url, layout=layout, retry=FAST, timeout_s=5) as d:
         await JetStreamPublisher(nc, layout).publish(invoke(1, knflowrun="r 1"))
         await wait_for(lambda: d.stats.delivered == 1, "the HTTP delivery")
     [(_, headers, body)] = service.requests["resize"]
@@ -390,7 +390,9 @@ async def test_http_202_and_empty_200_are_no_reply(nc, layout, service):
 
 async def test_http_retries_503_with_backoff_then_succeeds(nc, layout, service):
     service.scripts["resize"] = [(503, "warming up"), (503, "warming up"), (200, "binary-reply")]
-    async with Dispatcher.for_function(nc, "resize", f"{service.url}/resize", layout=layout, policy=FAST) as d:
+    async with Dispatcher.for_function(
+        nc, "resize", f"{service.url}/resize", layout=layout, retry=FAST, timeout_s=5
+    ) as d:
         await JetStreamPublisher(nc, layout).publish(invoke(1))
         await wait_for(lambda: d.stats.delivered == 1, "the third attempt")
     times = [t for t, _h, _b in service.requests["resize"]]
@@ -399,11 +401,28 @@ async def test_http_retries_503_with_backoff_then_succeeds(nc, layout, service):
     await wait_for(lambda: consumer_settled(nc, layout, d.name), "the input's ack")
 
 
+async def test_the_nodes_retry_policy_on_the_invoke_overrides_the_dispatchers(nc, layout, service):
+    service.scripts["resize"] = [(503, "down")]
+    service.scripts["dlq"] = [(202, "")]
+    node_retry = Retry(retries=1, backoff="linear", delay_s=0.01).extension_value()
+    async with Dispatcher.for_function(
+        nc, "resize", f"{service.url}/resize", layout=layout, retry=FAST, timeout_s=5, dead_letter=f"{service.url}/dlq"
+    ) as d:
+        with capture_logs() as logs:
+            await JetStreamPublisher(nc, layout).publish(invoke(1, knflowretry=node_retry))
+            await wait_for(lambda: d.stats.dead_letters == 1, "the dead letter after the node's one retry")
+            await JetStreamPublisher(nc, layout).publish(invoke(2, knflowretry="3/linear/0.05/60"))
+            await wait_for(lambda: d.stats.dead_letters == 2, "the dead letter after the dispatcher's 3 retries")
+    assert len(service.requests["resize"]) == 2 + 4 and d.stats.retries == 1 + 3
+    bad = [e for e in logs if e["event"] == "bad retry policy on the event; the subscriber's applies"]
+    assert bad and "extension knflowretry has value '3/linear/0.05/60'" in bad[0]["error"]
+
+
 async def test_http_400_is_not_retried_and_goes_to_the_dead_letter_url(nc, layout, service):
     service.scripts["resize"] = [(400, "field 'width' must be > 0")]
     service.scripts["dlq"] = [(202, "")]
     async with Dispatcher.for_function(
-        nc, "resize", f"{service.url}/resize", layout=layout, policy=FAST, dead_letter=f"{service.url}/dlq"
+        nc, "resize", f"{service.url}/resize", layout=layout, retry=FAST, timeout_s=5, dead_letter=f"{service.url}/dlq"
     ) as d:
         await JetStreamPublisher(nc, layout).publish(invoke(1))
         await wait_for(lambda: d.stats.dead_letters == 1, "the dead letter")
@@ -424,9 +443,9 @@ async def test_dead_letter_after_retries_run_out(nc, layout, service):
     async def dead_letter_sink(ev: CloudEvent) -> None:
         dead_letters.append(ev)
 
-    policy = DeliveryPolicy(retries=2, backoff="exponential", backoff_delay_s=0.01, timeout_s=5)
+    retry = Retry(retries=2, backoff="exponential", delay_s=0.01)
     async with Dispatcher.for_function(
-        nc, "resize", f"{service.url}/resize", layout=layout, policy=policy, dead_letter=dead_letter_sink
+        nc, "resize", f"{service.url}/resize", layout=layout, retry=retry, timeout_s=5, dead_letter=dead_letter_sink
     ) as d:
         await JetStreamPublisher(nc, layout).publish(invoke(1))
         await wait_for(lambda: d.stats.dead_letters == 1, "the dead letter")
@@ -443,7 +462,7 @@ async def test_a_failing_dead_letter_sink_gets_the_event_again_nothing_is_acked(
     service.scripts["resize"] = [(404, "no such route")]
     service.scripts["dlq"] = [(500, "router down"), (200, "")]
     async with Dispatcher.for_function(
-        nc, "resize", f"{service.url}/resize", layout=layout, policy=FAST, dead_letter=f"{service.url}/dlq"
+        nc, "resize", f"{service.url}/resize", layout=layout, retry=FAST, timeout_s=5, dead_letter=f"{service.url}/dlq"
     ) as d:
         await JetStreamPublisher(nc, layout).publish(invoke(1))
         with capture_logs() as logs:
@@ -459,9 +478,9 @@ async def test_connection_refused_is_retried_then_dead_lettered(nc, layout):
     async def sink(ev: CloudEvent) -> None:
         dead_letters.append(ev)
 
-    policy = DeliveryPolicy(retries=1, backoff_delay_s=0.01, timeout_s=5)
+    retry = Retry(retries=1, delay_s=0.01)
     async with Dispatcher.for_function(
-        nc, "gone", "http://127.0.0.1:9/nothing-listens", layout=layout, policy=policy, dead_letter=sink
+        nc, "gone", "http://127.0.0.1:9/nothing-listens", layout=layout, retry=retry, timeout_s=5, dead_letter=sink
     ) as d:
         await JetStreamPublisher(nc, layout).publish(invoke(1, function="gone"))
         await wait_for(lambda: d.stats.dead_letters == 1, "the dead letter")
@@ -502,7 +521,9 @@ async def test_dispatcher_and_stream_survive_a_server_crash(tmp_path):
         async def record(ev: CloudEvent) -> None:
             seen.append(ev.get_id())
 
-        async with Dispatcher.for_function(client, "resize", record, layout=layout, policy=FAST, pull_expires_s=0.3):
+        async with Dispatcher.for_function(
+            client, "resize", record, layout=layout, retry=FAST, timeout_s=5, pull_expires_s=0.3
+        ):
             await publisher.publish(invoke(1))
             await wait_for(lambda: seen == ["run1:n:1"], "the delivery before the crash")
             server.restart(crash=True)  # SIGKILL, then the same store dir and port

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from broker import codec, events
+from broker import extensions as ext
 from broker.errors import InvalidEvent
 from router.replay import parse_duration_s
 from router.service.context import Svc, accepted
@@ -22,7 +23,7 @@ async def post_event(request: Request, svc: Svc) -> Response:
     event = codec.decode(request.headers, await svc.read_body(request), svc.max_body_bytes)
     if event.get_type() in events.RESULT_TYPES:
         await svc.router.on_result(event)
-        return accepted(request, {"id": event.get_id(), "runs": [str(event.get_extension("knflowrun"))]})
+        return accepted(request, {"id": event.get_id(), "runs": [str(event.get_extension(ext.RUN))]})
     if event.get_type() == events.INVOKE:
         raise InvalidEvent("the router does not take dev.knflow.invoke events; send them to the function's service")
     matched = pipelines_for(await svc.catalog.all(), events.event_to_dict(event))
@@ -50,4 +51,4 @@ async def replay_events(request: Request, svc: Svc) -> dict:
 async def dead_letter(request: Request, svc: Svc) -> Response:
     event = codec.decode(request.headers, await svc.read_body(request), svc.max_body_bytes)
     await svc.router.on_dead_letter(event)
-    return accepted(request, {"id": event.get_id(), "runs": [str(event.get_extension("knflowrun"))]})
+    return accepted(request, {"id": event.get_id(), "runs": [str(event.get_extension(ext.RUN))]})
