@@ -160,6 +160,11 @@ class InMemoryBroker:
             return
         await sub.dead_letter(dead_letter_event(event, DeliveryOutcome.from_exception(failure), f"python:{sub.name}"))
 
+    async def idle(self) -> None:
+        """Wait until nothing is in flight."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
