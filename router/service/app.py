@@ -8,7 +8,10 @@ from broker.codec import MAX_BODY_BYTES
 from broker.errors import KnflowError
 from router.catalog import StorePipelines
 from router.router import Router
-from router.service import hooks, ingress, pipelines, runs
+from router.service.hooks import routes as hook_routes
+from router.service.ingress import routes as ingress_routes
+from router.service.pipelines import routes as pipeline_routes
+from router.service.runs import routes as run_routes
 from router.service.context import Service
 from router.service.errors import knflow_error
 
@@ -24,6 +27,6 @@ def create_app(
     async def healthz() -> dict:
         return {"status": "ok"}
 
-    for module in (ingress, hooks, runs, pipelines):
-        app.include_router(module.routes)
+    for routes in (ingress_routes, hook_routes, run_routes, pipeline_routes):
+        app.include_router(routes)
     return app
