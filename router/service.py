@@ -27,8 +27,9 @@ from fastapi.responses import JSONResponse, Response
 
 from broker import codec, events
 from broker.errors import InvalidEvent, KnflowError, PayloadTooLarge
-from router.catalog import StorePipelines, parse
+from router.catalog import StorePipelines
 from router.core import Router, UnknownPipeline
+from router.loader import parse
 from router.replay import parse_duration_s
 from router.runs import record
 from router.store.base import RunNotFound

@@ -7,7 +7,7 @@ from pydantic import BaseModel
 
 from functions.errors import InvalidFunction
 from knflow import PipelineInvalid, execute_run, function, pipeline
-from router.validation import load_string
+from router.loader import load_string
 
 
 class N(BaseModel):

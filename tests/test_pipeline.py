@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from router.pipeline import Pipeline, PipelineInvalid
-from router.pipeline_yaml import from_dict, parse_yaml
-from router.validation import load, load_string
+from router.loader import load, load_string
+from router.pipeline_doc import from_dict
+from router.pipeline_yaml import parse_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAD = "apiVersion: knflow.dev/v1\nkind: Pipeline\nmetadata: {name: t}\nfunctions: [examples.hello]\n"
