@@ -56,10 +56,10 @@ class Ref:
     def __getattr__(self, name: str) -> Ref:
         if name.startswith("__"):
             raise AttributeError(name)
-        return Ref(self._root, self._node, self._path + (name,))
+        return Ref(self._root, self._node, (*self._path, name))
 
     def __getitem__(self, key: int | str) -> Ref:
-        return Ref(self._root, self._node, self._path + (key,))
+        return Ref(self._root, self._node, (*self._path, key))
 
     def template(self) -> str:
         text = self._root
@@ -80,10 +80,11 @@ class Ref:
 class NodeRef(Ref):
     def __init__(self, node: str) -> None:
         super().__init__(f"{node}.output", node)
+        self._id = node
 
     @property
     def id(self) -> str:
-        return self._node
+        return self._id
 
 
 item = Ref("item")  # inside a fan-out node: the item it runs for
@@ -104,7 +105,7 @@ class _Recorder:
         options = {k: kwargs.pop(k) for k in list(kwargs) if k in OPTIONS}
         unknown = [k for k in kwargs if k.startswith("_")]
         if unknown:
-            hints = "".join(did_you_mean(k, OPTIONS, "dsl") for k in unknown)
+            hints = "".join(did_you_mean(k, OPTIONS, "dsl", kwargs[k]) for k in unknown)
             raise InvalidFunction(
                 f"pipeline '{self.name}': {spec.name}() got unknown option(s) {', '.join(unknown)}{hints}; "
                 f"expected {', '.join(sorted(OPTIONS))}"
@@ -183,7 +184,8 @@ class _Recorder:
         fields = list(spec.input_model.model_fields)
         if len(args) > len(fields):
             raise InvalidFunction(
-                f"pipeline '{self.name}': {spec.name}() takes at most {len(fields)} positional argument(s) ({', '.join(fields)}), got {len(args)}"
+                f"pipeline '{self.name}': {spec.name}() takes at most {len(fields)} positional argument(s) "
+                f"({', '.join(fields)}), got {len(args)}"
             )
         out = {fields[i]: self._convert(a, deps) for i, a in enumerate(args)}
         for key, value in kwargs.items():

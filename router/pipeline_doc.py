@@ -73,26 +73,31 @@ HINTS = {
     "edge": {"source": "'from'", "target": "'to'", "condition": "'when'", "if": "'when'"},
     "trigger": {"cron": "'schedule'", "tz": "'timezone'", "event": "filter: {type: VALUE}"},
     "retry": {"delay": "'delay_s'", "max_delay": "'max_delay_s'", "attempts": "'retries'"},
+    "dsl": {"_retries": "_retry=VALUE", "_timeout": "_timeout_s=VALUE", "_depends_on": "passing its result"},
 }
 
 
 def did_you_mean(key: Any, known: set[str], kind: str, value: Any = None, node: str = "NODE") -> str:
-    """` (did you mean 'timeout_s'?)` for a near-miss key among `known`, or ''."""
-    hint = HINTS.get(kind, {}).get(key) if isinstance(key, str) else None
-    if hint is None and isinstance(key, str):
-        by_lower = {k.lower(): k for k in known}
-        close = difflib.get_close_matches(key.lower(), by_lower, n=1, cutoff=0.6)
-        hint = f"'{by_lower[close[0]]}'" if close else None
+    """` (did you mean 'timeout_s'?)` for a near-miss key among `known` (or among the keys of HINTS), or ''."""
+    if not isinstance(key, str):
+        return ""
+    hints = HINTS.get(kind, {})
+    by_lower = {k.lower(): f"'{k}'" for k in known} | {k.lower(): hint for k, hint in hints.items()}
+    close = difflib.get_close_matches(key.lower(), by_lower, n=1, cutoff=0.7)
+    hint = hints.get(key) or (by_lower[close[0]] if close else None)
     if hint is None:
         return ""
-    shown = value if isinstance(value, (int, float, str)) and not isinstance(value, bool) else "N"
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    shown = value if isinstance(value, (int, float, str)) and not isinstance(value, bool) else "..."
     return f" (did you mean {hint.replace('VALUE', str(shown)).replace('NODE', node)}?)"
 
 
 def unknown_key(key: Any, known: set[str], kind: str, value: Any = None, node: str = "NODE") -> str:
     """The message for a key that `kind` does not have."""
     suggestion = did_you_mean(key, known, kind, value, node)
-    return f"unknown {'' if kind in ('node', 'edge') else kind + ' '}field {key!r}{suggestion}; expected one of {', '.join(sorted(known))}"
+    what = "field" if kind in ("node", "edge") else f"{kind} field"
+    return f"unknown {what} {key!r}{suggestion}; expected one of {', '.join(sorted(known))}"
 
 
 class _Collector:
@@ -119,7 +124,7 @@ def from_dict(
     if not isinstance(doc, dict):
         c.add(f"the document must be a mapping with apiVersion, kind, metadata, nodes; got {type(doc).__name__}")
         return None, c.problems
-    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    meta: dict[str, Any] = doc["metadata"] if isinstance(doc.get("metadata"), dict) else {}
     name = meta.get("name")
     c.pipeline = name if isinstance(name, str) else None
     if not isinstance(name, str) or not PIPELINE_NAME.match(name):
@@ -299,7 +304,7 @@ def _node(item: dict, c: _Collector, path: Path_, nid: str) -> Node:
         run_on=run_on,
         retry=_retry(item.get("retry"), c, path, nid),
         timeout_s=_positive(item.get("timeout_s"), c, (*path, "timeout_s"), nid, "timeout_s"),
-        scaling=item.get("scaling") if isinstance(item.get("scaling"), dict) else {},
+        scaling=item["scaling"] if isinstance(item.get("scaling"), dict) else {},
         description=str(item.get("description") or ""),
         **_fanout(item, c, path, nid),
     )

@@ -53,8 +53,9 @@ def _graph_problems(p: Pipeline) -> list[Problem]:
                 out.append(
                     _problem(
                         p,
-                        f"edge {e.source} -> {e.target}: '{end}' names unknown node '{nid}'. Known nodes: {', '.join(p.nodes)}",
-                        path + (end,),
+                        f"edge {e.source} -> {e.target}: '{end}' names unknown node '{nid}'. "
+                        f"Known nodes: {', '.join(p.nodes)}",
+                        (*path, end),
                         field=f"edges[{i}].{end}",
                     )
                 )
@@ -85,7 +86,7 @@ def find_cycle(p: Pipeline) -> list[str] | None:
         stack.append(n)
         for s in p.successors[n]:
             if state.get(s) == 1:
-                return stack[stack.index(s) :] + [s]
+                return [*stack[stack.index(s) :], s]
             if s not in state:
                 found = visit(s)
                 if found:
@@ -141,7 +142,8 @@ def _input_problems(p: Pipeline, node: Any, spec: Any) -> list[Problem]:
         return [
             _problem(
                 p,
-                f"inputs must be a mapping for function '{spec.name}' ({spec.input_model.__name__}), got {type(doc).__name__}",
+                f"inputs must be a mapping for function '{spec.name}' ({spec.input_model.__name__}), "
+                f"got {type(doc).__name__}",
                 p.node_path(node.id, "inputs"),
                 node.id,
                 "inputs",
@@ -201,12 +203,14 @@ def _template_problems(p: Pipeline, check_upstream: bool) -> list[Problem]:
                     why = (
                         "the list itself cannot read them"
                         if node.fans_out
-                        else f"'{node.id}' has none. Add foreach: \"{{{{ NODE.output.LIST }}}}\" (or replicas: N) to run it once per item"
+                        else f"'{node.id}' has none. Add foreach: \"{{{{ NODE.output.LIST }}}}\" (or replicas: N) "
+                        "to run it once per item"
                     )
                     out.append(
                         _problem(
                             p,
-                            f"reads {ref.text}, which is only set for each item of a foreach, loop or replicas node; {why}.",
+                            f"reads {ref.text}, which is only set for each item of a foreach, loop or replicas "
+                            f"node; {why}.",
                             p.node_path(node.id, section),
                             node.id,
                             section,
@@ -217,7 +221,8 @@ def _template_problems(p: Pipeline, check_upstream: bool) -> list[Problem]:
                     out.append(
                         _problem(
                             p,
-                            f"reads {ref.text} but '{ref.node}' is not upstream of '{node.id}'. Add an edge {ref.node} -> {node.id}.",
+                            f"reads {ref.text} but '{ref.node}' is not upstream of '{node.id}'. "
+                            f"Add an edge {ref.node} -> {node.id}.",
                             p.node_path(node.id, section),
                             node.id,
                             section,
@@ -271,7 +276,7 @@ def _branch_names(node: Any) -> list[str] | None:
     names = [c.get("name") for c in cases if isinstance(c, dict)]
     if not all(isinstance(n, str) for n in names):
         return None
-    return [*names, default]
+    return [*map(str, names), default]
 
 
 def _condition_problems(p: Pipeline, check_upstream: bool) -> list[Problem]:
@@ -293,7 +298,8 @@ def _condition_problems(p: Pipeline, check_upstream: bool) -> list[Problem]:
             out.append(
                 _problem(
                     p,
-                    f"edge {e.source} -> {e.target}: condition reads node '{ref}', which is not upstream of '{e.target}'",
+                    f"edge {e.source} -> {e.target}: condition reads node '{ref}', "
+                    f"which is not upstream of '{e.target}'",
                     path,
                     field=fld,
                 )

@@ -429,7 +429,10 @@ def test_cron_data_that_is_not_a_mapping_is_refused():
 
 def test_a_schedule_knative_rejects_is_caught_before_deploying():
     # The loader already refuses it; the manifest builder checks again for pipelines built in code.
-    text = "metadata: {name: c}\ntrigger: {type: cron, schedule: '@every 5m'}\nnodes: [{id: a, type: kn-echo, inputs: {text: x}}]\n"
+    text = (
+        "metadata: {name: c}\ntrigger: {type: cron, schedule: '@every 5m'}\n"
+        "nodes: [{id: a, type: kn-echo, inputs: {text: x}}]\n"
+    )
     doc, lines = parse_yaml(text, "c.yaml")
     p, problems = from_dict(doc, "c.yaml", lines)
     assert "is not a cron expression of 5 fields" in str(problems[0])
