@@ -30,7 +30,6 @@ from functions.errors import InvalidFunction
 from functions.sdk import RECORDER, FunctionSpec, Retry
 from router.pipeline import Pipeline, PipelineInvalid, Problem
 from router.pipeline_doc import did_you_mean
-from router.validation import check
 
 OPTIONS = {
     "_id",
@@ -243,6 +242,8 @@ def pipeline(
             "edges": recorder.edges,
         }
         doc = {k: v for k, v in doc.items() if v is not None}
+        from router.validation import check  # not at import: `import knflow` stays light (no CEL, no orjson)
+
         p, problems = check(doc, source, {(): body.__code__.co_firstlineno, **recorder.lines})
         if problems or p is None:
             raise PipelineInvalid(problems)
