@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from router.pipeline import Pipeline
-from router.validation import load_string
+from router.loader import load_string
 
 FUNCTIONS_MODULE = "bench.functions"
 

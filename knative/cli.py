@@ -86,7 +86,7 @@ def load_pipelines(paths: list[str], functions: list[str]) -> list:
     """YAML pipeline files (validated), and Python files whose module-level @pipeline objects are taken."""
     from functions.registry import load_module
     from router.pipeline import Pipeline
-    from router.validation import load
+    from router.loader import load
 
     for ref in functions:
         load_module(ref)

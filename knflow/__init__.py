@@ -40,7 +40,7 @@ __all__ = [
 
 def load_pipeline(path: str, functions: list[str] = ()) -> Pipeline:
     """Read and validate a pipeline file, loading the function modules it names (and `functions`)."""
-    from router.validation import load
+    from router.loader import load
 
     return load(path, extra_functions=list(functions))
 

@@ -57,7 +57,7 @@ def load_pipelines(path: str, functions: list[str]) -> list:
     """A YAML pipeline file, or a Python file whose module-level @pipeline objects are taken."""
     from functions.registry import load_module
     from router.pipeline import Pipeline
-    from router.validation import load
+    from router.loader import load
 
     if path.endswith(".py"):
         for ref in functions:

@@ -55,7 +55,7 @@ def spawn_function(name: str, modules: list[str], timeout_s: float = 20.0) -> tu
 
 def cmd_dev(args: argparse.Namespace) -> int:
     from functions.registry import load_module
-    from router.validation import load
+    from router.loader import load
 
     settings = Settings()
     modules = settings.function_modules + args.functions

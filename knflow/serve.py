@@ -93,7 +93,7 @@ async def router_stack(
     """A router over the store and the broker the settings name; yields (router, catalog, stack)."""
     from router.catalog import StorePipelines
     from router.store import open_store
-    from router.validation import load
+    from router.loader import load
 
     store = open_store(store_url)
     catalog = StorePipelines(store)

@@ -1,4 +1,4 @@
-"""The pipelines a router knows: kept in the store (so every replica sees them), parsed and cached.
+"""The pipelines a router knows: kept in the store (so every replica sees them), parsed (router/loader.py) and cached.
 
 A cached pipeline is re-read after `ttl_s`, so a PUT on one router reaches the others within that time.
 """
@@ -6,11 +6,9 @@ A cached pipeline is re-read after `ttl_s`, so a PUT on one router reaches the o
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from broker.errors import KnflowError
+from router.loader import parse
 from router.pipeline import Pipeline, PipelineInvalid
-from router.pipeline_yaml import from_dict
 from router.store.base import RunStore
 from router.validation import validate
 
@@ -58,10 +56,3 @@ class StorePipelines:
         self._cache.pop(name, None)
         self._all = None
         return await self.store.delete_pipeline(name)
-
-
-def parse(doc: dict[str, Any], source: str) -> Pipeline:
-    p, problems = from_dict(doc, source)
-    if p is None or problems:
-        raise PipelineInvalid(problems) if problems else KnflowError(f"{source} is not a pipeline")
-    return p

@@ -13,8 +13,8 @@ Keyword arguments starting with `_` set node options: `_id`, `_when` (CEL, on ev
 `_config`, `_retry`, `_timeout_s`, `_run_on`; fan-out with `_foreach=fetch.items` (or `_loop`, its alias)
 or `_replicas=4`, and `_concurrency=K`, the item read as `item` / `index` (`from router.dsl import item`);
 `_branch=(route, "positive")` adds the edge route -> node taken when `route` (a `switch` or `condition`)
-picks that branch. The result is the same `Pipeline` model the YAML form builds, validated the same way
-when the decorator is applied.
+picks that branch. The calls record the document the YAML form holds (nodes, edges, the line of each call),
+and applying the decorator runs router.validation.check on it, as for YAML: the same model, the same rules.
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ from __future__ import annotations
 import inspect
 import os
 import sys
-from typing import Any
 from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
 from functions.errors import InvalidFunction
 from functions.sdk import RECORDER, FunctionSpec, Retry
-from router.pipeline import Edge, Node, Pipeline, Problem, PipelineInvalid, Trigger
+from router.pipeline import Pipeline, PipelineInvalid, Problem
+from router.pipeline_doc import did_you_mean
 
 OPTIONS = {
     "_id",
@@ -53,10 +55,10 @@ class Ref:
     def __getattr__(self, name: str) -> Ref:
         if name.startswith("__"):
             raise AttributeError(name)
-        return Ref(self._root, self._node, self._path + (name,))
+        return Ref(self._root, self._node, (*self._path, name))
 
     def __getitem__(self, key: int | str) -> Ref:
-        return Ref(self._root, self._node, self._path + (key,))
+        return Ref(self._root, self._node, (*self._path, key))
 
     def template(self) -> str:
         text = self._root
@@ -77,10 +79,11 @@ class Ref:
 class NodeRef(Ref):
     def __init__(self, node: str) -> None:
         super().__init__(f"{node}.output", node)
+        self._id = node
 
     @property
     def id(self) -> str:
-        return self._node
+        return self._id
 
 
 item = Ref("item")  # inside a fan-out node: the item it runs for
@@ -88,18 +91,23 @@ index = Ref("index")  # and its position
 
 
 class _Recorder:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.nodes: dict[str, Node] = {}
-        self.edges: list[Edge] = []
+    """Records each call as a node of the pipeline document (the shape YAML gives), with the line of the call."""
+
+    def __init__(self, name: str, source: str | None) -> None:
+        self.name, self.source = name, source
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.edges: list[dict[str, Any]] = []
+        self.lines: dict[tuple, int] = {}
         self.specs: list[FunctionSpec] = []
 
     def __call__(self, spec: FunctionSpec, args: tuple, kwargs: dict) -> NodeRef:
         options = {k: kwargs.pop(k) for k in list(kwargs) if k in OPTIONS}
         unknown = [k for k in kwargs if k.startswith("_")]
         if unknown:
+            hints = "".join(did_you_mean(k, OPTIONS, "dsl", kwargs[k]) for k in unknown)
             raise InvalidFunction(
-                f"pipeline '{self.name}': {spec.name}() got unknown option(s) {', '.join(unknown)}; expected {', '.join(sorted(OPTIONS))}"
+                f"pipeline '{self.name}': {spec.name}() got unknown option(s) {', '.join(unknown)}{hints}; "
+                f"expected {', '.join(sorted(OPTIONS))}"
             )
         node_id = options.get("_id") or self._fresh_id(spec.name)
         if node_id in self.nodes:
@@ -107,46 +115,59 @@ class _Recorder:
                 f"pipeline '{self.name}': node id '{node_id}' is used twice; pass _id='...' to name the second one"
             )
         deps: list[str] = []
-        inputs = self._inputs(spec, args, kwargs, deps)
-        retry = self._retry(spec, options.get("_retry"))
-        fanout = {}
+        node: dict[str, Any] = {"id": node_id, "function": spec.name, "inputs": self._inputs(spec, args, kwargs, deps)}
         for key in ("_foreach", "_loop"):
             if options.get(key) is not None:
-                fanout.update(foreach=self._convert(options[key], deps), foreach_key=key[1:])
-        if options.get("_replicas") is not None:
-            fanout["replicas"] = options["_replicas"]
-        if options.get("_concurrency") is not None:
-            fanout["concurrency"] = options["_concurrency"]
-        branch = options.get("_branch")
-        if branch is not None:
-            if not (
-                isinstance(branch, tuple)
-                and len(branch) == 2
-                and isinstance(branch[0], NodeRef)
-                and isinstance(branch[1], str)
-            ):
-                raise InvalidFunction(
-                    f"pipeline '{self.name}': {spec.name}() _branch must be (NODE, 'NAME'), the result of a switch or condition call and a branch name; got {branch!r}"
-                )
-            if branch[0].id not in deps:
-                deps.append(branch[0].id)
-        self.nodes[node_id] = Node(
-            id=node_id,
-            function=spec.name,
-            config=self._convert(options.get("_config") or {}, deps),
-            inputs=inputs,
-            run_on=options.get("_run_on"),
-            retry=retry,
-            timeout_s=options.get("_timeout_s"),
-            **fanout,
-        )
+                node[key[1:]] = self._convert(options[key], deps)
+        retry = self._retry(spec, options.get("_retry"))
+        node |= {
+            "config": self._convert(options.get("_config"), deps),
+            "runOn": options.get("_run_on"),
+            "retry": vars(retry) if retry is not None else None,
+            "timeout_s": options.get("_timeout_s"),
+            "replicas": options.get("_replicas"),
+            "concurrency": options.get("_concurrency"),
+        }
+        branch = self._branch(spec, options.get("_branch"), deps)
+        self._record(spec, {k: v for k, v in node.items() if v is not None})
         for dep in deps:
-            if not any(e.source == dep and e.target == node_id for e in self.edges):
-                on = branch[1] if branch is not None and branch[0].id == dep else None
-                self.edges.append(Edge(dep, node_id, options.get("_when"), on))
+            if not any(e["from"] == dep and e["to"] == node_id for e in self.edges):
+                edge = {"from": dep, "to": node_id, "when": options.get("_when")}
+                edge["branch"] = branch[1] if branch is not None and branch[0].id == dep else None
+                self.edges.append({k: v for k, v in edge.items() if v is not None})
+                self._mark(("edges", len(self.edges) - 1))
+        return NodeRef(node_id)
+
+    def _branch(self, spec: FunctionSpec, branch: Any, deps: list[str]) -> tuple[NodeRef, str] | None:
+        if branch is None:
+            return None
+        if not (
+            isinstance(branch, tuple)
+            and len(branch) == 2
+            and isinstance(branch[0], NodeRef)
+            and isinstance(branch[1], str)
+        ):
+            raise InvalidFunction(
+                f"pipeline '{self.name}': {spec.name}() _branch must be (NODE, 'NAME'), the result of a switch or "
+                f"condition call and a branch name; got {branch!r}"
+            )
+        if branch[0].id not in deps:
+            deps.append(branch[0].id)
+        return branch
+
+    def _record(self, spec: FunctionSpec, node: dict[str, Any]) -> None:
+        self._mark(("nodes", len(self.nodes)))
+        self.nodes[node["id"]] = node
         if spec not in self.specs:
             self.specs.append(spec)
-        return NodeRef(node_id)
+
+    def _mark(self, path: tuple) -> None:
+        """Note the line of the @pipeline body that is calling, so a problem can name it."""
+        frame = sys._getframe(1)
+        while frame is not None and frame.f_code.co_filename != self.source:
+            frame = frame.f_back  # type: ignore[assignment]
+        if frame is not None:
+            self.lines[path] = frame.f_lineno
 
     def _retry(self, spec: FunctionSpec, raw: Any) -> Retry | None:
         """`_retry=3` or `_retry=Retry(...)`, checked now: a pipeline is valid when it is defined."""
@@ -172,7 +193,8 @@ class _Recorder:
         fields = list(spec.input_model.model_fields)
         if len(args) > len(fields):
             raise InvalidFunction(
-                f"pipeline '{self.name}': {spec.name}() takes at most {len(fields)} positional argument(s) ({', '.join(fields)}), got {len(args)}"
+                f"pipeline '{self.name}': {spec.name}() takes at most {len(fields)} positional argument(s) "
+                f"({', '.join(fields)}), got {len(args)}"
             )
         out = {fields[i]: self._convert(a, deps) for i, a in enumerate(args)}
         for key, value in kwargs.items():
@@ -206,7 +228,8 @@ def pipeline(
 
     def decorate(body: Callable) -> Pipeline:
         pname = name or body.__name__.replace("_", "-").lower()
-        recorder = _Recorder(pname)
+        source = inspect.getsourcefile(body)
+        recorder = _Recorder(pname, source)
         params = list(inspect.signature(body).parameters)
         refs = [Ref("trigger.data"), Ref("variables")][: len(params)]
         token = RECORDER.set(recorder)
@@ -214,41 +237,25 @@ def pipeline(
             body(*refs)
         finally:
             RECORDER.reset(token)
-        source = inspect.getsourcefile(body)
-        tr = trigger or {"type": "manual"}
-        p = Pipeline(
-            name=pname,
-            nodes=recorder.nodes,
-            edges=recorder.edges,
-            variables=dict(variables or {}),
-            triggers=[
-                Trigger(
-                    tr.get("type", "manual"),
-                    dict(tr.get("filter") or {}),
-                    tr.get("schedule"),
-                    tr.get("timezone"),
-                    tr.get("data"),
-                )
-            ],
-            description=description or inspect.getdoc(body) or "",
-            functions=_modules(recorder.specs, source),
-            source=source,
-            on_failure=on_failure.name if isinstance(on_failure, FunctionSpec) else on_failure,
-        )
-        if isinstance(on_failure, FunctionSpec) and on_failure not in recorder.specs:
-            p.functions = _modules([*recorder.specs, on_failure], source)
-        if not p.nodes:
-            raise PipelineInvalid(
-                [
-                    Problem(
-                        "the @pipeline body called no @function, so the pipeline has no nodes", source, pipeline=pname
-                    )
-                ]
-            )
-        from router.validation import validate
+        if not recorder.nodes:
+            problem = Problem("the @pipeline body called no @function, so the pipeline has no nodes", source)
+            raise PipelineInvalid([replace(problem, line=body.__code__.co_firstlineno, pipeline=pname)])
+        handler = on_failure.name if isinstance(on_failure, FunctionSpec) else on_failure
+        specs = [*recorder.specs, on_failure] if isinstance(on_failure, FunctionSpec) else recorder.specs
+        doc = {
+            "metadata": {"name": pname, "description": description or inspect.getdoc(body) or ""},
+            "trigger": trigger,
+            "variables": dict(variables or {}),
+            "functions": _modules(list(dict.fromkeys(specs)), source),
+            "on_failure": handler,
+            "nodes": list(recorder.nodes.values()),
+            "edges": recorder.edges,
+        }
+        doc = {k: v for k, v in doc.items() if v is not None}
+        from router.validation import check  # not at import: `import knflow` stays light (no CEL, no orjson)
 
-        problems = validate(p)
-        if problems:
+        p, problems = check(doc, source, {(): body.__code__.co_firstlineno, **recorder.lines})
+        if problems or p is None:
             raise PipelineInvalid(problems)
         return p
 

@@ -1,12 +1,11 @@
 """The Pipeline model: nodes, edges, triggers, the DAG (order, predecessors, ancestors), back to a document.
 
-Pure: no network, no database. Reading one from YAML or a parsed document, collecting every problem with
-file and line, is router/pipeline_yaml.py; what needs the function registry is router/validation.py.
+Pure: no network, no database. A document becomes this model in router/pipeline_doc.py (the shape rules);
+router/validation.py runs every rule; router/loader.py holds the entry points (`load`, `load_string`, `parse`).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -17,40 +16,7 @@ from broker.errors import KnflowError
 from functions.sdk import Retry
 
 API_VERSIONS = ("knflow.dev/v1", "flume/v1")
-NODE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
-PIPELINE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-TRIGGER_TYPES = ("webhook", "cloudevent", "cron", "manual")
-RUN_ON = ("engine", "cpu", "gpu")
-NODE_FIELDS = {
-    "id",
-    "type",
-    "function",
-    "config",
-    "inputs",
-    "runOn",
-    "retry",
-    "timeout_s",
-    "scaling",
-    "description",
-    "foreach",
-    "loop",
-    "replicas",
-    "concurrency",
-}
-FANOUT_FIELDS = ("foreach", "loop", "replicas")  # at most one per node; `loop` is `foreach` by another name
 MAX_ITEMS = 10_000  # the most items one fan-out node runs (a foreach list, or replicas)
-TOP_FIELDS = {
-    "apiVersion",
-    "kind",
-    "metadata",
-    "trigger",
-    "triggers",
-    "variables",
-    "nodes",
-    "edges",
-    "functions",
-    "on_failure",
-}
 ON_FAILURE_NODE = "on-failure"  # the node id of a pipeline's failure handler in a run
 
 

@@ -1,21 +1,31 @@
-"""Validating a pipeline against the functions it uses: every problem, each with file, line, node, field.
+"""Every rule of a pipeline, in one place: the document's shape (router/pipeline_doc.py), then the graph, the
+functions it runs, templates, conditions and branches. Every problem, each with file, line, node, field.
 
-Pure: the registry is asked for functions, nothing is run. `load` = read + parse + build + validate.
+Pure: the registry is asked for functions, nothing is run. `check` is the one path from a document (YAML,
+JSON or the Python DSL's) to the model; the entry points that read files and import modules are router/loader.py.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from functions.registry import REGISTRY, Registry, load_module
-from functions.errors import ModuleLoadError
 from functions.handler import function_input
+from functions.registry import REGISTRY, Registry
 from router import conditions, templates
-from router.pipeline import MAX_ITEMS, Pipeline, PipelineInvalid, Problem
-from router.pipeline_yaml import load_text, read_file
+from router.pipeline import Pipeline, Problem
+from router.pipeline_doc import Path_, from_dict
+
+
+def check(
+    doc: Any, file: str | None = None, lines: dict[Path_, int] | None = None, registry: Registry = REGISTRY
+) -> tuple[Pipeline | None, list[Problem]]:
+    """The model built from `doc` and every problem with it (none: it is valid)."""
+    pipeline, problems = from_dict(doc, file, lines)
+    if pipeline is not None:
+        problems += validate(pipeline, registry)
+    return pipeline, problems
 
 
 def _problem(p: Pipeline, message: str, path: tuple = (), node: str | None = None, field: str | None = None) -> Problem:
@@ -23,40 +33,14 @@ def _problem(p: Pipeline, message: str, path: tuple = (), node: str | None = Non
 
 
 def validate(p: Pipeline, registry: Registry = REGISTRY) -> list[Problem]:
+    """The rules over a built model: those that need the whole graph or the function registry."""
     problems = _graph_problems(p)
     cyclic = any("cycle" in x.message for x in problems)
     problems += _function_problems(p, registry)
     problems += _template_problems(p, check_upstream=not cyclic)
     problems += _condition_problems(p, check_upstream=not cyclic)
     problems += _branch_problems(p)
-    problems += _fanout_problems(p)
     return problems
-
-
-def _fanout_problems(p: Pipeline) -> list[Problem]:
-    """Fan-out options of nodes built in Python (the YAML reader checks its own as it reads them)."""
-    out = []
-    for node in p.nodes.values():
-
-        def bad(fld: str, message: str) -> None:
-            out.append(_problem(p, message, p.node_path(node.id, fld), node.id, fld))
-
-        if node.foreach is not None and node.replicas is not None:
-            bad("replicas", f"give one of {node.foreach_key}, replicas, not both: each fans the node out")
-        if node.foreach is not None and not isinstance(node.foreach, (str, list)):
-            bad(
-                node.foreach_key,
-                f"{node.foreach_key} has value {node.foreach!r}. Expected a template that gives a list, or a list.",
-            )
-        r = node.replicas
-        if r is not None and (isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= MAX_ITEMS):
-            bad("replicas", f"replicas has value {r!r}. Expected a whole number from 1 to {MAX_ITEMS:,}.")
-        k = node.concurrency
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-            bad("concurrency", f"concurrency has value {k!r}. Expected a whole number >= 1.")
-        elif k is not None and not node.fans_out:
-            bad("concurrency", "concurrency limits the items of a fan-out; give foreach, loop or replicas too")
-    return out
 
 
 def _graph_problems(p: Pipeline) -> list[Problem]:
@@ -69,8 +53,9 @@ def _graph_problems(p: Pipeline) -> list[Problem]:
                 out.append(
                     _problem(
                         p,
-                        f"edge {e.source} -> {e.target}: '{end}' names unknown node '{nid}'. Known nodes: {', '.join(p.nodes)}",
-                        path + (end,),
+                        f"edge {e.source} -> {e.target}: '{end}' names unknown node '{nid}'. "
+                        f"Known nodes: {', '.join(p.nodes)}",
+                        (*path, end),
                         field=f"edges[{i}].{end}",
                     )
                 )
@@ -101,7 +86,7 @@ def find_cycle(p: Pipeline) -> list[str] | None:
         stack.append(n)
         for s in p.successors[n]:
             if state.get(s) == 1:
-                return stack[stack.index(s) :] + [s]
+                return [*stack[stack.index(s) :], s]
             if s not in state:
                 found = visit(s)
                 if found:
@@ -157,7 +142,8 @@ def _input_problems(p: Pipeline, node: Any, spec: Any) -> list[Problem]:
         return [
             _problem(
                 p,
-                f"inputs must be a mapping for function '{spec.name}' ({spec.input_model.__name__}), got {type(doc).__name__}",
+                f"inputs must be a mapping for function '{spec.name}' ({spec.input_model.__name__}), "
+                f"got {type(doc).__name__}",
                 p.node_path(node.id, "inputs"),
                 node.id,
                 "inputs",
@@ -217,12 +203,14 @@ def _template_problems(p: Pipeline, check_upstream: bool) -> list[Problem]:
                     why = (
                         "the list itself cannot read them"
                         if node.fans_out
-                        else f"'{node.id}' has none. Add foreach: \"{{{{ NODE.output.LIST }}}}\" (or replicas: N) to run it once per item"
+                        else f"'{node.id}' has none. Add foreach: \"{{{{ NODE.output.LIST }}}}\" (or replicas: N) "
+                        "to run it once per item"
                     )
                     out.append(
                         _problem(
                             p,
-                            f"reads {ref.text}, which is only set for each item of a foreach, loop or replicas node; {why}.",
+                            f"reads {ref.text}, which is only set for each item of a foreach, loop or replicas "
+                            f"node; {why}.",
                             p.node_path(node.id, section),
                             node.id,
                             section,
@@ -233,7 +221,8 @@ def _template_problems(p: Pipeline, check_upstream: bool) -> list[Problem]:
                     out.append(
                         _problem(
                             p,
-                            f"reads {ref.text} but '{ref.node}' is not upstream of '{node.id}'. Add an edge {ref.node} -> {node.id}.",
+                            f"reads {ref.text} but '{ref.node}' is not upstream of '{node.id}'. "
+                            f"Add an edge {ref.node} -> {node.id}.",
                             p.node_path(node.id, section),
                             node.id,
                             section,
@@ -287,7 +276,7 @@ def _branch_names(node: Any) -> list[str] | None:
     names = [c.get("name") for c in cases if isinstance(c, dict)]
     if not all(isinstance(n, str) for n in names):
         return None
-    return [*names, default]
+    return [*map(str, names), default]
 
 
 def _condition_problems(p: Pipeline, check_upstream: bool) -> list[Problem]:
@@ -309,45 +298,10 @@ def _condition_problems(p: Pipeline, check_upstream: bool) -> list[Problem]:
             out.append(
                 _problem(
                     p,
-                    f"edge {e.source} -> {e.target}: condition reads node '{ref}', which is not upstream of '{e.target}'",
+                    f"edge {e.source} -> {e.target}: condition reads node '{ref}', "
+                    f"which is not upstream of '{e.target}'",
                     path,
                     field=fld,
                 )
             )
     return out
-
-
-def load(path: str | Path, registry: Registry = REGISTRY, extra_functions: list[str] = ()) -> Pipeline:
-    """Read, parse and validate a pipeline file, loading the modules it names. Raises PipelineInvalid."""
-    return load_string(read_file(path), str(path), registry, extra_functions, base_dir=Path(path).parent)
-
-
-def load_string(
-    text: str,
-    file: str | None,
-    registry: Registry = REGISTRY,
-    extra_functions: list[str] = (),
-    base_dir: Path | None = None,
-) -> Pipeline:
-    pipeline, problems, _ = load_text(text, file)
-    if pipeline is not None:
-        if base_dir is not None:  # paths relative to the file, made absolute so the stored pipeline finds them
-            pipeline.functions = [_resolve(ref, base_dir) for ref in pipeline.functions]
-        for ref in [*pipeline.functions, *extra_functions]:
-            try:
-                load_module(ref, base_dir)
-            except ModuleLoadError as exc:
-                problems.append(
-                    Problem(str(exc), file, pipeline.line_of(("functions",)), pipeline.name or None, field="functions")
-                )
-        problems += validate(pipeline, registry)
-    if problems:
-        raise PipelineInvalid(problems)
-    return pipeline
-
-
-def _resolve(ref: str, base_dir: Path) -> str:
-    if not (ref.endswith(".py") or "/" in ref) or Path(ref).is_absolute():
-        return ref
-    candidate = Path(base_dir) / ref
-    return str(candidate.resolve()) if candidate.exists() else ref

@@ -20,7 +20,7 @@ from knflow.settings import Settings
 from router import blobs as router_blobs
 from router.engine import Invoke
 from router.store.sqlite import SqliteStore
-from router.validation import load_string
+from router.loader import load_string
 from tests.fixtures import large
 
 MB5 = 5 * 1024 * 1024

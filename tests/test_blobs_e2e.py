@@ -20,7 +20,7 @@ from functions.blobs import BlobStore, is_ref
 from knflow.nats_stack import NatsStack
 from router.router import StaticPipelines
 from router.store.sqlite import SqliteStore
-from router.validation import load_string
+from router.loader import load_string
 from tests.fixtures import large
 from tests.processes import Process, free_port
 from tests.test_blobs import MB5, PIPELINE, files

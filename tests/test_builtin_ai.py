@@ -15,7 +15,7 @@ from functions.builtins.ai import aclose_client
 from functions.handler import Retryable, call
 from functions.registry import REGISTRY
 from functions.sdk import Context
-from router.validation import load
+from router.loader import load
 from tests.doubles.openai_server import OpenAIServerDouble, vector_of
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from pydantic import BaseModel
 
 from functions.errors import InvalidFunction
 from knflow import PipelineInvalid, Retry, execute_run, function, pipeline
-from router.validation import load_string
+from router.loader import load_string
 
 
 class N(BaseModel):
@@ -127,3 +129,31 @@ def test_mistakes_in_a_pipeline_body_are_reported():
         def when(trigger):
             a = inc(trigger, _id="a")
             inc(a, _when="a.output.n >")
+
+
+def test_a_python_pipeline_goes_through_the_yaml_rules_with_the_line_of_each_call():
+    calls: list[int] = []
+    with pytest.raises(PipelineInvalid) as err:
+
+        @pipeline(name="dsl-rules")
+        def rules(trigger):
+            calls.append(sys._getframe().f_lineno + 1)
+            a = inc(trigger, _id="a", _run_on="tpu")
+            calls.append(sys._getframe().f_lineno + 1)
+            inc(a, _id="b", _foreach=[1, 2], _replicas=2)
+
+    found = [str(p) for p in err.value.problems]
+    assert found == [
+        f"pipeline 'dsl-rules' ({__file__}:{calls[0]}): node 'a' field 'runOn': runOn 'tpu' is not one of "
+        "engine, cpu, gpu",
+        f"pipeline 'dsl-rules' ({__file__}:{calls[1]}): node 'b' field 'replicas': give one of foreach, replicas, "
+        "not several: each fans the node out",
+    ]
+
+
+def test_an_unknown_option_gets_a_did_you_mean():
+    with pytest.raises(InvalidFunction, match=r"unknown option\(s\) _retries \(did you mean _retry=3\?\)"):
+
+        @pipeline(name="dsl-retries")
+        def retries(trigger):
+            inc(trigger, _retries=3)

@@ -10,7 +10,7 @@ import knflow
 from knflow import FunctionError, Retry, function
 from knflow.local import EmbeddedStack
 from router.store.sqlite import SqliteStore
-from router.validation import load, load_string
+from router.loader import load, load_string
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLS: dict[str, int] = {}

@@ -12,7 +12,7 @@ from functions.registry import REGISTRY
 from functions.sdk import Context
 from knflow.local import EmbeddedStack
 from router.store.sqlite import SqliteStore
-from router.validation import load
+from router.loader import load
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "local:all-MiniLM-L6-v2"

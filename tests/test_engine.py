@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router import engine
-from router.pipeline_yaml import from_dict
+from router.pipeline_doc import from_dict
 from router.runs import (
     CANCELLED,
     FAILED,

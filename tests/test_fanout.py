@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from router import engine, replay
+from router.loader import load_string
 from router.pipeline import PipelineInvalid
-from router.pipeline_yaml import from_dict
+from router.pipeline_doc import from_dict
 from router.runs import FAILED, RUNNING, SCHEDULED, SKIPPED, SUCCEEDED, apply, item_states, new_run, record, state_of
-from router.validation import load_string, validate
+from router.validation import validate
 
 NOW = "2026-01-01T00:00:00.000Z"
 

@@ -149,7 +149,7 @@ def test_the_embedded_default_runs_a_foreach(tmp_path):
 async def test_a_foreach_with_a_concurrency_limit_on_the_mongodb_store(mongo_url):
     from knflow.local import EmbeddedStack
     from router.store.mongo import MongoStore
-    from router.validation import load_string
+    from router.loader import load_string
 
     p = load_string(SQUARES.replace("foreach:", "concurrency: 8, foreach:"), "squares.yaml")
     async with EmbeddedStack(MongoStore.from_url(mongo_url)) as stack:

@@ -24,7 +24,7 @@ from knative.deploy import KubeApi, apply, diff_objects, status
 from knative.errors import ClusterError
 from knative.manifests import build
 from knative.profile import parse_profile
-from router.validation import load
+from router.loader import load
 
 TOKEN = "test-token"
 INSTALLED = (

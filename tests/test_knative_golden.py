@@ -16,7 +16,7 @@ from test_knative_manifests import ROOT
 from functions.registry import REGISTRY
 from knative.manifests import build, to_yaml
 from knative.profile import load_profile
-from router.validation import load
+from router.loader import load
 
 GOLDEN = ROOT / "tests" / "golden" / "knative"
 UPDATE = os.environ.get("KNFLOW_UPDATE_GOLDEN") == "1"

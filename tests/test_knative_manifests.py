@@ -25,8 +25,9 @@ from knative.errors import (
 )
 from knative.manifests import build, files, to_yaml
 from knative.profile import Profile, parse_profile
-from router.pipeline_yaml import load_text
-from router.validation import load
+from router.loader import load
+from router.pipeline_doc import from_dict
+from router.pipeline_yaml import parse_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -71,7 +72,8 @@ def article_pipeline():
 
 
 def pipeline(text: str, name: str = "inline.yaml"):
-    p, problems, _ = load_text(text, name)
+    doc, lines = parse_yaml(text, name)
+    p, problems = from_dict(doc, name, lines)
     assert not problems, problems
     return p
 
@@ -427,10 +429,12 @@ def test_cron_data_that_is_not_a_mapping_is_refused():
 
 def test_a_schedule_knative_rejects_is_caught_before_deploying():
     # The loader already refuses it; the manifest builder checks again for pipelines built in code.
-    p, problems, _ = load_text(
-        "metadata: {name: c}\ntrigger: {type: cron, schedule: '@every 5m'}\nnodes: [{id: a, type: kn-echo, inputs: {text: x}}]\n",
-        "c.yaml",
+    text = (
+        "metadata: {name: c}\ntrigger: {type: cron, schedule: '@every 5m'}\n"
+        "nodes: [{id: a, type: kn-echo, inputs: {text: x}}]\n"
     )
+    doc, lines = parse_yaml(text, "c.yaml")
+    p, problems = from_dict(doc, "c.yaml", lines)
     assert "is not a cron expression of 5 fields" in str(problems[0])
     with pytest.raises(
         ManifestsRejected, match=r"PingSource/knflow-cron-c: spec.schedule: schedule '@every 5m' uses @every"

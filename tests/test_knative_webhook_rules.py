@@ -15,7 +15,7 @@ from knative import webhook_rules
 from knative.manifests import build
 from knative.profile import parse_profile
 from knative.webhook_rules import Cluster, check
-from router.validation import load
+from router.loader import load
 
 GPU_FLAGS = frozenset(
     {"kubernetes.podspec-nodeselector", "kubernetes.podspec-tolerations", "kubernetes.podspec-runtimeclassname"}

@@ -11,7 +11,7 @@ import pytest
 
 from knflow.local import EmbeddedStack
 from router.store.sqlite import SqliteStore
-from router.validation import load
+from router.loader import load
 from tests.doubles.openai_server import OpenAIServerDouble
 
 ROOT = Path(__file__).resolve().parent.parent

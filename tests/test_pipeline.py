@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from router.pipeline import Pipeline, PipelineInvalid
-from router.pipeline_yaml import from_dict, parse_yaml
-from router.validation import load, load_string
+from router.loader import load, load_string
+from router.pipeline_doc import from_dict
+from router.pipeline_yaml import parse_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAD = "apiVersion: knflow.dev/v1\nkind: Pipeline\nmetadata: {name: t}\nfunctions: [examples.hello]\n"
@@ -186,3 +187,53 @@ def test_from_dict_builds_the_model_without_a_file():
     p, problems = from_dict({"metadata": {"name": "m"}, "nodes": [{"id": "a", "function": "log"}]})
     assert problems == [] and isinstance(p, Pipeline) and p.nodes["a"].function == "log"
     assert p.triggers[0].type == "manual"
+
+
+def test_a_near_miss_key_gets_a_did_you_mean():
+    text = """metadata: {name: t}
+name: t
+triger: {type: cron, schedule: "0 9 * * *", tz: UTC}
+nodes:
+  - id: a
+    type: log
+    inputs: {message: hi}
+    retries: 3
+    timeout: 5
+    run_on: cpu
+    retry: {delay: 2}
+  - {id: b, type: log, input: {message: hi}, depends_on: [a]}
+edges:
+  - {source: a, target: b}
+  - {from: a, to: b, condtion: "true"}
+"""
+    joined = "\n".join(problems_of(text))
+    assert "(p.yaml:2): field 'name': unknown top-level field 'name' (did you mean metadata: {name: t}?)" in joined
+    assert "(p.yaml:3): field 'triger': unknown top-level field 'triger' (did you mean 'trigger'?)" in joined
+    assert (
+        "(p.yaml:8): node 'a' field 'retries': unknown field 'retries' (did you mean retry: {retries: 3}?); "
+        "expected one of concurrency, config," in joined
+    )
+    assert (
+        "(p.yaml:9): node 'a' field 'timeout': unknown field 'timeout' (did you mean timeout_s: 5 (seconds)?)" in joined
+    )
+    assert "(p.yaml:10): node 'a' field 'run_on': unknown field 'run_on' (did you mean 'runOn'?)" in joined
+    assert "(p.yaml:11): node 'a' field 'retry': unknown retry field(s) delay (did you mean 'delay_s'?)" in joined
+    assert "node 'b' field 'input': unknown field 'input' (did you mean 'inputs'?)" in joined
+    assert (
+        "node 'b' field 'depends_on': unknown field 'depends_on' (did you mean an edge {from: a, to: b} in 'edges'?)"
+        in joined
+    )
+    assert "(p.yaml:14): field 'edges[0].source': edge #1: unknown field 'source' (did you mean 'from'?)" in joined
+    assert "field 'edges[0].target': edge #1: unknown field 'target' (did you mean 'to'?)" in joined
+    assert (
+        "(p.yaml:15): field 'edges[1].condtion': edge a -> b: unknown field 'condtion' (did you mean 'when'?)" in joined
+    )
+    trigger = "\n".join(
+        problems_of(HEAD + "trigger: {type: cron, shedule: '0 9 * * *'}\nnodes: [{id: a, type: log}]\n")
+    )
+    assert "field 'trigger.shedule': unknown trigger field 'shedule' (did you mean 'schedule'?)" in trigger
+
+
+def test_an_unknown_key_far_from_any_known_one_lists_what_is_expected():
+    joined = "\n".join(problems_of(HEAD + "nodes: [{id: a, type: log, inputs: {message: hi}, colour: red}]\n"))
+    assert "node 'a' field 'colour': unknown field 'colour'; expected one of concurrency, config, description" in joined

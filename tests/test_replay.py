@@ -8,10 +8,10 @@ from pydantic import BaseModel
 from knflow import FunctionError, function
 from knflow.local import EmbeddedStack
 from router import replay
-from router.pipeline_yaml import from_dict
+from router.loader import load_string
+from router.pipeline_doc import from_dict
 from router.replay import InvalidDuration, ReplayRefused, parse_duration_s
 from router.store.sqlite import SqliteStore
-from router.validation import load_string
 
 CALLS: list[str] = []
 GATE = {"open": False}

@@ -138,7 +138,7 @@ async def test_knflow_dev_fires_cron_schedules_like_a_pingsource(tmp_path):
     from knflow.local import EmbeddedStack
     from router.catalog import StorePipelines
     from router.store.sqlite import SqliteStore
-    from router.validation import load_string
+    from router.loader import load_string
 
     store = SqliteStore(tmp_path / "k.db")
     catalog = StorePipelines(store)

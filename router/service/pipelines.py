@@ -6,7 +6,7 @@ import yaml
 from fastapi import APIRouter, Request
 
 from broker.errors import InvalidEvent
-from router.catalog import parse
+from router.loader import parse
 from router.router import UnknownPipeline
 from router.service.context import Svc
 
