@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test bench bench-quick example-studio clean
+.PHONY: run test lint bench bench-quick example-studio clean
 
 run: $(STAMP)
 	$(BIN)/knflow run examples/hello.yaml --data '{"text": "knflow runs functions"}'
@@ -15,6 +15,12 @@ example-studio: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# ruff (lint and format) and mypy, configured in pyproject.toml; .ci/run runs this before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Benchmarks: knflow against Celery (Redis) and the asyncio floor in one run; needs redis-server (apt).
 BENCH_STAMP := $(VENV)/.bench-installed
