@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import sys
 import time
@@ -82,6 +83,7 @@ async def knflow_mode(mode: str, sizes: dict[str, int], in_flight: int, results:
         if mode == "nats":
             from bench.transport import hop_floor
 
+            assert stack.nats_url is not None  # every mode but embedded runs on a nats-server
             results.setdefault("transport", {})["nats"] = await hop_floor(stack.nats_url)
 
 
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                 sizes["celery_seq"], sizes["celery_thr"], args.in_flight
             )
         elif section in KNFLOW_MODES:
-            run_async(lambda: knflow_mode(section, sizes, args.in_flight, results), use_uvloop)
+            run_async(functools.partial(knflow_mode, section, sizes, args.in_flight, results), use_uvloop)
         elif section == "coldstart":
             from bench import coldstart
 
@@ -187,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         elif section == "memory":
             for mode in ("embedded", "nats"):
-                run_async(lambda: memory(mode, sizes, args.in_flight, results), use_uvloop)
+                run_async(functools.partial(memory, mode, sizes, args.in_flight, results), use_uvloop)
         print(f"  {section:<10} done in {time.perf_counter() - t:5.1f} s", file=sys.stderr, flush=True)
     meta["duration_s"] = round(time.perf_counter() - started, 1)
     report.add_ratios(results)
@@ -214,7 +216,8 @@ def profile(args: argparse.Namespace) -> int:
         lambda: run_profile(args.profile, runs, args.in_flight, out), not args.no_uvloop and environment.has_uvloop()
     )
     print(
-        f"profiled {runs:,} diamond runs on {args.profile} ({result['runs_per_s']:,.0f} runs/s under the profiler): wrote {out}"
+        f"profiled {runs:,} diamond runs on {args.profile} "
+        f"({result['runs_per_s']:,.0f} runs/s under the profiler): wrote {out}"
     )
     return 0
 

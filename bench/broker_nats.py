@@ -68,6 +68,8 @@ def invokes(n: int, size_bytes: int, tag: str) -> list[CloudEvent]:
 
 
 async def replying(ev: CloudEvent) -> CloudEvent:
+    data = ev.get_data()
+    assert isinstance(data, dict)  # `invokes` sends JSON objects
     return CloudEvent(
         {
             "type": "dev.knflow.node.succeeded",
@@ -76,7 +78,7 @@ async def replying(ev: CloudEvent) -> CloudEvent:
             ext.PIPELINE: "bench",
             "datacontenttype": "application/json",
         },
-        {"output": {"i": ev.get_data()["inputs"]["i"]}},
+        {"output": {"i": data["inputs"]["i"]}},
     )
 
 

@@ -75,7 +75,9 @@ class Redis:
             except redis.exceptions.ConnectionError:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"redis-server did not answer PING within {START_TIMEOUT_S} s: {self.log()}")
+                    raise RuntimeError(
+                        f"redis-server did not answer PING within {START_TIMEOUT_S} s: {self.log()}"
+                    ) from None
                 time.sleep(0.02)
 
     def log(self) -> str:
@@ -114,8 +116,8 @@ class Worker:
         self.proc: subprocess.Popen | None = None
 
     def start(self, app: Any) -> Worker:
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
+        with open(self.log_path, "wb") as log:  # the worker writes to its own copy of the descriptor
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not app.control.ping(timeout=0.5):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -131,7 +133,6 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self._log.close()
 
 
 def run(sequential_runs: int, throughput_runs: int, in_flight: int) -> dict[str, float]:

@@ -67,6 +67,7 @@ def function_start() -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    assert proc.stderr is not None  # stderr=PIPE
     try:
         while _request(port, "GET", "/healthz") != 200:
             if proc.poll() is not None or time.perf_counter() - started > DEADLINE_S:

@@ -78,8 +78,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-async def sequential(run: Any, pipeline: Pipeline, n: int, warmup: int = 20) -> dict[str, float]:
-    """`n` runs one after another: p50 and p99 of one run, in ms."""
+def _label(pipeline: Pipeline | None) -> str:
+    return pipeline.name if pipeline is not None else "floor"
+
+
+async def sequential(run: Any, pipeline: Pipeline | None, n: int, warmup: int = 20) -> dict[str, float]:
+    """`n` runs one after another: p50 and p99 of one run, in ms. `pipeline` is None for the floor, which
+    calls the functions directly."""
     for i in range(warmup):
         await run(pipeline, {"n": i})
     times = []
@@ -88,13 +93,13 @@ async def sequential(run: Any, pipeline: Pipeline, n: int, warmup: int = 20) -> 
         status = await run(pipeline, {"n": i})
         times.append((time.perf_counter() - t) * 1000)
         if status != "succeeded":
-            raise RuntimeError(f"{pipeline.name}: a benchmark run {status}")
+            raise RuntimeError(f"{_label(pipeline)}: a benchmark run {status}")
     return {"p50_ms": percentile(times, 50), "p99_ms": percentile(times, 99), "runs": n}
 
 
-async def throughput(run: Any, pipeline: Pipeline, n: int, in_flight: int) -> dict[str, float]:
+async def throughput(run: Any, pipeline: Pipeline | None, n: int, in_flight: int) -> dict[str, float]:
     """`n` runs submitted at once, at most `in_flight` of them running: runs/s from the first submit to
-    the last end, and the latency of a run under that load."""
+    the last end, and the latency of a run under that load. `pipeline` is None for the floor."""
     slots = asyncio.Semaphore(in_flight)
     times: list[float] = []
     bad: list[str] = []
@@ -117,7 +122,7 @@ async def throughput(run: Any, pipeline: Pipeline, n: int, in_flight: int) -> di
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - started
     if bad:
-        raise RuntimeError(f"{pipeline.name}: {len(bad)} of {n} benchmark runs did not succeed ({bad[0]})")
+        raise RuntimeError(f"{_label(pipeline)}: {len(bad)} of {n} benchmark runs did not succeed ({bad[0]})")
     return {
         "runs_per_s": n / elapsed,
         "runs": n,

@@ -67,10 +67,11 @@ def describe(command: str, use_uvloop: bool, in_flight: int, sizes: dict[str, in
     from broker.natsserver import current_nats_server
 
     nats = current_nats_server()
+    memory_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": command,
-        "machine": f"{_cpu()}, {os.cpu_count()} cores, {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, {platform.system()} {platform.release()}",
+        "machine": f"{_cpu()}, {os.cpu_count()} cores, {memory_gib} GiB, {platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "event_loop": "uvloop " + _package("uvloop") if use_uvloop else "asyncio",
         "nats_server": _version([nats, "--version"]) if nats else "not found",
@@ -92,6 +93,7 @@ def header(meta: dict[str, Any]) -> str:
         f"  diamond: {sizes['seq']} runs one after another (p50/p99), then {sizes['thr']:,} runs submitted at once "
         f"({sizes['thr_slow']:,} for isolated and mongo, {sizes['celery_thr']:,} for Celery) with at most "
         f"{meta['in_flight']} runs in flight: latency under load = in-flight / throughput\n"
-        f"  chain10: {sizes['chain']} runs one after another, per-hop = run / 10; fanout1000 (a foreach of 1,000 items) and static1000 (1,000 static nodes): {sizes['fanout']} run(s) each; "
+        f"  chain10: {sizes['chain']} runs one after another, per-hop = run / 10; "
+        f"fanout1000 (a foreach of 1,000 items) and static1000 (1,000 static nodes): {sizes['fanout']} run(s) each; "
         f"memory: {sizes['memory']:,} diamond runs per mode; logs at warning level, as `knflow dev` by default"
     )

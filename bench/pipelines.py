@@ -9,6 +9,7 @@ static1000  src -> (f0 ... f999) -> join     (the same width as 1,000 static nod
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from router.pipeline import Pipeline
 from router.loader import load_string
@@ -52,7 +53,7 @@ def chain(length: int = 10) -> Pipeline:
 
 
 def fanout(width: int = 1000) -> Pipeline:
-    nodes = [
+    nodes: list[dict[str, Any]] = [
         {"id": "src", "type": "bench-a", "inputs": {"n": "{{ trigger.data.n }}"}},
         {"id": "each", "type": "bench-b", "replicas": width, "inputs": {"n": "{{ src.output.n }}"}},
         {"id": "join", "type": "bench-collect", "inputs": {"items": "{{ each.output }}"}},

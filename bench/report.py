@@ -73,13 +73,15 @@ def table(results: Results) -> str:
     for m, metrics in results.get("memory", {}).items():
         lines.append(
             f"memory      {m:<9} RSS {metrics['rss_before_mb']:.1f} MB -> {metrics['rss_after_mb']:.1f} MB after "
-            f"{metrics['runs']:,.0f} diamond runs ({metrics['growth_mb']:+.1f} MB; {metrics['growth_mb_per_100k']:+.1f} MB per 100,000"
+            f"{metrics['runs']:,.0f} diamond runs ({metrics['growth_mb']:+.1f} MB; "
+            f"{metrics['growth_mb_per_100k']:+.1f} MB per 100,000"
             f"{'' if metrics['runs'] >= 100_000 else ', extrapolated'})"
         )
     floor = results.get("transport", {}).get("nats")
     if floor:
         lines.append(
-            f"transport   one event at a time on this nats-server: JetStream ack {floor['publish_ack_p50_ms']:.2f} ms p50, "
+            "transport   one event at a time on this nats-server: "
+            f"JetStream ack {floor['publish_ack_p50_ms']:.2f} ms p50, "
             f"publish -> dispatcher {floor['delivery_p50_ms']:.2f} ms p50: a hop crosses it twice"
         )
     cold = results.get("coldstart", {})

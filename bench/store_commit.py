@@ -58,19 +58,23 @@ async def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="knflow-bench-") as tmp:
         results = {}
-        store = SqliteStore(Path(tmp) / "knflow.db")
-        results["sqlite (WAL, synchronous=NORMAL)"] = await bench(store, args.calls)
-        await store.close()
+        sqlite = SqliteStore(Path(tmp) / "knflow.db")
+        results["sqlite (WAL, synchronous=NORMAL)"] = await bench(sqlite, args.calls)
+        await sqlite.close()
 
         server = None
         if not (url := args.mongodb_url):
-            server = MongoWireServer(nx_27017_binary(), tmp).start()
+            binary = nx_27017_binary()
+            if binary is None:
+                raise SystemExit("no nx-27017: install it (the dev extra), or pass --mongodb-url")
+            server = MongoWireServer(binary, tmp)
+            server.start()
             url = server.database_url("knflow_bench")
-        store = MongoStore.from_url(url)
+        mongo = MongoStore.from_url(url)
         try:
-            results["mongodb (nx-27017)" if server else f"mongodb ({url})"] = await bench(store, args.calls)
+            results["mongodb (nx-27017)" if server else f"mongodb ({url})"] = await bench(mongo, args.calls)
         finally:
-            await store.close()
+            await mongo.close()
             if server:
                 server.stop()
     for backend, rates in results.items():

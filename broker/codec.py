@@ -69,7 +69,9 @@ class _Format(JSONFormat):
     """The SDK's JSON format, but any JSON value (lists, numbers) as data, not only dicts."""
 
     def write_data(self, data: Any, datacontenttype: str | None) -> bytes:
-        if data is None or isinstance(data, (str, bytes, bytearray)):
+        if isinstance(data, bytearray):
+            return bytes(data)
+        if data is None or isinstance(data, (str, bytes)):
             return super().write_data(data, datacontenttype)
         return _ENCODER.encode(data).encode()
 

@@ -35,10 +35,9 @@ class JetStreamEventLog:
         js = self.nc.jetstream()
         last_seq = (await js.stream_info(self.layout.stream)).state.last_seq
         subject = self.layout.external_subject(event_type) if event_type else f"{self.layout.prefix}.ext.>"
-        start = since.astimezone(UTC).isoformat().replace("+00:00", "Z")
         config = ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_TIME,
-            opt_start_time=start,
+            opt_start_time=since.astimezone(UTC),  # nats-py sends it as RFC 3339 with a Z
             ack_policy=AckPolicy.EXPLICIT,
             inactive_threshold=60.0,
             max_ack_pending=-1,

@@ -119,8 +119,8 @@ def result_event(invoke: CloudEvent, *, succeeded: bool, data: dict[str, Any], s
         "id": f"{invoke.get_id()}:{'ok' if succeeded else 'failed'}",
         "datacontenttype": JSON,
     }
-    if invoke.get_subject():
-        attrs["subject"] = invoke.get_subject()
+    if subject := invoke.get_subject():
+        attrs["subject"] = subject
     for key in _RESULT_CARRIES:
         value = invoke.get_extension(key)
         if value is not None:

@@ -37,7 +37,7 @@ class HttpPublisher:
     async def publish_many(self, events: Iterable[CloudEvent]) -> None:
         batch = list(events)
         results = await asyncio.gather(*(self._post(e) for e in batch), return_exceptions=True)
-        failed = [(e, r) for e, r in zip(batch, results) if r is not None]
+        failed = [(e, r) for e, r in zip(batch, results, strict=True) if r is not None]
         if failed:
             detail = "; ".join(f"{e.get_id()}: {r}" for e, r in failed[:5])
             raise PublishError(

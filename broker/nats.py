@@ -242,7 +242,7 @@ class JetStreamPublisher:
             loop.call_soon(self._send_queued)
         self._queued.append((messages, done))
         results = await done
-        failed = [(m[0], m[1], r) for m, r in zip(messages, results) if isinstance(r, BaseException)]
+        failed = [(m[0], m[1], r) for m, r in zip(messages, results, strict=True) if isinstance(r, BaseException)]
         if failed:
             raise _publish_error(failed, len(messages), self)
         return results  # type: ignore[return-value]
@@ -291,8 +291,8 @@ class JetStreamPublisher:
                 if future is not None:
                     future.cancel()  # frees nats-py's pending slot; the server may still store it
                 results.append(problem)
-            elif (err := future.exception()) is not None:
-                results.append(err)
+            elif (failure := future.exception()) is not None:
+                results.append(failure)
             else:
                 results.append(future.result())
         return results

@@ -25,6 +25,7 @@ the server never drops a message silently: the dispatcher counts attempts itself
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -247,10 +248,9 @@ class Dispatcher:
                 self._log.error("cannot request messages", error=f"{type(err).__name__}: {err}")
                 await asyncio.sleep(_CONSUMER_GONE_S)
                 continue
-            try:  # the server ends a request with `batch` messages or a status; a lost one (reconnect) times out
+            # the server ends a request with `batch` messages or a status; a lost one (reconnect) times out
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._request_done.wait(), self.pull_expires_s + _LOST_REQUEST_GRACE_S)
-            except TimeoutError:
-                pass
 
     async def _on_message(self, msg: Msg) -> None:
         if msg.subject.startswith(self._inbox):  # a status for a pull request, not a stream message

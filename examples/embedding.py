@@ -5,7 +5,8 @@ dot product is the cosine).
 
     pip install 'knflow[local-embedding]'
     knflow run examples/embedding.yaml --data '{"query": "How do I reset my password?",
-        "documents": ["Our office opens at nine.", "To change your password, open Settings > Account.", "Invoices are sent monthly."]}'
+        "documents": ["Our office opens at nine.", "To change your password, open Settings > Account.",
+        "Invoices are sent monthly."]}'
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class Nearest(BaseModel):
 async def nearest_document(inp: Candidates) -> Nearest:
     """The document nearest the query (cosine similarity of normalised vectors), and the full ranking."""
     q = inp.query[0]
-    scores = [sum(a * b for a, b in zip(q, d)) for d in inp.documents]
+    scores = [sum(a * b for a, b in zip(q, d, strict=True)) for d in inp.documents]
     ranking = sorted(range(len(scores)), key=lambda i: -scores[i])
     best = ranking[0]
     return Nearest(text=inp.texts[best], index=best, similarity=round(scores[best], 4), ranking=ranking)

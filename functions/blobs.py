@@ -129,7 +129,8 @@ class BlobStore:
                 self._fs, self._root = url_to_fs(self.url, **options)
             except (ImportError, ValueError) as exc:
                 raise BlobError(
-                    f"blob store {self.url!r} cannot be opened: {exc}. For s3:// install the extra: pip install 'knflow[s3]'",
+                    f"blob store {self.url!r} cannot be opened: {exc}. "
+                    "For s3:// install the extra: pip install 'knflow[s3]'",
                     url=self.url,
                 ) from None
             self._root = self._root.rstrip("/")
@@ -223,7 +224,7 @@ class BlobStore:
         if isinstance(value, dict):
             keys = list(value)
             done = await asyncio.gather(*(self.resolve(value[k], depth) for k in keys))
-            return dict(zip(keys, done))
+            return dict(zip(keys, done, strict=True))
         return list(await asyncio.gather(*(self.resolve(v, depth) for v in value)))
 
 

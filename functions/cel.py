@@ -86,7 +86,10 @@ def evaluation_reason(exc: Exception) -> str:
     text = " ".join(str(exc).split())
     head, dot, _ = text.partition(". ")
     if isinstance(exc, TypeError):
-        return f"{head}{dot.strip()} CEL does not convert between types (use int(), double(), string()) nor read a field of null"
+        return (
+            f"{head}{dot.strip()} CEL does not convert between types (use int(), double(), string()) "
+            "nor read a field of null"
+        )
     return head + dot.strip()
 
 

@@ -73,7 +73,7 @@ async def call(spec: FunctionSpec, doc: Any, ctx: Context, timeout_s: float | No
         return {"error": error_doc("InvalidInput", message, problems)}
     try:
         async with asyncio.timeout(timeout_s):
-            out = await spec.run(inp, ctx)
+            out: object = await spec.run(inp, ctx)  # user code: a dict, another model, anything
     except TimeoutError:
         msg = f"{where} timed out after {timeout_s:g} s"
         raise Retryable(msg, error=error_doc("Timeout", msg)) from None

@@ -119,6 +119,10 @@ def load_module(ref: str, base_dir: str | Path | None = None) -> ModuleType:
             digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
             mod_name = f"knflow_user_{path.stem}_{digest}"
             spec = importlib.util.spec_from_file_location(mod_name, path)
+            if spec is None or spec.loader is None:  # a suffix no importer knows, such as .txt
+                raise ModuleLoadError(
+                    f"functions module '{ref}' cannot be imported: {path} is not a Python file", module=ref
+                )
             module = importlib.util.module_from_spec(spec)
             sys.modules[mod_name] = module
             try:

@@ -63,9 +63,13 @@ class Traits:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 out.append(f"{name} must be an integer >= 0, got {value!r}")
-        if isinstance(self.max_scale, int) and isinstance(self.min_scale, int):
-            if self.max_scale and self.max_scale < self.min_scale:
-                out.append(f"max_scale ({self.max_scale}) must be >= min_scale ({self.min_scale}), or 0 for no limit")
+        if (
+            isinstance(self.max_scale, int)
+            and isinstance(self.min_scale, int)
+            and self.max_scale
+            and self.max_scale < self.min_scale
+        ):
+            out.append(f"max_scale ({self.max_scale}) must be >= min_scale ({self.min_scale}), or 0 for no limit")
         return out
 
 
@@ -172,7 +176,7 @@ def _signature_problems(fn: Callable, label: str) -> tuple[list[str], dict]:
     try:
         hints = typing.get_type_hints(fn)
     except Exception as exc:  # a NameError in a string annotation, for instance
-        return problems + [f"its type annotations cannot be resolved ({exc})"], found
+        return [*problems, f"its type annotations cannot be resolved ({exc})"], found
     params = list(inspect.signature(fn).parameters.values())
     if not params or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
         problems.append("it must take a pydantic model as its first parameter")
@@ -187,8 +191,9 @@ def _signature_problems(fn: Callable, label: str) -> tuple[list[str], dict]:
         problems.append(f"it takes {len(params)} parameters; expected (input, ctx: Context) or (input)")
     elif len(params) == 2:
         if hints.get(params[1].name) is not Context:
+            got = hints.get(params[1].name, "no annotation")
             problems.append(
-                f"the second parameter '{params[1].name}' must be annotated with knflow.Context, got {_type_name(hints.get(params[1].name, 'no annotation'))}"
+                f"the second parameter '{params[1].name}' must be annotated with knflow.Context, got {_type_name(got)}"
             )
         found["ctx"] = True
     found["output"] = _model_type(hints.get("return"))

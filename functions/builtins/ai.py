@@ -12,8 +12,10 @@ call a server, so they run anywhere. Close their clients at shutdown with `await
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
+from openai import Omit, omit
+from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
 from functions.builtins import local_embedding
@@ -113,7 +115,6 @@ async def embedding(inp: EmbeddingInput) -> Embeddings:
         return Embeddings(vectors=vectors, model=name, dimensions=len(vectors[0]))
     server = resolve(inp, embedding=True)
     what = f"embedding with model '{server.model}'"
-    options = {"dimensions": inp.dimensions} if inp.dimensions else {}
     reply = await request(
         what,
         server,
@@ -123,7 +124,7 @@ async def embedding(inp: EmbeddingInput) -> Embeddings:
             input=inp.texts,
             encoding_format="float",
             timeout=inp.timeout_s,
-            **options,
+            dimensions=inp.dimensions or omit,
         ),
     )
     rows = sorted(reply.data, key=lambda row: row.index)
@@ -139,21 +140,21 @@ async def embedding(inp: EmbeddingInput) -> Embeddings:
 async def _chat(inp: Sampling, messages: list[ChatMessage], ctx: Context) -> str:
     server = resolve(inp)
     what = f"chat completion with model '{server.model}'"
-    options = {
-        name: value
-        for name in ("max_tokens", "temperature", "top_p", "stop", "seed")
-        if (value := getattr(inp, name)) is not None
-    }
     completion = await request(
         what,
         server,
         inp.timeout_s,
         lambda client: client.chat.completions.create(
             model=server.model,
-            messages=[m.model_dump(exclude_none=True) for m in messages],
+            # ChatMessage validated the shape of openai's message TypedDicts, which pydantic cannot name
+            messages=cast("list[ChatCompletionMessageParam]", [m.model_dump(exclude_none=True) for m in messages]),
             stream=False,
             timeout=inp.timeout_s,
-            **options,
+            max_tokens=_or_omit(inp.max_tokens),
+            temperature=_or_omit(inp.temperature),
+            top_p=_or_omit(inp.top_p),
+            stop=_or_omit(inp.stop),
+            seed=_or_omit(inp.seed),
         ),
     )
     if not completion.choices:
@@ -162,3 +163,11 @@ async def _chat(inp: Sampling, messages: list[ChatMessage], ctx: Context) -> str
     if choice.finish_reason == "length":
         ctx.log.warning("generation stopped at max_tokens", model=server.model, max_tokens=inp.max_tokens)
     return choice.message.content or ""
+
+
+T = TypeVar("T")
+
+
+def _or_omit(value: T | None) -> T | Omit:
+    """`value`, or openai's marker that leaves the option out of the request (None would send null)."""
+    return omit if value is None else value

@@ -114,6 +114,7 @@ def resolve(inp: ServerConfig, *, embedding: bool = False) -> Server:
             type="InvalidInput",
             detail=[{"field": f, "message": m, "type": "missing"} for f, m in problems],
         )
+    assert base_url is not None and model is not None  # a missing one is a problem above
     return Server(base_url, key or NO_KEY, model)
 
 
@@ -151,7 +152,7 @@ async def aclose_client() -> None:
     await _CLIENTS.aclose()
 
 
-_CLIENTS: LoopClients[openai.AsyncOpenAI] = LoopClients(
+_CLIENTS: LoopClients[tuple[str, str], openai.AsyncOpenAI] = LoopClients(
     make=lambda key: openai.AsyncOpenAI(base_url=key[0], api_key=key[1], max_retries=0),
     close=lambda client: client.close(),
 )

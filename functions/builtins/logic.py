@@ -4,10 +4,10 @@ PyPI `common-expression-language`, imported as `cel`).
 Edges downstream read the decision: `when: check.output.result` or `when: route.output.branch == 'big'`.
 
 Numbers keep their JSON type (an integer is a CEL int, a number with a fraction a double), as in
-`router/conditions.py` (both on `functions.cel`). CEL compares ints and doubles with each other, so `value > 0.5` holds for 1 and
-for 0.7 alike; arithmetic does not mix them (write `double(value) * 0.5`). A missing key is an error: test
-with `has(value.key)` or `'key' in value`. `cel_program`, `cel_evaluate` and `cel_bool` turn the shared CEL
-core's errors into node failures (`json-transform` uses them too).
+`router/conditions.py` (both on `functions.cel`). CEL compares ints and doubles with each other, so `value > 0.5`
+holds for 1 and for 0.7 alike; arithmetic does not mix them (write `double(value) * 0.5`). A missing key is an
+error: test with `has(value.key)` or `'key' in value`. `cel_program`, `cel_evaluate` and `cel_bool` turn the
+shared CEL core's errors into node failures (`json-transform` uses them too).
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def cel_bool(expr: str, variables: dict[str, Any], field: str = "expression") ->
     result = cel_evaluate(expr, variables, field)
     if not isinstance(result, bool):
         raise FunctionError(
-            f"{field} {expr!r} gave {type(result).__name__} {short(result)}, not a bool; write a comparison such as `value > 0`",
+            f"{field} {expr!r} gave {type(result).__name__} {short(result)}, not a bool; "
+            "write a comparison such as `value > 0`",
             type="ExpressionNotBool",
             detail={"field": field, "expression": expr},
         )

@@ -12,18 +12,17 @@ import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
+K = TypeVar("K", bound=Hashable)
 C = TypeVar("C")
 
 
-class LoopClients(Generic[C]):
-    def __init__(self, make: Callable[[Hashable], C], close: Callable[[C], Awaitable[None]]) -> None:
+class LoopClients(Generic[K, C]):
+    def __init__(self, make: Callable[[K], C], close: Callable[[C], Awaitable[None]]) -> None:
         self._make = make
         self._close = close
-        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, C]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[K, C]] = weakref.WeakKeyDictionary()
 
-    def get(self, key: Hashable) -> C:
+    def get(self, key: K) -> C:
         """The running loop's client for `key`, made on first use."""
         clients = self._by_loop.setdefault(asyncio.get_running_loop(), {})
         client = clients.get(key)

@@ -160,7 +160,7 @@ async def aclose_client() -> None:
     await _CLIENTS.aclose()
 
 
-_CLIENTS: LoopClients[AsyncMongoClient] = LoopClients(
+_CLIENTS: LoopClients[str, AsyncMongoClient] = LoopClients(
     make=lambda url: AsyncMongoClient(url, tz_aware=True, appname="knflow-builtin"),
     close=lambda client: client.close(),
 )

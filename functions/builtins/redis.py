@@ -91,7 +91,8 @@ class SetInput(KeyInput):
     def _text_is_a_string(cls, value: Any, info: ValidationInfo) -> Any:
         if info.data.get("format") == "text" and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
             raise ValueError(
-                f"with format 'text' the value must be a string, got {type(value).__name__} {repr(value)[:80]}; use format 'json'"
+                f"with format 'text' the value must be a string, got {type(value).__name__} {repr(value)[:80]}; "
+                "use format 'json'"
             )
         return value
 
@@ -107,13 +108,15 @@ async def redis_get(inp: GetInput) -> GetOutput:
     raw = await _on_server(inp, "GET", lambda client: client.get(inp.key))
     if raw is None:
         return GetOutput(key=inp.key, found=False, value=inp.default)
+    assert isinstance(raw, bytes)  # _make_client does not set decode_responses
     try:
         text = raw.decode("utf-8")
         value = json.loads(text) if inp.format == "json" else text
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError both
         excerpt = raw[:80].decode("utf-8", "replace")
         raise FunctionError(
-            f"field 'format': key {inp.key!r} holds {excerpt!r}, which is not {'JSON' if inp.format == 'json' else 'UTF-8 text'} "
+            f"field 'format': key {inp.key!r} holds {excerpt!r}, "
+            f"which is not {'JSON' if inp.format == 'json' else 'UTF-8 text'} "
             f"({exc}). Read it with format 'text', or store it with redis-set's format 'json'",
             type="RedisInvalidValue",
             detail={"field": "format", "key": inp.key},
@@ -145,7 +148,7 @@ def _make_client(url: str) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, retry=RedisRetry(NoBackoff(), 0), socket_connect_timeout=MAX_TIMEOUT_S)
 
 
-_CLIENTS: LoopClients[aioredis.Redis] = LoopClients(make=_make_client, close=lambda client: client.aclose())
+_CLIENTS: LoopClients[str, aioredis.Redis] = LoopClients(make=_make_client, close=lambda client: client.aclose())
 
 
 async def _on_server(inp: KeyInput, command: str, op: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
