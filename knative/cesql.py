@@ -43,7 +43,8 @@ class CesqlError(ValueError):
 
 
 def tokenize(text: str) -> list[tuple[str, str, int]]:
-    out, pos = [], 0
+    out: list[tuple[str, str, int]] = []
+    pos = 0
     while pos < len(text):
         if text[pos:].strip() == "":
             break
@@ -51,6 +52,7 @@ def tokenize(text: str) -> list[tuple[str, str, int]]:
         if m is None or m.end() == pos:
             raise CesqlError(f"unexpected character {text[pos:].lstrip()[:1]!r} at position {pos}")
         kind = m.lastgroup
+        assert kind is not None  # every alternative of _TOKEN is a named group
         value, start = m.group(kind), m.start(kind)
         if kind == "word" and value in KEYWORDS:
             kind = "keyword"
@@ -68,6 +70,10 @@ class _Parser:
         j = self.i + ahead
         return self.tokens[j] if j < len(self.tokens) else None
 
+    def next_is(self, value: str) -> bool:
+        tok = self.peek()
+        return tok is not None and tok[1] == value
+
     def take(self) -> tuple[str, str, int]:
         tok = self.peek()
         if tok is None:
@@ -84,8 +90,9 @@ class _Parser:
         self.prefix()
         while (tok := self.peek()) is not None:
             value = tok[1]
-            negated = value == "NOT" and (nxt := self.peek(1)) is not None and nxt[1] in ("LIKE", "IN")
-            op = self.peek(1)[1] if negated else value
+            nxt = self.peek(1)
+            negated = value == "NOT" and nxt is not None and nxt[1] in ("LIKE", "IN")
+            op = nxt[1] if negated and nxt is not None else value
             if op in ("LIKE", "IN"):
                 if min_bp > POSTFIX_BP:
                     return
@@ -117,7 +124,7 @@ class _Parser:
             if not FUNCTION.match(value):
                 raise CesqlError(f"function name {value!r} at position {at} must be upper case letters and '_'")
             self.i += 1
-            if self.peek() is not None and self.peek()[1] == ")":
+            if self.next_is(")"):
                 self.i += 1
                 return
             self.arguments()
@@ -129,7 +136,7 @@ class _Parser:
 
     def arguments(self) -> None:
         self.expression()
-        while self.peek() is not None and self.peek()[1] == ",":
+        while self.next_is(","):
             self.i += 1
             self.expression()
         self.expect(")")

@@ -55,7 +55,8 @@ def loop_problems(pipelines: list[Pipeline]) -> list[str]:
                 if upstream is None:
                     out.append(
                         f"pipeline '{p.name}': its trigger starts a run on every {etype} event, those of its own runs "
-                        "included, so each run would start the next one. Add knflowpipeline: <upstream pipeline> to the filter."
+                        "included, so each run would start the next one. "
+                        "Add knflowpipeline: <upstream pipeline> to the filter."
                     )
                 elif upstream in names:
                     starts[upstream].add(p.name)
@@ -83,7 +84,7 @@ def _find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
         stack.append(n)
         for m in sorted(edges.get(n, ())):
             if state.get(m) == 1:
-                return stack[stack.index(m) :] + [m]
+                return [*stack[stack.index(m) :], m]
             if m not in state and (found := visit(m)):
                 return found
         stack.pop()

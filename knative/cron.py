@@ -7,7 +7,7 @@ MONTHS = {
     m: i + 1 for i, m in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])
 }
 WEEKDAYS = {d: i for i, d in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])}
-FIELDS = (
+FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
     ("minute", 0, 59, {}),
     ("hour", 0, 23, {}),
     ("day of month", 1, 31, {}),
@@ -36,7 +36,7 @@ def schedule_problems(schedule: str) -> list[str]:
             f"schedule {schedule!r} has {len(fields)} fields; expected 5 (minute hour day-of-month month day-of-week)"
         ]
     out = []
-    for text, (name, low, high, names) in zip(fields, FIELDS):
+    for text, (name, low, high, names) in zip(fields, FIELDS, strict=True):
         for part in text.split(","):
             problem = _range_problem(part, low, high, names)
             if problem:

@@ -60,7 +60,8 @@ class KubeApi:
                 config.load_incluster_config(client_configuration=configuration)
             except ConfigException:
                 raise ClusterError(
-                    f"no Kubernetes configuration found ({exc}); give --kubeconfig FILE, set KUBECONFIG, or run inside a cluster"
+                    f"no Kubernetes configuration found ({exc}); "
+                    "give --kubeconfig FILE, set KUBECONFIG, or run inside a cluster"
                 ) from None
         return cls(client.ApiClient(configuration))
 
@@ -241,7 +242,7 @@ def status(api: KubeApi, namespace: str) -> list[Row]:
             )
         for item in sorted((body or {}).get("items", []), key=lambda i: i["metadata"]["name"]):
             st = item.get("status") or {}
-            ready = next((c for c in st.get("conditions", []) if c.get("type") == "Ready"), {})
+            ready: dict[str, Any] = next((c for c in st.get("conditions", []) if c.get("type") == "Ready"), {})
             reason = " ".join(x for x in (ready.get("reason"), ready.get("message")) if x)
             url = st.get("url") or (st.get("address") or {}).get("url") or st.get("sinkUri") or ""
             rows.append(Row(kind, item["metadata"]["name"], ready.get("status", "Unknown"), reason, url))

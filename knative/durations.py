@@ -54,7 +54,9 @@ def parse_iso_duration_s(text: str) -> float:
     if m is None or not any(m.groups()) or ("T" in text and not any(m.groups()[4:])):
         raise ValueError(f"{text!r} is not an ISO-8601 duration such as 'PT0.5S' or 'PT10M'")
     try:
-        total = sum(float(Decimal(v.replace(",", "."))) * unit for v, unit in zip(m.groups(), _ISO_UNITS_S) if v)
+        total = sum(
+            float(Decimal(v.replace(",", "."))) * unit for v, unit in zip(m.groups(), _ISO_UNITS_S, strict=True) if v
+        )
     except InvalidOperation:  # pragma: no cover - the regex admits only numbers
         raise ValueError(f"{text!r} is not an ISO-8601 duration") from None
     return -total if text.startswith("-") else total

@@ -8,6 +8,7 @@ without one. A function's timeout covers a cold start (longer for GPU functions)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
@@ -113,7 +114,7 @@ def function_trigger(plan: FunctionPlan, profile: Profile) -> dict[str, Any]:
         {"type": events.INVOKE, ext.FUNCTION: plan.name},
         naming.service_ref(name),
         delivery,
-        **{naming.FUNCTION_LABEL: plan.name},
+        {naming.FUNCTION_LABEL: plan.name},
     )
 
 
@@ -145,12 +146,12 @@ def _trigger(
     attributes: dict[str, str],
     subscriber: dict[str, Any],
     delivery: dict[str, Any],
-    **labels: str,
+    labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     return {
         "apiVersion": "eventing.knative.dev/v1",
         "kind": "Trigger",
-        "metadata": naming.metadata(name, profile.namespace, profile, component, **labels),
+        "metadata": naming.metadata(name, profile.namespace, profile, component, extra_labels=labels),
         "spec": {
             "broker": profile.broker.name,
             "filter": {"attributes": attributes},

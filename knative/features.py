@@ -59,13 +59,21 @@ def feature_notes(needed: dict[str, list[str]], profile: Profile, patched: bool)
         return []
     lines = [f"    {flag}  (for {', '.join(services)})" for flag, services in missing.items()]
     if patched:
-        head = "GPU Services need these Knative Serving feature flags; the output enables them with a config-features patch (knative-serving):"
+        head = (
+            "GPU Services need these Knative Serving feature flags; "
+            "the output enables them with a config-features patch (knative-serving):"
+        )
         tail = "Knative warns that these flags cannot safely be disabled once enabled."
     else:
-        head = "GPU Services need these Knative Serving feature flags, off in a fresh install; the Serving webhook rejects the Services until they are enabled:"
+        head = (
+            "GPU Services need these Knative Serving feature flags, off in a fresh install; "
+            "the Serving webhook rejects the Services until they are enabled:"
+        )
         flags = ",".join(f'"{f}":"enabled"' for f in missing)
         tail = (
-            f"Enable them with: kubectl patch configmap config-features -n {SERVING_NS} --type merge -p '{{\"data\":{{{flags}}}}}'\n"
-            "  or rerun with --features-patch to add the patch to the output; then declare them in the profile (serving.features)."
+            f"Enable them with: kubectl patch configmap config-features -n {SERVING_NS} "
+            f"--type merge -p '{{\"data\":{{{flags}}}}}'\n"
+            "  or rerun with --features-patch to add the patch to the output; "
+            "then declare them in the profile (serving.features)."
         )
     return [head + "\n" + "\n".join(lines) + "\n  " + tail]

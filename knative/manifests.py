@@ -100,7 +100,8 @@ def _distinct(pipelines: list[Pipeline]) -> list[Pipeline]:
         other = seen.get(p.name)
         if other is not None and other.to_dict() != p.to_dict():
             raise KnativeError(
-                f"two different pipelines are named '{p.name}' ({other.source or 'Python'} and {p.source or 'Python'}); "
+                f"two different pipelines are named '{p.name}' "
+                f"({other.source or 'Python'} and {p.source or 'Python'}); "
                 "the router keeps one pipeline per name. Rename one.",
                 pipeline=p.name,
             )
@@ -116,7 +117,8 @@ def _check_unique(manifests: list[dict[str, Any]], plans: list[FunctionPlan], pr
             fn = next((p.name for p in plans if naming.function_service(p.name) == key[2]), None)
             hint = f" Function '{fn}' takes a name the router uses; rename the function." if fn else ""
             raise KnativeError(
-                f"two generated resources are both {key[0]} '{key[2]}' in namespace '{key[1] or profile.namespace}'.{hint}"
+                f"two generated resources are both {key[0]} '{key[2]}' "
+                f"in namespace '{key[1] or profile.namespace}'.{hint}"
             )
         seen.add(key)
 
@@ -126,9 +128,9 @@ def _notes(plans: list[FunctionPlan], profile: Profile) -> list[str]:
     r = profile.router
     secrets = [r.mongodb_secret] + ([r.webhook_secret] if r.webhook_secret else [])
     for s in secrets:
-        optional = " (optional)" if s.optional else ""
+        note = " (optional)" if s.optional else ""
         out.append(
-            f"Secret '{s.name}' key '{s.key}'{optional} is read by the router, never written here: "
+            f"Secret '{s.name}' key '{s.key}'{note} is read by the router, never written here: "
             f"kubectl create secret generic {s.name} -n {profile.namespace} --from-literal={s.key}=..."
         )
     used: dict[tuple[str, str, bool], set[str]] = {}
@@ -138,7 +140,8 @@ def _notes(plans: list[FunctionPlan], profile: Profile) -> list[str]:
             used.setdefault((ref["name"], ref["key"], ref.get("optional", False)), set()).add(plan.name)
     for (name, key, optional), functions in sorted(used.items()):
         out.append(
-            f"Secret '{name}' key '{key}'{' (optional)' if optional else ''} is read by {', '.join(sorted(functions))}, "
+            f"Secret '{name}' key '{key}'{' (optional)' if optional else ''} "
+            f"is read by {', '.join(sorted(functions))}, "
             f"never written here: kubectl create secret generic {name} -n {profile.namespace} --from-literal={key}=..."
         )
     if not profile.blob_url:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from knative.profile import Profile
@@ -57,12 +58,12 @@ def metadata(
     profile: Profile,
     component: str,
     annotations: dict[str, str] | None = None,
-    **extra_labels: str,
+    extra_labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"name": name}
     if namespace is not None:
         out["namespace"] = namespace
-    out["labels"] = labels(profile, component, **extra_labels)
+    out["labels"] = labels(profile, component, **(extra_labels or {}))
     if annotations:
         out["annotations"] = annotations
     return out

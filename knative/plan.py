@@ -5,9 +5,10 @@ so every node that calls it must agree on scaling, placement (CPU or GPU) and re
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 from functions.registry import BUILTINS, Registry
 from functions.sdk import FunctionSpec, Retry
@@ -15,6 +16,8 @@ from knative import scaling
 from knative.errors import KnativeError, NodesDisagree, ScalingInvalid
 from knative.profile import Profile
 from router.pipeline import Node, Pipeline, Problem
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ def _placement(spec: FunctionSpec, node: Node) -> int:
     return spec.traits.gpu
 
 
-def _disagreement(function: str, what: str, values: list[tuple[Use, object]], show) -> list[str]:
+def _disagreement(function: str, what: str, values: Sequence[tuple[Use, T]], show: Callable[[T], str]) -> list[str]:
     if len(values) < 2:
         return []
     first_use, first = values[0]
@@ -123,8 +126,9 @@ def _disagreement(function: str, what: str, values: list[tuple[Use, object]], sh
         if value != first:
             return [
                 (
-                    f"function '{function}' is deployed once (one Knative Service and one Trigger), but its nodes ask for "
-                    f"a different {what}: {first_use.where()} has {show(first)}; {use.where()} has {show(value)}. "
+                    f"function '{function}' is deployed once (one Knative Service and one Trigger), "
+                    f"but its nodes ask for a different {what}: {first_use.where()} has {show(first)}; "
+                    f"{use.where()} has {show(value)}. "
                     f"Give both nodes the same {what}, or give one of them a function of its own."
                 )
             ]

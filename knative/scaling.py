@@ -89,7 +89,8 @@ def normalize(raw: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]
                 problems.append(
                     (
                         key,
-                        f"target has value {value!r}. Expected a number >= 0.01 (requests in flight, or per second with metric rps).",
+                        f"target has value {value!r}. "
+                        "Expected a number >= 0.01 (requests in flight, or per second with metric rps).",
                     )
                 )
             else:
@@ -99,7 +100,8 @@ def normalize(raw: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]
                 problems.append(
                     (
                         key,
-                        f"metric has value {value!r}. Expected one of {', '.join(METRICS)} (the KPA autoscaler; it scales to zero).",
+                        f"metric has value {value!r}. "
+                        f"Expected one of {', '.join(METRICS)} (the KPA autoscaler; it scales to zero).",
                     )
                 )
             else:
@@ -135,7 +137,8 @@ def range_problems(scale: Autoscaling, serving: ServingProfile) -> list[tuple[st
         out.append(
             (
                 "maxScale",
-                f"maxScale ({scale.max_scale}) is less than minScale ({scale.min_scale}); give maxScale >= minScale, or 0 for no limit",
+                f"maxScale ({scale.max_scale}) is less than minScale ({scale.min_scale}); "
+                "give maxScale >= minScale, or 0 for no limit",
             )
         )
     if serving.max_scale_limit:
@@ -143,7 +146,8 @@ def range_problems(scale: Autoscaling, serving: ServingProfile) -> list[tuple[st
             out.append(
                 (
                     "maxScale",
-                    f"maxScale 0 (unlimited) is not allowed: the cluster's max-scale-limit is {serving.max_scale_limit}",
+                    "maxScale 0 (unlimited) is not allowed: "
+                    f"the cluster's max-scale-limit is {serving.max_scale_limit}",
                 )
             )
         elif scale.max_scale > serving.max_scale_limit:
@@ -157,14 +161,16 @@ def range_problems(scale: Autoscaling, serving: ServingProfile) -> list[tuple[st
         out.append(
             (
                 "initialScale",
-                'initialScale 0 needs allow-zero-initial-scale: "true" in config-autoscaler (set serving.allow_zero_initial_scale in the profile)',
+                'initialScale 0 needs allow-zero-initial-scale: "true" in config-autoscaler '
+                "(set serving.allow_zero_initial_scale in the profile)",
             )
         )
     if scale.container_concurrency > serving.container_concurrency_max:
         out.append(
             (
                 "containerConcurrency",
-                f"containerConcurrency ({scale.container_concurrency}) is above the cluster's container-concurrency-max-limit ({serving.container_concurrency_max})",
+                f"containerConcurrency ({scale.container_concurrency}) is above the cluster's "
+                f"container-concurrency-max-limit ({serving.container_concurrency_max})",
             )
         )
     if not 0 < scale.timeout_s <= serving.max_revision_timeout_s:
@@ -172,8 +178,10 @@ def range_problems(scale: Autoscaling, serving: ServingProfile) -> list[tuple[st
             (
                 "timeoutSeconds",
                 (
-                    f"the request timeout ({scale.timeout_s} s) must be from 1 to max-revision-timeout-seconds ({serving.max_revision_timeout_s} s); "
-                    "lower the function's timeout_s, or raise max-revision-timeout-seconds in config-defaults and serving.max_revision_timeout_s in the profile"
+                    f"the request timeout ({scale.timeout_s} s) must be from 1 to "
+                    f"max-revision-timeout-seconds ({serving.max_revision_timeout_s} s); "
+                    "lower the function's timeout_s, or raise max-revision-timeout-seconds in config-defaults "
+                    "and serving.max_revision_timeout_s in the profile"
                 ),
             )
         )

@@ -66,7 +66,9 @@ def function_service(plan: FunctionPlan, profile: Profile) -> dict[str, Any]:
     return {
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
-        "metadata": naming.metadata(name, profile.namespace, profile, component, **{naming.FUNCTION_LABEL: plan.name}),
+        "metadata": naming.metadata(
+            name, profile.namespace, profile, component, extra_labels={naming.FUNCTION_LABEL: plan.name}
+        ),
         "spec": {
             "template": {
                 "metadata": {"labels": {naming.FUNCTION_LABEL: plan.name}, "annotations": annotations},

@@ -151,7 +151,8 @@ def scale_bounds(m: dict, c: Cluster) -> list[tuple[str, str]]:
             out.append(
                 (
                     _path(found[0]),
-                    'initial-scale=0 is not allowed by the cluster (config-autoscaler allow-zero-initial-scale: "false")',
+                    "initial-scale=0 is not allowed by the cluster "
+                    '(config-autoscaler allow-zero-initial-scale: "false")',
                 )
             )
     return out
@@ -260,7 +261,8 @@ def container_concurrency(m: dict, c: Cluster) -> list[tuple[str, str]]:
         return [
             (
                 "spec.template.spec.containerConcurrency",
-                f"containerConcurrency {v!r} must be from 0 to container-concurrency-max-limit ({c.container_concurrency_max})",
+                f"containerConcurrency {v!r} must be from 0 to "
+                f"container-concurrency-max-limit ({c.container_concurrency_max})",
             )
         ]
     return []
@@ -289,35 +291,41 @@ def containers(m: dict, c: Cluster) -> list[tuple[str, str]]:
     if len(listed) > 1 and len(serving) != 1:
         out.append(("spec.template.spec.containers", "with several containers exactly one must give a port"))
     for i, ctr in enumerate(listed):
-        at = f"spec.template.spec.containers[{i}]"
-        if ctr.get("name") == "queue-proxy":
-            out.append((f"{at}.name", "the name queue-proxy is reserved for Knative's sidecar"))
-        ports = ctr.get("ports") or []
-        if len(ports) > 1:
-            out.append((f"{at}.ports", "a container may give at most one port"))
-        for p in ports:
-            if p.get("containerPort") in RESERVED_PORTS:
-                out.append(
-                    (
-                        f"{at}.ports",
-                        f"containerPort {p['containerPort']} is reserved by Knative ({', '.join(map(str, sorted(RESERVED_PORTS)))})",
-                    )
-                )
-            if p.get("name") and p["name"] not in PORT_NAMES:
-                out.append((f"{at}.ports", f"port name {p['name']!r} must be http1 or h2c"))
-        for e in ctr.get("env") or []:
-            if e.get("name") in RESERVED_ENV:
-                out.append((f"{at}.env", f"{e['name']} is set by Knative and must not be given"))
-        for v in ctr.get("volumeMounts") or []:
-            if v.get("mountPath", "").rstrip("/") in RESERVED_PATHS or v.get("mountPath") == "/":
-                out.append((f"{at}.volumeMounts", f"mountPath {v['mountPath']!r} is reserved"))
-        probe = (ctr.get("readinessProbe") or {}).get("httpGet") or {}
-        port = ports[0].get("containerPort") if ports else None
-        if probe.get("port") not in (None, port):
+        out += _container_problems(f"spec.template.spec.containers[{i}]", ctr)
+    return out
+
+
+def _container_problems(at: str, ctr: dict) -> list[tuple[str, str]]:
+    out = []
+    if ctr.get("name") == "queue-proxy":
+        out.append((f"{at}.name", "the name queue-proxy is reserved for Knative's sidecar"))
+    ports = ctr.get("ports") or []
+    if len(ports) > 1:
+        out.append((f"{at}.ports", "a container may give at most one port"))
+    for p in ports:
+        if p.get("containerPort") in RESERVED_PORTS:
             out.append(
                 (
-                    f"{at}.readinessProbe.httpGet.port",
-                    f"probe port {probe['port']!r} must be the container's port {port!r} or left out",
+                    f"{at}.ports",
+                    f"containerPort {p['containerPort']} is reserved by Knative "
+                    f"({', '.join(map(str, sorted(RESERVED_PORTS)))})",
                 )
             )
+        if p.get("name") and p["name"] not in PORT_NAMES:
+            out.append((f"{at}.ports", f"port name {p['name']!r} must be http1 or h2c"))
+    for e in ctr.get("env") or []:
+        if e.get("name") in RESERVED_ENV:
+            out.append((f"{at}.env", f"{e['name']} is set by Knative and must not be given"))
+    for v in ctr.get("volumeMounts") or []:
+        if v.get("mountPath", "").rstrip("/") in RESERVED_PATHS or v.get("mountPath") == "/":
+            out.append((f"{at}.volumeMounts", f"mountPath {v['mountPath']!r} is reserved"))
+    probe = (ctr.get("readinessProbe") or {}).get("httpGet") or {}
+    port = ports[0].get("containerPort") if ports else None
+    if probe.get("port") not in (None, port):
+        out.append(
+            (
+                f"{at}.readinessProbe.httpGet.port",
+                f"probe port {probe['port']!r} must be the container's port {port!r} or left out",
+            )
+        )
     return out

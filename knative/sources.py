@@ -25,7 +25,8 @@ def ping_sources(pipelines: list[Pipeline], profile: Profile) -> list[dict[str, 
         for i, t in enumerate(crons):
             if t.data is not None and not isinstance(t.data, dict):
                 raise KnativeError(
-                    f"pipeline '{p.name}': cron trigger data must be a mapping (a PingSource sends a JSON object), got {t.data!r}",
+                    f"pipeline '{p.name}': cron trigger data must be a mapping "
+                    f"(a PingSource sends a JSON object), got {t.data!r}",
                     pipeline=p.name,
                 )
             suffix = f"-{i + 1}" if len(crons) > 1 else ""
@@ -42,7 +43,7 @@ def ping_sources(pipelines: list[Pipeline], profile: Profile) -> list[dict[str, 
                     "apiVersion": "sources.knative.dev/v1",
                     "kind": "PingSource",
                     "metadata": naming.metadata(
-                        name, profile.namespace, profile, "source", **{naming.PIPELINE_LABEL: p.name}
+                        name, profile.namespace, profile, "source", extra_labels={naming.PIPELINE_LABEL: p.name}
                     ),
                     "spec": spec,
                 }

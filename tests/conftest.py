@@ -18,3 +18,4 @@ def store_url(tmp_path: Path) -> str:
 
 from tests.nats_fixture import nats_server, nats_server_each  # noqa: E402,F401  (session-scoped servers)
 from tests.mongo_fixture import mongo_server, mongo_url  # noqa: E402,F401  (a MongoDB wire server; a database per test)
+from tests.store_fixture import backend, store  # noqa: E402,F401  (a run store on SQLite and on MongoDB)

@@ -91,7 +91,8 @@ def mongo_server() -> Iterator[MongoWireServer | ExternalMongo]:
     binary = nx_27017_binary()
     if binary is None:
         pytest.fail(
-            "no nx-27017 next to this Python or on PATH: `pip install -e '.[dev]'` installs it (or set KNFLOW_TEST_MONGODB_URL)"
+            "no nx-27017 next to this Python or on PATH: "
+            "`pip install -e '.[dev]'` installs it (or set KNFLOW_TEST_MONGODB_URL)"
         )
     with tempfile.TemporaryDirectory(prefix="knflow-mongo-") as workdir:
         server = MongoWireServer(binary, workdir).start()

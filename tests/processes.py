@@ -41,18 +41,17 @@ class Process:
         self.ready_text = ready_text or ("" if port else "knflow: ")
 
     def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> Process:
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "knflow.cli", *self.args],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            cwd=self.cwd,
-        )
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the file descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "knflow.cli", *self.args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+            )
         deadline = time.monotonic() + timeout_s
         while not self._ready():
             if self.proc.poll() is not None:
-                self._log.close()
                 raise RuntimeError(f"knflow {' '.join(self.args)} exited with {self.proc.returncode}:\n{self.output()}")
             if time.monotonic() > deadline:
                 self.kill()
@@ -81,15 +80,11 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if getattr(self, "_log", None):
-            self._log.close()
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        if getattr(self, "_log", None):
-            self._log.close()
 
 
 class ServerProcess:

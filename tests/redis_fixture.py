@@ -82,7 +82,8 @@ def redis_server() -> Iterator[RedisServer | ExternalRedis]:
     binary = redis_server_binary()
     if binary is None:
         pytest.fail(
-            "no redis-server on PATH: `make test` installs Debian's (apt-get install redis-server), or set KNFLOW_TEST_REDIS_URL"
+            "no redis-server on PATH: `make test` installs Debian's (apt-get install redis-server), "
+            "or set KNFLOW_TEST_REDIS_URL"
         )
     with tempfile.TemporaryDirectory(prefix="knflow-redis-") as workdir:
         server = RedisServer(binary, workdir).start()

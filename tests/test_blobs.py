@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -237,7 +238,7 @@ async def test_ctx_storage_keeps_a_functions_files_under_its_run_and_node(store)
     assert url == ctx.storage.url("frames/0001.png") == f"{store.url}/runs/run1/render/files/frames/0001.png"
     assert Path(url.removeprefix("file://")).read_bytes() == b"\x89PNG..."
     assert await ctx.storage.read("frames/0001.png") == b"\x89PNG..."
-    with pytest.raises(BlobError, match="file name '../other' is not valid for ctx.storage"):
+    with pytest.raises(BlobError, match=re.escape("file name '../other' is not valid for ctx.storage")):
         ctx.storage.url("../other")
     with pytest.raises(BlobError, match="takes bytes, got str"):
         await ctx.storage.write("a.txt", "text")

@@ -63,7 +63,7 @@ def check_run(run: dict) -> None:
 
 
 def check_blobs(root: Path, run_id: str) -> None:
-    names = {f.relative_to(root).parts[:3] + (f.name.split("-")[0],) for f in files(root)}
+    names = {(*f.relative_to(root).parts[:3], f.name.split("-")[0]) for f in files(root)}
     assert ("runs", run_id, "a", "output") in names and ("runs", run_id, "field", "inputs") in names, names
 
 

@@ -1,4 +1,5 @@
-"""`mongodb-query`, `mongodb-insert` against the MongoDB wire server, `redis-get`, `redis-set` against a real redis-server."""
+"""`mongodb-query`, `mongodb-insert` against the MongoDB wire server, `redis-get`, `redis-set` against a real
+redis-server."""
 
 from __future__ import annotations
 

@@ -216,7 +216,8 @@ def test_bad_json_data_names_the_position():
     with pytest.raises(InvalidEvent) as err:
         decode({**BINARY, "content-type": "application/json"}, b'{"a": 1,\n "b": }')
     assert str(err.value) == (
-        "CloudEvent data (Content-Type 'application/json') is not valid JSON: Expecting value at line 2 column 7 (char 15)."
+        "CloudEvent data (Content-Type 'application/json') is not valid JSON: "
+        "Expecting value at line 2 column 7 (char 15)."
     )
     sdk = from_http_event(HTTPMessage({**BINARY, "content-type": "application/json"}, b'{"a": 1,'))
     assert sdk.get_data() == '{"a": 1,'  # the SDK silently falls back to text
@@ -339,7 +340,9 @@ for (const spec of input.events) {
   else if (spec.data !== undefined) attrs.data = spec.data;
   const ce = new CloudEvent(attrs);
   for (const m of [HTTP.binary(ce), HTTP.structured(ce)]) {
-    const body = Buffer.isBuffer(m.body) ? m.body : Buffer.from(typeof m.body === "string" ? m.body : JSON.stringify(m.body));
+    const body = Buffer.isBuffer(m.body)
+      ? m.body
+      : Buffer.from(typeof m.body === "string" ? m.body : JSON.stringify(m.body));
     out.written.push({ headers: m.headers, body_base64: body.toString("base64") });
   }
 }

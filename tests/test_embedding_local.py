@@ -53,7 +53,7 @@ async def test_vectors_are_384_normalised_and_similar_texts_are_nearer():
     assert abs(sum(x * x for x in eat) - 1) < 1e-4
 
     def cos(a, b):
-        return sum(x * y for x, y in zip(a, b))
+        return sum(x * y for x, y in zip(a, b, strict=True))
 
     assert cos(eat, bread) > 0.6 and cos(eat, market) < 0.2
 

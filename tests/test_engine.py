@@ -46,7 +46,10 @@ def start(p, data=None):
 def step_apply(p, run):
     step = engine.plan(p, run, NOW)
     run, won, _ = apply(run, step.transitions, step.run_change)
-    return run, [step.invokes[t.node] for t, ok in zip(step.transitions, won) if ok and t.node in step.invokes]
+    invokes = [
+        step.invokes[t.node] for t, ok in zip(step.transitions, won, strict=True) if ok and t.node in step.invokes
+    ]
+    return run, invokes
 
 
 def finish(p, run, node, output=None, ok=True):
@@ -117,7 +120,7 @@ def test_false_condition_skips_what_only_it_feeds_and_a_join_runs_on_one_live_br
 def test_nodes_ids_that_are_not_identifiers_in_conditions():
     p = pipeline(["fetch-topic", "b"], [("fetch-topic", "b", "nodes['fetch-topic'].output.ok")])
     run, _ = step_apply(p, start(p))
-    run, inv = finish(p, run, "fetch-topic", {"ok": False})
+    run, _ = finish(p, run, "fetch-topic", {"ok": False})
     assert statuses(run)["b"] == SKIPPED and run["status"] == SUCCEEDED
 
 
@@ -125,7 +128,7 @@ def test_a_failure_cancels_downstream_lets_other_branches_finish_and_fails_the_r
     p = pipeline(["a", "b", "c", "d"], [("a", "b"), ("a", "c"), ("b", "d")])
     run, _ = step_apply(p, start(p))
     run, _ = finish(p, run, "a", 1)
-    run, inv = finish(p, run, "b", ok=False)
+    run, _ = finish(p, run, "b", ok=False)
     assert statuses(run) == {"a": SUCCEEDED, "b": FAILED, "c": SCHEDULED, "d": CANCELLED}
     assert run["nodes"]["d"]["error"]["message"] == "not run: upstream node 'b' failed"
     assert run["status"] == "running"

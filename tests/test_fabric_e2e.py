@@ -279,7 +279,7 @@ def test_duplicate_and_unknown_results_change_nothing(fabric):
 
 def test_a_replayed_invoke_changes_nothing(fabric):
     """A Trigger may deliver an invoke again: the function answers again, the router ignores the reply."""
-    status, body = http("POST", f"{fabric.url}/hooks/fabric", b'{"text": "replayed invoke"}')
+    _, body = http("POST", f"{fabric.url}/hooks/fabric", b'{"text": "replayed invoke"}')
     run = wait_run(fabric.url, body["run"])
     invoke = {
         "ce-id": f"{run['id']}:split:1",

@@ -37,7 +37,7 @@ def start(p, data=None):
 def step(p, run):
     s = engine.plan(p, run, NOW)
     run, won, _ = apply(run, s.transitions, s.run_change)
-    return run, [s.invokes[t.node] for t, ok in zip(s.transitions, won) if ok and t.node in s.invokes]
+    return run, [s.invokes[t.node] for t, ok in zip(s.transitions, won, strict=True) if ok and t.node in s.invokes]
 
 
 def finish(p, run, key, output=None, ok=True):
@@ -103,7 +103,7 @@ def test_concurrency_holds_when_routers_race_on_stale_states():
     r0 = apply(run, [engine.result_transition(run, "gen[0]", 1, {"output": 0}, True, NOW)])[0]
     r1 = apply(r0, [engine.result_transition(r0, "gen[1]", 1, {"output": 1}, True, NOW)])[0]
     s0, s1 = engine.plan(p, r0, NOW), engine.plan(p, r1, NOW)
-    merged, won, _ = apply(r1, s1.transitions + s0.transitions)
+    merged, _, _ = apply(r1, s1.transitions + s0.transitions)
     assert sum(s["status"] == SCHEDULED for s in item_states(merged["nodes"]["gen"])) <= 2
 
 
@@ -190,7 +190,7 @@ def test_sweeper_republishes_stale_item_invokes_under_the_same_ids():
 
 def test_replicas_run_n_copies_with_item_equal_to_index():
     p = fan(replicas=4)
-    run, inv = through_a(p, None)
+    _, inv = through_a(p, None)
     assert [i.inputs for i in inv] == [{"x": n, "i": n} for n in range(4)]
 
 
@@ -262,8 +262,8 @@ def problems_of(text: str) -> list[str]:
 def test_a_branch_that_is_not_a_case_name_is_reported_with_the_edge_and_field():
     found = problems_of(SWITCH.replace("branch: neutral", "branch: neutrl"))
     assert found == [
-        "pipeline 'routed' (bad.yaml:16): field 'edges[2].branch': edge route -> shrug: branch 'neutrl' is not a branch of "
-        "'route'. Expected one of: 'positive', 'negative', 'neutral'"
+        "pipeline 'routed' (bad.yaml:16): field 'edges[2].branch': edge route -> shrug: "
+        "branch 'neutrl' is not a branch of 'route'. Expected one of: 'positive', 'negative', 'neutral'"
     ]
 
 
@@ -324,7 +324,8 @@ edges: [{from: a, to: gen}]
         ),
         (
             ('foreach: "{{ a.output }}", ', ""),
-            "node 'gen' field 'inputs': reads {{ item }}, which is only set for each item of a foreach, loop or replicas node",
+            "node 'gen' field 'inputs': reads {{ item }}, "
+            "which is only set for each item of a foreach, loop or replicas node",
         ),
         (
             ('foreach: "{{ a.output }}"', 'foreach: "{{ index }}"'),

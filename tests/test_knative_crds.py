@@ -1,4 +1,5 @@
-"""Every manifest generated for every example validates against the real Knative CRDs (tests/fixtures/knative-crds/, copied from shared/knative/crds/).
+"""Every manifest generated for every example validates against the real Knative CRDs
+(tests/fixtures/knative-crds/, copied from shared/knative/crds/).
 
 Strict, as the API server's strict field validation: where a CRD schema is closed (no
 `x-kubernetes-preserve-unknown-fields`), an unknown field is an error. Core objects (ConfigMap,

@@ -287,7 +287,8 @@ def test_a_refusal_names_the_resource_and_the_servers_reason(fake, kubeconfig):
     )
     with pytest.raises(
         ClusterError,
-        match=r"Service/knflow-router: the API server refused it \(HTTP 422 Invalid\): admission webhook denied the request: bad",
+        match=r"Service/knflow-router: the API server refused it \(HTTP 422 Invalid\): "
+        r"admission webhook denied the request: bad",
     ):
         apply(KubeApi.connect(kubeconfig), bundle().manifests)
 

@@ -79,8 +79,8 @@ edges:
     assert "(p.yaml:21): field 'edges[0].to': edge a -> zz: 'to' names unknown node 'zz'" in joined
     assert "(p.yaml:12): node 'b' field 'type': unknown function 'nope'" in joined
     assert (
-        "(p.yaml:8): node 'a' field 'inputs.text': Input should be a valid string (function 'split-words' expects Sentence)"
-        in joined
+        "(p.yaml:8): node 'a' field 'inputs.text': "
+        "Input should be a valid string (function 'split-words' expects Sentence)" in joined
     )
     assert "node 'd': inputs.words: {{ ghost.output }}: unknown name 'ghost'" in joined
     assert (
@@ -146,8 +146,8 @@ nodes:
     assert "node 'a' field 'timeout_s': timeout_s has value -5. Expected a number > 0." in joined
     cron = "\n".join(
         problems_of(
-            HEAD
-            + "trigger: {type: cron, schedule: '61 * * * *', timezone: Mars/Olympus}\nnodes: [{id: a, type: count-words, inputs: {words: []}}]\n"
+            HEAD + "trigger: {type: cron, schedule: '61 * * * *', timezone: Mars/Olympus}\n"
+            "nodes: [{id: a, type: count-words, inputs: {words: []}}]\n"
         )
     )
     assert "schedule '61 * * * *' is not a cron expression of 5 fields" in cron

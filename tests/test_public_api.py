@@ -28,7 +28,10 @@ def test_public_exports_are_pinned():
 
 
 def test_import_knflow_loads_no_server_libraries():
-    code = "import sys, knflow; print(','.join(m for m in ('fastapi', 'uvicorn', 'pymongo', 'nats', 'kubernetes', 'httpx', 'cel', 'aiohttp', 'fsspec', 'orjson') if m in sys.modules))"
+    code = (
+        "import sys, knflow; print(','.join(m for m in ('fastapi', 'uvicorn', 'pymongo', 'nats', 'kubernetes', "
+        "'httpx', 'cel', 'aiohttp', 'fsspec', 'orjson') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
 

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PIPELINES = {
     "ticker": "metadata: {name: ticker}\ntrigger: {type: cron, schedule: '*/5 * * * *', data: {text: tick tock}}\n"
     "functions: [examples.hello]\nnodes: [{id: split, type: split-words, inputs: {text: '{{ trigger.data.text }}'}}]\n",
-    "hooked": "metadata: {name: hooked}\ntrigger: {type: webhook}\nnodes: [{id: say, type: log, inputs: {message: '{{ trigger.data.m }}'}}]\n",
+    "hooked": "metadata: {name: hooked}\ntrigger: {type: webhook}\n"
+    "nodes: [{id: say, type: log, inputs: {message: '{{ trigger.data.m }}'}}]\n",
     "chained": "metadata: {name: chained}\ntriggers: [{type: cloudevent, filter: {type: dev.knflow.run.succeeded}}]\n"
     "nodes: [{id: say, type: log, inputs: {message: again}}]\n",
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -112,7 +113,8 @@ def test_default_name_and_registry_lookup():
     registry.add(make_thing)
     assert registry.get("make-thing") is make_thing
     with pytest.raises(
-        UnknownFunction, match="unknown function 'nope'. Functions defined by loaded modules: make-thing; builtins: "
+        UnknownFunction,
+        match=re.escape("unknown function 'nope'. Functions defined by loaded modules: make-thing; builtins: "),
     ):
         registry.get("nope")
 

@@ -33,7 +33,8 @@ async def test_the_seed_article_generator_runs_end_to_end(mongo_server, tmp_path
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
-    api_url = "http://%s:%d" % runner.addresses[0][:2]
+    host, port = runner.addresses[0][:2]
+    api_url = f"http://{host}:{port}"
     llm = await OpenAIServerDouble().start()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "KNFLOW_"))}
     env.update(

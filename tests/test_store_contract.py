@@ -12,7 +12,6 @@ import string
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,32 +34,9 @@ from router.runs import (
 )
 from router.store.base import RunExists, RunNotFound
 from router.store.mongo import MongoStore
-from router.store.sqlite import SqliteStore
+from tests.store_fixture import Backend
 
 RACERS = 24
-
-
-class Backend:
-    """Opens stores on one database (a SQLite file, a MongoDB database) of one test."""
-
-    def __init__(self, name: str, open_store: Callable[[], Any]) -> None:
-        self.name = name
-        self.open = open_store
-
-
-@pytest.fixture(params=["sqlite", "mongo"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    if request.param == "sqlite":
-        return Backend("sqlite", lambda: SqliteStore(tmp_path / "knflow.db"))
-    url = request.getfixturevalue("mongo_url")
-    return Backend("mongo", lambda: MongoStore.from_url(url))
-
-
-@pytest.fixture
-async def store(backend: Backend):
-    s = backend.open()
-    yield s
-    await s.close()
 
 
 def a_run(

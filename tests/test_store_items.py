@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from router.runs import IN_FLIGHT, PENDING, RUNNING, SCHEDULED, SUCCEEDED, Transition, apply, item_map, item_states
-from tests.test_store_contract import a_run, backend, race, store  # noqa: F401  (fixtures)
+from tests.test_store_contract import a_run, race
 
 ITEMS = 60
 
