@@ -2,11 +2,13 @@
 
     from knflow import function, pipeline, Context, Retry, FunctionError
 
-Importing this package loads only the SDK (pydantic; structlog on the first `ctx.log` call): a function's container stays light.
+Importing this package loads only the SDK (pydantic; structlog on the first `ctx.log` call): a function's
+container stays light.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from broker.errors import KnflowError
@@ -19,6 +21,7 @@ from router.pipeline import Pipeline, PipelineInvalid
 
 if TYPE_CHECKING:
     from knflow.local import EmbeddedStack
+    from router.runs import RunRecord
 
 __all__ = [
     "Context",
@@ -38,7 +41,7 @@ __all__ = [
 ]
 
 
-def load_pipeline(path: str, functions: list[str] = ()) -> Pipeline:
+def load_pipeline(path: str, functions: Sequence[str] = ()) -> Pipeline:
     """Read and validate a pipeline file, loading the function modules it names (and `functions`)."""
     from router.loader import load
 
@@ -51,7 +54,7 @@ async def start_run(stack: EmbeddedStack, pipeline: Pipeline, data: Any = None) 
     return RunHandle(await stack.start(pipeline, data), stack)
 
 
-async def execute_run(pipeline: Pipeline, data: Any = None, store: str = "sqlite://:memory:") -> dict[str, Any]:
+async def execute_run(pipeline: Pipeline, data: Any = None, store: str = "sqlite://:memory:") -> RunRecord:
     """Start a run on the embedded default and wait for it (`start_run` + `result()`); returns the run record."""
     from knflow.local import EmbeddedStack
     from router.store import open_store

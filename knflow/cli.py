@@ -77,9 +77,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             for p in load_pipelines(path, args.functions):
-                print(
-                    f"{path}: pipeline '{p.name}' is valid ({_count(len(p.nodes), 'node')}, {_count(len(p.edges), 'edge')})"
-                )
+                counts = f"{_count(len(p.nodes), 'node')}, {_count(len(p.edges), 'edge')}"
+                print(f"{path}: pipeline '{p.name}' is valid ({counts})")
         except PipelineInvalid as exc:
             failed += 1
             count = len(exc.problems)

@@ -7,10 +7,14 @@ import json
 import sys
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from broker.errors import KnflowError
 from knflow.settings import DEFAULT_STORE
+
+if TYPE_CHECKING:
+    from router.runs import RunRecord
 
 DEFAULT_ROUTER = "http://127.0.0.1:8080"
 
@@ -39,11 +43,11 @@ class RouterClient:
             raise KnflowError(f"{method} {self.url}{path} answered {resp.status_code}: {message}")
         return body
 
-    def list_runs(self, pipeline: str | None, status: str | None, limit: int) -> list[dict]:
+    def list_runs(self, pipeline: str | None, status: str | None, limit: int) -> list[RunRecord]:
         params = {k: v for k, v in {"pipeline": pipeline, "status": status, "limit": limit}.items() if v}
         return self.request("GET", "/runs", params=params)
 
-    def get_run(self, run_id: str) -> dict:
+    def get_run(self, run_id: str) -> RunRecord:
         return self.request("GET", f"/runs/{run_id}")
 
 
@@ -60,22 +64,27 @@ def cmd_runs(args: argparse.Namespace) -> int:
         store = open_store(args.store)
         try:
 
-            async def get(run_id: str) -> dict:
+            async def get(run_id: str) -> RunRecord:
                 run = await store.get_run(run_id)
                 if run is None:
                     raise KnflowError(f"no run '{run_id}' in {args.store}")
                 return record(run)
 
             runs = await store.list_runs(args.pipeline, args.status, args.limit) if args.action == "list" else []
-            one = await get(args.run_id) if args.action in ("show", "watch") and args.run_id else None
-            return _runs(args, lambda *_: [record(r) for r in runs], lambda _id: one)
+            wanted = args.action in ("show", "watch") and args.run_id
+            found = {args.run_id: await get(args.run_id)} if wanted else {}
+            return _runs(args, lambda *_: [record(r) for r in runs], found.__getitem__)
         finally:
             await store.close()
 
     return asyncio.run(main())
 
 
-def _runs(args: argparse.Namespace, list_runs: Any, get_run: Any) -> int:
+def _runs(
+    args: argparse.Namespace,
+    list_runs: Callable[[str | None, str | None, int], list[RunRecord]],
+    get_run: Callable[[str], RunRecord],
+) -> int:
     if args.action == "list":
         for run in list_runs(args.pipeline, args.status, args.limit):
             print(f"{run['id']}  {run['status']:<10} {run['pipeline']:<24} {run['created_at']}")
@@ -88,7 +97,7 @@ def _runs(args: argparse.Namespace, list_runs: Any, get_run: Any) -> int:
     return watch(get_run, args.run_id, args.interval_s)
 
 
-def watch(get_run: Any, run_id: str, interval_s: float) -> int:
+def watch(get_run: Callable[[str], RunRecord], run_id: str, interval_s: float) -> int:
     """Follow a run until it ends, one line per node change; exit 0 if it succeeded."""
     from knflow.progress import Progress
     from router.runs import Transition

@@ -43,7 +43,8 @@ def spawn_function(name: str, modules: list[str], timeout_s: float = 20.0) -> tu
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise KnflowError(f"function service '{name}' exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+            stderr = proc.stderr.read() if proc.stderr is not None else ""
+            raise KnflowError(f"function service '{name}' exited with {proc.returncode}: {stderr[-2000:]}")
         try:
             with urllib.request.urlopen(url + "/healthz", timeout=1):
                 return proc, url
@@ -92,7 +93,8 @@ async def _dev(args: argparse.Namespace, settings: Settings, files: list[str], m
                         procs.append(proc)
                     await stack.serve_function(name, url)
             print(
-                f"knflow dev: router on http://127.0.0.1:{args.port}, broker {where}, store {args.store or settings.store}",
+                f"knflow dev: router on http://127.0.0.1:{args.port}, broker {where}, "
+                f"store {args.store or settings.store}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -153,7 +155,7 @@ async def _functions_to_serve(catalog: Any) -> list[str]:
     names |= {
         name
         for name in REGISTRY.names()
-        if REGISTRY.find(name) is not None and not REGISTRY.find(name).fn.__module__.startswith("functions.builtins")
+        if (spec := REGISTRY.find(name)) is not None and not spec.fn.__module__.startswith("functions.builtins")
     }
     return sorted(names)
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-from broker.errors import KnflowError
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from knflow.local import EmbeddedStack
+    from router.runs import RunRecord
 
 
 @dataclass(frozen=True)
@@ -18,10 +17,8 @@ class RunHandle:
     id: str
     stack: EmbeddedStack = field(repr=False)
 
-    async def result(self) -> dict[str, Any]:
+    async def result(self) -> RunRecord:
+        """The run's record once it has ended; RunNotFound (a KnflowError) if the stack's store has no such run."""
         from router.runs import record
 
-        run = await self.stack.wait(self.id)
-        if run is None:
-            raise KnflowError(f"run '{self.id}' is not in the stack's store")
-        return record(run)
+        return record(await self.stack.wait(self.id))

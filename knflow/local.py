@@ -16,9 +16,10 @@ from broker.memory import NO_RETRY, InMemoryBroker
 from broker.retry import Retry
 from functions.handler import in_process
 from functions.registry import REGISTRY, Registry, close_builtin_clients
-from router.router import Pipelines, RouterSettings, StaticPipelines, build_router, new_run_id
+from router.router import Observer, Pipelines, RouterSettings, StaticPipelines, build_router, new_run_id
 from router.pipeline import Pipeline
-from router.store.base import RunStore
+from router.runs import RUNNING, RunDoc
+from router.store.base import RunNotFound, RunStore
 
 
 def function_retry(registry: Registry, event: CloudEvent) -> Retry:
@@ -36,7 +37,7 @@ class EmbeddedStack:
         self,
         store: RunStore,
         registry: Registry = REGISTRY,
-        observer: Any = None,
+        observer: Observer | None = None,
         pipelines: Pipelines | None = None,
         settings: RouterSettings | None = None,
     ) -> None:
@@ -99,20 +100,27 @@ class EmbeddedStack:
         run = await (self.router.rerun(run_id, by) if new_run else self.router.redrive(run_id, from_node, by))
         return run["id"]
 
-    async def wait(self, run_id: str) -> dict[str, Any]:
-        """The run once it has ended (a run that ended before the call is returned at once)."""
+    async def wait(self, run_id: str) -> RunDoc:
+        """The run once it has ended (a run that ended before the call is returned at once); RunNotFound if
+        the store has no such run."""
         fut = self._waiting.get(run_id)
         if fut is None:
             fut = self._waiting[run_id] = asyncio.get_running_loop().create_future()
             run = await self.store.get_run(run_id)
-            if run is None or run["status"] != "running":
+            if run is None or run["status"] != RUNNING:
                 self._waiting.pop(run_id, None)
-                return run
+                return self._found(run_id, run)
         await fut
         self._waiting.pop(run_id, None)
-        return await self.store.get_run(run_id)
+        return self._found(run_id, await self.store.get_run(run_id))
 
-    async def execute(self, pipeline: Pipeline, data: Any = None, event: CloudEvent | None = None) -> dict[str, Any]:
+    @staticmethod
+    def _found(run_id: str, run: RunDoc | None) -> RunDoc:
+        if run is None:
+            raise RunNotFound(f"run '{run_id}' is not in the stack's store", run_id=run_id)
+        return run
+
+    async def execute(self, pipeline: Pipeline, data: Any = None, event: CloudEvent | None = None) -> RunDoc:
         return await self.wait(await self.start(pipeline, data, event))
 
     async def _run_ended(self, event: CloudEvent) -> None:

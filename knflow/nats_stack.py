@@ -21,7 +21,7 @@ from broker.nats_dispatcher import Dispatcher
 from broker.retry import Retry
 from functions.handler import in_process
 from functions.registry import REGISTRY, Registry
-from router.router import Pipelines, Router, RouterSettings, StaticPipelines, build_router
+from router.router import Observer, Pipelines, Router, RouterSettings, StaticPipelines, build_router
 from router.store.base import RunStore
 
 log = structlog.get_logger("knflow.stack")
@@ -56,7 +56,7 @@ class NatsStack:
         registry: Registry = REGISTRY,
         layout: StreamLayout | None = None,
         route_results: bool = True,
-        observer: Any = None,
+        observer: Observer | None = None,
         batch_size: int = 200,
         settings: RouterSettings | None = None,
     ) -> None:
@@ -122,6 +122,8 @@ class NatsStack:
     async def serve_function(self, name: str, url: str | None = None, dead_letter: Any = None) -> Dispatcher:
         """Deliver function `name`'s invokes in this process, or to its HTTP service at `url`; dead letters go to
         `dead_letter` (a URL or a handler; default: this stack's router)."""
+        if self.nc is None:
+            raise KnflowError(f"function '{name}': serve it inside `async with NatsStack(...)`, once connected")
         spec = self.registry.get(name)
         if not dead_letter:
             if self.router is None:

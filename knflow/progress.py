@@ -6,32 +6,47 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, TextIO
 
-from router.runs import CANCELLED, FAILED, PENDING, RUNNING, SCHEDULED, SKIPPED, SUCCEEDED, Transition
+from router.runs import (
+    CANCELLED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SCHEDULED,
+    SKIPPED,
+    SUCCEEDED,
+    RunDoc,
+    RunRecord,
+    Transition,
+)
 
-ICONS = {PENDING: "·", SCHEDULED: "▶", RUNNING: "▶", SUCCEEDED: "✓", FAILED: "✗", SKIPPED: "–", CANCELLED: "⊘"}
+# skipped is an en dash, on purpose
+ICONS = {PENDING: "·", SCHEDULED: "▶", RUNNING: "▶", SUCCEEDED: "✓", FAILED: "✗", SKIPPED: "–", CANCELLED: "⊘"}  # noqa: RUF001
 COLORS = {SUCCEEDED: "32", FAILED: "31", SKIPPED: "90", CANCELLED: "33", SCHEDULED: "36", PENDING: "90"}
 WORDS = {SCHEDULED: "started", SUCCEEDED: "succeeded", FAILED: "failed", SKIPPED: "skipped", CANCELLED: "cancelled"}
 
 
 class Progress:
-    """An observer for `router.router.Router`: called with the run after each set of transitions it won."""
+    """An observer for `router.router.Router`: called with the run after each set of transitions it won
+    (`knflow runs watch` calls it with run records). A node's line reads its state or its record."""
 
     def __init__(self, nodes: list[str], out: TextIO = sys.stderr, live: bool | None = None) -> None:
         self.nodes = nodes
         self.out = out
         self.live = out.isatty() if live is None else live
         self.width = max((len(n) for n in nodes), default=4) + 2
-        self.states: dict[str, dict[str, Any]] = {n: {"status": PENDING} for n in nodes}
+        self.states: dict[str, Mapping[str, Any]] = {n: {"status": PENDING} for n in nodes}
         self.started_s: dict[str, float] = {}
         self.drawn = 0
 
-    def __call__(self, run: dict[str, Any], transitions: list[Transition]) -> None:
+    def __call__(self, run: RunDoc | RunRecord, transitions: list[Transition]) -> None:
+        nodes: Mapping[str, Mapping[str, Any]] = run["nodes"]
         for t in transitions:
             if "[" in t.node:  # an item of a fan-out node (`gen[2]`): its node's line tells
                 continue
-            state = run["nodes"].get(t.node, {})
+            state = nodes.get(t.node, {})
             self.states[t.node] = state
             if state.get("status") == SCHEDULED:
                 self.started_s[t.node] = time.perf_counter()
@@ -41,7 +56,7 @@ class Progress:
             self.redraw()
         self.out.flush()
 
-    def line(self, node: str, state: dict[str, Any]) -> str:
+    def line(self, node: str, state: Mapping[str, Any]) -> str:
         status = state.get("status", PENDING)
         text = f"  {node:<{self.width}}{ICONS.get(status, '?')} {WORDS.get(status, status)}"
         if status == SCHEDULED and state.get("attempt", 1) > 1:
@@ -62,10 +77,10 @@ class Progress:
         self.drawn = len(self.nodes)
 
 
-def print_result(rec: dict[str, Any]) -> None:
+def print_result(rec: RunRecord) -> None:
     print(f"run {rec['id']} {rec['status']} (pipeline {rec['pipeline']})")
-    if rec.get("error"):
-        print(f"  error at node '{rec['error'].get('node')}': {rec['error'].get('message')}")
+    if err := rec.get("error"):
+        print(f"  error at node '{err.get('node')}': {err.get('message')}")
     sinks = [n for n, s in rec["nodes"].items() if s["status"] == "succeeded"]
     if sinks and rec["status"] == "succeeded":
         last = sinks[-1]

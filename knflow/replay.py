@@ -8,10 +8,15 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broker.errors import KnflowError
 from knflow.settings import DEFAULT_STORE
+
+if TYPE_CHECKING:
+    from knflow.client import RouterClient
+    from router.catalog import StorePipelines
+    from router.runs import RunDoc
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -44,7 +49,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return asyncio.run(_embedded(args, bool(bulk)))
 
 
-def _wait_json(client: Any, run_id: str) -> int:
+def _wait_json(client: RouterClient, run_id: str) -> int:
     import time
 
     while (run := client.get_run(run_id))["status"] == "running":
@@ -109,7 +114,7 @@ async def _embedded(args: argparse.Namespace, bulk: bool) -> int:
     return 0 if rec["status"] == SUCCEEDED else 1
 
 
-async def _load_functions(catalog: Any, runs: list[dict[str, Any]]) -> None:
+async def _load_functions(catalog: StorePipelines, runs: list[RunDoc]) -> None:
     """Import the modules the stored pipelines name, so their functions run in this process."""
     from functions.registry import load_module
 

@@ -46,7 +46,7 @@ async def serve_app(app: Any, host: str, port: int, ready: asyncio.Event | None 
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
     server = Server(config)
     loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
+    signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
     try:
         for sig in signals:
             loop.add_signal_handler(sig, server.handle_exit, sig, None)
@@ -103,9 +103,11 @@ async def router_stack(
         from knflow.nats_stack import NatsStack
 
         async with NatsStack(nats_url, store, catalog, layout=_layout(settings), settings=settings) as stack:
-            sweeper = asyncio.create_task(stack.router.sweep_forever(settings.sweep_interval_s, settings.sweep_after_s))
+            router = stack.router
+            assert router is not None  # a NatsStack with a store has a router
+            sweeper = asyncio.create_task(router.sweep_forever(settings.sweep_interval_s, settings.sweep_after_s))
             try:
-                yield stack.router, catalog, stack
+                yield router, catalog, stack
             finally:
                 sweeper.cancel()
         await store.close()

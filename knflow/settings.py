@@ -43,7 +43,8 @@ class Settings(BaseSettings):
         if self.blob_threshold_bytes >= self.max_body_bytes:
             raise ValueError(
                 f"KNFLOW_BLOB_THRESHOLD_BYTES ({self.blob_threshold_bytes}) must be below KNFLOW_MAX_BODY_BYTES "
-                f"({self.max_body_bytes}): what is over the threshold goes to the blob store, the rest must fit on the broker"
+                f"({self.max_body_bytes}): what is over the threshold goes to the blob store, "
+                "the rest must fit on the broker"
             )
         return self
 

@@ -23,12 +23,12 @@ from functions.blobs import BlobStore, attempt_key, encode, is_ref
 from router import conditions, templates
 from router.engine import Invoke
 from router.pipeline import Pipeline
-from router.runs import PENDING, RUNNING, SUCCEEDED
+from router.runs import PENDING, RUNNING, SUCCEEDED, RunDoc
 
 log = structlog.get_logger("knflow.router")
 
 
-def outputs_read_inside(p: Pipeline, run: dict[str, Any], statuses: Collection[str] = (PENDING,)) -> set[str]:
+def outputs_read_inside(p: Pipeline, run: RunDoc, statuses: Collection[str] = (PENDING,)) -> set[str]:
     """Pure: the succeeded nodes with a blob output (a reference, or a fan-out's list holding some) that a
     node about to be rendered reads inside of: a template path past `.output` (in its inputs, config or
     `foreach`), or an edge condition that names the node. Nodes about to be rendered are those in
@@ -39,11 +39,12 @@ def outputs_read_inside(p: Pipeline, run: dict[str, Any], statuses: Collection[s
         return set()
     wanted: set[str] = set()
     for n, node in p.nodes.items():
-        status = (nodes.get(n) or {}).get("status")
+        state = nodes.get(n)
+        status = state.get("status") if state is not None else None
         if status not in statuses and not (status == RUNNING and node.fans_out):
             continue
         for ref in templates.find_refs([node.inputs, node.config, node.foreach]):
-            if ref.root == "node" and ref.path and ref.node in referenced:
+            if ref.root == "node" and ref.path and ref.node is not None and ref.node in referenced:
                 wanted.add(ref.node)
         for edge in p.incoming[n]:
             if edge.condition:
@@ -55,9 +56,7 @@ def _holds_refs(output: Any) -> bool:
     return is_ref(output) or (isinstance(output, list) and any(is_ref(x) for x in output))
 
 
-async def resolved_view(
-    p: Pipeline, run: dict[str, Any], store: BlobStore, statuses: Collection[str] = (PENDING,)
-) -> dict[str, Any]:
+async def resolved_view(p: Pipeline, run: RunDoc, store: BlobStore, statuses: Collection[str] = (PENDING,)) -> RunDoc:
     """`run`, or a copy of it whose blob outputs that nodes in `statuses` read inside are loaded. Raises
     BlobError when the store fails in a way a retry may fix; a blob that is gone stays a reference, and the
     template that reads it fails its node, naming the blob."""
@@ -91,7 +90,7 @@ async def offload_invokes(store: BlobStore, invokes: list[Invoke]) -> list[Invok
     if not big:
         return invokes
     out = list(invokes)
-    for k, done in zip(big, await asyncio.gather(*(offload_invoke(store, invokes[k]) for k in big))):
+    for k, done in zip(big, await asyncio.gather(*(offload_invoke(store, invokes[k]) for k in big)), strict=True):
         out[k] = done
     return out
 

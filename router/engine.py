@@ -21,7 +21,7 @@ decides is seen by the rest of the same step, so its successors are scheduled at
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from broker.events import invoke_id
 from broker.retry import Retry
@@ -37,7 +37,12 @@ from router.runs import (
     SCHEDULED,
     SKIPPED,
     SUCCEEDED,
+    ErrorDoc,
+    ItemState,
+    NodeFields,
+    NodeState,
     RunChange,
+    RunDoc,
     Transition,
     item_key,
     item_map,
@@ -78,11 +83,11 @@ class Step:
         return bool(self.transitions or self.run_change)
 
 
-def error(type_: str, message: str, detail: Any = None) -> dict[str, Any]:
+def error(type_: str, message: str, detail: Any = None) -> ErrorDoc:
     return {"type": type_, "message": message, "detail": detail}
 
 
-def plan(p: Pipeline, run: dict[str, Any], now: str) -> Step:
+def plan(p: Pipeline, run: RunDoc, now: str) -> Step:
     """The next step of `run`: the transitions to store by compare-and-set and the invokes of those won."""
     step = Step()
     if run["status"] != RUNNING:
@@ -122,34 +127,48 @@ def plan(p: Pipeline, run: dict[str, Any], now: str) -> Step:
             scope = _scope(run, now, outputs)
         if p.nodes[n].fans_out:
             _fan(p, run, n, nodes, status, outputs, scope, step, now)
-            continue
-        attempt = nodes[n]["attempt"] + 1
-        try:
-            invoke = _invoke(p, run["id"], n, attempt, scope)
-        except templates.TemplateError as exc:  # a lookup that fails at run time
-            status[n] = FAILED
-            step.transitions.append(_finish(n, FAILED, now, error("TemplateError", f"node '{n}': {exc}")))
-            continue
-        status[n] = SCHEDULED
-        step.transitions.append(
-            Transition(
-                n,
-                _PENDING,
-                {"status": SCHEDULED, "attempt": attempt, "scheduled_at": now, "output": None, "error": None},
-                attempt=nodes[n]["attempt"],
-            )
-        )
-        step.invokes[n] = invoke
+        else:
+            _schedule(p, run, n, nodes, status, scope, step, now)
     if all(status[n] in NODE_FINAL for n in p.order):
         _end(p, run, status, step, now)
     return step
 
 
+def _schedule(
+    p: Pipeline,
+    run: RunDoc,
+    n: str,
+    nodes: dict[str, NodeState],
+    status: dict[str, str],
+    scope: templates.Scope,
+    step: Step,
+    now: str,
+) -> None:
+    """Schedule a pending node that is due, with its next attempt; it fails if its templates do not render."""
+    attempt = nodes[n]["attempt"] + 1
+    try:
+        invoke = _invoke(p, run["id"], n, attempt, scope)
+    except templates.TemplateError as exc:  # a lookup that fails at run time
+        status[n] = FAILED
+        step.transitions.append(_finish(n, FAILED, now, error("TemplateError", f"node '{n}': {exc}")))
+        return
+    status[n] = SCHEDULED
+    step.transitions.append(
+        Transition(
+            n,
+            _PENDING,
+            {"status": SCHEDULED, "attempt": attempt, "scheduled_at": now, "output": None, "error": None},
+            attempt=nodes[n]["attempt"],
+        )
+    )
+    step.invokes[n] = invoke
+
+
 def _fan(
     p: Pipeline,
-    run: dict[str, Any],
+    run: RunDoc,
     n: str,
-    nodes: dict[str, Any],
+    nodes: dict[str, NodeState],
     status: dict[str, str],
     outputs: dict[str, Any],
     scope: templates.Scope,
@@ -170,7 +189,7 @@ def _fan(
     if state["status"] == PENDING:
         attempt = state["attempt"] + 1
         items = fanout.fresh_items(len(values), item_states(state))
-        fields = {
+        fields: NodeFields = {
             "status": RUNNING,
             "attempt": attempt,
             "scheduled_at": now,
@@ -203,7 +222,7 @@ def _fan(
             }
             step.invokes[key] = invoke
         step.transitions.append(Transition(key, _PENDING, fields, attempt=item["attempt"]))
-        items[i] = {**item, **fields}
+        items[i] = cast(ItemState, {**item, **fields})  # an item's fields only
     done = fanout.joined(n, items)
     if done is not None:
         _decide(n, {**state, "items": item_map(items)}, *done, nodes, status, outputs, step, now)
@@ -211,18 +230,18 @@ def _fan(
 
 def _decide(
     n: str,
-    state: dict[str, Any],
+    state: NodeState,
     final: str,
     output: Any,
-    err: dict | None,
-    nodes: dict[str, Any],
+    err: ErrorDoc | None,
+    nodes: dict[str, NodeState],
     status: dict[str, str],
     outputs: dict[str, Any],
     step: Step,
     now: str,
 ) -> None:
     """End a fan-out node (pending or running) with `final`; the rest of the step sees it ended."""
-    fields: dict[str, Any] = {"status": final, "finished_at": now, "output": output, "error": err}
+    fields: NodeFields = {"status": final, "finished_at": now, "output": output, "error": err}
     if state["status"] == PENDING:  # ended before any item ran (an empty list, a bad foreach): an attempt all the same
         fields["attempt"] = state["attempt"] + 1
     step.transitions.append(Transition(n, frozenset({state["status"]}), fields, attempt=state["attempt"]))
@@ -232,20 +251,21 @@ def _decide(
         outputs[n] = output
 
 
-def _end(p: Pipeline, run: dict[str, Any], status: dict[str, str], step: Step, now: str) -> None:
+def _end(p: Pipeline, run: RunDoc, status: dict[str, str], step: Step, now: str) -> None:
     """Every DAG node is final: run the failure handler if one is due, else end the run."""
     nodes = run["nodes"]
     failed = [n for n in p.order if status[n] in (FAILED, CANCELLED)]
-    err = None
+    err: ErrorDoc | None = None
     if failed:
         first = next((n for n in failed if status[n] == FAILED), failed[0])
         node_err = nodes[first].get("error") or next(
             (t.fields.get("error") for t in step.transitions if t.node == first), None
         )
-        err = {"node": first, **(node_err or {})}
+        # a failed or cancelled node has its error; a document that lacks it still names the node
+        err = {"node": first, **(node_err or error("Unknown", f"node '{first}' {status[first]}"))}
     handler = nodes.get(ON_FAILURE_NODE) if p.on_failure else None
-    if handler is not None and handler["status"] == PENDING:
-        if not failed:
+    if p.on_failure and handler is not None and handler["status"] == PENDING:
+        if err is None:
             step.transitions.append(_finish(ON_FAILURE_NODE, SKIPPED, now, None))
         else:
             attempt = handler["attempt"] + 1
@@ -283,8 +303,9 @@ def _invoke(p: Pipeline, run_id: str, n: str, attempt: int, scope: templates.Sco
     return Invoke(run_id, p.name, key or n, node.function, attempt, inputs, config, node.retry, node.timeout_s)
 
 
-def render_invoke(p: Pipeline, run: dict[str, Any], key: str, attempt: int, now: str) -> Invoke | None:
-    """The invoke of a node (or an item `gen[2]`) already scheduled, to publish it again; None if it no longer renders."""
+def render_invoke(p: Pipeline, run: RunDoc, key: str, attempt: int, now: str) -> Invoke | None:
+    """The invoke of a node (or an item `gen[2]`) already scheduled, to publish it again; None if it no longer
+    renders."""
     status = {x: s["status"] for x, s in run["nodes"].items()}
     n, index = split_key(key)
     scope = _scope(run, now, _outputs(run, status))
@@ -297,11 +318,11 @@ def render_invoke(p: Pipeline, run: dict[str, Any], key: str, attempt: int, now:
         return None
 
 
-def _finish(n: str, status: str, now: str, err: dict | None) -> Transition:
+def _finish(n: str, status: str, now: str, err: ErrorDoc | None) -> Transition:
     return Transition(n, _PENDING, {"status": status, "finished_at": now, "error": err, "output": None})
 
 
-def _scope(run: dict[str, Any], now: str, outputs: dict[str, Any]) -> templates.Scope:
+def _scope(run: RunDoc, now: str, outputs: dict[str, Any]) -> templates.Scope:
     return templates.Scope(
         trigger=run.get("trigger") or {},
         variables=run.get("variables") or {},
@@ -311,7 +332,7 @@ def _scope(run: dict[str, Any], now: str, outputs: dict[str, Any]) -> templates.
     )
 
 
-def _outputs(run: dict[str, Any], status: dict[str, str]) -> dict[str, Any]:
+def _outputs(run: RunDoc, status: dict[str, str]) -> dict[str, Any]:
     out = {}
     for n, s in status.items():
         if s == SUCCEEDED:
@@ -322,8 +343,8 @@ def _outputs(run: dict[str, Any], status: dict[str, str]) -> dict[str, Any]:
 
 
 def _live(
-    p: Pipeline, n: str, run: dict[str, Any], nodes: dict[str, Any], status: dict[str, str]
-) -> tuple[bool, dict | None]:
+    p: Pipeline, n: str, run: RunDoc, nodes: dict[str, NodeState], status: dict[str, str]
+) -> tuple[bool, ErrorDoc | None]:
     live = False
     view = None
     for e in p.incoming[n]:
@@ -346,7 +367,7 @@ def _live(
 
 
 def result_transition(
-    run: dict[str, Any],
+    run: RunDoc,
     node: str,
     attempt: int,
     data: dict[str, Any],
@@ -366,7 +387,7 @@ def node_result(
 ) -> Transition:
     """`result_transition` without the run: on a run that has no such node it loses, as a late one does.
     `node` may be an item key (`gen[2]`): the transition is then on that item alone."""
-    fields: dict[str, Any] = {"status": SUCCEEDED if succeeded else FAILED, "finished_at": now}
+    fields: NodeFields = {"status": SUCCEEDED if succeeded else FAILED, "finished_at": now}
     if tries is not None and tries > attempt:
         fields["attempt"] = tries
     if succeeded:

@@ -22,7 +22,7 @@ from typing import Any
 from functions.values import as_text
 from router import templates
 from router.pipeline import MAX_ITEMS, Node
-from router.runs import FAILED, IN_FLIGHT, NODE_FINAL, PENDING, SUCCEEDED
+from router.runs import FAILED, IN_FLIGHT, NODE_FINAL, PENDING, SUCCEEDED, ErrorDoc, ItemState
 
 _ERRORS_SHOWN = 5
 
@@ -54,22 +54,23 @@ def values(node: Node, scope: templates.Scope) -> list[Any]:
     return value
 
 
-def fresh_items(count: int, old: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def fresh_items(count: int, old: list[ItemState]) -> list[ItemState]:
     """Item states for a (re)start of the node: an item that succeeded in an earlier attempt keeps its
     state and output (a redrive re-runs only what failed); the others are pending, their attempt numbers
     going on from the earlier ones, so that their invoke ids are new."""
     old = old if len(old) == count else []
-    out = []
+    out: list[ItemState] = []
     for i in range(count):
         prev = old[i] if i < len(old) else None
         if prev is not None and prev.get("status") == SUCCEEDED:
             out.append(prev)
         else:
-            out.append({"status": PENDING, "attempt": (prev or {}).get("attempt", 0), "output": None, "error": None})
+            attempt = prev.get("attempt", 0) if prev is not None else 0
+            out.append({"status": PENDING, "attempt": attempt, "output": None, "error": None})
     return out
 
 
-def schedulable(items: list[dict[str, Any]], limit: int | None) -> list[int]:
+def schedulable(items: list[ItemState], limit: int | None) -> list[int]:
     """The pending items that may be scheduled now, in order (see the module docstring for the rule)."""
     out = []
     unfinished = 0  # items below the one looked at that are pending or in flight
@@ -84,18 +85,18 @@ def schedulable(items: list[dict[str, Any]], limit: int | None) -> list[int]:
     return out
 
 
-def in_flight(items: list[dict[str, Any]]) -> int:
+def in_flight(items: list[ItemState]) -> int:
     return sum(1 for item in items if item["status"] in IN_FLIGHT)
 
 
-def joined(node: str, items: list[dict[str, Any]]) -> tuple[str, Any, dict[str, Any] | None] | None:
+def joined(node: str, items: list[ItemState]) -> tuple[str, Any, ErrorDoc | None] | None:
     """(status, output, error) of the node once every item is final; None while some are not."""
     if any(item["status"] not in NODE_FINAL for item in items):
         return None
     bad = [i for i, item in enumerate(items) if item["status"] != SUCCEEDED]
     if not bad:
         return SUCCEEDED, [item.get("output") for item in items], None
-    first = items[bad[0]].get("error") or {}
+    first: ErrorDoc | dict[str, Any] = items[bad[0]].get("error") or {}
     shown = ", ".join(str(i) for i in bad[:_ERRORS_SHOWN]) + (", …" if len(bad) > _ERRORS_SHOWN else "")
     message = (
         f"node '{node}': {len(bad)} of {len(items)} items failed (item {shown}); "

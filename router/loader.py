@@ -63,9 +63,9 @@ def load_doc(
     return pipeline
 
 
-def parse(doc: dict[str, Any], source: str) -> Pipeline:
-    """The model of a document, its shape checked (not its functions): for what the store holds, or a PUT
-    before the catalogue validates it."""
+def parse(doc: Any, source: str) -> Pipeline:
+    """The model of a document (any value: one that is not a mapping is refused), its shape checked (not its
+    functions): for what the store holds, or a PUT before the catalogue validates it."""
     p, problems = from_dict(doc, source)
     if p is None or problems:
         raise PipelineInvalid(problems) if problems else KnflowError(f"{source} is not a pipeline")

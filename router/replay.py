@@ -29,7 +29,12 @@ from router.runs import (
     RUNNING,
     SCHEDULED,
     SUCCEEDED,
+    AttemptEntry,
+    ItemState,
+    NodeFields,
+    RedriveEntry,
     RunChange,
+    RunDoc,
     Transition,
     item_key,
     item_map,
@@ -38,7 +43,6 @@ from router.runs import (
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
 SECONDS_PER = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-HISTORY_FIELDS = ("attempt", "status", "error", "started_at", "finished_at", "duration_ms")
 
 
 class ReplayRefused(KnflowError):
@@ -58,7 +62,7 @@ class InvalidDuration(KnflowError):
 
 
 def plan_redrive(
-    p: Pipeline, run: dict[str, Any], now: str, from_node: str | None = None, by: str | None = None
+    p: Pipeline, run: RunDoc, now: str, from_node: str | None = None, by: str | None = None
 ) -> tuple[list[Transition], RunChange]:
     """What a redrive in place changes (see the module's docstring); the router commits it."""
     if run["status"] == RUNNING:
@@ -82,7 +86,8 @@ def plan_redrive(
         reset.add(ON_FAILURE_NODE)  # the handler runs again if the redrive fails again
     if not reset:
         raise ReplayRefused(
-            f"run '{run['id']}' has nothing to redrive: every node succeeded or was skipped. Use --from NODE to re-run part of it.",
+            f"run '{run['id']}' has nothing to redrive: every node succeeded or was skipped. "
+            "Use --from NODE to re-run part of it.",
             run_id=run["id"],
         )
     transitions = []
@@ -93,8 +98,8 @@ def plan_redrive(
         state = nodes[n]
         history = list(state.get("attempts") or [])
         if state["attempt"] > 0:
-            history.append({k: state.get(k) for k in HISTORY_FIELDS})
-        fields = {
+            history.append(_attempt_entry(state))
+        fields: NodeFields = {
             "status": PENDING,
             "output": None,
             "error": None,
@@ -109,7 +114,7 @@ def plan_redrive(
             fields["items"] = item_map(items)
             items_reset += [item_key(n, i) for i in again]
         transitions.append(Transition(n, frozenset({state["status"]}), fields, attempt=state["attempt"]))
-    entry = {
+    entry: RedriveEntry = {
         "at": now,
         "by": by,
         "kind": "redrive",
@@ -126,10 +131,23 @@ def plan_redrive(
     return transitions, change
 
 
-def _reset_items(items: list[dict[str, Any]], keep_succeeded: bool) -> tuple[list[dict[str, Any]], list[int]]:
+def _attempt_entry(state: ItemState) -> AttemptEntry:
+    """A node's current attempt, as its `attempts` history keeps it."""
+    return {
+        "attempt": state["attempt"],
+        "status": state["status"],
+        "error": state.get("error"),
+        "started_at": state.get("started_at"),
+        "finished_at": state.get("finished_at"),
+        "duration_ms": state.get("duration_ms"),
+    }
+
+
+def _reset_items(items: list[ItemState], keep_succeeded: bool) -> tuple[list[ItemState], list[int]]:
     """Items back to `pending` (keeping their attempt numbers, so that their next invoke ids are new), and
     which ones; succeeded items stay as they are when `keep_succeeded`."""
-    out, again = [], []
+    out: list[ItemState] = []
+    again: list[int] = []
     for i, item in enumerate(items):
         if keep_succeeded and item["status"] == SUCCEEDED:
             out.append(item)
@@ -139,7 +157,7 @@ def _reset_items(items: list[dict[str, Any]], keep_succeeded: bool) -> tuple[lis
     return out, again
 
 
-def rerun_trigger(run: dict[str, Any]) -> dict[str, Any]:
+def rerun_trigger(run: RunDoc) -> dict[str, Any]:
     """The stored trigger event a re-run starts from."""
     trigger = run.get("trigger")
     if not isinstance(trigger, dict) or "type" not in trigger:
@@ -147,12 +165,12 @@ def rerun_trigger(run: dict[str, Any]) -> dict[str, Any]:
     return trigger
 
 
-def plan_cancel(run: dict[str, Any], now: str, by: str | None = None) -> tuple[list[Transition], RunChange]:
-    """What a cancel changes; the router commits it. Nothing new is scheduled: pending nodes are cancelled; nodes in flight keep their state, and
-    their late results are recorded without moving the run."""
+def plan_cancel(run: RunDoc, now: str, by: str | None = None) -> tuple[list[Transition], RunChange]:
+    """What a cancel changes; the router commits it. Nothing new is scheduled: pending nodes are cancelled;
+    nodes in flight keep their state, and their late results are recorded without moving the run."""
     if run["status"] in RUN_FINAL:
         raise ReplayRefused(f"run '{run['id']}' already ended {run['status']}", run_id=run["id"])
-    fields = {
+    fields: NodeFields = {
         "status": CANCELLED,
         "finished_at": now,
         "error": engine.error("Cancelled", f"run cancelled{' by ' + by if by else ''}"),
@@ -170,14 +188,14 @@ def plan_cancel(run: dict[str, Any], now: str, by: str | None = None) -> tuple[l
     return transitions, RunChange(frozenset({RUNNING}), {"status": CANCELLED, "finished_at": now, "cancelled_by": by})
 
 
-def stale_invokes(p: Pipeline, run: dict[str, Any], now: str, scheduled_before: str) -> list[engine.Invoke]:
+def stale_invokes(p: Pipeline, run: RunDoc, now: str, scheduled_before: str) -> list[engine.Invoke]:
     """Invokes of nodes that stayed `scheduled` since before `scheduled_before` (a crash between the
     store write and the publish, or a lost message): published again under the same id."""
-    out = []
+    out: list[engine.Invoke] = []
     if run["status"] != RUNNING:
         return out
     for n, s in run["nodes"].items():
-        due = [(n, s)] if s["status"] == SCHEDULED else []
+        due: list[tuple[str, ItemState]] = [(n, s)] if s["status"] == SCHEDULED else []
         if s["status"] in IN_FLIGHT and isinstance(s.get("items"), dict):  # a fan-out node: its items
             due = [(item_key(n, i), item) for i, item in enumerate(item_states(s)) if item["status"] == SCHEDULED]
         for key, state in due:

@@ -15,8 +15,8 @@ import json
 import re
 import uuid
 from datetime import datetime, timedelta, UTC
-from typing import Any, Protocol
-from collections.abc import Callable
+from typing import Any, Protocol, cast
+from collections.abc import Callable, Iterable, Sequence
 
 import structlog
 from cloudevents.core.v1.event import CloudEvent
@@ -28,18 +28,22 @@ from functions.blobs import BlobStore, default_store
 from router import blobs, engine, replay
 from router.hops import MAX_HOPS, HopLimit, hops_of
 from router.pipeline import Pipeline
-from router.runs import RUN_FINAL, SCHEDULED, SUCCEEDED, Transition, new_run, now_iso, state_of
+from router.runs import RUN_FINAL, SCHEDULED, SUCCEEDED, ErrorDoc, RunDoc, Transition, new_run, now_iso, state_of
 from router.runs import apply as apply_transitions
-from router.store.base import RunExists, RunNotFound, RunStore
+from router.store.base import RunExists, RunNotFound, RunStore, RunUnreadable
 from router.triggers import pipelines_for, run_id_for
 
 log = structlog.get_logger("knflow.router")
 
-Observer = Callable[[dict[str, Any], list[Transition]], None]
+Observer = Callable[[RunDoc, list[Transition]], None]
 
 
 class Publisher(Protocol):
-    async def publish_many(self, events: list[CloudEvent]) -> None: ...
+    """Where the router's events go: broker.memory.InMemoryBroker, broker.nats.JetStreamPublisher,
+    broker.http_publisher.HttpPublisher. `publish_many` returns once the events are stored (or raises
+    PublishError); what it returns (JetStream's acks) the router does not read."""
+
+    async def publish_many(self, events: list[CloudEvent]) -> object: ...
 
 
 class UnknownPipeline(KnflowError):
@@ -57,7 +61,7 @@ class Pipelines(Protocol):
 class StaticPipelines:
     """Pipelines known in advance (the embedded default and tests)."""
 
-    def __init__(self, pipelines: list[Pipeline] = ()) -> None:
+    def __init__(self, pipelines: Iterable[Pipeline] = ()) -> None:
         self.by_name = {p.name: p for p in pipelines}
 
     def add(self, pipeline: Pipeline) -> None:
@@ -193,7 +197,7 @@ class Router:
 
     async def start_run(
         self, pipeline: Pipeline, trigger: CloudEvent | dict[str, Any], run_id: str | None = None
-    ) -> dict[str, Any]:
+    ) -> RunDoc:
         """Store the run with its trigger event, then schedule its source nodes."""
         trigger_doc = events.event_to_dict(trigger) if isinstance(trigger, CloudEvent) else trigger
         run = new_run(run_id or new_run_id(), pipeline.name, pipeline.run_nodes, trigger_doc, dict(pipeline.variables))
@@ -206,7 +210,13 @@ class Router:
         except RunExists:
             # the same trigger delivered again: finish what an earlier delivery may have left undone
             log.info("run already exists; trigger redelivered", run=run["id"], pipeline=pipeline.name)
-            return await self.advance(pipeline, await self.store.get_run(run["id"]))
+            stored = await self.store.get_run(run["id"])
+            if stored is None:  # deleted since, or not yet readable where the store reads: the sender retries
+                raise RunUnreadable(
+                    f"run '{run['id']}' of pipeline '{pipeline.name}' exists but cannot be read back; try again",
+                    run_id=run["id"],
+                ) from None
+            return await self.advance(pipeline, stored)
         log.info("run started", run=run["id"], pipeline=pipeline.name, trigger=trigger_doc.get("type"))
         started = events.run_event(events.RUN_STARTED, run["id"], pipeline.name, {"trigger": trigger_doc})
         try:
@@ -220,13 +230,14 @@ class Router:
     async def on_result(self, event: CloudEvent) -> None:
         """Apply a `dev.knflow.node.*` reply at most once, then advance the run."""
         addr = events.address(event)
-        data = event.get_data() if isinstance(event.get_data(), dict) else {}
+        raw = event.get_data()
+        data = raw if isinstance(raw, dict) else {}
         await self._finish_node(addr, data, event.get_type() == events.NODE_SUCCEEDED, event.get_id())
 
     async def on_dead_letter(self, event: CloudEvent) -> None:
         """An invoke whose retries ran out (stamped `knativeerror*`): the node fails with the last error."""
         code, reason, error = dead_letter_reason(event)
-        err = dict(error) if error else engine.error("DeliveryFailed", reason)
+        err = error.copy() if error else engine.error("DeliveryFailed", reason)
         err.setdefault("message", reason)
         if code is not None:
             err["http_status"] = code
@@ -262,7 +273,7 @@ class Router:
             log.info("node failed", error=(data.get("error") or {}).get("message"), **ctx)
         await self.advance(await self.pipeline(run["pipeline"]), run)
 
-    async def advance(self, pipeline: Pipeline, run: dict[str, Any]) -> dict[str, Any]:
+    async def advance(self, pipeline: Pipeline, run: RunDoc) -> RunDoc:
         """Move every node that can move; publish the invokes this writer won; end the run when done."""
         while True:
             step = engine.plan(pipeline, await blobs.resolved_view(pipeline, run, self._blobs()), now_iso())
@@ -277,12 +288,12 @@ class Router:
     async def _publish_step(
         self,
         pipeline: Pipeline,
-        run: dict[str, Any],
+        run: RunDoc,
         step: engine.Step,
         won: list[bool],
         run_won: bool,
-        before: list[CloudEvent] = (),
-    ) -> dict[str, Any]:
+        before: Sequence[CloudEvent] = (),
+    ) -> RunDoc:
         """After a step was stored: tell the observer, publish the invokes this writer won (after `before`)
         and the run's end if this writer ended it."""
         winners = [t for t, ok in zip(step.transitions, won, strict=True) if ok]
@@ -303,17 +314,18 @@ class Router:
                     hops=hops_of(run.get("trigger") or {}) + 1,
                 )
             )
+            run_error = run.get("error")
             log.info(
                 f"run {run['status']}",
                 run=run["id"],
                 pipeline=run["pipeline"],
-                error=(run.get("error") or {}).get("message"),
+                error=run_error.get("message") if run_error else None,
             )
         if out:
             await self.publisher.publish_many(out)
         return run
 
-    async def redrive(self, run_id: str, from_node: str | None = None, by: str | None = None) -> dict[str, Any]:
+    async def redrive(self, run_id: str, from_node: str | None = None, by: str | None = None) -> RunDoc:
         """Failed, cancelled and never-finished nodes (and `from_node` onwards) run again; see router.replay."""
         run = await self._get(run_id)
         pipeline = await self.pipeline(run["pipeline"])
@@ -332,7 +344,7 @@ class Router:
         )
         return await self.advance(pipeline, run)
 
-    async def rerun(self, run_id: str, by: str | None = None) -> dict[str, Any]:
+    async def rerun(self, run_id: str, by: str | None = None) -> RunDoc:
         """A new run from the old run's stored trigger event, linked by `replay_of`."""
         old = await self._get(run_id)
         pipeline = await self.pipeline(old["pipeline"])
@@ -344,7 +356,7 @@ class Router:
         log.info("run re-run", run=run["id"], replay_of=run_id, pipeline=pipeline.name, by=by)
         return await self.advance(pipeline, run)
 
-    async def cancel(self, run_id: str, by: str | None = None) -> dict[str, Any]:
+    async def cancel(self, run_id: str, by: str | None = None) -> RunDoc:
         run = await self._get(run_id)
         transitions, change = replay.plan_cancel(run, now_iso(), by)
         run, won, run_won = await self.store.commit(run_id, transitions, change)
@@ -416,7 +428,7 @@ class Router:
                 report.append({"run": run["id"], "error": exc.message})
         return report
 
-    async def _get(self, run_id: str) -> dict[str, Any]:
+    async def _get(self, run_id: str) -> RunDoc:
         run = await self.store.get_run(run_id)
         if run is None:
             raise RunNotFound(f"run '{run_id}' not found", run_id=run_id)
@@ -441,7 +453,7 @@ class Router:
             timeout_s=i.timeout_s,
         )
 
-    def _observe(self, run: dict[str, Any], transitions: list[Transition]) -> None:
+    def _observe(self, run: RunDoc, transitions: list[Transition]) -> None:
         if self.observer is not None and transitions:
             self.observer(run, transitions)
 
@@ -450,9 +462,10 @@ _MESSAGE = re.compile(r'"message":\s*"((?:[^"\\]|\\.)*)"')
 _TYPE = re.compile(r'"type":\s*"((?:[^"\\]|\\.)*)"')
 
 
-def dead_letter_reason(event: CloudEvent) -> tuple[int | None, str, dict[str, Any] | None]:
+def dead_letter_reason(event: CloudEvent) -> tuple[int | None, str, ErrorDoc | None]:
     """Knative's `knativeerrorcode`, and `knativeerrordata` (base64 of the last response body; a knflow
-    function answers `{"error": {...}}`), as (HTTP status, reason, error)."""
+    function answers `{"error": {...}}`), as (HTTP status, reason, error). The error is the body's, as the
+    function sent it (not checked further)."""
     raw_code = str(event.get_extension(ext.ERROR_CODE) or "")
     code = int(raw_code) if raw_code.isdigit() else None
     raw = event.get_extension(ext.ERROR_DATA) or ""
@@ -460,19 +473,19 @@ def dead_letter_reason(event: CloudEvent) -> tuple[int | None, str, dict[str, An
         body = base64.b64decode(raw, validate=True).decode("utf-8", "replace")
     except (binascii.Error, ValueError):
         body = str(raw)
-    error = None
+    error: ErrorDoc | None = None
     try:
         parsed = json.loads(body)
         if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
-            error = parsed["error"]
+            error = cast(ErrorDoc, parsed["error"])
         elif isinstance(parsed, dict) and "message" in parsed and "type" in parsed:
-            error = parsed
+            error = cast(ErrorDoc, parsed)
     except json.JSONDecodeError:  # cut at Knative's 1,024 characters: keep what can be read
         found = _MESSAGE.search(body)
         if found:
             error = {"type": (_TYPE.search(body) or found).group(1), "message": found.group(1), "detail": "(truncated)"}
     dest = event.get_extension(ext.ERROR_DEST) or "the subscriber"
-    reason = (error or {}).get(
-        "message"
-    ) or f"delivery to {dest} failed with HTTP {code or '?'}: {body[:200] or 'no body'}"
+    reason = (error.get("message") if error else None) or (
+        f"delivery to {dest} failed with HTTP {code or '?'}: {body[:200] or 'no body'}"
+    )
     return code, reason, error

@@ -10,13 +10,17 @@ so that the item's field path `nodes.NODE.items.i` means the same to every Mongo
 wire-compatible test servers). A transition on the key `NODE[i]` is a compare-and-set on that item
 alone, so the results of a thousand items racing on one run each apply exactly once; the key is also the
 `knflownode` of the item's events, which makes its invoke id `{run}:NODE[i]:{attempt}`.
+
+The documents are typed (`RunDoc`, `NodeState`, `ItemState`, `ErrorDoc`, ...) for the type checker
+only: they are plain dicts, read from and written to the stores as they are, never validated or copied
+on the way.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict, cast
 
 from broker.events import now_iso
 
@@ -39,7 +43,154 @@ RUN_FINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 _ITEM_KEY = re.compile(r"^(.+)\[(\d+)\]$")
 
 
-def new_node() -> dict[str, Any]:
+class ErrorDoc(TypedDict):
+    """Why a node, an item or a run failed: what a function replies in `node.failed` (functions/handler.py's
+    `error_doc`), or what the router decides (`router.engine.error`). A function's reply is stored as it
+    came: knflow's functions send `type`, `message` and `detail`."""
+
+    type: str
+    message: str
+    detail: NotRequired[Any]  # absent from some replies (a dead-letter body needs only `type` and `message`)
+    node: NotRequired[str]  # on a run's error: the node that failed first
+    http_status: NotRequired[int]  # from a dead letter: the HTTP status of the last delivery
+
+
+class ItemState(TypedDict):
+    """One item's state in a fan-out node, `nodes[NODE].items["i"]`; a node's state has these fields too."""
+
+    status: str
+    attempt: int
+    output: Any
+    error: ErrorDoc | None
+    scheduled_at: NotRequired[str | None]
+    started_at: NotRequired[str | None]  # from the function's reply
+    finished_at: NotRequired[str | None]
+    duration_ms: NotRequired[float | None]  # from the function's reply
+
+
+class AttemptEntry(TypedDict):
+    """An earlier attempt of a node, kept in its `attempts` when a redrive resets it (router/replay.py)."""
+
+    attempt: int
+    status: str
+    error: ErrorDoc | None
+    started_at: str | None
+    finished_at: str | None
+    duration_ms: float | None
+
+
+class NodeState(ItemState):
+    """A node's state in `nodes[NODE]`."""
+
+    attempts: NotRequired[list[AttemptEntry]]  # once redriven
+    items: NotRequired[dict[str, ItemState]]  # a fan-out node, once started: item states by index, as text
+
+
+class NodeFields(TypedDict, total=False):
+    """What a `Transition` sets on a node's (or an item's) state: any of its fields."""
+
+    status: str
+    attempt: int
+    output: Any
+    error: ErrorDoc | None
+    scheduled_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    duration_ms: float | None
+    attempts: list[AttemptEntry]
+    items: dict[str, ItemState]
+
+
+# a redrive in place, in `replays` (router/replay.py); `from` is a keyword, hence the functional syntax
+RedriveEntry = TypedDict(
+    "RedriveEntry",
+    {
+        "at": str,
+        "by": str | None,
+        "kind": Literal["redrive"],
+        "from": str | None,
+        "reset": list[str],
+        "previous_status": str,
+        "items": NotRequired[list[str]],  # the fan-out items that run again, as keys `gen[2]`
+    },
+)
+
+
+class RerunEntry(TypedDict):
+    """A re-run, in the new run's `replays`: the run it was started from."""
+
+    at: str
+    by: str | None
+    kind: Literal["rerun"]
+    of: str
+
+
+ReplayEntry = RedriveEntry | RerunEntry
+
+
+class RunDoc(TypedDict):
+    """The run document the stores keep (`new_run` makes one)."""
+
+    id: str
+    pipeline: str
+    status: str
+    trigger: dict[str, Any]  # the trigger event, as broker.events.event_to_dict gives it
+    variables: dict[str, Any]
+    nodes: dict[str, NodeState]
+    created_at: str
+    finished_at: str | None
+    error: ErrorDoc | None
+    replay_of: str | None
+    version: int
+    replays: NotRequired[list[ReplayEntry]]  # once replayed, oldest first
+    cancelled_by: NotRequired[str | None]  # once cancelled
+
+
+class RunFields(TypedDict, total=False):
+    """What a `RunChange` sets on the run."""
+
+    status: str
+    finished_at: str | None
+    error: ErrorDoc | None
+    replays: list[ReplayEntry]
+    cancelled_by: str | None
+
+
+class ItemRecord(TypedDict):
+    status: str
+    attempt: int
+    error: ErrorDoc | None
+
+
+class NodeRecord(TypedDict):
+    """A node in the run record: its state, the timing fields it has, and its items' states."""
+
+    status: str
+    output: Any
+    error: ErrorDoc | None
+    attempt: int
+    started_at: NotRequired[str]
+    finished_at: NotRequired[str]
+    duration_ms: NotRequired[float]
+    attempts: NotRequired[list[AttemptEntry]]
+    items: NotRequired[list[ItemRecord]]  # a fan-out node: each item's state (the outputs are in `output`)
+
+
+class RunRecord(TypedDict):
+    """The run record users see (`record`): `knflow run --json`, `GET /runs/{id}`, `RunHandle.result()`."""
+
+    id: str
+    pipeline: str
+    status: str
+    created_at: str
+    finished_at: str | None
+    error: ErrorDoc | None
+    replay_of: str | None
+    replays: list[ReplayEntry]
+    nodes: dict[str, NodeRecord]
+
+
+def new_node() -> NodeState:
     return {"status": PENDING, "attempt": 0, "output": None, "error": None}
 
 
@@ -54,7 +205,7 @@ def split_key(key: str) -> tuple[str, int | None]:
     return (found.group(1), int(found.group(2))) if found else (key, None)
 
 
-def state_of(run: dict[str, Any], key: str) -> dict[str, Any] | None:
+def state_of(run: RunDoc, key: str) -> ItemState | None:
     """The state a node key names in a run: a node's, or one item's of a fan-out node; None if none."""
     node, index = split_key(key)
     state = run["nodes"].get(node)
@@ -64,13 +215,13 @@ def state_of(run: dict[str, Any], key: str) -> dict[str, Any] | None:
     return items.get(str(index)) if isinstance(items, dict) else None
 
 
-def item_states(state: dict[str, Any]) -> list[dict[str, Any]]:
+def item_states(state: NodeState) -> list[ItemState]:
     """A fan-out node's item states, in order ([] for any other node)."""
     items = state.get("items")
     return [items[str(i)] for i in range(len(items))] if isinstance(items, dict) else []
 
 
-def item_map(states: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def item_map(states: list[ItemState]) -> dict[str, ItemState]:
     """Item states as the run document keeps them: by index, as text."""
     return {str(i): state for i, state in enumerate(states)}
 
@@ -82,7 +233,7 @@ def new_run(
     trigger: dict[str, Any],
     variables: dict[str, Any],
     created_at: str | None = None,
-) -> dict[str, Any]:
+) -> RunDoc:
     return {
         "id": run_id,
         "pipeline": pipeline,
@@ -104,10 +255,10 @@ class Transition:
 
     node: str
     expect: frozenset[str]
-    fields: dict[str, Any] = field(hash=False)
+    fields: NodeFields = field(hash=False)
     attempt: int | None = None
 
-    def allowed(self, state: dict[str, Any]) -> bool:
+    def allowed(self, state: ItemState) -> bool:
         if state["status"] not in self.expect:
             return False
         return self.attempt is None or state.get("attempt") == self.attempt
@@ -118,37 +269,39 @@ class RunChange:
     """Set the run's status (and fields) if it is still in `expect`."""
 
     expect: frozenset[str]
-    fields: dict[str, Any] = field(hash=False)
+    fields: RunFields = field(hash=False)
 
 
 def apply(
-    run: dict[str, Any], transitions: list[Transition], run_change: RunChange | None = None
-) -> tuple[dict[str, Any], list[bool], bool]:
+    run: RunDoc, transitions: list[Transition], run_change: RunChange | None = None
+) -> tuple[RunDoc, list[bool], bool]:
     """Pure compare-and-set: a new run document, which transitions won, whether the run change won.
 
     The run change is applied only if every transition won: it was decided from the state they lead to.
     """
-    new = dict(run)  # shallow, as copy.copy, at a third of its cost
-    new["nodes"] = dict(run["nodes"])
+    new = run.copy()  # shallow, as copy.copy, at a third of its cost
+    new["nodes"] = run["nodes"].copy()
     copied: set[str] = set()  # fan-out nodes whose items list this call already copied
     won = []
     for t in transitions:
         node, index = split_key(t.node)
+        ok = False
         if index is None:
             state = new["nodes"].get(t.node)
-            ok = state is not None and t.allowed(state)
-            if ok:
+            if state is not None and t.allowed(state):
+                ok = True
                 new["nodes"][t.node] = {**state, **t.fields}
                 copied.discard(node)  # the fields may have replaced the items list
         else:
-            state = state_of(new, t.node)
-            ok = state is not None and t.allowed(state)
-            if ok:
+            item = state_of(new, t.node)
+            if item is not None and t.allowed(item):
+                ok = True
                 if node not in copied:
                     parent = new["nodes"][node]
                     new["nodes"][node] = {**parent, "items": dict(parent["items"])}
                     copied.add(node)
-                new["nodes"][node]["items"][str(index)] = {**state, **t.fields}
+                # an item's transition sets only an item's fields (NodeFields also has a node's own)
+                new["nodes"][node]["items"][str(index)] = cast(ItemState, {**item, **t.fields})
         won.append(ok)
     run_won = False
     if run_change is not None and all(won) and new["status"] in run_change.expect:
@@ -159,7 +312,7 @@ def apply(
     return new, won, run_won
 
 
-def record(run: dict[str, Any]) -> dict[str, Any]:
+def record(run: RunDoc) -> RunRecord:
     """The run record users see (`knflow run --json`, `GET /runs/{id}`)."""
     return {
         "id": run["id"],
@@ -174,11 +327,24 @@ def record(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _node_record(state: dict[str, Any]) -> dict[str, Any]:
-    out = {k: state.get(k) for k in ("status", "output", "error", "attempt")}
-    for key in ("started_at", "finished_at", "duration_ms", "attempts"):
-        if state.get(key) is not None:
-            out[key] = state[key]
+def _node_record(state: NodeState) -> NodeRecord:
+    out: NodeRecord = {
+        "status": state["status"],
+        "output": state.get("output"),
+        "error": state.get("error"),
+        "attempt": state["attempt"],
+    }
+    if (started_at := state.get("started_at")) is not None:
+        out["started_at"] = started_at
+    if (finished_at := state.get("finished_at")) is not None:
+        out["finished_at"] = finished_at
+    if (duration_ms := state.get("duration_ms")) is not None:
+        out["duration_ms"] = duration_ms
+    if (attempts := state.get("attempts")) is not None:
+        out["attempts"] = attempts
     if state.get("items") is not None:  # a fan-out node: each item's state (outputs are in `output`)
-        out["items"] = [{k: item.get(k) for k in ("status", "attempt", "error")} for item in item_states(state)]
+        out["items"] = [
+            {"status": item["status"], "attempt": item["attempt"], "error": item.get("error")}
+            for item in item_states(state)
+        ]
     return out

@@ -200,6 +200,7 @@ def _parse_one(text: str, expr: str, node_ids: set[str] | None) -> Ref | str:
 def _lookup(ref: Ref, scope: Scope) -> Any:
     root = ref.root
     if root == "node":
+        assert ref.node is not None  # a lookup with the root "node" names its node
         try:
             value = scope.outputs[ref.node]
         except KeyError:
@@ -219,9 +220,9 @@ def _lookup(ref: Ref, scope: Scope) -> Any:
     for depth, seg in enumerate(ref.path):
         if value is None:
             return None
-        if (isinstance(seg, str) and isinstance(value, dict) and seg in value) or (
-            isinstance(seg, int) and isinstance(value, list) and -len(value) <= seg < len(value)
-        ):
+        if isinstance(seg, str) and isinstance(value, dict) and seg in value:  # noqa: SIM114 (each narrows for mypy)
+            value = value[seg]
+        elif isinstance(seg, int) and isinstance(value, list) and -len(value) <= seg < len(value):
             value = value[seg]
         else:
             raise TemplateError(f"{ref.text}: {_not_found(ref, depth, value)}", template=ref.text, segment=seg)

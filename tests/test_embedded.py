@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from pydantic import BaseModel
 
 import knflow
 from knflow import FunctionError, Retry, function
 from knflow.local import EmbeddedStack
+from router.store.base import RunNotFound, RunUnreadable
 from router.store.sqlite import SqliteStore
 from router.loader import load, load_string
 
@@ -107,3 +109,17 @@ async def test_many_runs_at_once_each_node_once(tmp_path):
     assert all(n["attempt"] == 1 for r in runs for n in r["nodes"].values())
     assert runs[7]["nodes"]["shout"]["output"] == {"text": "W7 X!"}
     assert not [e for e in stack.broker.unrouted if e.get_type() == "dev.knflow.invoke"]
+
+
+async def test_a_run_the_store_cannot_read_back_is_an_error_not_a_crash(tmp_path):
+    class Unreadable(SqliteStore):  # stores runs, reads none back (a deleted run, a lagging replica)
+        async def get_run(self, run_id):
+            return None
+
+    p = load(ROOT / "examples/hello.yaml")
+    async with EmbeddedStack(Unreadable(tmp_path / "k.db")) as stack:
+        run_id = await stack.start(p, {"text": "a b"})
+        with pytest.raises(RunNotFound, match=run_id):
+            await stack.wait(run_id)
+        with pytest.raises(RunUnreadable, match=f"run '{run_id}' of pipeline 'hello' exists but cannot be read back"):
+            await stack.start(p, {"text": "a b"}, run_id=run_id)  # the trigger delivered again

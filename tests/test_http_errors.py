@@ -17,7 +17,7 @@ from router.pipeline import PipelineInvalid, Problem
 from router.replay import InvalidDuration, ReplayRefused, parse_duration_s
 from router.router import UnknownPipeline
 from router.service.errors import ROUTER_STATUSES, Unauthorized
-from router.store.base import RunExists, RunNotFound
+from router.store.base import RunExists, RunNotFound, RunUnreadable
 
 
 @pytest.mark.parametrize(
@@ -32,6 +32,7 @@ from router.store.base import RunExists, RunNotFound
         (UnknownPipeline("x"), 404),
         (RunNotFound("x"), 404),
         (RunExists("x"), 409),
+        (RunUnreadable("x"), 503),
         (ReplayRefused("x"), 409),
         (InvalidDuration("x"), 400),
         (HopLimit("x"), 422),

@@ -271,6 +271,7 @@ from typing import Any, assert_type
 from pydantic import BaseModel
 import knflow
 from knflow import Context, function
+from router.runs import RunRecord
 
 class A(BaseModel):
     x: int
@@ -292,7 +293,7 @@ async def use(ctx: Context, stack: Any, p: knflow.Pipeline) -> None:
     assert_type(called.traits.timeout_s, float)
     handle = await knflow.start_run(stack, p)
     assert_type(handle.id, str)
-    assert_type(await handle.result(), dict[str, Any])
+    assert_type(await handle.result(), RunRecord)
     wrong: str = (await called(A(x=1))).y
 """
 

@@ -14,7 +14,7 @@ from router.hops import HopLimit
 from router.pipeline import PipelineInvalid
 from router.replay import InvalidDuration, ReplayRefused
 from router.router import UnknownPipeline
-from router.store.base import RunExists, RunNotFound
+from router.store.base import RunExists, RunNotFound, RunUnreadable
 from router.templates import TemplateError
 
 
@@ -28,6 +28,7 @@ ROUTER_STATUSES: Statuses = {
     UnknownPipeline: 404,
     RunNotFound: 404,
     RunExists: 409,
+    RunUnreadable: 503,  # a retry may read it
     ReplayRefused: 409,
     InvalidDuration: 400,
     HopLimit: 422,

@@ -1,34 +1,39 @@
 """Runs: `GET /runs`, `GET /runs/{id}`, and what changes them: `POST /runs/{id}/replay` (redrive in place,
-or re-run as a new run), `POST /runs/{id}/cancel`, and the bulk `POST /replay`."""
+or re-run as a new run), `POST /runs/{id}/cancel`, and the bulk `POST /replay`.
+
+A run record (`router.runs.record`) goes out as it is: `response_model=None`, so that FastAPI does not
+validate the `RunRecord` type, which describes it for the type checker only."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
 from router.replay import parse_duration_s
-from router.runs import record
+from router.runs import RunRecord, record
 from router.service.context import Svc
 from router.store.base import RunNotFound
 
 routes = APIRouter()
 
 
-@routes.get("/runs")
-async def list_runs(svc: Svc, pipeline: str | None = None, status: str | None = None, limit: int = 50) -> list[dict]:
+@routes.get("/runs", response_model=None)
+async def list_runs(
+    svc: Svc, pipeline: str | None = None, status: str | None = None, limit: int = 50
+) -> list[RunRecord]:
     found = await svc.router.store.list_runs(pipeline=pipeline, status=status, limit=max(1, min(limit, 1000)))
     return [record(r) for r in found]
 
 
-@routes.get("/runs/{run_id}")
-async def get_run(run_id: str, svc: Svc) -> dict:
+@routes.get("/runs/{run_id}", response_model=None)
+async def get_run(run_id: str, svc: Svc) -> RunRecord:
     run = await svc.router.store.get_run(run_id)
     if run is None:
         raise RunNotFound(f"run '{run_id}' not found", run_id=run_id)
     return record(run)
 
 
-@routes.post("/runs/{run_id}/replay", status_code=202)
-async def replay_run(run_id: str, request: Request, svc: Svc) -> dict:
+@routes.post("/runs/{run_id}/replay", status_code=202, response_model=None)
+async def replay_run(run_id: str, request: Request, svc: Svc) -> RunRecord:
     body = await svc.json_body(request)
     if body.get("new_run"):
         run = await svc.router.rerun(run_id, body.get("by"))
@@ -37,8 +42,8 @@ async def replay_run(run_id: str, request: Request, svc: Svc) -> dict:
     return record(run)
 
 
-@routes.post("/runs/{run_id}/cancel")
-async def cancel_run(run_id: str, request: Request, svc: Svc) -> dict:
+@routes.post("/runs/{run_id}/cancel", response_model=None)
+async def cancel_run(run_id: str, request: Request, svc: Svc) -> RunRecord:
     body = await svc.json_body(request)
     return record(await svc.router.cancel(run_id, body.get("by")))
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-def open_store(url: str):
+if TYPE_CHECKING:
+    from router.store.base import RunStore
+
+
+def open_store(url: str) -> RunStore:
     """A store from a URL: `sqlite:///path/knflow.db`, `sqlite://:memory:`, `mongodb://host/db`."""
     from broker.errors import KnflowError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from broker.errors import KnflowError
-from router.runs import RunChange, Transition
+from router.runs import RunChange, RunDoc, Transition
 
 
 class RunNotFound(KnflowError):
@@ -24,24 +24,30 @@ class RunExists(KnflowError):
         self.run_id = run_id
 
 
+class RunUnreadable(KnflowError):
+    """A run the store has (its id is taken) but cannot read back now; a retry may succeed."""
+
+    def __init__(self, message: str, *, run_id: str | None = None) -> None:
+        super().__init__(message, run_id=run_id)
+        self.run_id = run_id
+
+
 class RunStore(Protocol):
-    async def create_run(self, run: dict[str, Any]) -> None:
+    async def create_run(self, run: RunDoc) -> None:
         """Insert a new run document; RunExists if its id is taken."""
 
-    async def get_run(self, run_id: str) -> dict[str, Any] | None: ...
+    async def get_run(self, run_id: str) -> RunDoc | None: ...
 
     async def commit(
         self, run_id: str, transitions: list[Transition], run_change: RunChange | None = None
-    ) -> tuple[dict[str, Any], list[bool], bool]:
+    ) -> tuple[RunDoc, list[bool], bool]:
         """Store a step: compare-and-set each transition; the run change wins only if every transition won.
 
         Returns the run after the writes, which transitions won, whether the run change won.
         Raises RunNotFound.
         """
 
-    async def list_runs(
-        self, pipeline: str | None = None, status: str | None = None, limit: int = 50
-    ) -> list[dict[str, Any]]:
+    async def list_runs(self, pipeline: str | None = None, status: str | None = None, limit: int = 50) -> list[RunDoc]:
         """Newest first."""
 
     async def put_pipeline(self, name: str, definition: dict[str, Any]) -> None: ...

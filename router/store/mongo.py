@@ -11,14 +11,15 @@ of the pure `router.runs.apply` (tests/test_store_contract.py proves it); `versi
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from broker.events import now_iso
-from router.runs import RunChange, Transition, split_key
+from router.runs import RunChange, RunDoc, Transition, split_key
 from router.store.base import RunExists, RunNotFound
 
 DEFAULT_DATABASE = "knflow"
@@ -46,7 +47,7 @@ class MongoStore:
         client: AsyncMongoClient = AsyncMongoClient(url, **_direct_connection(url))
         return cls(client, client.get_default_database(DEFAULT_DATABASE).name)
 
-    async def create_run(self, run: dict[str, Any]) -> None:
+    async def create_run(self, run: RunDoc) -> None:
         if not self._indexed:
             await self.runs.create_indexes(RUN_INDEXES)
             self._indexed = True
@@ -55,10 +56,13 @@ class MongoStore:
         except DuplicateKeyError:
             raise RunExists(f"run '{run['id']}' already exists", run_id=run["id"]) from None
 
-    async def get_run(self, run_id: str) -> dict[str, Any] | None:
-        return _run(await self.runs.find_one({"_id": run_id}))
+    async def get_run(self, run_id: str) -> RunDoc | None:
+        doc = await self.runs.find_one({"_id": run_id})
+        return None if doc is None else _run(doc)
 
-    async def commit(self, run_id: str, transitions: list[Transition], run_change: RunChange | None = None):
+    async def commit(
+        self, run_id: str, transitions: list[Transition], run_change: RunChange | None = None
+    ) -> tuple[RunDoc, list[bool], bool]:
         won: list[bool] = []
         doc = None  # the run after this call's last write, unless that write lost
         for t in transitions:
@@ -67,7 +71,7 @@ class MongoStore:
                 won.append(False)
                 continue
             at = f"nodes.{node}" if index is None else f"nodes.{node}.items.{index}"
-            where = {"_id": run_id, f"{at}.status": {"$in": sorted(t.expect)}}
+            where: dict[str, Any] = {"_id": run_id, f"{at}.status": {"$in": sorted(t.expect)}}
             if t.attempt is not None:
                 where[f"{at}.attempt"] = t.attempt
             doc = await self._set_if(where, {f"{at}.{k}": v for k, v in t.fields.items()}, bump=not any(won))
@@ -84,7 +88,7 @@ class MongoStore:
                 raise RunNotFound(f"run '{run_id}' not found", run_id=run_id)
         return _run(doc), won, run_won
 
-    async def _set_if(self, where: dict[str, Any], fields: dict[str, Any], bump: bool) -> dict[str, Any] | None:
+    async def _set_if(self, where: dict[str, Any], fields: Mapping[str, Any], bump: bool) -> dict[str, Any] | None:
         """One compare-and-set: the document after it, or None if `where` matched nothing."""
         update: dict[str, Any] = {}
         if fields:
@@ -95,9 +99,7 @@ class MongoStore:
             return await self.runs.find_one(where)
         return await self.runs.find_one_and_update(where, update, return_document=ReturnDocument.AFTER)
 
-    async def list_runs(
-        self, pipeline: str | None = None, status: str | None = None, limit: int = 50
-    ) -> list[dict[str, Any]]:
+    async def list_runs(self, pipeline: str | None = None, status: str | None = None, limit: int = 50) -> list[RunDoc]:
         if limit <= 0:
             return []
         query = {k: v for k, v in (("pipeline", pipeline), ("status", status)) if v}
@@ -128,11 +130,12 @@ class MongoStore:
         await self._client.close()
 
 
-def _run(doc: dict[str, Any] | None) -> dict[str, Any] | None:
-    return None if doc is None else {"id": doc.pop("_id"), **doc}
+def _run(doc: dict[str, Any]) -> RunDoc:
+    """The run document of a stored one: its `_id` as `id`, first."""
+    return cast(RunDoc, {"id": doc.pop("_id"), **doc})
 
 
-def _direct_connection(url: str) -> dict[str, bool]:
+def _direct_connection(url: str) -> dict[str, Any]:
     """`directConnection=True` for one local host (the wire servers of tests and `knflow dev`), unless the URL chose."""
     parts = urlsplit(url)
     hosts = parts.netloc.rpartition("@")[2].split(",")

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from router.runs import RunChange, Transition, apply
+from router.runs import RunChange, RunDoc, Transition, apply
 from router.store.base import RunExists, RunNotFound
 
 SCHEMA = """
@@ -52,7 +52,7 @@ class SqliteStore:
         self._db.executescript(SCHEMA)
         self._open = False  # a tick transaction is open
         self._waiters: list[asyncio.Future[None]] = []  # its writers, woken by its commit
-        self._docs: dict[str, dict[str, Any]] = {}  # runs as this transaction has them
+        self._docs: dict[str, RunDoc] = {}  # runs as this transaction has them
         self._dirty: set[str] = set()  # of those, the ones to write at the commit
         self._thread = threading.get_ident()
 
@@ -106,7 +106,7 @@ class SqliteStore:
             self._waiters.append(fut)
             await fut
 
-    async def create_run(self, run: dict[str, Any]) -> None:
+    async def create_run(self, run: RunDoc) -> None:
         self._begin()
         try:
             self._db.execute(
@@ -117,12 +117,14 @@ class SqliteStore:
             raise RunExists(f"run '{run['id']}' already exists", run_id=run["id"]) from None
         await self._committed()
 
-    async def get_run(self, run_id: str) -> dict[str, Any] | None:
+    async def get_run(self, run_id: str) -> RunDoc | None:
         self._commit()
         row = self._db.execute("SELECT doc FROM runs WHERE id = ?", (run_id,)).fetchone()
         return orjson.loads(row[0]) if row else None
 
-    async def commit(self, run_id: str, transitions: list[Transition], run_change: RunChange | None = None):
+    async def commit(
+        self, run_id: str, transitions: list[Transition], run_change: RunChange | None = None
+    ) -> tuple[RunDoc, list[bool], bool]:
         self._begin()
         run = self._docs.get(run_id)
         if run is None:
@@ -137,9 +139,7 @@ class SqliteStore:
         await self._committed()  # also when it lost: what it read is then durable too
         return new, won, run_won
 
-    async def list_runs(
-        self, pipeline: str | None = None, status: str | None = None, limit: int = 50
-    ) -> list[dict[str, Any]]:
+    async def list_runs(self, pipeline: str | None = None, status: str | None = None, limit: int = 50) -> list[RunDoc]:
         where, args = [], []
         if pipeline:
             where.append("pipeline = ?")
