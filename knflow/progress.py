@@ -23,7 +23,7 @@ from router.runs import (
 )
 
 # skipped is an en dash, on purpose
-ICONS = {PENDING: "·", SCHEDULED: "▶", RUNNING: "▶", SUCCEEDED: "✓", FAILED: "✗", SKIPPED: "–", CANCELLED: "⊘"}  # noqa: RUF001
+ICONS = {PENDING: "·", SCHEDULED: "▶", RUNNING: "▶", SUCCEEDED: "✓", FAILED: "✗", SKIPPED: "–", CANCELLED: "⊘"}
 COLORS = {SUCCEEDED: "32", FAILED: "31", SKIPPED: "90", CANCELLED: "33", SCHEDULED: "36", PENDING: "90"}
 WORDS = {SCHEDULED: "started", SUCCEEDED: "succeeded", FAILED: "failed", SKIPPED: "skipped", CANCELLED: "cancelled"}
 

@@ -18,6 +18,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -56,6 +57,7 @@ class MongoWireServer(ServerProcess):
         ]
 
     def ping(self) -> bool:
+        client: MongoClient[dict[str, Any]]
         with MongoClient(self.url, serverSelectionTimeoutMS=100, connectTimeoutMS=100) as client:
             client.admin.command("ping")
         return True
@@ -76,6 +78,7 @@ class ExternalMongo:
         return urlsplit(self.url)._replace(path=f"/{name}").geturl()
 
     def drop_databases(self) -> None:
+        client: MongoClient[dict[str, Any]]
         with MongoClient(self.url) as client:
             for name in self.databases:
                 client.drop_database(name)

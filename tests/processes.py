@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from typing import Self
 from pathlib import Path
 
 STARTUP_TIMEOUT_S = 20.0
@@ -109,7 +110,7 @@ class ServerProcess:
     def ping(self) -> bool:
         raise NotImplementedError
 
-    def start(self, timeout_s: float = STARTUP_TIMEOUT_S, poll_interval_s: float = 0.02) -> ServerProcess:
+    def start(self, timeout_s: float = STARTUP_TIMEOUT_S, poll_interval_s: float = 0.02) -> Self:
         self.port = free_port()
         with open(self.workdir / "output.txt", "wb") as out:
             self._proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT)
