@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime, UTC
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from cloudevents.core.exceptions import CloudEventValidationError
 from cloudevents.core.v1.event import CloudEvent
@@ -29,6 +29,23 @@ RUN_STARTED, RUN_SUCCEEDED, RUN_FAILED, RUN_CANCELLED = (
 )
 ROUTER_SOURCE = "/knflow/router"
 JSON = "application/json"
+
+
+class ErrorDoc(TypedDict):
+    """Why a node, an item or a run failed: the `error` of a `node.failed` reply (`error_doc`), as the run
+    document keeps it. A function's reply is stored as it came: knflow's functions send `type`, `message`
+    and `detail`."""
+
+    type: str
+    message: str
+    detail: NotRequired[Any]  # absent from some replies (a dead-letter body needs only `type` and `message`)
+    node: NotRequired[str]  # on a run's error: the node that failed first
+    http_status: NotRequired[int]  # from a dead letter: the HTTP status of the last delivery
+
+
+def error_doc(type_: str, message: str, detail: Any = None) -> ErrorDoc:
+    """An error document: `{"type", "message", "detail"}`."""
+    return {"type": type_, "message": message, "detail": detail}
 
 
 _now_ms, _now_text = -1, ""  # the last millisecond formatted: a busy router asks many times in one

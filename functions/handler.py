@@ -21,6 +21,7 @@ from pydantic_core import PydanticSerializationError
 from broker import events
 from broker import extensions as ext
 from broker.errors import DeliveryFailed
+from broker.events import ErrorDoc, error_doc
 from functions import blobs
 from functions.errors import FunctionError
 from functions.sdk import Context, FunctionSpec
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 class Retryable(DeliveryFailed):
     """The invoke failed in a way a retry may fix; the broker retries, then dead-letters it (HTTP 503)."""
 
-    def __init__(self, message: str, *, error: dict[str, Any]):
+    def __init__(self, message: str, *, error: ErrorDoc):
         super().__init__(message, retryable=True, code=503, data=error)
         self.error = error
 
@@ -53,10 +54,6 @@ def describe_validation(err: ValidationError, what: str) -> tuple[str, list[dict
         problems.append({"field": field, "message": item["msg"], "type": item["type"]})
     text = "; ".join(f"field '{p['field']}': {p['message']}" for p in problems)
     return f"{what} is invalid: {text}", problems
-
-
-def error_doc(type_: str, message: str, detail: Any = None) -> dict[str, Any]:
-    return {"type": type_, "message": message, "detail": detail}
 
 
 async def call(spec: FunctionSpec, doc: Any, ctx: Context, timeout_s: float | None = None) -> dict[str, Any]:
@@ -146,7 +143,7 @@ async def handle_invoke(
     return events.result_event(invoke, succeeded="output" in result, data=result, source=source)
 
 
-def _blob_error(exc: blobs.BlobError, spec: FunctionSpec, ctx: Context, what: str) -> dict[str, Any]:
+def _blob_error(exc: blobs.BlobError, spec: FunctionSpec, ctx: Context, what: str) -> ErrorDoc:
     """The node's error for a blob that cannot be read or written; raises Retryable when the store may recover."""
     error = error_doc(
         "BlobError", f"node '{ctx.node_id}' (function '{spec.name}'), {what}: {exc.message}", {"blob": exc.url}

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
-from broker.events import invoke_id
+from broker.events import error_doc, invoke_id
 from broker.retry import Retry
 from router import conditions, fanout, templates
 from router.pipeline import ON_FAILURE_NODE, Pipeline
@@ -83,10 +83,6 @@ class Step:
         return bool(self.transitions or self.run_change)
 
 
-def error(type_: str, message: str, detail: Any = None) -> ErrorDoc:
-    return {"type": type_, "message": message, "detail": detail}
-
-
 def plan(p: Pipeline, run: RunDoc, now: str) -> Step:
     """The next step of `run`: the transitions to store by compare-and-set and the invokes of those won."""
     step = Step()
@@ -110,7 +106,7 @@ def plan(p: Pipeline, run: RunDoc, now: str) -> Step:
         if broken:
             status[n] = CANCELLED
             msg = f"not run: upstream node '{broken[0]}' {status[broken[0]]}"
-            step.transitions.append(_finish(n, CANCELLED, now, error("UpstreamFailed", msg)))
+            step.transitions.append(_finish(n, CANCELLED, now, error_doc("UpstreamFailed", msg)))
             continue
         if preds:
             live, err = _live(p, n, run, nodes, status)
@@ -150,7 +146,7 @@ def _schedule(
         invoke = _invoke(p, run["id"], n, attempt, scope)
     except templates.TemplateError as exc:  # a lookup that fails at run time
         status[n] = FAILED
-        step.transitions.append(_finish(n, FAILED, now, error("TemplateError", f"node '{n}': {exc}")))
+        step.transitions.append(_finish(n, FAILED, now, error_doc("TemplateError", f"node '{n}': {exc}")))
         return
     status[n] = SCHEDULED
     step.transitions.append(
@@ -181,7 +177,7 @@ def _fan(
     try:
         values = fanout.values(node, scope)
     except fanout.FanoutError as exc:
-        _decide(n, state, FAILED, None, error("FanoutError", str(exc)), nodes, status, outputs, step, now)
+        _decide(n, state, FAILED, None, error_doc("FanoutError", str(exc)), nodes, status, outputs, step, now)
         return
     if state["status"] == PENDING and not values:
         _decide(n, state, SUCCEEDED, [], None, nodes, status, outputs, step, now)
@@ -210,7 +206,7 @@ def _fan(
                 "status": FAILED,
                 "finished_at": now,
                 "output": None,
-                "error": error("TemplateError", f"node '{n}' item {i}: {exc}"),
+                "error": error_doc("TemplateError", f"node '{n}' item {i}: {exc}"),
             }
         else:
             fields = {
@@ -262,7 +258,7 @@ def _end(p: Pipeline, run: RunDoc, status: dict[str, str], step: Step, now: str)
             (t.fields.get("error") for t in step.transitions if t.node == first), None
         )
         # a failed or cancelled node has its error; a document that lacks it still names the node
-        err = {"node": first, **(node_err or error("Unknown", f"node '{first}' {status[first]}"))}
+        err = {"node": first, **(node_err or error_doc("Unknown", f"node '{first}' {status[first]}"))}
     handler = nodes.get(ON_FAILURE_NODE) if p.on_failure else None
     if p.on_failure and handler is not None and handler["status"] == PENDING:
         if err is None:
@@ -362,7 +358,7 @@ def _live(
             ):
                 live = True
         except Exception as exc:  # ConditionError
-            return False, error("ConditionError", f"edge {e.source} -> {n}: {exc}")
+            return False, error_doc("ConditionError", f"edge {e.source} -> {n}: {exc}")
     return live, None
 
 
@@ -394,7 +390,7 @@ def node_result(
         fields["output"] = data.get("output")
         fields["error"] = None
     else:
-        fields["error"] = data.get("error") or error("Unknown", "the function replied node.failed without an error")
+        fields["error"] = data.get("error") or error_doc("Unknown", "the function replied node.failed without an error")
     for key in ("started_at", "duration_ms"):
         if key in data:
             fields[key] = data[key]

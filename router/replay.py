@@ -18,6 +18,7 @@ import re
 from typing import Any
 
 from broker.errors import KnflowError
+from broker.events import error_doc
 from router import engine
 from router.pipeline import ON_FAILURE_NODE, Pipeline
 from router.runs import (
@@ -173,7 +174,7 @@ def plan_cancel(run: RunDoc, now: str, by: str | None = None) -> tuple[list[Tran
     fields: NodeFields = {
         "status": CANCELLED,
         "finished_at": now,
-        "error": engine.error("Cancelled", f"run cancelled{' by ' + by if by else ''}"),
+        "error": error_doc("Cancelled", f"run cancelled{' by ' + by if by else ''}"),
     }
     transitions = []
     for n, s in run["nodes"].items():

@@ -23,6 +23,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from broker import events
 from broker import extensions as ext
+from broker.events import error_doc
 from broker.errors import KnflowError, PublishError
 from functions.blobs import BlobStore, default_store
 from router import blobs, engine, replay
@@ -237,7 +238,7 @@ class Router:
     async def on_dead_letter(self, event: CloudEvent) -> None:
         """An invoke whose retries ran out (stamped `knativeerror*`): the node fails with the last error."""
         code, reason, error = dead_letter_reason(event)
-        err = error.copy() if error else engine.error("DeliveryFailed", reason)
+        err = error.copy() if error else error_doc("DeliveryFailed", reason)
         err.setdefault("message", reason)
         if code is not None:
             err["http_status"] = code

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, NotRequired, TypedDict, cast
 
-from broker.events import now_iso
+from broker.events import ErrorDoc, now_iso
 
 PENDING, SCHEDULED, RUNNING, SUCCEEDED, FAILED, SKIPPED, CANCELLED = (
     "pending",
@@ -41,18 +41,6 @@ RUN_FINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 
 
 _ITEM_KEY = re.compile(r"^(.+)\[(\d+)\]$")
-
-
-class ErrorDoc(TypedDict):
-    """Why a node, an item or a run failed: what a function replies in `node.failed` (functions/handler.py's
-    `error_doc`), or what the router decides (`router.engine.error`). A function's reply is stored as it
-    came: knflow's functions send `type`, `message` and `detail`."""
-
-    type: str
-    message: str
-    detail: NotRequired[Any]  # absent from some replies (a dead-letter body needs only `type` and `message`)
-    node: NotRequired[str]  # on a run's error: the node that failed first
-    http_status: NotRequired[int]  # from a dead letter: the HTTP status of the last delivery
 
 
 class ItemState(TypedDict):
