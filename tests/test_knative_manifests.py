@@ -597,7 +597,8 @@ def test_builtins_read_their_servers_from_secrets_never_inline():
         "Secret 'knflow-openai' key 'api_key' (optional) is read by llm-generate, never written here: "
         "kubectl create secret generic knflow-openai -n knflow --from-literal=api_key=..." in bundle.notes
     )
-    assert any(n.startswith("Secret 'knflow-builtins-mongodb' key 'url' is read by mongodb-insert") for n in bundle.notes)
+    read_by = "Secret 'knflow-builtins-mongodb' key 'url' is read by mongodb-insert"
+    assert any(n.startswith(read_by) for n in bundle.notes)
     assert any("blob_url" in n for n in bundle.notes)
 
 
