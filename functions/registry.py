@@ -39,6 +39,9 @@ BUILTINS: dict[str, str] = {
     "redis-get": "functions.builtins.redis",
     "redis-set": "functions.builtins.redis",
 }
+# builtins whose input is a MongoDB filter or documents: the router refuses a template that renders a `$`-key
+# there (router.templates.render_without_operators), so trigger data cannot inject an operator
+NO_TEMPLATED_OPERATORS = frozenset({"mongodb-query", "mongodb-insert"})
 
 
 class Registry:

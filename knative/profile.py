@@ -17,7 +17,7 @@ A YAML file (every key optional; snake_case; durations in seconds, named `*_s`):
       min_scale: 1
       mongodb_secret: {name: knflow-mongodb, key: url}
     secrets:                               # what the builtins read, as env from Secrets
-      mongodb: {name: knflow-mongodb, key: url}
+      mongodb: {name: knflow-builtins-mongodb, key: url}
       openai_api_key: {name: knflow-openai, key: api_key, optional: true}
     blob_url: s3://acme-knflow/blobs       # large payloads: storage every pod shares
     serving:
@@ -100,9 +100,9 @@ class RouterProfile(_Strict):
 class SecretsProfile(_Strict):
     """The Secrets that builtin functions read their servers from (env `valueFrom.secretKeyRef`)."""
 
-    mongodb: SecretRef = SecretRef(
-        name="knflow-mongodb", key="url"
-    )  # KNFLOW_MONGODB_URL: mongodb-query, mongodb-insert
+    # KNFLOW_MONGODB_URL: mongodb-query, mongodb-insert. Not the router's store (router.mongodb_secret): a
+    # pipeline's queries never reach the run store's database unless a profile names that Secret here
+    mongodb: SecretRef = SecretRef(name="knflow-builtins-mongodb", key="url")
     redis: SecretRef = SecretRef(name="knflow-redis", key="url")  # KNFLOW_REDIS_URL: redis-get, redis-set
     openai_base_url: SecretRef = SecretRef(
         name="knflow-openai", key="base_url"

@@ -81,7 +81,7 @@ def function_service(plan: FunctionPlan, profile: Profile) -> dict[str, Any]:
 def router_service(plans: Iterable[FunctionPlan], pipelines_doc: dict[str, Any], profile: Profile) -> dict[str, Any]:
     r = profile.router
     modules = sorted({p.module for p in plans if p.module})
-    env: list[dict[str, Any]] = [_secret_env("KNFLOW_MONGODB_URL", r.mongodb_secret)]
+    env: list[dict[str, Any]] = [_secret_env("KNFLOW_STORE_URL", r.mongodb_secret)]  # the builtins' is their own
     if r.webhook_secret is not None:
         env.append(_secret_env("KNFLOW_WEBHOOK_SECRET", r.webhook_secret))
     env.append({"name": "K_SINK", "value": profile.broker_ingress_url()})

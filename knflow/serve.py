@@ -201,7 +201,7 @@ def add_commands(sub: Any, functions_arg: Any) -> None:
     p.set_defaults(fn=cmd_serve_function)
 
     p = kinds.add_parser("router", help="serve the router: events, webhooks, dead letters, runs, pipelines")
-    p.add_argument("--store", help="run store URL (default: KNFLOW_MONGODB_URL, KNFLOW_STORE_URL, sqlite:///knflow.db)")
+    p.add_argument("--store", help="run store URL (default: KNFLOW_STORE_URL, else sqlite:///knflow.db)")
     p.add_argument("--nats", help="NATS URL (default: KNFLOW_NATS_URL); without it and K_SINK, an in-memory broker")
     p.add_argument("--pipelines", nargs="*", default=[], metavar="FILE", help="pipeline files to load at start")
     p.add_argument("--port", type=int)

@@ -15,8 +15,9 @@ DEFAULT_STORE = "sqlite:///knflow.db"  # the run store when no flag or variable 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KNFLOW_", extra="ignore")
 
+    # the router's run store (on Knative from the Secret the profile's router.mongodb_secret names). Builtins
+    # never read it: mongodb-query/-insert read KNFLOW_MONGODB_URL, their own database, not the router's
     store_url: str = DEFAULT_STORE
-    mongodb_url: str | None = None  # from a Secret on Knative; wins over store_url when set
     nats_url: str | None = None
     stream: str = "KNFLOW"
     subject_prefix: str = "knflow"  # the stream's subjects are PREFIX.>; two streams need two prefixes
@@ -53,7 +54,7 @@ class Settings(BaseSettings):
 
     @property
     def store(self) -> str:
-        return self.mongodb_url or self.store_url
+        return self.store_url
 
     @property
     def function_modules(self) -> list[str]:

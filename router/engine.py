@@ -25,6 +25,7 @@ from typing import Any, cast
 
 from broker.events import error_doc, invoke_id
 from broker.retry import Retry
+from functions.registry import NO_TEMPLATED_OPERATORS
 from router import conditions, fanout, templates
 from router.pipeline import ON_FAILURE_NODE, Pipeline
 from router.runs import (
@@ -295,7 +296,11 @@ def _end(p: Pipeline, run: RunDoc, status: dict[str, str], step: Step, now: str)
 
 def _invoke(p: Pipeline, run_id: str, n: str, attempt: int, scope: templates.Scope, key: str | None = None) -> Invoke:
     node = p.nodes[n]
-    inputs, config = templates.render(node.inputs, scope), templates.render(node.config, scope)
+    if node.function in NO_TEMPLATED_OPERATORS:  # MongoDB filters and documents: no operator from a template
+        inputs = templates.render_without_operators(node.inputs, scope, "inputs")
+        config = templates.render_without_operators(node.config, scope, "config")
+    else:
+        inputs, config = templates.render(node.inputs, scope), templates.render(node.config, scope)
     return Invoke(run_id, p.name, key or n, node.function, attempt, inputs, config, node.retry, node.timeout_s)
 
 

@@ -13,6 +13,10 @@ Rendering rules:
 - Dict keys are not templated; dict values and list items are, recursively. Other values pass through.
 - A lookup through null (a skipped node's output, a null field) gives null, so `{{ skipped.output.x }}`
   is null, and "" inside text.
+- `render_without_operators` (for the functions that take MongoDB filters and documents) also refuses a
+  whole-value template whose value holds a key starting with `$` at any depth: operators come only from
+  what the pipeline wrote (`{password: {$eq: "{{ trigger.data.password }}"}}`), never from trigger data or
+  outputs (`{password: "{{ trigger.data.password }}"}` with `{"$ne": null}` sent would match every document).
 """
 
 from __future__ import annotations
@@ -117,6 +121,53 @@ def render(value: Any, scope: Scope) -> Any:
     if isinstance(value, list):
         return [render(v, scope) for v in value]
     return value
+
+
+class TemplatedOperator(TemplateError):
+    """A template that would put a `$`-key (a MongoDB operator) into a filter or a document."""
+
+
+def render_without_operators(value: Any, scope: Scope, where: str = "") -> Any:
+    """`render`, refusing a whole-value template whose value holds a `$`-key (TemplatedOperator says where)."""
+    if isinstance(value, str):
+        compiled = _compile(value)
+        if isinstance(compiled, Ref):
+            found = _lookup(compiled, scope)
+            path = _operator_path(found, "")
+            if path is not None:
+                key = path.rpartition("/")[2]
+                inside = f" at {path.rpartition('/')[0]!r}" if "/" in path.strip("/") else ""
+                raise TemplatedOperator(
+                    f"{where or '(root)'}: {compiled.text} gives a value with the key {key!r}{inside}: operators "
+                    "($-keys) cannot come from templates; write them in the pipeline and template only their "
+                    "values, e.g. {_id: {$oid: '{{ trigger.data.id }}'}}",
+                    template=compiled.text,
+                    where=where or None,
+                )
+            return found
+        return render(value, scope)
+    if isinstance(value, dict):
+        return {k: render_without_operators(v, scope, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_without_operators(v, scope, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _operator_path(value: Any, path: str) -> str | None:
+    """The path of the first key starting with `$` inside `value` (`/a/$ne`), or None."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str) and k.startswith("$"):
+                return f"{path}/{k}"
+            found = _operator_path(v, f"{path}/{k}")
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _operator_path(v, f"{path}/{i}")
+            if found is not None:
+                return found
+    return None
 
 
 @functools.lru_cache(maxsize=4096)

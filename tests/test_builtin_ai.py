@@ -112,8 +112,33 @@ async def test_model_and_key_from_the_environment(llm, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
     assert (await run("llm-generate", {"prompt": "p"}))["output"] == "echo: p"
     assert llm.requests[-1]["model"] == "env-model" and llm.requests[-1]["authorization"] == "Bearer sk-env"
-    await run("llm-generate", {"prompt": "p", "api_key": "sk-config", "model": "m"})
-    assert llm.requests[-1]["authorization"] == "Bearer sk-config" and llm.requests[-1]["model"] == "m"
+    await run("llm-generate", {"prompt": "p", "base_url": llm.url + "/", "model": "m"})  # the same server
+    assert llm.requests[-1]["authorization"] == "Bearer sk-env" and llm.requests[-1]["model"] == "m"
+    monkeypatch.setenv("VLLM_API_KEY", "sk-config")
+    await run("llm-generate", {"prompt": "p", "api_key_env": "VLLM_API_KEY", "model": "m"})
+    assert llm.requests[-1]["authorization"] == "Bearer sk-config"
+
+
+async def test_the_environment_key_is_never_sent_to_another_base_url(llm, monkeypatch):
+    attacker = await OpenAIServerDouble().start()
+    try:
+        monkeypatch.setenv("KNFLOW_OPENAI_BASE_URL", llm.url)
+        monkeypatch.setenv("KNFLOW_OPENAI_API_KEY", "sk-cluster-secret")
+        assert (await run("llm-generate", {"base_url": attacker.url, "model": "m", "prompt": "p"}))["output"]
+        assert attacker.requests[-1]["authorization"] == "Bearer none"  # no key: the double saw none
+        for name in ("KNFLOW_OPENAI_API_KEY", "OPENAI_API_KEY"):  # naming the environment's key does not help
+            result = await run("llm-generate", {"base_url": attacker.url, "api_key_env": name, "prompt": "p"})
+            assert "api_key_env" in fields(result) and "key of the environment's server only" in str(result)
+        for name in ("KNFLOW_ADMIN_TOKEN", "AWS_SECRET_ACCESS_KEY"):  # nor any secret that is not an API key
+            result = await run("llm-generate", {"base_url": attacker.url, "api_key_env": name, "prompt": "p"})
+            assert "api_key_env" in fields(result) and "ending in _API_KEY" in str(result)
+        result = await run("llm-generate", {"base_url": attacker.url, "api_key": "sk-literal", "prompt": "p"})
+        assert "api_key" in fields(result) and "a key is not written in a pipeline" in str(result)
+        result = await run("llm-generate", {"base_url": attacker.url, "api_key_env": "UNSET_API_KEY", "prompt": "p"})
+        assert "the environment variable UNSET_API_KEY is not set" in str(result)
+        assert all("sk-cluster-secret" not in str(r["authorization"]) for r in attacker.requests)
+    finally:
+        await attacker.stop()
 
 
 async def test_chat_answers_with_a_message(llm):
@@ -235,11 +260,17 @@ async def test_other_4xx_fail_at_once_with_the_servers_message(llm, function, do
     assert error["message"].endswith(f"at {llm.url} answered HTTP {status}: scripted failure for model status-{status}")
 
 
-async def test_wrong_key_fails_at_once_without_showing_the_key_in_config(llm):
+async def test_wrong_key_fails_at_once_without_showing_the_key_in_config(llm, monkeypatch):
+    monkeypatch.setenv("WRONG_API_KEY", "wrong-key")
     error = (
         await run(
             "llm-chat",
-            {"base_url": llm.url, "model": "m", "api_key": "wrong-key", "messages": [{"role": "user", "content": "x"}]},
+            {
+                "base_url": llm.url,
+                "model": "m",
+                "api_key_env": "WRONG_API_KEY",
+                "messages": [{"role": "user", "content": "x"}],
+            },
         )
     )["error"]
     assert error["detail"]["status"] == 401 and "Incorrect API key provided" in error["message"]

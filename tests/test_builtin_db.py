@@ -302,3 +302,64 @@ async def test_close_builtin_clients_closes_every_builtins_clients_on_this_loop(
     assert len(redis_builtins._CLIENTS) >= 1 and len(mongodb._CLIENTS) >= 1
     await close_builtin_clients()  # what the function server and the embedded stack call at shutdown
     assert len(redis_builtins._CLIENTS) == 0 and len(mongodb._CLIENTS) == 0
+
+
+LOGIN = """
+metadata: {name: login}
+nodes:
+  - id: find
+    type: mongodb-query
+    config: {url: "URL", database: DB, collection: users}
+    inputs:
+      filter: FILTER
+"""
+
+
+async def login(db: dict, flt: str, data: dict) -> dict:
+    """A run of a pipeline whose `find` node queries users with `flt`, as written in the YAML."""
+    import knflow
+    from router.loader import load_string
+
+    yaml_text = LOGIN.replace("URL", db["url"]).replace("DB", db["database"]).replace("FILTER", flt)
+    record = await knflow.execute_run(load_string(yaml_text, "login.yaml"), data)
+    return record["nodes"]["find"]
+
+
+async def test_trigger_data_cannot_inject_an_operator_into_a_filter(db):
+    """The attack: `{password: "{{ trigger.data.password }}"}` with `{"$ne": null}` sent must not match all."""
+    users = [{"name": "ada", "password": "s3cret"}, {"name": "bob", "password": "hunter2"}]
+    await run("mongodb-insert", {**db, "collection": "users", "documents": users})
+    templated = '{name: "{{ trigger.data.name }}", password: "{{ trigger.data.password }}"}'
+    attack = await login(db, templated, {"name": "ada", "password": {"$ne": None}})
+    assert attack["status"] == "failed" and attack["error"]["type"] == "TemplateError"
+    message = attack["error"]["message"]
+    assert "inputs.filter.password: {{ trigger.data.password }} gives a value with the key '$ne'" in message
+    assert "operators ($-keys) cannot come from templates" in message
+    nested = await login(db, '{$and: "{{ trigger.data.clauses }}"}', {"clauses": [{"password": {"$gt": ""}}]})
+    assert nested["status"] == "failed" and "key '$gt' at '/0/password'" in nested["error"]["message"]
+    # the legitimate paths: a plain value from the trigger, and the author's own operators around templates
+    ok = await login(db, templated, {"name": "ada", "password": "s3cret"})
+    assert ok["status"] == "succeeded" and ok["output"]["count"] == 1
+    wrong = await login(db, templated, {"name": "ada", "password": "nope"})
+    assert wrong["status"] == "succeeded" and wrong["output"]["count"] == 0
+    own = await login(db, '{password: {$ne: "{{ trigger.data.not }}"}}', {"not": "s3cret"})
+    assert own["status"] == "succeeded" and [d["name"] for d in own["output"]["documents"]] == ["bob"]
+
+
+async def test_trigger_data_cannot_inject_an_operator_into_a_document(db):
+    yaml_text = f"""
+metadata: {{name: save}}
+nodes:
+  - id: save
+    type: mongodb-insert
+    config: {{url: "{db["url"]}", database: {db["database"]}, collection: notes}}
+    inputs: {{document: "{{{{ trigger.data }}}}"}}
+"""
+    import knflow
+    from router.loader import load_string
+
+    record = await knflow.execute_run(load_string(yaml_text, "save.yaml"), {"note": {"$where": "sleep(1000)"}})
+    assert record["nodes"]["save"]["status"] == "failed"
+    assert "key '$where' at '/note'" in record["nodes"]["save"]["error"]["message"]
+    record = await knflow.execute_run(load_string(yaml_text, "save.yaml"), {"note": "plain"})
+    assert record["nodes"]["save"]["status"] == "succeeded"

@@ -8,6 +8,7 @@ import socket
 import pytest
 from aiohttp import web
 
+from functions.builtins import http
 from functions.builtins.http import aclose_client
 from functions.handler import Retryable, call
 from functions.registry import REGISTRY
@@ -35,6 +36,8 @@ def fixed(make, *args, **kwargs):
 class Server:
     def __init__(self) -> None:
         self.release = asyncio.Event()  # lets /slow answer once a test has seen its timeout
+        self.stream_done = asyncio.Event()
+        self.streamed = 0
         self.url = ""
 
     def app(self) -> web.Application:
@@ -50,7 +53,47 @@ class Server:
         app.router.add_get("/moved", self.moved)
         app.router.add_get("/status/{code}", self.status)
         app.router.add_get("/slow", self.slow)
+        app.router.add_get("/host", self.host)
+        app.router.add_get("/redirect", self.redirect)
+        app.router.add_get("/loop", self.loop)
+        app.router.add_get("/stream", self.stream)
+        app.router.add_get("/declared", self.declared)
+        app.router.add_get("/leak", self.leak)
         return app
+
+    async def host(self, request: web.Request) -> web.Response:
+        return web.json_response({"host": request.headers.get("host")})
+
+    async def redirect(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound(request.query["to"])
+
+    async def loop(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound("/loop")
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        """64 MiB in 64 KiB chunks, no Content-Length; `streamed` counts what went out before the client left."""
+        response = web.StreamResponse()
+        await response.prepare(request)
+        try:
+            for _ in range(1024):
+                await response.write(b"x" * 65536)
+                self.streamed += 65536
+        except (ConnectionError, RuntimeError):
+            pass
+        finally:
+            self.stream_done.set()
+        return response
+
+    async def declared(self, request: web.Request) -> web.Response:
+        return web.Response(body=b"y" * 5000)
+
+    async def leak(self, request: web.Request) -> web.Response:
+        page = (
+            "<h1>Internal error</h1> db=mongodb://admin:hunter2@mongo:27017/app "
+            "Authorization: Bearer tok-abcdef123456\n"
+            'config {"api_key": "sk-live-0123456789abcdefXYZ", "password": "p4ss"} '
+        )
+        return web.Response(status=400, text=page + "z" * 2000)
 
     async def topic(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -74,6 +117,12 @@ class Server:
     async def slow(self, request: web.Request) -> web.Response:
         await self.release.wait()
         return web.Response(text="late")
+
+
+@pytest.fixture(autouse=True)
+def allow_loopback(monkeypatch):
+    """The SSRF guard refuses loopback: these tests' servers are on 127.0.0.1, so the allow list opens it."""
+    monkeypatch.setenv("KNFLOW_HTTP_ALLOW_NETS", "127.0.0.0/8")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -256,3 +305,125 @@ async def test_a_malformed_connect_to_names_the_variable(monkeypatch):
 async def test_a_query_in_the_url_is_kept_without_params(server):
     result = await run({"url": f"{server.url}/topic?page=3&q=a+b"})
     assert result["output"]["query"] == {"page": "3", "q": "a b"}
+
+
+def lookup_of(table: dict[str, list[str]]):
+    """A resolver the test controls: a name resolves to what `table` says, and each lookup is counted."""
+    calls: list[str] = []
+
+    async def lookup(host: str, port: int) -> list[str]:
+        calls.append(host)
+        if host not in table:
+            raise OSError(f"{host} does not resolve")
+        return table[host]
+
+    lookup.calls = calls  # type: ignore[attr-defined]
+    return lookup
+
+
+def refused(result: dict) -> dict:
+    error = result["error"]
+    assert error["type"] == "HttpAddressRefused", error
+    return error
+
+
+async def test_loopback_is_refused_without_the_allow_list_and_reached_with_it(server, monkeypatch):
+    monkeypatch.delenv("KNFLOW_HTTP_ALLOW_NETS")
+    error = refused(await run({"url": f"{server.url}/text"}))
+    assert error["detail"]["reason"] == "loopback"
+    assert "refused by the SSRF guard" in error["message"] and "KNFLOW_HTTP_ALLOW_NETS" in error["message"]
+    port = server.url.rsplit(":", 1)[1]
+    monkeypatch.setenv("KNFLOW_HTTP_ALLOW_NETS", f"127.0.0.1:{port}")  # host:port opens just that server
+    assert (await run({"url": f"{server.url}/text"}))["output"] == "hello, world"
+
+
+@pytest.mark.parametrize("host", ["[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[::127.0.0.1]", "0.0.0.0", "[::]"])
+async def test_ipv4_mapped_and_unspecified_loopback_are_refused_even_with_127_allowed(server, host):
+    port = server.url.rsplit(":", 1)[1]
+    error = refused(await run({"url": f"http://{host}:{port}/text"}))
+    assert "loopback" in error["detail"]["reason"] or "unspecified" in error["detail"]["reason"]
+
+
+async def test_internal_names_are_refused_before_any_lookup(monkeypatch):
+    lookup = lookup_of({})
+    monkeypatch.setattr(http, "lookup", lookup)
+    for url in ("http://kubernetes.default.svc/api", "http://metadata.google.internal/computeMetadata/v1/"):
+        assert refused(await run({"url": url}))["detail"]["reason"] in ("an internal name", "a cloud metadata name")
+    assert lookup.calls == []
+
+
+@pytest.mark.parametrize(
+    "address, reason",
+    [
+        ("10.0.0.5", "private (RFC 1918)"),
+        ("169.254.169.254", "a cloud metadata address"),
+        ("100.64.0.9", "shared address space (CGNAT, 100.64.0.0/10)"),
+        ("fd00:ec2::254", "a cloud metadata address"),
+    ],
+)
+async def test_a_name_resolving_to_an_internal_address_is_refused_without_connecting(monkeypatch, address, reason):
+    monkeypatch.setattr(http, "lookup", lookup_of({"api.example.com": [address]}))
+    error = refused(await run({"url": "http://api.example.com/x", "timeout_s": 5}))
+    assert error["detail"]["reason"] == reason and error["detail"]["address"] == address
+
+
+async def test_the_connection_goes_to_the_checked_address_with_the_host_header_of_the_name(server, monkeypatch):
+    lookup = lookup_of({"api.example.com": ["127.0.0.1"]})  # not in real DNS: only the checked address is dialled
+    monkeypatch.setattr(http, "lookup", lookup)
+    monkeypatch.setenv("KNFLOW_HTTP_CONNECT_TO", "")
+    port = server.url.rsplit(":", 1)[1]
+    await aclose_client()  # a fresh pool: this request must dial
+    result = await run({"url": f"http://api.example.com:{port}/host"})
+    assert result["output"] == {"host": f"api.example.com:{port}"}
+    assert lookup.calls == ["api.example.com"]  # one lookup, checked, then used
+
+
+async def test_a_redirect_to_a_forbidden_host_is_refused(server, monkeypatch):
+    port = server.url.rsplit(":", 1)[1]
+    monkeypatch.setenv("KNFLOW_HTTP_ALLOW_NETS", f"127.0.0.1:{port}")
+    monkeypatch.setattr(http, "lookup", lookup_of({"internal.example.com": ["10.0.0.5"]}))
+    for to, reason in [
+        ("http://169.254.169.254/latest/meta-data/", "a cloud metadata address"),
+        ("http://internal.example.com/admin", "private (RFC 1918)"),
+        (f"http://127.0.0.2:{port}/text", "loopback"),
+    ]:
+        error = refused(await run({"url": f"{server.url}/redirect", "params": {"to": to}}))
+        assert error["detail"]["reason"] == reason
+
+
+async def test_too_many_redirects_fail(server):
+    error = (await run({"url": f"{server.url}/loop"}))["error"]
+    assert error["type"] == "HttpTooManyRedirects" and "redirected more than 10 times" in error["message"]
+
+
+async def test_a_body_over_the_cap_is_refused_while_it_streams(server):
+    result = await run({"url": f"{server.url}/stream", "max_response_bytes": 100_000})
+    error = result["error"]
+    assert error["type"] == "HttpResponseTooLarge"
+    assert "more than the response cap of 100000 bytes" in error["message"]
+    await asyncio.wait_for(server.stream_done.wait(), 10)
+    assert server.streamed < 32 * 1024 * 1024  # the client left early; the server could not send its 64 MiB
+
+
+async def test_a_declared_length_over_the_cap_is_refused_and_the_cap_comes_from_the_environment(server, monkeypatch):
+    monkeypatch.setenv("KNFLOW_HTTP_MAX_RESPONSE_BYTES", "4096")
+    error = (await run({"url": f"{server.url}/declared"}))["error"]
+    assert error["type"] == "HttpResponseTooLarge" and "Content-Length is 5000" in error["message"]
+    error = (await run({"url": f"{server.url}/declared", "max_response_bytes": 10_000}))["error"]
+    assert error["type"] == "InvalidInput" and "over this deployment's cap of 4096" in error["message"]
+    assert (await run({"url": f"{server.url}/text", "max_response_bytes": 100}))["output"] == "hello, world"
+
+
+async def test_an_error_body_excerpt_is_short_and_free_of_credentials(server):
+    error = (await run({"url": f"{server.url}/leak"}))["error"]
+    body = error["detail"]["body"]
+    assert len(body) <= 200 and body.startswith("<h1>Internal error</h1>")
+    for secret in ("hunter2", "tok-abcdef123456", "sk-live-0123456789abcdefXYZ", "p4ss"):
+        assert secret not in body and secret not in error["message"]
+    assert "mongodb://admin:***@mongo" in body
+
+
+async def test_a_malformed_allow_list_names_the_variable(monkeypatch):
+    monkeypatch.setenv("KNFLOW_HTTP_ALLOW_NETS", "api.internal")
+    error = (await run({"url": "https://api.example.com/x"}))["error"]
+    assert error["type"] == "InvalidSetting" and "KNFLOW_HTTP_ALLOW_NETS: 'api.internal'" in error["message"]

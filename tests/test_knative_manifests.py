@@ -339,10 +339,11 @@ def test_router_service_secrets_sink_pipelines_and_triggers():
     container = spec["containers"][0]
     assert container["command"] == ["knflow"] and container["args"] == ["serve", "router"]
     env = {e["name"]: e for e in container["env"]}
-    assert env["KNFLOW_MONGODB_URL"] == {
-        "name": "KNFLOW_MONGODB_URL",
+    assert env["KNFLOW_STORE_URL"] == {
+        "name": "KNFLOW_STORE_URL",
         "valueFrom": {"secretKeyRef": {"name": "knflow-mongodb", "key": "url"}},
     }
+    assert "KNFLOW_MONGODB_URL" not in env  # the builtins' database, never the router's store
     assert env["KNFLOW_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"]["optional"] is True
     assert env["K_SINK"]["value"] == "http://broker-ingress.knative-eventing.svc.cluster.local/knflow/knflow"
     assert env["KNFLOW_FUNCTIONS"]["value"] == "examples/gpu-summarize.py,tests/test_knative_manifests.py"
@@ -586,14 +587,18 @@ def test_builtins_read_their_servers_from_secrets_never_inline():
         },
     ]
     assert env["mongodb-insert"][1:] == [
-        {"name": "KNFLOW_MONGODB_URL", "valueFrom": {"secretKeyRef": {"name": "knflow-mongodb", "key": "url"}}}
-    ]
+        {
+            "name": "KNFLOW_MONGODB_URL",
+            "valueFrom": {"secretKeyRef": {"name": "knflow-builtins-mongodb", "key": "url"}},
+        }
+    ]  # their own Secret by default: a pipeline's queries never reach the router's store
     assert [e["name"] for e in env["http-request"]] == ["KNFLOW_FUNCTION"]
     assert (
         "Secret 'knflow-openai' key 'api_key' (optional) is read by llm-generate, never written here: "
         "kubectl create secret generic knflow-openai -n knflow --from-literal=api_key=..." in bundle.notes
     )
-    assert any(n.startswith("Secret 'knflow-mongodb' key 'url' is read by mongodb-insert") for n in bundle.notes)
+    read_by = "Secret 'knflow-builtins-mongodb' key 'url' is read by mongodb-insert"
+    assert any(n.startswith(read_by) for n in bundle.notes)
     assert any("blob_url" in n for n in bundle.notes)
 
 

@@ -39,6 +39,7 @@ async def test_the_seed_article_generator_runs_end_to_end(mongo_server, tmp_path
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "KNFLOW_"))}
     env.update(
         KNFLOW_HTTP_CONNECT_TO=f"https://api.example.com={api_url}",
+        KNFLOW_HTTP_ALLOW_NETS=f"{host}:{port}",  # the SSRF guard checks the connect-to target too
         KNFLOW_OPENAI_BASE_URL=llm.url,
         KNFLOW_MONGODB_URL=mongo_server.database_url("flume"),
     )

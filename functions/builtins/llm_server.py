@@ -1,9 +1,14 @@
 """Reaching an OpenAI-compatible server (vLLM, llama.cpp, OpenAI) for the AI builtins (`functions.builtins.ai`).
 
-Where it is: the node's config (`base_url`, `api_key`, `model`; camelCase works too), else the environment
+Where it is: the node's config (`base_url`, `api_key_env`, `model`; camelCase works too), else the environment
 (`KNFLOW_OPENAI_BASE_URL`, `KNFLOW_OPENAI_API_KEY`, `KNFLOW_OPENAI_MODEL` or `KNFLOW_OPENAI_EMBEDDING_MODEL`,
 then `OPENAI_BASE_URL`, `OPENAI_API_KEY`). Without a base URL a key means OpenAI's own API; with neither
-the node fails naming `base_url`. Keep keys in a Secret (the environment), not in a pipeline file.
+the node fails naming `base_url`.
+
+Credentials stay with their hosts: the environment's key goes only to the environment's base URL. A node
+whose `base_url` is another server sends no key, unless it names its own key source, `api_key_env: NAME`,
+an environment variable whose name ends in `_API_KEY` (so knflow's tokens and other secrets cannot be
+named). A key is never written in a pipeline: `api_key` in a config is refused.
 
 How it fails: the openai client's own retries are off. What a retry may fix (no connection, a timeout,
 HTTP 408/409/429/5xx) raises a retryable `FunctionError`, so the broker retries with backoff; any other
@@ -16,6 +21,8 @@ One `AsyncOpenAI` per event loop and (base URL, key); close them at shutdown wit
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple, TypeVar
 from urllib.parse import urlsplit
@@ -27,6 +34,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from functions.builtins.loop_clients import LoopClients
 from functions.errors import FunctionError
+from functions.redact import excerpt
 
 DEFAULT_TIMEOUT_S = 120.0
 MAX_TIMEOUT_S = 590.0  # the function timeout, 10 s more, stays within Knative's default max-revision-timeout (600 s)
@@ -34,6 +42,9 @@ BODY_EXCERPT_CHARS = 500
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 NO_KEY = "none"  # servers without auth (vLLM, llama.cpp) ignore the bearer token; the client needs one
 RETRYABLE_STATUS = frozenset({408, 409, 429})  # and every 5xx
+
+ENV_KEY_VARIABLES = frozenset({"KNFLOW_OPENAI_API_KEY", "OPENAI_API_KEY"})
+_KEY_VARIABLE = re.compile(r"^[A-Z][A-Z0-9_]*_API_KEY$")
 
 T = TypeVar("T")
 
@@ -68,7 +79,8 @@ class ServerConfig(BaseModel):
     )
 
     base_url: str | None = None
-    api_key: SecretStr | None = None
+    api_key_env: str | None = None  # the environment variable that holds the key for `base_url`
+    api_key: SecretStr | None = None  # refused: a key is never written in a pipeline
     model: str | None = Field(None, min_length=1)
     timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0, le=MAX_TIMEOUT_S)
 
@@ -76,6 +88,24 @@ class ServerConfig(BaseModel):
     @classmethod
     def _absolute_http_url(cls, value: str | None) -> str | None:
         return value if value is None else check_url(value)
+
+    @field_validator("api_key")
+    @classmethod
+    def _no_literal_key(cls, value: SecretStr | None) -> None:
+        if value is not None:
+            raise ValueError(
+                "a key is not written in a pipeline: keep it in the environment (a Secret) and name the variable "
+                "with api_key_env, e.g. api_key_env: VLLM_API_KEY"
+            )
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _key_variable(cls, value: str | None) -> str | None:
+        if value is not None and not _KEY_VARIABLE.match(value):
+            raise ValueError(
+                f"{value!r} is not the name of an environment variable ending in _API_KEY, such as VLLM_API_KEY"
+            )
+        return value
 
 
 class Server(NamedTuple):
@@ -89,11 +119,14 @@ class Server(NamedTuple):
 
 
 def resolve(inp: ServerConfig, *, embedding: bool = False) -> Server:
-    """The server and model from the config, else the environment; every missing one named at once."""
+    """The server and model from the config, else the environment; every missing one named at once.
+
+    The environment's key goes only to the environment's base URL; another `base_url` gets the key its
+    `api_key_env` names, or none."""
     env = OpenAISettings()
-    secret = inp.api_key or env.api_key
-    key = secret.get_secret_value() if secret else None
-    base_url = inp.base_url or env.base_url or (OPENAI_BASE_URL if key else None)
+    env_key = env.api_key.get_secret_value() if env.api_key else None
+    env_url = env.base_url or (OPENAI_BASE_URL if env_key else None)
+    base_url = inp.base_url or env_url
     model = inp.model or (env.embedding_model if embedding else env.model)
     problems = []
     if base_url is None:
@@ -105,6 +138,15 @@ def resolve(inp: ServerConfig, *, embedding: bool = False) -> Server:
             base_url = check_url(base_url)
         except ValueError as exc:
             problems.append(("base_url", f"the environment's base URL {exc}"))
+    key: str | None = None
+    if inp.api_key_env:
+        key = os.environ.get(inp.api_key_env)
+        if inp.api_key_env in ENV_KEY_VARIABLES and not _same_server(base_url, env_url):
+            problems.append(("api_key_env", f"{inp.api_key_env} is the key of the environment's server only"))
+        elif not key:
+            problems.append(("api_key_env", f"the environment variable {inp.api_key_env} is not set"))
+    elif _same_server(base_url, env_url):
+        key = env_key
     if not model:
         variable = "KNFLOW_OPENAI_EMBEDDING_MODEL" if embedding else "KNFLOW_OPENAI_MODEL"
         problems.append(("model", f"no model named: set 'model' in the node's config, or {variable}"))
@@ -116,6 +158,14 @@ def resolve(inp: ServerConfig, *, embedding: bool = False) -> Server:
         )
     assert base_url is not None and model is not None  # a missing one is a problem above
     return Server(base_url, key or NO_KEY, model)
+
+
+def _same_server(url: str | None, env_url: str | None) -> bool:
+    """Whether `url` is the environment's base URL (scheme, host, port and path; the host's case aside)."""
+    if url is None or env_url is None:
+        return False
+    a, b = urlsplit(url.rstrip("/")), urlsplit(env_url.rstrip("/"))
+    return (a.scheme, a.hostname, a.port, a.path) == (b.scheme, b.hostname, b.port, b.path)
 
 
 async def request(what: str, server: Server, timeout_s: float, send: Callable[[openai.AsyncOpenAI], Awaitable[T]]) -> T:
@@ -163,8 +213,8 @@ def _server_message(body: object) -> str:
     if isinstance(body, dict):
         for name in ("message", "detail", "error"):
             if isinstance(body.get(name), str) and body[name]:
-                return body[name][:BODY_EXCERPT_CHARS]
-    return str(body)[:BODY_EXCERPT_CHARS] if body else "(no body)"
+                return excerpt(body[name], BODY_EXCERPT_CHARS)
+    return excerpt(str(body), BODY_EXCERPT_CHARS) if body else "(no body)"
 
 
 def shown(url: str) -> str:

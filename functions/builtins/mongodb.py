@@ -4,6 +4,8 @@ The server is the config's `url`, else `KNFLOW_MONGODB_URL` (from a Secret on Kn
 the database is the config's `database`, else the URL's own (`mongodb://host/DB`). `filter` and documents
 may use MongoDB Extended JSON for what JSON lacks: `{"$oid": "..."}`, `{"$date": "2026-01-01T00:00:00Z"}`.
 Outputs are plain JSON: an ObjectId becomes its hex string, a date its ISO 8601 text.
+Operators (`$ne`, `$oid` ...) come only from what the pipeline wrote: the router refuses a template whose
+value holds a `$`-key here (router.templates.render_without_operators), so trigger data cannot inject one.
 
 What a retry may fix (no server, a timeout, a primary stepping down) raises a retryable `FunctionError`;
 a bad query, a duplicate key or a bad name fails the node at once with the server's message. Every
