@@ -94,7 +94,7 @@ def _secrets(raw: str) -> tuple[str, ...]:
     secret that has spaces in it, such as GitHub's example "It's a Secret to Everybody") the whole value."""
     parts = tuple(s for s in _SEPARATORS.split(raw) if s)
     whole = raw.strip()
-    return parts + (whole,) if len(parts) > 1 else parts
+    return (*parts, whole) if len(parts) > 1 else parts
 
 
 @lru_cache(maxsize=64)
