@@ -77,7 +77,8 @@ def build(
     manifests.append(eventing.broker(profile))
     manifests += fn_services
     pipelines_cm = services.pipelines_config_map(pipelines, profile)
-    manifests += [pipelines_cm, services.router_service(plans, pipelines_cm, profile)]
+    hook_envs = services.webhook_secret_envs(pipelines)
+    manifests += [pipelines_cm, services.router_service(plans, pipelines_cm, profile, hook_envs)]
     manifests += [eventing.function_trigger(plan, profile) for plan in plans]
     manifests += eventing.router_triggers(chains.external_filters(pipelines), profile)
     manifests += sources.ping_sources(pipelines, profile)
@@ -90,7 +91,7 @@ def build(
         raise ManifestsRejected(errors)
     notes = features.feature_notes(needed, profile, patched=patch)
     notes += [n for plan in plans for n in plan.notes]
-    notes += _notes(plans, profile)
+    notes += _notes(plans, profile) + _webhook_notes(hook_envs, profile)
     return Bundle(manifests, notes, [p for p in problems if p.severity != "error"], plans)
 
 
@@ -167,6 +168,23 @@ def _notes(plans: list[FunctionPlan], profile: Profile) -> list[str]:
             f"{r.max_hops} hops (KNFLOW_MAX_HOPS)."
         )
     return out
+
+
+def _webhook_notes(envs: dict[str, list[str]], profile: Profile) -> list[str]:
+    """One line for the Secret of signed webhooks: its keys, who reads them, the command that makes it."""
+    if not envs:
+        return []
+    name = profile.secrets.webhooks
+    keys = ", ".join(f"'{env}' ({', '.join(pipelines)})" for env, pipelines in envs.items())
+    literals = " ".join(f"--from-literal={env}=..." for env in envs)
+    legacy = profile.router.webhook_secret
+    if legacy is not None and legacy.name == name:  # the router-wide KNFLOW_WEBHOOK_SECRET lives there too
+        literals += f" [--from-literal={legacy.key}=...]"
+    return [
+        f"Secret '{name}' keys {keys} hold the webhook secrets of those pipelines (several, separated by "
+        f"spaces, while one is rotated); the router reads them, never written here: "
+        f"kubectl create secret generic {name} -n {profile.namespace} {literals}"
+    ]
 
 
 def component(manifest: dict[str, Any]) -> str:

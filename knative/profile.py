@@ -19,6 +19,7 @@ A YAML file (every key optional; snake_case; durations in seconds, named `*_s`):
     secrets:                               # what the builtins read, as env from Secrets
       mongodb: {name: knflow-builtins-mongodb, key: url}
       openai_api_key: {name: knflow-openai, key: api_key, optional: true}
+      webhooks: knflow-webhooks            # signed webhooks: key = each trigger.auth.secret_env
     blob_url: s3://acme-knflow/blobs       # large payloads: storage every pod shares
     serving:
       features: {kubernetes.podspec-nodeselector: enabled, kubernetes.podspec-tolerations: enabled}
@@ -108,6 +109,8 @@ class SecretsProfile(_Strict):
         name="knflow-openai", key="base_url"
     )  # KNFLOW_OPENAI_BASE_URL: llm-*, embedding
     openai_api_key: SecretRef = SecretRef(name="knflow-openai", key="api_key", optional=True)  # KNFLOW_OPENAI_API_KEY
+    # the Secret the router reads signed webhooks' secrets from: key = a pipeline's trigger.auth.secret_env
+    webhooks: str = "knflow-webhooks"
 
 
 class ServingProfile(_Strict):

@@ -3,7 +3,8 @@
 A function's Service runs the project image with `KNFLOW_FUNCTION=NAME` (the image's command is
 `knflow serve function`) and `KNFLOW_FUNCTIONS` naming the module that defines it. The router runs
 `knflow serve router`; it reaches the broker through `K_SINK`, reads MongoDB's URL and the webhook
-secret from Secrets, and loads the pipeline files that `KNFLOW_PIPELINES` lists from a mounted ConfigMap.
+secret from Secrets (and, from the profile's `secrets.webhooks` Secret, each `trigger.auth.secret_env`
+that a pipeline names), and loads the pipeline files that `KNFLOW_PIPELINES` lists from a mounted ConfigMap.
 """
 
 from __future__ import annotations
@@ -78,12 +79,18 @@ def function_service(plan: FunctionPlan, profile: Profile) -> dict[str, Any]:
     }
 
 
-def router_service(plans: Iterable[FunctionPlan], pipelines_doc: dict[str, Any], profile: Profile) -> dict[str, Any]:
+def router_service(
+    plans: Iterable[FunctionPlan],
+    pipelines_doc: dict[str, Any],
+    profile: Profile,
+    webhook_secret_envs: Iterable[str] = (),
+) -> dict[str, Any]:
     r = profile.router
     modules = sorted({p.module for p in plans if p.module})
     env: list[dict[str, Any]] = [_secret_env("KNFLOW_STORE_URL", r.mongodb_secret)]  # the builtins' is their own
     if r.webhook_secret is not None:
         env.append(_secret_env("KNFLOW_WEBHOOK_SECRET", r.webhook_secret))
+    env += [_secret_env(name, SecretRef(name=profile.secrets.webhooks, key=name)) for name in webhook_secret_envs]
     env.append({"name": "K_SINK", "value": profile.broker_ingress_url()})
     if modules:
         env.append({"name": "KNFLOW_FUNCTIONS", "value": ",".join(modules)})
@@ -159,6 +166,17 @@ def _resources(cpu: str | None, memory: str | None, gpu: int, profile: Profile) 
     if limits:
         out["limits"] = limits
     return out
+
+
+def webhook_secret_envs(pipelines: Iterable[Pipeline]) -> dict[str, list[str]]:
+    """The environment variables that signed webhooks read their secrets from (`trigger.auth.secret_env`),
+    each with the pipelines that name it, sorted."""
+    out: dict[str, set[str]] = {}
+    for p in pipelines:
+        for t in p.triggers:
+            if t.auth is not None:
+                out.setdefault(t.auth.secret_env, set()).add(p.name)
+    return {name: sorted(out[name]) for name in sorted(out)}
 
 
 def builtin_secret_env(plan: FunctionPlan, profile: Profile) -> list[dict[str, Any]]:

@@ -47,6 +47,21 @@ class PipelineInvalid(KnflowError):
         super().__init__("\n".join(str(p) for p in problems), pipeline=problems[0].pipeline if problems else None)
 
 
+@dataclass(frozen=True)
+class WebhookAuth:
+    """How a webhook trigger's deliveries are signed (router/webhook_auth.py checks them): `scheme` is one of
+    WEBHOOK_SCHEMES, `secret_env` the router's environment variable that holds the secret (or several)."""
+
+    scheme: str
+    secret_env: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"scheme": self.scheme, "secret_env": self.secret_env}
+
+
+WEBHOOK_SCHEMES = ("standard-webhooks", "github", "bearer")
+
+
 @dataclass
 class Trigger:
     type: str = "manual"
@@ -54,12 +69,15 @@ class Trigger:
     schedule: str | None = None
     timezone: str | None = None
     data: Any = None
+    auth: WebhookAuth | None = None  # webhook triggers only
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type}
         for key in ("filter", "schedule", "timezone", "data"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
+        if self.auth is not None:
+            out["auth"] = self.auth.to_dict()
         return out
 
 

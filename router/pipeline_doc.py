@@ -12,7 +12,18 @@ import re
 from typing import Any
 
 from functions.sdk import Retry
-from router.pipeline import API_VERSIONS, MAX_ITEMS, ON_FAILURE_NODE, Edge, Node, Pipeline, Problem, Trigger
+from router.pipeline import (
+    API_VERSIONS,
+    MAX_ITEMS,
+    ON_FAILURE_NODE,
+    WEBHOOK_SCHEMES,
+    Edge,
+    Node,
+    Pipeline,
+    Problem,
+    Trigger,
+    WebhookAuth,
+)
 
 Path_ = tuple[Any, ...]
 
@@ -48,7 +59,14 @@ NODE_FIELDS = {
     "concurrency",
 }
 EDGE_FIELDS = {"from", "to", "when", "branch"}
-TRIGGER_FIELDS = {"type", "filter", "schedule", "timezone", "data"}
+TRIGGER_FIELDS = {"type", "filter", "schedule", "timezone", "data", "auth"}
+AUTH_FIELDS = {"scheme", "secret_env"}
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# environment variables a webhook's secret must not take: knflow's and Knative's own, and the process's
+RESERVED_ENV_PREFIXES = ("KNFLOW_", "K_")
+RESERVED_ENV = {"PATH", "HOME", "PORT", "PYTHONPATH", "PYTHONHOME", "LD_PRELOAD", "LD_LIBRARY_PATH"}
+# what people call a scheme that knflow spells another way
+SCHEME_ALIASES = {"svix": "standard-webhooks", "hmac": "github", "hub-signature": "github", "token": "bearer"}
 RETRY_FIELDS = {"retries", "backoff", "delay_s", "max_delay_s"}
 
 # keys people write for something this format spells another way: key -> the suggestion (VALUE: the value given)
@@ -71,7 +89,13 @@ HINTS = {
         "items": "'foreach'",
     },
     "edge": {"source": "'from'", "target": "'to'", "condition": "'when'", "if": "'when'"},
-    "trigger": {"cron": "'schedule'", "tz": "'timezone'", "event": "filter: {type: VALUE}"},
+    "trigger": {"cron": "'schedule'", "tz": "'timezone'", "event": "filter: {type: VALUE}", "secret": "'auth'"},
+    "trigger auth": {
+        "secret": "secret_env: NAME (the router's environment variable that holds the secret, never the secret)",
+        "env": "'secret_env'",
+        "type": "'scheme'",
+        "kind": "'scheme'",
+    },
     "retry": {"delay": "'delay_s'", "max_delay": "'max_delay_s'", "attempts": "'retries'"},
     "dsl": {"_retries": "_retry=VALUE", "_timeout": "_timeout_s=VALUE", "_depends_on": "passing its result"},
 }
@@ -203,6 +227,12 @@ def _triggers(doc: dict, c: _Collector) -> list[Trigger]:
             if k not in TRIGGER_FIELDS:
                 c.add(unknown_key(k, TRIGGER_FIELDS, "trigger", item[k]), (*path, k), field=f"{key}.{k}")
         out.append(_trigger(item, c, path, key))
+    if sum(t.type == "webhook" for t in out) > 1:
+        c.add(
+            "a pipeline has at most one webhook trigger: POST /hooks/NAME is one URL with one way to sign it",
+            (key,),
+            field=key,
+        )
     return out or [Trigger()]
 
 
@@ -238,7 +268,59 @@ def _trigger(item: dict, c: _Collector, path: Path_, key: str) -> Trigger:
             (*path, "timezone"),
             field=f"{key}.timezone",
         )
-    return Trigger(ttype, dict(flt), item.get("schedule"), item.get("timezone"), item.get("data"))
+    auth = _auth(item["auth"], ttype, c, (*path, "auth"), f"{key}.auth") if item.get("auth") is not None else None
+    return Trigger(ttype, dict(flt), item.get("schedule"), item.get("timezone"), item.get("data"), auth)
+
+
+def _auth(raw: Any, ttype: str, c: _Collector, path: Path_, field: str) -> WebhookAuth | None:
+    """`auth: {scheme: standard-webhooks | github | bearer, secret_env: NAME}` on a webhook trigger."""
+    example = "auth: {scheme: standard-webhooks, secret_env: ORDERS_WEBHOOK_SECRET}"
+    if ttype != "webhook":
+        c.add(f"auth applies to webhook triggers only, not to a {ttype!r} trigger", path, field=field)
+        return None
+    if not isinstance(raw, dict):
+        c.add(f"auth must be a mapping, e.g. {example}; got {type(raw).__name__}", path, field=field)
+        return None
+    for k in raw:
+        if k not in AUTH_FIELDS:
+            c.add(unknown_key(k, AUTH_FIELDS, "trigger auth"), (*path, k), field=f"{field}.{k}")
+    scheme, env = raw.get("scheme"), raw.get("secret_env")
+    ok = True
+    if scheme not in WEBHOOK_SCHEMES:
+        ok = False
+        what = "auth needs a scheme" if scheme is None else f"auth scheme {scheme!r} is not known"
+        c.add(
+            f"{what}{_scheme_hint(scheme)}; expected one of {', '.join(WEBHOOK_SCHEMES)}",
+            (*path, "scheme"),
+            field=f"{field}.scheme",
+        )
+    if not isinstance(env, str) or not ENV_NAME.match(env):
+        ok = False
+        # the value is not quoted: someone may have put the secret itself here
+        c.add(
+            "auth needs secret_env: the name of the router's environment variable that holds the secret "
+            "(letters, digits and '_', e.g. ORDERS_WEBHOOK_SECRET), never the secret itself",
+            (*path, "secret_env"),
+            field=f"{field}.secret_env",
+        )
+    elif env.upper().startswith(RESERVED_ENV_PREFIXES) or env.upper() in RESERVED_ENV:
+        ok = False
+        c.add(
+            f"auth secret_env {env!r} is a variable knflow, Knative or the process uses (KNFLOW_*, K_*, "
+            f"{', '.join(sorted(RESERVED_ENV))}); give the webhook's secret a variable of its own, "
+            "e.g. ORDERS_WEBHOOK_SECRET",
+            (*path, "secret_env"),
+            field=f"{field}.secret_env",
+        )
+    return WebhookAuth(str(scheme), str(env)) if ok else None
+
+
+def _scheme_hint(scheme: Any) -> str:
+    if not isinstance(scheme, str):
+        return ""
+    low = scheme.lower().replace("_", "-").replace(" ", "-")
+    close = SCHEME_ALIASES.get(low) or next(iter(difflib.get_close_matches(low, WEBHOOK_SCHEMES, 1, 0.6)), None)
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 def _valid_cron(schedule: str) -> bool:

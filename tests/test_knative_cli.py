@@ -120,3 +120,23 @@ def test_the_functions_flag_of_the_knflow_command_is_reused():
     assert calls == ["knflow manifests", "knflow deploy"]
     args = parser.parse_args(["deploy", "x.yaml", "--dry-run", "--functions", "m.py", "--context", "prod"])
     assert (args.dry_run, args.functions, args.context, args.kubeconfig) == (True, ["m.py"], "prod", None)
+
+
+def test_manifests_print_the_secret_command_for_signed_webhooks(tmp_path, capsys):
+    hook = tmp_path / "orders.yaml"
+    hook.write_text(
+        "metadata: {name: orders}\n"
+        "trigger: {type: webhook, auth: {scheme: standard-webhooks, secret_env: ORDERS_WEBHOOK_SECRET}}\n"
+        "nodes: [{id: say, type: log, inputs: {message: hi}}]\n"
+    )
+    assert knflow(["manifests", str(hook)]) == 0
+    out, err = capsys.readouterr()
+    router = next(
+        d for d in yaml.safe_load_all(out) if d["kind"] == "Service" and d["metadata"]["name"] == "knflow-router"
+    )
+    env = router["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {
+        "name": "ORDERS_WEBHOOK_SECRET",
+        "valueFrom": {"secretKeyRef": {"name": "knflow-webhooks", "key": "ORDERS_WEBHOOK_SECRET"}},
+    } in env
+    assert "kubectl create secret generic knflow-webhooks -n knflow --from-literal=ORDERS_WEBHOOK_SECRET=..." in err

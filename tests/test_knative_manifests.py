@@ -616,3 +616,55 @@ def test_profile_names_the_secrets_and_a_shared_blob_store():
             "env"
         ], name
     assert not any("blob_url" in n for n in bundle.notes)
+
+
+SIGNED_HOOK = """
+metadata: {name: %s}
+trigger: {type: webhook, auth: {scheme: %s, secret_env: %s}}
+nodes: [{id: a, type: kn-echo, inputs: {text: x}}]
+"""
+
+
+def test_signed_webhooks_read_their_secrets_from_the_webhooks_secret():
+    pipelines = [
+        pipeline(SIGNED_HOOK % ("orders", "standard-webhooks", "ORDERS_WEBHOOK_SECRET")),
+        pipeline(SIGNED_HOOK % ("refunds", "standard-webhooks", "ORDERS_WEBHOOK_SECRET")),
+        pipeline(SIGNED_HOOK % ("pushes", "github", "GITHUB_WEBHOOK_SECRET")),
+        two_nodes(),
+    ]
+    bundle = build(pipelines, LOCAL, root=ROOT)
+    env = template(by_kind(bundle, "Service")["knflow-router"])[1]["containers"][0]["env"]
+    hooks = [e for e in env if e["name"] in ("ORDERS_WEBHOOK_SECRET", "GITHUB_WEBHOOK_SECRET")]
+    assert hooks == [
+        {
+            "name": "GITHUB_WEBHOOK_SECRET",
+            "valueFrom": {"secretKeyRef": {"name": "knflow-webhooks", "key": "GITHUB_WEBHOOK_SECRET"}},
+        },
+        {
+            "name": "ORDERS_WEBHOOK_SECRET",
+            "valueFrom": {"secretKeyRef": {"name": "knflow-webhooks", "key": "ORDERS_WEBHOOK_SECRET"}},
+        },
+    ]
+    note = next(n for n in bundle.notes if "hold the webhook secrets" in n)
+    assert "'GITHUB_WEBHOOK_SECRET' (pushes), 'ORDERS_WEBHOOK_SECRET' (orders, refunds)" in note
+    assert note.endswith(
+        "kubectl create secret generic knflow-webhooks -n knflow --from-literal=GITHUB_WEBHOOK_SECRET=... "
+        "--from-literal=ORDERS_WEBHOOK_SECRET=... [--from-literal=token=...]"
+    )
+    configmap = by_kind(bundle, "ConfigMap")["knflow-router-pipelines"]["data"]["orders.yaml"]
+    assert "secret_env: ORDERS_WEBHOOK_SECRET" in configmap  # the name travels; the secret never does
+
+    profile = parse_profile({"secrets": {"webhooks": "team-hooks"}, "router": {"webhook_secret": None}})
+    bundle = build(pipelines[:1], LOCAL, profile, root=ROOT)
+    env = template(by_kind(bundle, "Service")["knflow-router"])[1]["containers"][0]["env"]
+    refs = [e["valueFrom"]["secretKeyRef"] for e in env if "valueFrom" in e]
+    assert {"name": "team-hooks", "key": "ORDERS_WEBHOOK_SECRET"} in refs
+    assert any(
+        n.endswith("create secret generic team-hooks -n knflow --from-literal=ORDERS_WEBHOOK_SECRET=...")
+        for n in bundle.notes
+    )
+
+
+def test_no_signed_webhook_no_webhooks_secret_note():
+    bundle = build([two_nodes()], LOCAL, root=ROOT)
+    assert not any("hold the webhook secrets" in n for n in bundle.notes)

@@ -237,3 +237,70 @@ edges:
 def test_an_unknown_key_far_from_any_known_one_lists_what_is_expected():
     joined = "\n".join(problems_of(HEAD + "nodes: [{id: a, type: log, inputs: {message: hi}, colour: red}]\n"))
     assert "node 'a' field 'colour': unknown field 'colour'; expected one of concurrency, config, description" in joined
+
+
+SIGNED = HEAD + "nodes: [{id: a, type: split-words, inputs: {text: x}}]\n"
+
+
+def test_a_webhook_trigger_takes_an_auth_block_and_keeps_it():
+    p = load_string(SIGNED + "trigger: {type: webhook, auth: {scheme: github, secret_env: GH_HOOK}}\n", "p.yaml")
+    auth = p.triggers[0].auth
+    assert auth is not None and (auth.scheme, auth.secret_env) == ("github", "GH_HOOK")
+    assert p.to_dict()["trigger"]["auth"] == {"scheme": "github", "secret_env": "GH_HOOK"}
+    again = load_string(yaml.safe_dump(p.to_dict()), "again.yaml")
+    assert again.triggers[0].auth == auth
+
+
+@pytest.mark.parametrize(
+    ("auth", "expected"),
+    [
+        (
+            "{scheme: standard-webhook, secret_env: X}",
+            "(p.yaml:6): field 'trigger.auth.scheme': auth scheme 'standard-webhook' is not known "
+            "(did you mean 'standard-webhooks'?); expected one of standard-webhooks, github, bearer",
+        ),
+        ("{scheme: svix, secret_env: X}", "(did you mean 'standard-webhooks'?)"),
+        ("{secret_env: X}", "field 'trigger.auth.scheme': auth needs a scheme; expected one of"),
+        (
+            "{scheme: bearer, secret: hunter2}",
+            "field 'trigger.auth.secret': unknown trigger auth field 'secret' (did you mean secret_env: NAME "
+            "(the router's environment variable that holds the secret, never the secret)?)",
+        ),
+        ("{scheme: bearer, secret_env: 'hunter2 is my pw'}", "never the secret itself"),
+        ("{scheme: bearer, secret_env: KNFLOW_ADMIN_TOKEN}", "'KNFLOW_ADMIN_TOKEN' is a variable knflow, Knative"),
+        ("{scheme: bearer, secret_env: PATH}", "'PATH' is a variable knflow, Knative or the process uses"),
+        ("bearer", "field 'trigger.auth': auth must be a mapping, e.g. auth: {scheme: standard-webhooks"),
+        ("{scheme: bearer, secret_env: X, tolerance: 5}", "unknown trigger auth field 'tolerance'"),
+    ],
+)
+def test_a_bad_auth_block_is_named_with_its_line(auth, expected):
+    found = problems_of(SIGNED + f"trigger: {{type: webhook, auth: {auth}}}\n")
+    assert any(expected in p for p in found), found
+    assert not any("hunter2" in p for p in found)
+
+
+def test_auth_belongs_to_one_webhook_trigger():
+    cron = "trigger: {type: cron, schedule: '0 9 * * *', auth: {scheme: bearer, secret_env: X}}\n"
+    assert any(
+        "auth applies to webhook triggers only, not to a 'cron' trigger" in p for p in problems_of(SIGNED + cron)
+    )
+    two = "triggers: [{type: webhook}, {type: webhook, auth: {scheme: bearer, secret_env: X}}]\n"
+    assert any("at most one webhook trigger" in p for p in problems_of(SIGNED + two))
+
+
+def test_the_python_dsl_takes_the_same_auth_and_the_same_rules():
+    from knflow import pipeline
+    from examples.hello import split_words
+
+    @pipeline(name="signed-dsl", trigger={"type": "webhook", "auth": {"scheme": "bearer", "secret_env": "DSL_HOOK"}})
+    def signed(trigger):
+        split_words(trigger)
+
+    assert signed.triggers[0].auth is not None and signed.triggers[0].auth.secret_env == "DSL_HOOK"
+    with pytest.raises(PipelineInvalid) as err:
+
+        @pipeline(name="bad-dsl", trigger={"type": "webhook", "auth": {"scheme": "hmac", "secret_env": "X"}})
+        def bad(trigger):
+            split_words(trigger)
+
+    assert "auth scheme 'hmac' is not known (did you mean 'github'?)" in str(err.value)
