@@ -94,8 +94,8 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def new_record(name: str, scope: str, created_at: str) -> tuple[str, TokenRecord]:
-    """A new token for `name` with `scope`: (the token, to show once; the record, to store)."""
+def new_record(name: object, scope: object, created_at: str) -> tuple[str, TokenRecord]:
+    """A new token for `name` with `scope` (both checked): (the token, to show once; the record, to store)."""
     token = new_token()
     record = TokenRecord(
         name=check_name(name), scope=check_scope(scope), hash=token_hash(token), created_at=created_at, revoked_at=None
