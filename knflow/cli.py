@@ -192,9 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_export)
 
     from knative.cli import add_commands as knative_commands
-    from knflow import client, dev, replay, serve
+    from knflow import client, dev, replay, serve, tokens
 
     client.add_commands(sub)
+    tokens.add_command(sub)
     knative_commands(sub, functions_arg)
     replay.add_commands(sub, functions_arg)
     serve.add_commands(sub, functions_arg)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import uuid
@@ -20,11 +21,15 @@ DEFAULT_ROUTER = "http://127.0.0.1:8080"
 
 
 class RouterClient:
-    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+    """A router's API over HTTP, sending `token` (default: KNFLOW_TOKEN) as `Authorization: Bearer`."""
+
+    def __init__(self, url: str, token: str | None = None, timeout_s: float = 10.0) -> None:
         import httpx
 
         self.url = url.rstrip("/")
-        self.http = httpx.Client(timeout=timeout_s)
+        self.token = token or os.environ.get("KNFLOW_TOKEN") or None
+        headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
+        self.http = httpx.Client(timeout=timeout_s, headers=headers)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         import httpx
@@ -40,6 +45,8 @@ class RouterClient:
         )
         if resp.status_code >= 400:
             message = body.get("error") if isinstance(body, dict) else body
+            if resp.status_code == 401 and not self.token:
+                message = f"{message} (give --token TOKEN or set KNFLOW_TOKEN)"
             raise KnflowError(f"{method} {self.url}{path} answered {resp.status_code}: {message}")
         return body
 
@@ -51,9 +58,13 @@ class RouterClient:
         return self.request("GET", f"/runs/{run_id}")
 
 
+def token_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--token", help="the bearer token sent to --router (default: KNFLOW_TOKEN)")
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     if args.router:
-        client = RouterClient(args.router)
+        client = RouterClient(args.router, args.token)
         return _runs(args, client.list_runs, client.get_run)
     import asyncio
 
@@ -139,7 +150,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     event = events.make_event(attrs, data)
     headers, body = codec.encode_structured(event) if args.structured else codec.encode_binary(event)
     to = args.to or DEFAULT_ROUTER.rstrip("/") + "/events"
-    client = RouterClient(to)
+    client = RouterClient(to, args.token)
     answer = client.request("POST", "", content=body, headers=headers)
     print(json.dumps(answer) if not isinstance(answer, str) else answer)
     return 0
@@ -147,7 +158,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_events(args: argparse.Namespace) -> int:
     """Re-deliver the external events JetStream kept for a window through the triggers again."""
-    client = RouterClient(args.router)
+    client = RouterClient(args.router, args.token)
     body = {"since": args.since, **({"type": args.type} if args.type else {})}
     report = client.request("POST", "/events/replay", json=body)["events"]
     for row in report:
@@ -166,6 +177,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--status")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--interval-s", type=float, default=0.25, help="watch: seconds between polls")
+    token_arg(p)
     p.set_defaults(fn=cmd_runs)
 
     p = sub.add_parser("publish", help="send a CloudEvent to a router or any CloudEvents endpoint")
@@ -176,6 +188,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--id", help="event id (default: random)")
     p.add_argument("--to", metavar="URL", help=f"default {DEFAULT_ROUTER}/events")
     p.add_argument("--structured", action="store_true", help="structured mode instead of binary")
+    token_arg(p)
     p.set_defaults(fn=cmd_publish)
 
     p = sub.add_parser("events", help="event replay: deliver kept external events through the triggers again")
@@ -183,4 +196,5 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--since", required=True, help="the window, e.g. 30m, 2h, 7d")
     p.add_argument("--type", help="only events of this CloudEvent type")
     p.add_argument("--router", default=DEFAULT_ROUTER)
+    token_arg(p)
     p.set_defaults(fn=cmd_events)

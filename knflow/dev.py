@@ -1,8 +1,10 @@
 """`knflow dev`: the local stack in one command.
 
-The router on http://127.0.0.1:8080; a nats-server (the one `--nats` names, else one started here when
-the binary is available, with its store under `.knflow/nats`, else the in-memory broker); the functions
-in this process, or with `--isolate` each as its own `knflow serve function` process reached over HTTP.
+The router on http://127.0.0.1:8080 (open without tokens, on loopback only; with KNFLOW_ADMIN_TOKEN set
+it asks for tokens as `knflow serve router` does, and may bind another `--host`); a nats-server (the one
+`--nats` names, else one started here when the binary is available, with its store under `.knflow/nats`,
+else the in-memory broker); the functions in this process, or with `--isolate` each as its own
+`knflow serve function` process reached over HTTP.
 """
 
 from __future__ import annotations
@@ -54,11 +56,40 @@ def spawn_function(name: str, modules: list[str], timeout_s: float = 20.0) -> tu
     raise KnflowError(f"function service '{name}' did not answer {url}/healthz within {timeout_s} s")
 
 
+LOOPBACK_HOSTS = {"localhost", "::1"}
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def api_access(settings: Settings, host: str) -> tuple[str | None, str]:
+    """(the bootstrap admin token, how the banner describes access): open only on loopback."""
+    if settings.admin_token:
+        from knflow.serve import api_access as router_access
+
+        return router_access(settings, False, host)[0], "tokens required (KNFLOW_ADMIN_TOKEN)"
+    if not is_loopback(host):
+        raise KnflowError(
+            f"knflow dev --host {host} would open the router API beyond this machine; "
+            "set KNFLOW_ADMIN_TOKEN to require tokens, or keep the default --host 127.0.0.1"
+        )
+    return None, "API open without tokens (loopback only; set KNFLOW_ADMIN_TOKEN to require them)"
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from functions.registry import load_module
     from router.loader import load
 
     settings = Settings()
+    api_access(settings, args.host)  # before anything starts
     modules = settings.function_modules + args.functions
     for ref in modules:
         load_module(ref)
@@ -75,6 +106,7 @@ async def _dev(args: argparse.Namespace, settings: Settings, files: list[str], m
     from knflow.serve import router_stack, serve_app
     from router.service import create_app
 
+    admin_token, access = api_access(settings, args.host)
     nats_url, server = args.nats or settings.nats_url, None
     if not nats_url and not args.memory:
         binary = current_nats_server()
@@ -93,7 +125,7 @@ async def _dev(args: argparse.Namespace, settings: Settings, files: list[str], m
                         procs.append(proc)
                     await stack.serve_function(name, url)
             print(
-                f"knflow dev: router on http://127.0.0.1:{args.port}, broker {where}, "
+                f"knflow dev: router on http://{args.host}:{args.port} ({access}), broker {where}, "
                 f"store {args.store or settings.store}",
                 file=sys.stderr,
                 flush=True,
@@ -101,8 +133,15 @@ async def _dev(args: argparse.Namespace, settings: Settings, files: list[str], m
             ticker = asyncio.create_task(fire_schedules(router, catalog))
             try:
                 await serve_app(
-                    create_app(router, catalog, settings.max_body_bytes, settings.webhook_secret),
-                    "127.0.0.1",
+                    create_app(
+                        router,
+                        catalog,
+                        settings.max_body_bytes,
+                        settings.webhook_secret,
+                        admin_token=admin_token,
+                        open_api=admin_token is None,
+                    ),
+                    args.host,
                     args.port,
                 )
             finally:
@@ -164,6 +203,7 @@ def add_command(sub: Any, functions_arg: Any) -> None:
     p = sub.add_parser("dev", help="the local stack: router, broker (NATS when available), functions")
     p.add_argument("pipelines", nargs="*", metavar="PIPELINE")
     p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1; another address needs KNFLOW_ADMIN_TOKEN")
     p.add_argument("--nats", help="a NATS URL; default: start nats-server if it is installed")
     p.add_argument("--memory", action="store_true", help="use the in-memory broker even if nats-server is installed")
     p.add_argument("--isolate", action="store_true", help="run each function as its own HTTP service process")

@@ -26,7 +26,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.router:
         from knflow.client import RouterClient, watch
 
-        client = RouterClient(args.router)
+        client = RouterClient(args.router, args.token)
         if bulk:
             body = {
                 "pipeline": args.pipeline,
@@ -127,12 +127,14 @@ async def _load_functions(catalog: StorePipelines, runs: list[RunDoc]) -> None:
 def cmd_cancel(args: argparse.Namespace) -> int:
     from knflow.client import RouterClient
 
-    run = RouterClient(args.router).request("POST", f"/runs/{args.run_id}/cancel", json={"by": args.by})
+    run = RouterClient(args.router, args.token).request("POST", f"/runs/{args.run_id}/cancel", json={"by": args.by})
     print(f"run {run['id']} {run['status']}")
     return 0
 
 
 def add_commands(sub: Any, functions_arg: Any) -> None:
+    from knflow.client import token_arg
+
     p = sub.add_parser("replay", help="redrive a failed run in place, re-run it, or replay many")
     p.add_argument("run_id", nargs="?", metavar="RUN_ID")
     p.add_argument("--from", dest="from_node", metavar="NODE", help="also re-run NODE and everything downstream of it")
@@ -142,8 +144,9 @@ def add_commands(sub: Any, functions_arg: Any) -> None:
     p.add_argument("--pipeline", help="bulk: runs of this pipeline")
     p.add_argument("--status", help="bulk: runs in this status (default failed)")
     p.add_argument("--since", help="bulk: runs created in this window, e.g. 2h, 30m, 7d")
-    p.add_argument("--by", help="who replays (recorded on the run)")
+    p.add_argument("--by", help="who replays, recorded on the run (--store only: a router records the token's name)")
     p.add_argument("--router", help="a router's URL; without it, the embedded default on --store")
+    token_arg(p)
     p.add_argument("--store", default=DEFAULT_STORE)
     p.add_argument("--json", action="store_true", help="print the run record as JSON")
     p.add_argument("--no-wait", action="store_true", help="with --router: do not wait for the run to end")
@@ -153,5 +156,6 @@ def add_commands(sub: Any, functions_arg: Any) -> None:
     p = sub.add_parser("cancel", help="cancel a run on a router: nothing new is scheduled")
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--router", required=True)
-    p.add_argument("--by")
+    p.add_argument("--by", help="who cancels (an open router only: a router with tokens records the token's name)")
+    token_arg(p)
     p.set_defaults(fn=cmd_cancel)

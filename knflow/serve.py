@@ -137,8 +137,35 @@ def _layout(settings: Settings) -> Any:
     return StreamLayout(stream=settings.stream, prefix=settings.subject_prefix)
 
 
+def api_access(settings: Settings, insecure: bool, where: str) -> tuple[str | None, bool]:
+    """(the bootstrap admin token, whether the API is open) for a router served at `where`."""
+    from router.tokens import MIN_BOOTSTRAP_CHARS
+
+    token = settings.admin_token or None
+    if insecure:
+        message = (
+            f"WARNING: --insecure: the router API on {where} is open: anyone who reaches it can read runs, "
+            "start and replay runs, and change pipelines and tokens. Set KNFLOW_ADMIN_TOKEN instead."
+        )
+        print(f"knflow: {message}", file=sys.stderr, flush=True)
+        log.warning("router API open (--insecure)", where=where)
+        return token, True
+    if token is None:
+        raise KnflowError(
+            "knflow serve router needs KNFLOW_ADMIN_TOKEN, the bootstrap admin token of its API "
+            "(e.g. export KNFLOW_ADMIN_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')), "
+            "or --insecure to serve the API without authentication"
+        )
+    if len(token) < MIN_BOOTSTRAP_CHARS:
+        raise KnflowError(
+            f"KNFLOW_ADMIN_TOKEN has {len(token)} characters; use at least {MIN_BOOTSTRAP_CHARS} random ones"
+        )
+    return token, False
+
+
 def cmd_serve_router(args: argparse.Namespace) -> int:
     settings = Settings()
+    admin_token, open_api = api_access(settings, args.insecure, f"http://{args.host}:{args.port or settings.port}")
     _load(settings.function_modules + args.functions)
 
     async def main() -> None:
@@ -149,7 +176,14 @@ def cmd_serve_router(args: argparse.Namespace) -> int:
             settings, args.store or settings.store, nats_url, settings.pipeline_files + args.pipelines
         ) as (router, catalog, _):
             await serve_app(
-                create_app(router, catalog, settings.max_body_bytes, settings.webhook_secret),
+                create_app(
+                    router,
+                    catalog,
+                    settings.max_body_bytes,
+                    settings.webhook_secret,
+                    admin_token=admin_token,
+                    open_api=open_api,
+                ),
                 args.host,
                 args.port or settings.port,
             )
@@ -206,6 +240,11 @@ def add_commands(sub: Any, functions_arg: Any) -> None:
     p.add_argument("--pipelines", nargs="*", default=[], metavar="FILE", help="pipeline files to load at start")
     p.add_argument("--port", type=int)
     p.add_argument("--host", default="0.0.0.0")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve the API without authentication (a warning on every start); default: KNFLOW_ADMIN_TOKEN is required",
+    )
     functions_arg(p)
     p.set_defaults(fn=cmd_serve_router)
 

@@ -26,7 +26,8 @@ class Settings(BaseSettings):
     pipelines: str = ""  # comma-separated pipeline files the router loads at start
     max_body_bytes: int = MAX_BODY_BYTES
     max_hops: int = MAX_HOPS  # pipelines started by pipelines' run events: refuse the chain past this depth
-    webhook_secret: str | None = None  # when set, /hooks/* need it (header or an HMAC signature)
+    webhook_secret: str | None = None  # when set, /hooks/* take it (header or an HMAC signature) instead of a token
+    admin_token: str | None = None  # the bootstrap admin token of the router's API (a Secret on Knative)
     sweep_interval_s: float = 5.0  # how often a router looks for runs a crash left behind
     sweep_after_s: float = 30.0  # a node `scheduled` this long has its invoke published again
     port: int = Field(8080, validation_alias=AliasChoices("PORT", "KNFLOW_PORT"))

@@ -25,6 +25,7 @@ from tests.fixtures import large
 from tests.processes import Process, free_port
 from tests.test_blobs import MB5, PIPELINE, files
 from tests.test_fabric_e2e import http, stream_env, wait_run
+from tests.tokens import ROUTER_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ("big-make", "big-take", "big-text")
@@ -122,7 +123,7 @@ def fabric(nats_server, tmp_path_factory):
             ],
             tmp / "router.log",
             port,
-            env,
+            {**env, **ROUTER_ENV},
         ).start()
         procs.append(router)
         routes = []

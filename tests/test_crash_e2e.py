@@ -15,6 +15,7 @@ from pathlib import Path
 from broker.natsserver import NatsServer, current_nats_server
 from tests.processes import Process, free_port
 from tests.test_fabric_e2e import http, stream_env
+from tests.tokens import ROUTER_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCS = str(ROOT / "tests/fixtures/failing.py")
@@ -58,7 +59,8 @@ def test_kill_router_function_and_restart_nats_under_load(tmp_path):
         "127.0.0.1",
     ]
     fn_args = ["serve", "function", "ff-durable", "--functions", FUNCS, "--port", str(fn_port), "--host", "127.0.0.1"]
-    routers = [Process(router_args, tmp_path / "router-1.log", router_port, env).start()]
+    router_env = {**env, **ROUTER_ENV}
+    routers = [Process(router_args, tmp_path / "router-1.log", router_port, router_env).start()]
     functions = [Process(fn_args, tmp_path / "function-1.log", fn_port, env).start()]
     dispatcher = Process(
         [
@@ -111,7 +113,7 @@ def test_kill_router_function_and_restart_nats_under_load(tmp_path):
                 "150 runs accepted, 100 results applied",
             )
             routers[-1].kill()  # kill -9 the router while it applies results
-            routers.append(Process(router_args, tmp_path / "router-2.log", router_port, env).start())
+            routers.append(Process(router_args, tmp_path / "router-2.log", router_port, router_env).start())
             wait_for(lambda: len(accepted) >= 300, 60, "300 runs accepted")
             functions[-1].kill()  # kill -9 the function service
             functions.append(Process(fn_args, tmp_path / "function-2.log", fn_port, env).start())

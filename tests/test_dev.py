@@ -37,6 +37,7 @@ def test_dev_starts_nats_and_runs_a_webhook_to_the_end(tmp_path, flags):
     env = {k: "" for k in ("KNFLOW_NATS_URL", "KNFLOW_STORE")}
     dev = Process(args + flags, tmp_path / "dev.log", port, env, cwd=tmp_path).start(timeout_s=60)
     try:
+        assert "API open without tokens (loopback only" in dev.output()
         if flags == ["--memory"]:
             assert "broker the in-memory broker" in dev.output() and not nats_servers_under(tmp_path)
         else:
@@ -47,6 +48,7 @@ def test_dev_starts_nats_and_runs_a_webhook_to_the_end(tmp_path, flags):
             f"{dev.url}/hooks/hello",
             json.dumps({"text": "dev runs this"}).encode(),
             {"content-type": "application/json"},
+            token=None,  # open on loopback
         )
         assert status == 202, body
         run = wait_run(dev.url, body["run"])

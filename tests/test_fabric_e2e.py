@@ -7,6 +7,7 @@ dispatcher that delivers invokes from JetStream to them as a Knative Trigger wou
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.request
 import uuid
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.processes import Process, free_port
+from tests.tokens import ADMIN_TOKEN, CLI_ENV, ROUTER_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ["split-words", "count-words", "shout-words", "summarize"]
@@ -42,9 +44,14 @@ edges:
 
 
 def http(
-    method: str, url: str, body: bytes | None = None, headers: dict | None = None
+    method: str, url: str, body: bytes | None = None, headers: dict | None = None, token: str | None = ADMIN_TOKEN
 ) -> tuple[int, dict | list | None]:
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    """One request; with `token` (default: the routers' bootstrap admin token) as `Authorization: Bearer`,
+    unless `headers` carry their own (token=None: none)."""
+    headers = dict(headers or {})
+    if token and not any(k.lower() == "authorization" for k in headers):
+        headers["authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             raw = resp.read()
@@ -89,7 +96,7 @@ def start_fabric(nats_url: str, tmp: Path, store_url: str):
             ],
             tmp / "router.log",
             router_port,
-            env,
+            {**env, **ROUTER_ENV},
         ).start()
         procs.append(router)
         routes = []
@@ -400,7 +407,7 @@ def test_two_routers_on_one_stream_finish_200_concurrent_runs_each_node_applied_
                     ],
                     tmp_path / f"router{i}.log",
                     port,
-                    env,
+                    {**env, **ROUTER_ENV},
                 ).start()
             )
         procs += routers
@@ -450,7 +457,12 @@ def test_publish_and_watch_from_the_command_line(fabric):
 
     def knflow(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "knflow.cli", *args], capture_output=True, text=True, timeout=60, cwd=ROOT
+            [sys.executable, "-m", "knflow.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            env={**os.environ, **CLI_ENV},
         )
 
     sent = knflow(

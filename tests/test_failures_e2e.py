@@ -4,6 +4,7 @@ nats-server. Retries happen in the dispatcher; dead letters reach the router ove
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -13,6 +14,7 @@ import pytest
 
 from tests.processes import Process, free_port
 from tests.test_fabric_e2e import http, stream_env, wait_run
+from tests.tokens import CLI_ENV, ROUTER_ENV, create_token
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCS = str(ROOT / "tests/fixtures/failing.py")
@@ -71,7 +73,7 @@ def stack(nats_server, tmp_path_factory):
         ],
         tmp / "router.log",
         port,
-        env,
+        {**env, **ROUTER_ENV},
     ).start()
     functions = [
         a for f in ("ff-step", "ff-flaky", "ff-always", "ff-reject", "ff-slow", "ff-gate") for a in ("--function", f)
@@ -141,8 +143,14 @@ def test_a_timeout_is_retried(stack):
 
 
 def knflow(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The CLI; with the routers' admin token in KNFLOW_TOKEN unless `env` is given."""
     return subprocess.run(
-        [sys.executable, "-m", "knflow.cli", *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env
+        [sys.executable, "-m", "knflow.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env if env is not None else {**os.environ, **CLI_ENV},
     )
 
 
@@ -152,14 +160,16 @@ def test_redrive_after_the_fix_invokes_succeeded_nodes_exactly_once(stack):
     run = wait_run(stack.url, run_id)
     assert run["status"] == "failed" and run["nodes"]["c"]["status"] == "cancelled"
     (stack.state / "gate-open").touch()
-    proc = knflow("replay", run_id, "--router", stack.url, "--by", "ops")
+    ops = create_token(stack.url, f"ops-{uuid.uuid4().hex[:6]}", "operate")
+    proc = knflow("replay", run_id, "--router", stack.url, "--by", "typed-by-the-caller", "--token", ops)
     assert proc.returncode == 0, proc.stderr
     run = wait_run(stack.url, run_id)
     assert run["status"] == "succeeded" and run["nodes"]["c"]["output"]["n"] == 13
     steps = calls(stack, "ff-step")
     assert steps.count(run_id) == 2 and steps.count(f"{run_id}-side") == 1  # a once, c once, side once
     assert calls(stack, "ff-gate").count(run_id) == 2
-    assert run["replays"][0]["by"] == "ops" and run["nodes"]["b"]["attempts"][0]["status"] == "failed"
+    assert run["replays"][0]["by"].startswith("ops-")  # the token's name, not what the caller typed
+    assert run["nodes"]["b"]["attempts"][0]["status"] == "failed"
 
     proc = knflow("replay", run_id, "--from", "c", "--router", stack.url)
     assert proc.returncode == 0, proc.stderr

@@ -12,6 +12,7 @@ import pytest
 from tests.processes import Process, free_port
 from tests.test_failures_e2e import knflow
 from tests.test_fabric_e2e import http, stream_env, wait_run
+from tests.tokens import ROUTER_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCS = str(ROOT / "tests/fixtures/fanout.py")
@@ -65,7 +66,7 @@ def stack(nats_server, tmp_path_factory):
         ],
         tmp / "router.log",
         port,
-        env,
+        {**env, **ROUTER_ENV},
     ).start()
     functions = [a for f in ("fo-square", "fo-sum", "fo-picky") for a in ("--function", f)]
     dispatcher = Process(

@@ -12,6 +12,7 @@ import pytest
 
 from tests.processes import Process, free_port
 from tests.test_fabric_e2e import http, wait_run
+from tests.tokens import ROUTER_ENV, create_token
 from datetime import UTC
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +34,7 @@ def router(tmp_path_factory):
         (tmp / f"{name}.yaml").write_text(text)
         files.append(str(tmp / f"{name}.yaml"))
     port = free_port()
-    env = {"KNFLOW_WEBHOOK_SECRET": "s3cret", "KNFLOW_MAX_HOPS": "3", "PYTHONPATH": str(ROOT)}
+    env = {"KNFLOW_WEBHOOK_SECRET": "s3cret", "KNFLOW_MAX_HOPS": "3", "PYTHONPATH": str(ROOT), **ROUTER_ENV}
     proc = Process(
         [
             "serve",
@@ -104,15 +105,22 @@ def test_run_events_chain_pipelines_until_the_hop_limit(router):
     assert status == 422 and "3 pipeline hops deep; the limit is 3 (KNFLOW_MAX_HOPS)" in body["error"]
 
 
-def test_webhooks_need_the_secret(router):
+def test_webhooks_need_the_secret_or_a_run_token(router):
     body = json.dumps({"m": "hi"}).encode()
-    status, answer = http("POST", f"{router.url}/hooks/hooked", body)
-    assert status == 401 and "X-Knflow-Webhook-Secret" in answer["error"]
-    assert http("POST", f"{router.url}/hooks/hooked", body, {"x-knflow-webhook-secret": "nope"})[0] == 401
-    status, answer = http("POST", f"{router.url}/hooks/hooked", body, {"x-knflow-webhook-secret": "s3cret"})
+    status, answer = http("POST", f"{router.url}/hooks/hooked", body, token=None)
+    assert status == 401 and "X-Knflow-Webhook-Secret" in answer["error"] and answer["scope"] == "run"
+    assert http("POST", f"{router.url}/hooks/nope", body, token=None)[0] == 401  # no hint whether it exists
+    wrong = {"x-knflow-webhook-secret": "nope"}
+    assert http("POST", f"{router.url}/hooks/hooked", body, wrong, token=None)[0] == 401
+    right = {"x-knflow-webhook-secret": "s3cret"}
+    status, answer = http("POST", f"{router.url}/hooks/hooked", body, right, token=None)
     assert status == 202 and wait_run(router.url, answer["run"])["status"] == "succeeded"
     signature = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
-    assert http("POST", f"{router.url}/hooks/hooked", body, {"x-hub-signature-256": signature})[0] == 202
+    assert http("POST", f"{router.url}/hooks/hooked", body, {"x-hub-signature-256": signature}, token=None)[0] == 202
+    reader = create_token(router.url, "hook-reader", "read")
+    assert http("POST", f"{router.url}/hooks/hooked", body, token=reader)[0] == 401
+    runner = create_token(router.url, "hook-runner", "run")
+    assert http("POST", f"{router.url}/hooks/hooked", body, token=runner)[0] == 202
 
 
 def test_a_bad_since_is_a_400_naming_the_value(router):

@@ -16,6 +16,7 @@ from standardwebhooks.webhooks import Webhook
 from router.triggers import run_id_for
 from router.webhook_auth import sign_github
 from tests.processes import Process, free_port
+from tests.tokens import ROUTER_ENV
 from tests.test_fabric_e2e import http, wait_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +53,7 @@ def router(tmp_path_factory):
         "GITHUB_WEBHOOK_SECRET": GH_SECRET,
         "ALERTS_TOKEN": BEARER_SECRET,
         "KNFLOW_WEBHOOK_SECRET": LEGACY_SECRET,
+        **ROUTER_ENV,
     }
     args = ["serve", "router", "--store", f"sqlite:///{tmp}/runs.db", "--pipelines", *files]
     proc = Process([*args, "--port", str(port), "--host", "127.0.0.1"], tmp / "router.log", port, env).start()
@@ -72,7 +74,7 @@ def standard_headers(key: str, msg_id: str, body: bytes, timestamp_s: int | None
 
 
 def post(router, pipeline: str, body: bytes, headers: dict[str, str] | None = None):
-    return http("POST", f"{router.url}/hooks/{pipeline}", body, headers or {})
+    return http("POST", f"{router.url}/hooks/{pipeline}", body, headers or {}, token=None)  # a sender has no token
 
 
 def refused_body(router) -> dict:

@@ -229,6 +229,38 @@ async def test_pipelines_put_get_list_delete(store):
     assert await store.list_pipelines() == [second]
 
 
+# --- tokens -----------------------------------------------------------------------------------------------
+
+
+async def test_tokens_are_stored_by_hash_listed_by_name_and_revoked(store):
+    from router.tokens import TokenExists, new_record, token_hash
+
+    assert await store.list_tokens() == []
+    ci_token, ci = new_record("ci", "operate", "2026-01-01T00:00:00Z")
+    reader_token, reader = new_record("reader", "read", "2026-01-01T00:00:01Z")
+    await store.put_token(ci)
+    await store.put_token(reader)
+    assert await store.get_token(token_hash(ci_token)) == ci
+    assert await store.get_token(token_hash("kf_not-a-token")) is None
+    assert [t["name"] for t in await store.list_tokens()] == ["ci", "reader"]
+    assert all(ci_token not in str(t) for t in await store.list_tokens())  # only its hash is kept
+
+    _, again = new_record("ci", "admin", "2026-01-01T00:00:02Z")
+    with pytest.raises(TokenExists, match="a token named 'ci' exists; revoke it first"):
+        await store.put_token(again)
+    assert await store.get_token(token_hash(ci_token)) == ci  # the live one is unchanged
+
+    assert await store.revoke_token("ci", "2026-01-01T00:01:00Z") is True
+    assert await store.revoke_token("ci", "2026-01-01T00:02:00Z") is True  # once: the first time stays
+    assert (await store.get_token(token_hash(ci_token)))["revoked_at"] == "2026-01-01T00:01:00Z"
+    assert await store.revoke_token("nobody", "2026-01-01T00:01:00Z") is False
+
+    await store.put_token(again)  # a revoked name can be given to a new token
+    assert await store.get_token(token_hash(ci_token)) is None
+    assert (await store.get_token(again["hash"])) == again
+    assert await store.get_token(token_hash(reader_token)) == reader
+
+
 # --- concurrency ------------------------------------------------------------------------------------------
 
 

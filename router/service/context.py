@@ -1,5 +1,5 @@
-"""What every handler gets (`svc: Svc`): the router, the pipeline catalog and the limits, and the
-request body read within the size limit."""
+"""What every handler gets (`svc: Svc`): the router, the pipeline catalog, who may call (`auth`) and the
+limits, and the request body read within the size limit."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from fastapi.responses import JSONResponse, Response
 from broker.errors import InvalidEvent, PayloadTooLarge
 from router.catalog import StorePipelines
 from router.router import Router
+from router.service.auth import Auth
 
 
 @dataclass(frozen=True)
 class Service:
     router: Router
     catalog: StorePipelines
+    auth: Auth
     max_body_bytes: int
     webhook_secret: str | None = None
 

@@ -14,17 +14,20 @@ from router.hops import HopLimit
 from router.pipeline import PipelineInvalid
 from router.replay import InvalidDuration, ReplayRefused
 from router.router import UnknownPipeline
+from router.service.auth import Forbidden, Unauthorized
 from router.store.base import RunExists, RunNotFound, RunUnreadable
 from router.templates import TemplateError
+from router.tokens import InvalidToken, TokenExists, TokenNotFound
 
-
-class Unauthorized(KnflowError):
-    """A request without the credentials the router asks for (a webhook without its secret)."""
-
+__all__ = ["ROUTER_STATUSES", "Forbidden", "Unauthorized", "knflow_error"]
 
 ROUTER_STATUSES: Statuses = {
     **FUNCTION_STATUSES,
     Unauthorized: 401,
+    Forbidden: 403,
+    InvalidToken: 400,
+    TokenExists: 409,
+    TokenNotFound: 404,
     UnknownPipeline: 404,
     RunNotFound: 404,
     RunExists: 409,

@@ -1,7 +1,11 @@
 """Webhooks: `POST /hooks/{pipeline}` starts a run of a pipeline with a webhook trigger; the JSON body is
-the trigger's data, `Idempotency-Key` its event id. A trigger with `auth` takes only deliveries signed as it
-says (router/webhook_auth.py), the delivery's id its event id. Without `auth`, with a webhook secret set,
-the request must carry it. Every refusal is the same 401, so a caller cannot tell which pipelines exist."""
+the trigger's data, `Idempotency-Key` its event id.
+
+Who may call: a pipeline whose webhook trigger has `auth:` takes only deliveries signed as it says
+(router/webhook_auth.py), the delivery's id its event id; any other webhook needs a token with scope
+`run`, or, with the global `KNFLOW_WEBHOOK_SECRET` set, that secret (`X-Knflow-Webhook-Secret`, or
+GitHub's `X-Hub-Signature-256`). The caller is checked before the answer depends on the pipeline, and
+every refusal is the same 401, so that a caller without credentials cannot tell which pipelines exist."""
 
 from __future__ import annotations
 
@@ -15,10 +19,11 @@ from fastapi import APIRouter, Request
 
 from broker import events
 from broker.errors import InvalidEvent
-from router.pipeline import Trigger, WebhookAuth
+from router.pipeline import Pipeline, Trigger, WebhookAuth
 from router.router import UnknownPipeline
-from router.service.context import Svc
-from router.service.errors import Unauthorized
+from router.service.auth import Unauthorized, bearer
+from router.service.context import Service, Svc
+from router.tokens import covers
 from router.triggers import run_id_for
 from router.webhook_auth import WebhookRefused, verify_webhook
 
@@ -27,11 +32,11 @@ log = structlog.get_logger("knflow.router")
 
 # one answer for an unknown pipeline, a missing signature and a wrong one: it names every way to sign
 REFUSED = (
-    "webhook refused: no valid signature. A pipeline whose webhook trigger sets auth takes what its scheme "
-    "names: standard-webhooks (webhook-id, webhook-timestamp, webhook-signature headers), github "
+    "webhook refused: no valid signature or token. A pipeline whose webhook trigger sets auth takes what its "
+    "scheme names: standard-webhooks (webhook-id, webhook-timestamp, webhook-signature headers), github "
     "(X-Hub-Signature-256: sha256=HMAC of the body) or bearer (Authorization: Bearer SECRET); "
-    "one without auth takes the router's webhook secret in X-Knflow-Webhook-Secret, "
-    "or the body signed with it in X-Hub-Signature-256"
+    "one without auth takes 'Authorization: Bearer TOKEN' with a token of scope 'run', or the router's webhook "
+    "secret in X-Knflow-Webhook-Secret, or the body signed with it in X-Hub-Signature-256"
 )
 
 
@@ -41,33 +46,51 @@ def check_signature(pipeline: str, auth: WebhookAuth, request: Request, body: by
         return verify_webhook(auth, request.headers, body)
     except WebhookRefused as exc:
         log.warning("webhook refused", pipeline=pipeline, scheme=auth.scheme, header=exc.header, reason=exc.message)
-        raise Unauthorized(REFUSED) from None
+        raise Unauthorized(REFUSED, scope="run") from None
 
 
-def check_webhook_secret(secret: str | None, request: Request, body: bytes) -> None:
+def webhook_secret_ok(secret: str | None, request: Request, body: bytes) -> bool:
     """With a webhook secret set: `X-Knflow-Webhook-Secret: SECRET`, or GitHub's `X-Hub-Signature-256`."""
     if not secret:
-        return
+        return False
     given = request.headers.get("x-knflow-webhook-secret")
     if given is not None and hmac.compare_digest(given.encode("utf-8", "replace"), secret.encode()):
-        return
+        return True
     signature = request.headers.get("x-hub-signature-256", "")
     expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    if signature and hmac.compare_digest(signature.encode("utf-8", "replace"), expected.encode()):
+    return bool(signature) and hmac.compare_digest(signature.encode("utf-8", "replace"), expected.encode())
+
+
+def webhook_trigger(p: Pipeline | None) -> Trigger | None:
+    return next((t for t in p.triggers if t.type == "webhook"), None) if p is not None else None
+
+
+async def check_caller(svc: Service, request: Request, body: bytes) -> None:
+    """A webhook of a pipeline without `auth`: a `run` token, or the global webhook secret when one is set."""
+    if not svc.webhook_secret:
+        try:
+            await svc.auth.caller(request, "run")
+        except Unauthorized:
+            raise Unauthorized(REFUSED, scope="run") from None  # the same 401 as a pipeline with auth
         return
-    raise Unauthorized(REFUSED)
+    if webhook_secret_ok(svc.webhook_secret, request, body):
+        return
+    given = bearer(request)
+    caller = await svc.auth.identify(given) if given is not None else None
+    if caller is None or not covers(caller.scope, "run"):
+        raise Unauthorized(REFUSED, scope="run")
 
 
 @routes.post("/hooks/{name}", status_code=202)
 async def webhook(name: str, request: Request, svc: Svc) -> dict:
     p = await svc.catalog.get(name)
-    trigger: Trigger | None = next((t for t in p.triggers if t.type == "webhook"), None) if p else None
+    trigger = webhook_trigger(p)
     body = await svc.read_body(request)
     delivery_id = None
     if trigger is not None and trigger.auth is not None:
         delivery_id = check_signature(name, trigger.auth, request, body)
     else:
-        check_webhook_secret(svc.webhook_secret, request, body)
+        await check_caller(svc, request, body)
     if p is None:
         raise UnknownPipeline(f"unknown pipeline '{name}'", pipeline=name)
     if trigger is None:

@@ -1,5 +1,8 @@
 """CloudEvents in: `POST /events` (results advance runs, other events start the runs their triggers
-match), `POST /dead-letter` (invokes whose retries ran out) and `POST /events/replay`."""
+match), `POST /dead-letter` (invokes whose retries ran out) and `POST /events/replay`.
+
+An event that starts runs needs a token with scope `run`, an event replay `operate`. Node results and
+dead letters come from knflow's own functions and dispatchers, and are checked by their own means."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from broker import codec, events
 from broker import extensions as ext
 from broker.errors import InvalidEvent
 from router.replay import parse_duration_s
+from router.service.auth import Operator
 from router.service.context import Svc, accepted
 from router.triggers import pipelines_for
 
@@ -24,6 +28,7 @@ async def post_event(request: Request, svc: Svc) -> Response:
     if event.get_type() in events.RESULT_TYPES:
         await svc.router.on_result(event)
         return accepted(request, {"id": event.get_id(), "runs": [str(event.get_extension(ext.RUN))]})
+    await svc.auth.caller(request, "run")  # an external event: it starts runs
     if event.get_type() == events.INVOKE:
         raise InvalidEvent("the router does not take dev.knflow.invoke events; send them to the function's service")
     matched = pipelines_for(await svc.catalog.all(), events.event_to_dict(event))
@@ -39,7 +44,7 @@ async def post_event(request: Request, svc: Svc) -> Response:
 
 
 @routes.post("/events/replay", status_code=202)
-async def replay_events(request: Request, svc: Svc) -> dict:
+async def replay_events(request: Request, svc: Svc, caller: Operator) -> dict:
     body = await svc.json_body(request)
     if not body.get("since"):
         raise InvalidEvent('event replay needs \'since\', e.g. {"since": "2h"}')

@@ -6,6 +6,7 @@ from typing import Any, Protocol
 
 from broker.errors import KnflowError
 from router.runs import RunChange, RunDoc, Transition
+from router.tokens import TokenRecord
 
 
 class RunNotFound(KnflowError):
@@ -57,5 +58,18 @@ class RunStore(Protocol):
     async def list_pipelines(self) -> list[dict[str, Any]]: ...
 
     async def delete_pipeline(self, name: str) -> bool: ...
+
+    async def put_token(self, token: TokenRecord) -> None:
+        """Store a new token record; TokenExists if a token that is not revoked has its name (a revoked
+        one is replaced)."""
+
+    async def get_token(self, token_hash: str) -> TokenRecord | None:
+        """The token with this hash, revoked or not."""
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        """By name."""
+
+    async def revoke_token(self, name: str, revoked_at: str) -> bool:
+        """Mark the token `name` revoked (once: a revoked token keeps its first time); False if there is none."""
 
     async def close(self) -> None: ...

@@ -21,6 +21,7 @@ from pymongo.errors import DuplicateKeyError
 from broker.events import now_iso
 from router.runs import RunChange, RunDoc, Transition, split_key
 from router.store.base import RunExists, RunNotFound
+from router.tokens import TokenExists, TokenRecord
 
 DEFAULT_DATABASE = "knflow"
 RUN_INDEXES = [
@@ -39,7 +40,9 @@ class MongoStore:
         self._client = client
         self.runs = client[database]["runs"]
         self.pipelines = client[database]["pipelines"]
+        self.tokens = client[database]["tokens"]  # _id = name; only hashes, never tokens
         self._indexed = False
+        self._tokens_indexed = False
 
     @classmethod
     def from_url(cls, url: str) -> MongoStore:
@@ -126,6 +129,29 @@ class MongoStore:
     async def delete_pipeline(self, name: str) -> bool:
         return (await self.pipelines.delete_one({"_id": name})).deleted_count > 0
 
+    async def put_token(self, token: TokenRecord) -> None:
+        if not self._tokens_indexed:
+            await self.tokens.create_indexes([IndexModel("hash", unique=True)])
+            self._tokens_indexed = True
+        fields = {k: v for k, v in token.items() if k != "name"}
+        try:  # matches only a revoked token of this name; a live one makes the upsert's insert collide
+            await self.tokens.update_one(
+                {"_id": token["name"], "revoked_at": {"$ne": None}}, {"$set": fields}, upsert=True
+            )
+        except DuplicateKeyError:
+            raise TokenExists(f"a token named '{token['name']}' exists; revoke it first", name=token["name"]) from None
+
+    async def get_token(self, token_hash: str) -> TokenRecord | None:
+        doc = await self.tokens.find_one({"hash": token_hash})
+        return None if doc is None else _token(doc)
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        return [_token(doc) for doc in await self.tokens.find({}).sort("_id", ASCENDING).to_list()]
+
+    async def revoke_token(self, name: str, revoked_at: str) -> bool:
+        await self.tokens.update_one({"_id": name, "revoked_at": None}, {"$set": {"revoked_at": revoked_at}})
+        return await self.tokens.find_one({"_id": name}, {"_id": 1}) is not None
+
     async def close(self) -> None:
         await self._client.close()
 
@@ -133,6 +159,16 @@ class MongoStore:
 def _run(doc: dict[str, Any]) -> RunDoc:
     """The run document of a stored one: its `_id` as `id`, first."""
     return cast(RunDoc, {"id": doc.pop("_id"), **doc})
+
+
+def _token(doc: dict[str, Any]) -> TokenRecord:
+    return TokenRecord(
+        name=doc["_id"],
+        scope=doc["scope"],
+        hash=doc["hash"],
+        created_at=doc["created_at"],
+        revoked_at=doc.get("revoked_at"),
+    )
 
 
 def _direct_connection(url: str) -> dict[str, Any]:

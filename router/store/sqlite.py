@@ -28,6 +28,7 @@ import orjson
 
 from router.runs import RunChange, RunDoc, Transition, apply
 from router.store.base import RunExists, RunNotFound
+from router.tokens import TokenExists, TokenRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -36,6 +37,9 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_by_pipeline ON runs (pipeline, created_at);
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at);
 CREATE TABLE IF NOT EXISTS pipelines (name TEXT PRIMARY KEY, doc BLOB NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+  name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, scope TEXT NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT
+);
 """
 
 _OPEN: weakref.WeakSet[SqliteStore] = weakref.WeakSet()  # stores whose tick transaction is open
@@ -178,6 +182,42 @@ class SqliteStore:
         await self._committed()
         return deleted
 
+    async def put_token(self, token: TokenRecord) -> None:
+        self._begin()
+        changed = self._db.execute(
+            "INSERT INTO tokens (name, hash, scope, created_at, revoked_at) VALUES (?, ?, ?, ?, NULL) "
+            "ON CONFLICT(name) DO UPDATE SET hash = excluded.hash, scope = excluded.scope, "
+            "created_at = excluded.created_at, revoked_at = NULL WHERE tokens.revoked_at IS NOT NULL",
+            (token["name"], token["hash"], token["scope"], token["created_at"]),
+        ).rowcount
+        await self._committed()
+        if not changed:
+            raise TokenExists(f"a token named '{token['name']}' exists; revoke it first", name=token["name"])
+
+    async def get_token(self, token_hash: str) -> TokenRecord | None:
+        self._commit()
+        row = self._db.execute(
+            "SELECT name, scope, hash, created_at, revoked_at FROM tokens WHERE hash = ?", (token_hash,)
+        ).fetchone()
+        return _token(row) if row else None
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        self._commit()
+        rows = self._db.execute("SELECT name, scope, hash, created_at, revoked_at FROM tokens ORDER BY name")
+        return [_token(r) for r in rows]
+
+    async def revoke_token(self, name: str, revoked_at: str) -> bool:
+        self._begin()
+        self._db.execute("UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (revoked_at, name))
+        found = self._db.execute("SELECT 1 FROM tokens WHERE name = ?", (name,)).fetchone() is not None
+        await self._committed()
+        return found
+
     async def close(self) -> None:
         self._commit()
         self._db.close()
+
+
+def _token(row: tuple[Any, ...]) -> TokenRecord:
+    name, scope, hash_, created_at, revoked_at = row
+    return TokenRecord(name=name, scope=scope, hash=hash_, created_at=created_at, revoked_at=revoked_at)
