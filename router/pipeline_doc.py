@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Any
+from typing import Any, Final
 
 from functions.sdk import Retry
 from router.pipeline import API_VERSIONS, MAX_ITEMS, ON_FAILURE_NODE, Edge, Node, Pipeline, Problem, Trigger
@@ -116,6 +116,10 @@ class _Collector:
         self.problems.append(Problem(message, self.file, line, self.pipeline, node, field))
 
 
+MAX_NODES: Final = 500  # nodes per pipeline
+MAX_EDGES: Final = 2000  # edges per pipeline
+
+
 def from_dict(
     doc: Any, file: str | None = None, lines: dict[Path_, int] | None = None
 ) -> tuple[Pipeline | None, list[Problem]]:
@@ -155,6 +159,11 @@ def from_dict(
     if not isinstance(functions, list) or not all(isinstance(f, str) for f in functions):
         c.add("functions must be a list of module names or file paths", ("functions",), field="functions")
         functions = []
+    for key, cap in (("nodes", MAX_NODES), ("edges", MAX_EDGES)):
+        raw = doc.get(key)
+        if isinstance(raw, (dict, list)) and len(raw) > cap:
+            c.add(f"the pipeline has {len(raw):,} {key}; the limit is {cap:,} {key} per pipeline", (key,), field=key)
+            return None, c.problems
     triggers = _triggers(doc, c)
     nodes = _nodes(doc.get("nodes"), c)
     on_failure = doc.get("on_failure")

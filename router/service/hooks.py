@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import uuid
 
 from fastapi import APIRouter, Request
 
-from broker import events
-from broker.errors import InvalidEvent
+from broker import events, limits
+from functions.blobs import refuse_blob_refs
 from router.router import UnknownPipeline
 from router.service.context import Svc
 from router.service.errors import Unauthorized
@@ -46,10 +45,8 @@ async def webhook(name: str, request: Request, svc: Svc) -> dict:
         raise UnknownPipeline(f"pipeline '{name}' has no webhook trigger", pipeline=name)
     body = await svc.read_body(request)
     check_webhook_secret(svc.webhook_secret, request, body)
-    try:
-        data = json.loads(body) if body.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise InvalidEvent(f"webhook body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    data = limits.loads(body, "webhook body") if body.strip() else {}
+    refuse_blob_refs(data, "webhook body")
     key = request.headers.get("idempotency-key")
     event_id = key or uuid.uuid4().hex
     trigger = events.make_event(

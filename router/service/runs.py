@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from router.replay import parse_duration_s
 from router.runs import RunRecord, record
+from router.service import params
 from router.service.context import Svc
 from router.store.base import RunNotFound
 
@@ -18,9 +18,11 @@ routes = APIRouter()
 
 @routes.get("/runs", response_model=None)
 async def list_runs(
-    svc: Svc, pipeline: str | None = None, status: str | None = None, limit: int = 50
+    svc: Svc, pipeline: str | None = None, status: str | None = None, limit: str | None = None
 ) -> list[RunRecord]:
-    found = await svc.router.store.list_runs(pipeline=pipeline, status=status, limit=max(1, min(limit, 1000)))
+    found = await svc.router.store.list_runs(
+        pipeline=pipeline, status=params.run_status(status), limit=params.limit(limit, default=50)
+    )
     return [record(r) for r in found]
 
 
@@ -35,29 +37,29 @@ async def get_run(run_id: str, svc: Svc) -> RunRecord:
 @routes.post("/runs/{run_id}/replay", status_code=202, response_model=None)
 async def replay_run(run_id: str, request: Request, svc: Svc) -> RunRecord:
     body = await svc.json_body(request)
-    if body.get("new_run"):
-        run = await svc.router.rerun(run_id, body.get("by"))
+    by = params.text(body, "by")
+    if params.flag(body, "new_run"):
+        run = await svc.router.rerun(run_id, by)
     else:
-        run = await svc.router.redrive(run_id, body.get("from"), body.get("by"))
+        run = await svc.router.redrive(run_id, params.text(body, "from"), by)
     return record(run)
 
 
 @routes.post("/runs/{run_id}/cancel", response_model=None)
 async def cancel_run(run_id: str, request: Request, svc: Svc) -> RunRecord:
     body = await svc.json_body(request)
-    return record(await svc.router.cancel(run_id, body.get("by")))
+    return record(await svc.router.cancel(run_id, params.text(body, "by")))
 
 
 @routes.post("/replay", status_code=202)
 async def replay_many(request: Request, svc: Svc) -> dict:
     body = await svc.json_body(request)
-    since = body.get("since")
     report = await svc.router.replay_many(
-        body.get("pipeline"),
-        body.get("status", "failed"),
-        parse_duration_s(since) if since else None,
-        bool(body.get("new_run")),
-        body.get("by"),
-        int(body.get("limit", 1000)),
+        params.text(body, "pipeline"),
+        params.run_status(body.get("status", "failed")),
+        params.since_s(body.get("since")),
+        params.flag(body, "new_run"),
+        params.text(body, "by"),
+        params.limit(body.get("limit")),
     )
     return {"runs": report}
