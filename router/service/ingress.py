@@ -11,7 +11,7 @@ from broker import codec, events
 from broker import extensions as ext
 from broker.errors import InvalidEvent
 from functions.blobs import refuse_blob_refs
-from router.service import params
+import router.service.params as params
 from router.service.context import Svc, accepted
 from router.triggers import pipelines_for
 

@@ -18,7 +18,8 @@ MAX_TEXT_CHARS: Final = 1024
 def bad(field: str, expected: str, value: Any) -> InvalidEvent:
     shown = repr(value)
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    return InvalidEvent(f"parameter '{field}' is {shown}; expected {expected}", field=field)
+    scalar = value if isinstance(value, (str, int, float)) and len(shown) <= 60 else None
+    return InvalidEvent(f"parameter '{field}' is {shown}; expected {expected}", field=field, value=scalar)
 
 
 def text(body: dict[str, Any], field: str, *, required: bool = False, example: str | None = None) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from router.runs import RunRecord, record
-from router.service import params
+import router.service.params as params
 from router.service.context import Svc
 from router.store.base import RunNotFound
 
