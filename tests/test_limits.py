@@ -290,3 +290,30 @@ def test_a_costly_when_fails_its_run_naming_the_edge(router):
     run = wait_run(router.url, body["run"])
     assert time.perf_counter() - started < 5
     assert run["status"] == "failed" and "edge a -> b" in json.dumps(run) and "MAX_CEL_COST" in json.dumps(run)
+
+
+# ---- stored pipelines never name code -----------------------------------------------------------
+
+
+def test_replay_on_a_store_never_imports_the_stored_pipelines_functions(tmp_path):
+    from broker.errors import KnflowError
+    from knflow.replay import _load_functions
+    from router.catalog import StorePipelines
+    from router.store import open_store
+
+    marker = tmp_path / "imported"
+    module = tmp_path / "evil.py"
+    module.write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    doc = {"metadata": {"name": "p"}, "functions": [str(module)], "nodes": [{"id": "a", "type": "evil-fn"}]}
+
+    async def main() -> None:
+        store = open_store(f"sqlite:///{tmp_path}/runs.db")
+        await store.put_pipeline("p", doc)
+        try:
+            with pytest.raises(KnflowError, match=r"evil-fn.*not imported\).*--functions"):
+                await _load_functions(StorePipelines(store), [{"pipeline": "p"}])  # type: ignore[list-item]
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+    assert not marker.exists()
