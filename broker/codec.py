@@ -37,6 +37,7 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from dateutil.parser import isoparse
 
+from broker.limits import check_json_depth
 from broker.errors import InvalidEvent, NotACloudEvent, PayloadTooLarge
 
 __all__ = ["MAX_BODY_BYTES", "STRUCTURED_CONTENT_TYPE", "decode", "encode_binary", "encode_structured"]
@@ -179,6 +180,7 @@ def _decode_structured(content_type: str | None, body: bytes) -> CloudEvent:
         )
     what = f"Structured CloudEvent (Content-Type {content_type!r})"
     text = _decode_text(body, params.get("charset", "utf-8"), what)
+    check_json_depth(body, "Structured CloudEvent body")
     try:
         document = json.loads(text)
     except json.JSONDecodeError as err:
@@ -279,6 +281,7 @@ def _read_data(body: bytes, content_type: str | None) -> Any:
     if not body:
         return None
     if content_type is None:  # no media type: JSON if it parses, else text, else bytes (as the SDK)
+        check_json_depth(body, "CloudEvent data")
         try:
             return json.loads(body)
         except ValueError:
@@ -288,6 +291,7 @@ def _read_data(body: bytes, content_type: str | None) -> Any:
         except UnicodeDecodeError:
             return body
     if content_type == "application/json":  # knflow's own events: orjson reads what json reads, alike
+        check_json_depth(body, "CloudEvent data (Content-Type 'application/json')")
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -296,6 +300,7 @@ def _read_data(body: bytes, content_type: str | None) -> Any:
     what = f"CloudEvent data (Content-Type {content_type!r})"
     if _JSON_MEDIA.fullmatch(media):
         text = _decode_text(body, params.get("charset", "utf-8"), what)
+        check_json_depth(body, what)
         try:
             return json.loads(text)
         except json.JSONDecodeError as err:

@@ -9,7 +9,8 @@ input before validating it, so it sees the real value:
 
 Keys are `runs/{run}/{node}/{attempt}/{name}-{sha256[:16]}.json`: retries and replays never collide, and a
 redelivered invoke that writes the same output again rewrites the same blob. A reference is only read from
-under the store's own URL, so data from outside (a webhook body) cannot make a function read other files.
+under the store's own URL, and only under the run's own prefix (`runs/RUN/`): data from outside cannot make a
+function read other files, nor another run's blobs; and ingress refuses external data that carries `$blob`.
 
 The store is a URL: a local directory (`file://`; by default `.knflow/blobs` under the working directory)
 or anything fsspec opens (`s3://bucket/prefix`, with the `s3` extra). fsspec is imported on the first
@@ -26,7 +27,7 @@ from typing import Any
 from collections.abc import Callable, Mapping
 from urllib.parse import quote
 
-from broker.errors import KnflowError
+from broker.errors import InvalidEvent, KnflowError
 
 REF_KEY = "$blob"
 MEDIA_JSON = "application/json"
@@ -57,6 +58,32 @@ def is_ref(value: Any) -> bool:
         and "size_bytes" in value
         and value.keys() <= _REF_KEYS
     )
+
+
+def ref_key_path(value: Any, path: str = "") -> str | None:
+    """The path (`items[2].doc`) of the first object in `value` with a `$blob` key, or None."""
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        here, where = stack.pop()
+        if isinstance(here, dict):
+            if REF_KEY in here:
+                return where or "(the whole value)"
+            stack.extend((v, f"{where}.{k}" if where else str(k)) for k, v in here.items())
+        elif isinstance(here, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(here))
+    return None
+
+
+def refuse_blob_refs(value: Any, what: str) -> None:
+    """InvalidEvent (400) when data from outside (`what`: a webhook body, an external event's data) carries a
+    `$blob` key anywhere: only knflow's own functions and the router make blob references."""
+    where = ref_key_path(value)
+    if where is not None:
+        raise InvalidEvent(
+            f"{what} carries a blob reference ('{REF_KEY}') at {where}; data from outside knflow cannot name "
+            "blobs (only knflow's functions make blob references, for their own run)",
+            field=where,
+        )
 
 
 def has_refs(value: Any, depth: int = 0) -> bool:
@@ -211,21 +238,36 @@ class BlobStore:
         except orjson.JSONDecodeError as exc:
             raise BlobError(f"blob {url!r} is not JSON: {exc}", url=url) from None
 
-    async def resolve(self, value: Any, depth: int = 0) -> Any:
-        """`value` with every reference in it (at any depth, and inside what they hold) replaced by its value."""
+    def check_run(self, ref: Mapping[str, Any], run_id: str) -> None:
+        """BlobError unless the reference is under run `run_id`'s prefix (`runs/RUN/`) in this store: a run
+        reads only its own blobs, so a reference copied from another run's output resolves nowhere."""
+        url = ref[REF_KEY]
+        prefix = f"{self.url}/runs/{segment(run_id)}/"
+        if not url.startswith(prefix) or any(p in ("", ".", "..") for p in url[len(prefix) :].split("/")):
+            raise BlobError(
+                f"blob {url!r} does not belong to run '{run_id}' (its blobs are under {prefix!r}); "
+                "a run reads only its own blobs",
+                url=url,
+            )
+
+    async def resolve(self, value: Any, depth: int = 0, *, run_id: str | None = None) -> Any:
+        """`value` with every reference in it (at any depth, and inside what they hold) replaced by its value.
+        With `run_id` (as every function and the router call it), a reference of any other run is refused."""
         if not has_refs(value):
             return value
         if depth > _MAX_DEPTH:
             raise BlobError(f"blob references nest deeper than {_MAX_DEPTH} levels", url=None)
         if is_ref(value):
-            return await self.resolve(await self.load(value), depth + 1)
+            if run_id is not None:
+                self.check_run(value, run_id)
+            return await self.resolve(await self.load(value), depth + 1, run_id=run_id)
         import asyncio
 
         if isinstance(value, dict):
             keys = list(value)
-            done = await asyncio.gather(*(self.resolve(value[k], depth) for k in keys))
+            done = await asyncio.gather(*(self.resolve(value[k], depth, run_id=run_id) for k in keys))
             return dict(zip(keys, done, strict=True))
-        return list(await asyncio.gather(*(self.resolve(v, depth) for v in value)))
+        return list(await asyncio.gather(*(self.resolve(v, depth, run_id=run_id) for v in value)))
 
 
 def _put(fs: Any, path: str, data: bytes, local: bool) -> None:

@@ -129,7 +129,8 @@ async def handle_invoke(
     timeout_s = float(raw_timeout) if raw_timeout is not None else None
     store = store or blobs.default_store()
     try:
-        inputs, config = await store.resolve(data.get("inputs")), await store.resolve(data.get("config"))
+        inputs = await store.resolve(data.get("inputs"), run_id=addr.run_id)
+        config = await store.resolve(data.get("config"), run_id=addr.run_id)
     except blobs.BlobError as exc:
         result = {"error": _blob_error(exc, spec, ctx, "its input")}
     else:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from broker import codec, events
+from broker import codec, events, limits
 from broker import extensions as ext
 from broker.codec import MAX_BODY_BYTES
 from broker.errors import InvalidEvent, KnflowError
@@ -56,7 +56,8 @@ def create_app(spec: FunctionSpec, max_body_bytes: int = MAX_BODY_BYTES, store: 
 
     @app.post("/")
     async def invoke(request: Request) -> Response:
-        event = codec.decode(request.headers, await request.body(), max_body_bytes)
+        body = await limits.read_body(request.stream(), max_body_bytes, request.headers.get("content-length"))
+        event = codec.decode(request.headers, body, max_body_bytes)
         if event.get_type() != events.INVOKE:
             raise InvalidEvent(
                 f"expected a CloudEvent of type '{events.INVOKE}', got '{event.get_type()}' (header ce-type)"

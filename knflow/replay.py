@@ -115,13 +115,25 @@ async def _embedded(args: argparse.Namespace, bulk: bool) -> int:
 
 
 async def _load_functions(catalog: StorePipelines, runs: list[RunDoc]) -> None:
-    """Import the modules the stored pipelines name, so their functions run in this process."""
-    from functions.registry import load_module
+    """Check that this process has the functions the runs' pipelines use. Stored data never names code: the
+    modules a stored pipeline lists under `functions:` are NOT imported (the store may have been written by
+    anyone who could write to it); only what this command's own `--functions` names was."""
+    from functions.registry import REGISTRY
 
-    for name in {r["pipeline"] for r in runs}:
+    for name in sorted({r["pipeline"] for r in runs}):
         p = await catalog.get(name)
-        for ref in p.functions if p else []:
-            load_module(ref)
+        if p is None:
+            continue
+        used = {n.function for n in p.nodes.values()} | ({p.on_failure} if p.on_failure else set())
+        missing = sorted(f for f in used if REGISTRY.find(f) is None)
+        if missing:
+            listed = (
+                f" (the stored pipeline lists {', '.join(p.functions)}; they are not imported)" if p.functions else ""
+            )
+            raise KnflowError(
+                f"pipeline '{name}' uses function(s) {', '.join(missing)} that no module given with --functions "
+                f"defines{listed}: pass --functions MODULE for each module that defines them"
+            )
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

@@ -67,7 +67,7 @@ async def resolved_view(p: Pipeline, run: RunDoc, store: BlobStore, statuses: Co
 
     async def load(n: str) -> None:
         try:
-            nodes[n] = {**nodes[n], "output": await store.resolve(nodes[n]["output"])}
+            nodes[n] = {**nodes[n], "output": await store.resolve(nodes[n]["output"], run_id=run["id"])}
         except Exception as exc:  # BlobError
             if getattr(exc, "retryable", True):
                 raise

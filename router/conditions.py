@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.errors import KnflowError
-from functions.cel import CelEvaluationError, CelSyntaxError, compile_program, execute, short
+from functions.cel import CelEvaluationError, CelSyntaxError, CelTooComplex, compile_program, execute, short
 
 _ROOTS = frozenset({"trigger", "variables", "nodes"})
 _NODES_ACCESS = re.compile(
@@ -82,6 +82,8 @@ def compile_condition(expr: str) -> Condition:
     """Parse and compile once (cached by text). Raises ConditionError on a syntax error."""
     try:
         program = compile_program(expr)
+    except CelTooComplex as exc:
+        raise ConditionError(f"condition {expr!r} is too costly: {exc.reason}", expr=expr, reason=exc.reason) from None
     except CelSyntaxError as exc:
         raise ConditionError(f"condition {expr!r} does not parse: {exc.reason}", expr=expr, reason=exc.reason) from None
     # Converting every node's output costs ~15 us per node per evaluation: pass only the entries that

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Any
+from typing import Any, Final
 
 from functions.sdk import Retry
 from router.pipeline import (
@@ -140,6 +140,21 @@ class _Collector:
         self.problems.append(Problem(message, self.file, line, self.pipeline, node, field))
 
 
+MAX_NODES: Final = 500  # nodes per pipeline
+MAX_EDGES: Final = 2000  # edges per pipeline
+
+
+def _over_caps(doc: dict[str, Any], c: _Collector) -> bool:
+    """Whether the document has more nodes or edges than a pipeline may (a problem added for each)."""
+    over = False
+    for key, cap in (("nodes", MAX_NODES), ("edges", MAX_EDGES)):
+        raw = doc.get(key)
+        if isinstance(raw, (dict, list)) and len(raw) > cap:
+            c.add(f"the pipeline has {len(raw):,} {key}; the limit is {cap:,} {key} per pipeline", (key,), field=key)
+            over = True
+    return over
+
+
 def from_dict(
     doc: Any, file: str | None = None, lines: dict[Path_, int] | None = None
 ) -> tuple[Pipeline | None, list[Problem]]:
@@ -179,6 +194,8 @@ def from_dict(
     if not isinstance(functions, list) or not all(isinstance(f, str) for f in functions):
         c.add("functions must be a list of module names or file paths", ("functions",), field="functions")
         functions = []
+    if _over_caps(doc, c):
+        return None, c.problems
     triggers = _triggers(doc, c)
     nodes = _nodes(doc.get("nodes"), c)
     on_failure = doc.get("on_failure")

@@ -2,25 +2,44 @@
 
 Pure: text in, values out (reading the file is router/loader.py). router/pipeline_doc.py turns the document
 into the model; the line map lets every problem name the line it is about.
+
+The one YAML reader of knflow (files, and `PUT /pipelines` bodies), bounded as Kubernetes bounds its own:
+a document over `MAX_PIPELINE_BYTES`, nested deeper than `MAX_YAML_DEPTH`, or whose aliases expand to more
+than `MAX_YAML_NODES` nodes ("billion laughs") is refused before anything is built from it. Aliases are
+counted on the composed node graph, where an alias is the node it names: counting is linear in the text.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
+from broker.limits import json_depth_exceeded
 from router.pipeline import PipelineInvalid, Problem
 
 Path_ = tuple[Any, ...]
 
+MAX_PIPELINE_BYTES: Final = 512 * 1024  # a pipeline document's text
+MAX_YAML_NODES: Final = 50_000  # values in the document once every alias is expanded
+MAX_YAML_DEPTH: Final = 64  # mappings and lists inside each other
+
 
 def parse_yaml(text: str, file: str | None) -> tuple[Any, dict[Path_, int]]:
     """The document and a map from each value's path to its 1-based line. Raises PipelineInvalid."""
+    size = len(text.encode("utf-8", "surrogatepass")) if len(text) * 4 > MAX_PIPELINE_BYTES else len(text)
+    if size > MAX_PIPELINE_BYTES:
+        raise PipelineInvalid(
+            [Problem(f"the pipeline document is {size:,} bytes; the limit is {MAX_PIPELINE_BYTES:,} bytes", file=file)]
+        )
+    if json_depth_exceeded(text, MAX_YAML_DEPTH):  # flow style ([[[...]]]): the composer recurses per level
+        raise PipelineInvalid([Problem(f"the document nests deeper than {MAX_YAML_DEPTH} levels", file=file)])
     try:
         loader = yaml.SafeLoader(text)
         try:
             node = loader.get_single_node()
+            if node is not None:
+                _check_size(node, file)
             doc = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
@@ -29,10 +48,50 @@ def parse_yaml(text: str, file: str | None) -> tuple[Any, dict[Path_, int]]:
         line = mark.line + 1 if mark else None
         reason = " ".join(str(p) for p in (getattr(exc, "context", None), getattr(exc, "problem", None)) if p)
         raise PipelineInvalid([Problem(f"YAML syntax error: {reason or exc}", file=file, line=line)]) from None
+    except RecursionError:
+        raise PipelineInvalid([Problem(f"the document nests deeper than {MAX_YAML_DEPTH} levels", file=file)]) from None
     lines: dict[Path_, int] = {}
     if node is not None:
         _walk_lines(node, (), lines)
     return doc, lines
+
+
+def _check_size(root: yaml.Node, file: str | None) -> None:
+    """PipelineInvalid when the document, aliases expanded, has more than MAX_YAML_NODES values, nests deeper
+    than MAX_YAML_DEPTH, or an alias refers to the collection it is in (a cycle). Each distinct node is
+    counted once and its expanded size remembered, so a 500-byte bomb costs what its text costs."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def refuse(message: str, node: yaml.Node) -> PipelineInvalid:
+        return PipelineInvalid([Problem(message, file=file, line=node.start_mark.line + 1)])
+
+    def size(node: yaml.Node, depth: int) -> int:
+        key = id(node)
+        known = sizes.get(key)
+        if known is not None:
+            return known
+        if depth > MAX_YAML_DEPTH:
+            raise refuse(f"the document nests deeper than {MAX_YAML_DEPTH} levels", node)
+        total = 1
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            if key in open_:
+                raise refuse("a YAML alias refers to the collection it is in (a recursive document)", node)
+            open_.add(key)
+            children = (c for pair in node.value for c in pair) if isinstance(node, yaml.MappingNode) else node.value
+            for child in children:
+                total += size(child, depth + 1)
+                if total > MAX_YAML_NODES:
+                    raise refuse(
+                        f"the document expands to more than {MAX_YAML_NODES:,} values (YAML aliases expanded); "
+                        f"the limit is {MAX_YAML_NODES:,}",
+                        node,
+                    )
+            open_.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root, 0)
 
 
 def _walk_lines(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from functions.cel import CelEvaluationError, CelSyntaxError, compile_program, execute, short, to_json
+from functions.cel import CelEvaluationError, CelSyntaxError, CelTooComplex, compile_program, execute, short, to_json
 from functions.errors import FunctionError
 from functions.sdk import function
 
@@ -25,6 +25,12 @@ def cel_program(expr: str, field: str = "expression") -> Any:
     """Compile `expr` once (cached by text). A syntax error fails the node, naming `field` and the parser's reason."""
     try:
         return compile_program(expr)
+    except CelTooComplex as exc:
+        raise FunctionError(
+            f"{field} {expr!r} is too costly: {exc.reason}",
+            type="InvalidExpression",
+            detail={"field": field, "expression": expr, "reason": exc.reason},
+        ) from None
     except CelSyntaxError as exc:
         raise FunctionError(
             f"{field} {expr!r} is not valid CEL: {exc.reason}",

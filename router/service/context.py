@@ -3,14 +3,14 @@ limits, and the request body read within the size limit."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from broker.errors import InvalidEvent, PayloadTooLarge
+from broker import limits
+from broker.errors import InvalidEvent
 from router.catalog import StorePipelines
 from router.router import Router
 from router.service.auth import Auth
@@ -25,33 +25,16 @@ class Service:
     webhook_secret: str | None = None
 
     async def read_body(self, request: Request) -> bytes:
-        """The body, or 413 past `max_body_bytes`. A body up to 16 times the limit is read (and dropped)
-        before answering, so that the client, still sending, reads the 413 instead of a broken pipe."""
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size <= self.max_body_bytes:
-                chunks.append(chunk)
-            elif size > 16 * self.max_body_bytes:
-                break
-        if size > self.max_body_bytes:
-            declared = request.headers.get("content-length") or size
-            raise PayloadTooLarge(
-                f"request body is {int(declared):,} bytes; the limit is {self.max_body_bytes:,} bytes",
-                size_bytes=int(declared),
-                max_bytes=self.max_body_bytes,
-            )
-        return b"".join(chunks)
+        """The body, streamed against `max_body_bytes` (413 past it; broker.limits.read_body)."""
+        return await limits.read_body(request.stream(), self.max_body_bytes, request.headers.get("content-length"))
 
     async def json_body(self, request: Request) -> dict[str, Any]:
-        """The body as a JSON object ({} when empty), or 400 naming what is wrong with it."""
+        """The body as a JSON object ({} when empty), or 400 naming what is wrong with it (bad JSON, nested
+        deeper than broker.limits.MAX_JSON_DEPTH, not an object)."""
         raw = await self.read_body(request)
         if not raw.strip():
             return {}
-        try:
-            body = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise InvalidEvent(f"request body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        body = limits.loads(raw, "request body")
         if not isinstance(body, dict):
             raise InvalidEvent(f"request body must be a JSON object, got {type(body).__name__}")
         return body

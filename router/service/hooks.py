@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import uuid
 
 import structlog
 from fastapi import APIRouter, Request
 
-from broker import events
-from broker.errors import InvalidEvent
+from broker import events, limits
+from functions.blobs import refuse_blob_refs
 from router.pipeline import Pipeline, Trigger, WebhookAuth
 from router.router import UnknownPipeline
 from router.service.auth import Unauthorized, bearer
@@ -95,10 +94,8 @@ async def webhook(name: str, request: Request, svc: Svc) -> dict:
         raise UnknownPipeline(f"unknown pipeline '{name}'", pipeline=name)
     if trigger is None:
         raise UnknownPipeline(f"pipeline '{name}' has no webhook trigger", pipeline=name)
-    try:
-        data = json.loads(body) if body.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise InvalidEvent(f"webhook body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    data = limits.loads(body, "webhook body") if body.strip() else {}
+    refuse_blob_refs(data, "webhook body")
     event_id = delivery_id or request.headers.get("idempotency-key") or uuid.uuid4().hex
     event = events.make_event(
         {"type": "dev.knflow.webhook", "source": f"/hooks/{name}", "id": event_id, "datacontenttype": events.JSON},

@@ -13,7 +13,8 @@ from fastapi.responses import Response
 from broker import codec, events
 from broker import extensions as ext
 from broker.errors import InvalidEvent
-from router.replay import parse_duration_s
+import router.service.params as params
+from functions.blobs import refuse_blob_refs
 from router.service.auth import Operator
 from router.service.context import Svc, accepted
 from router.triggers import pipelines_for
@@ -31,6 +32,7 @@ async def post_event(request: Request, svc: Svc) -> Response:
     await svc.auth.caller(request, "run")  # an external event: it starts runs
     if event.get_type() == events.INVOKE:
         raise InvalidEvent("the router does not take dev.knflow.invoke events; send them to the function's service")
+    refuse_blob_refs(event.get_data(), f"event '{event.get_id()}' data")
     matched = pipelines_for(await svc.catalog.all(), events.event_to_dict(event))
     runs = await svc.router.ingest(event, matched)
     if not matched:
@@ -46,9 +48,9 @@ async def post_event(request: Request, svc: Svc) -> Response:
 @routes.post("/events/replay", status_code=202)
 async def replay_events(request: Request, svc: Svc, caller: Operator) -> dict:
     body = await svc.json_body(request)
-    if not body.get("since"):
-        raise InvalidEvent('event replay needs \'since\', e.g. {"since": "2h"}')
-    report = await svc.router.replay_events(await svc.catalog.all(), parse_duration_s(body["since"]), body.get("type"))
+    since = params.since_s(params.text(body, "since", required=True, example='{"since": "2h"}'))
+    event_type = params.text(body, "type")
+    report = await svc.router.replay_events(await svc.catalog.all(), since or 0.0, event_type)
     return {"events": report}
 
 

@@ -3,11 +3,11 @@ Reading needs scope `read`, changing `admin`."""
 
 from __future__ import annotations
 
-import yaml
 from fastapi import APIRouter, Request
 
 from broker.errors import InvalidEvent
 from router.loader import parse
+from router.pipeline_yaml import parse_yaml
 from router.router import UnknownPipeline
 from router.service.auth import Admin, Reader
 from router.service.context import Svc
@@ -31,11 +31,19 @@ async def get_pipeline(name: str, svc: Svc, caller: Reader) -> dict:
 @routes.put("/pipelines/{name}")
 async def put_pipeline(name: str, request: Request, svc: Svc, caller: Admin) -> dict:
     body = await svc.read_body(request)
+    source = f"PUT /pipelines/{name}"
     try:
-        doc = yaml.safe_load(body) if body.strip() else None
-    except yaml.YAMLError as exc:
-        raise InvalidEvent(f"pipeline body is neither JSON nor YAML: {exc}") from None
-    p = parse(doc, f"PUT /pipelines/{name}")
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(f"pipeline body is not UTF-8 text (byte {exc.start})") from None
+    doc = parse_yaml(text, source)[0] if text.strip() else None  # bounded: size, depth, aliases
+    if isinstance(doc, dict) and doc.get("functions"):
+        raise InvalidEvent(
+            "a pipeline stored through the API cannot name code: remove 'functions' (the router and the CLI "
+            "import only the modules their own --functions / KNFLOW_FUNCTIONS name)",
+            field="functions",
+        )
+    p = parse(doc, source)
     if p.name != name:
         raise InvalidEvent(f"the URL names pipeline '{name}' but metadata.name is '{p.name}'")
     await svc.catalog.put(p)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from router.replay import parse_duration_s
 from router.runs import RunRecord, record
+import router.service.params as params
 from router.service.auth import Caller, Operator, Reader
 from router.service.context import Svc
 from router.store.base import RunNotFound
@@ -22,9 +22,11 @@ routes = APIRouter()
 
 @routes.get("/runs", response_model=None)
 async def list_runs(
-    svc: Svc, caller: Reader, pipeline: str | None = None, status: str | None = None, limit: int = 50
+    svc: Svc, caller: Reader, pipeline: str | None = None, status: str | None = None, limit: str | None = None
 ) -> list[RunRecord]:
-    found = await svc.router.store.list_runs(pipeline=pipeline, status=status, limit=max(1, min(limit, 1000)))
+    found = await svc.router.store.list_runs(
+        pipeline=pipeline, status=params.run_status(status), limit=params.limit(limit, default=50)
+    )
     return [record(r) for r in found]
 
 
@@ -39,10 +41,10 @@ async def get_run(run_id: str, svc: Svc, caller: Reader) -> RunRecord:
 @routes.post("/runs/{run_id}/replay", status_code=202, response_model=None)
 async def replay_run(run_id: str, request: Request, svc: Svc, caller: Operator) -> RunRecord:
     body = await svc.json_body(request)
-    if body.get("new_run"):
+    if params.flag(body, "new_run"):
         run = await svc.router.rerun(run_id, by(caller, body))
     else:
-        run = await svc.router.redrive(run_id, body.get("from"), by(caller, body))
+        run = await svc.router.redrive(run_id, params.text(body, "from"), by(caller, body))
     return record(run)
 
 
@@ -55,18 +57,17 @@ async def cancel_run(run_id: str, request: Request, svc: Svc, caller: Operator) 
 @routes.post("/replay", status_code=202)
 async def replay_many(request: Request, svc: Svc, caller: Operator) -> dict:
     body = await svc.json_body(request)
-    since = body.get("since")
     report = await svc.router.replay_many(
-        body.get("pipeline"),
-        body.get("status", "failed"),
-        parse_duration_s(since) if since else None,
-        bool(body.get("new_run")),
+        params.text(body, "pipeline"),
+        params.run_status(body.get("status", "failed")),
+        params.since_s(body.get("since")),
+        params.flag(body, "new_run"),
         by(caller, body),
-        int(body.get("limit", 1000)),
+        params.limit(body.get("limit")),
     )
     return {"runs": report}
 
 
 def by(caller: Caller, body: dict) -> str | None:
     """Who acts, for the run's history: the token's name; the body's `by` only when no token named anyone."""
-    return caller.name if caller.identified else body.get("by")
+    return caller.name if caller.identified else params.text(body, "by")
