@@ -1,4 +1,5 @@
-"""The MongoDB store: pymongo's native async client, collections `runs` and `pipelines` as in the Flume seed.
+"""The MongoDB store: pymongo's native async client, collections `runs` and `pipelines` as in the Flume seed
+(and `router_secrets`, the result key routers share when none is configured).
 
 A run is one document (`_id` = run id) with a `nodes` map. `commit` sends one conditional update per
 transition, matching only while the node's status (and attempt) are what the transition expects, so
@@ -39,6 +40,7 @@ class MongoStore:
         self._client = client
         self.runs = client[database]["runs"]
         self.pipelines = client[database]["pipelines"]
+        self.secrets = client[database]["router_secrets"]
         self._indexed = False
 
     @classmethod
@@ -104,6 +106,15 @@ class MongoStore:
             return []
         query = {k: v for k, v in (("pipeline", pipeline), ("status", status)) if v}
         return [_run(doc) for doc in await self.runs.find(query).sort(NEWEST_FIRST).limit(limit).to_list()]
+
+    async def get_or_create_secret(self, name: str, value: str) -> str:
+        try:
+            await self.secrets.insert_one({"_id": name, "value": value, "created_at": now_iso()})
+        except DuplicateKeyError:
+            pass  # another router stored it first: its value is the one
+        doc = await self.secrets.find_one({"_id": name})
+        assert doc is not None  # inserted just now, or by the writer that won; secrets are never deleted
+        return str(doc["value"])
 
     async def put_pipeline(self, name: str, definition: dict[str, Any]) -> None:
         now = now_iso()
