@@ -11,7 +11,7 @@
 | `knflowhops` | run events | how many pipelines deep the chain that led here is |
 | `knflowretry` | invoke | the node's own retry policy, a JSON object (`broker.retry.Retry`) |
 | `knflowtimeout` | invoke | the node's own timeout in seconds |
-| `knflowtoken` | invoke, result, dead letter | the invoke's result secret: HMAC-SHA256 of its id under the router's key (router/result_keys.py); a result must carry it back |
+| `knflowtoken` | invoke, result | the invoke's result secret (router/result_keys.py); its result carries it back |
 | `traceparent` | all | W3C trace context (the CloudEvents distributed-tracing extension) |
 | `knativeerrordest` | dead letters | Knative's: the subscriber that failed |
 | `knativeerrorcode` | dead letters | Knative's: its last HTTP status |

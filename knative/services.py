@@ -67,7 +67,12 @@ def function_service(plan: FunctionPlan, profile: Profile) -> dict[str, Any]:
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
         "metadata": naming.metadata(
-            name, profile.namespace, profile, component, extra_labels={naming.FUNCTION_LABEL: plan.name}
+            name,
+            profile.namespace,
+            profile,
+            component,
+            # no public route: only the broker (and the router's cluster) reach a function
+            extra_labels={naming.FUNCTION_LABEL: plan.name, naming.VISIBILITY_LABEL: naming.CLUSTER_LOCAL},
         ),
         "spec": {
             "template": {
@@ -84,6 +89,8 @@ def router_service(plans: Iterable[FunctionPlan], pipelines_doc: dict[str, Any],
     env: list[dict[str, Any]] = [_secret_env("KNFLOW_MONGODB_URL", r.mongodb_secret)]
     if r.webhook_secret is not None:
         env.append(_secret_env("KNFLOW_WEBHOOK_SECRET", r.webhook_secret))
+    if r.result_key_secret is not None:
+        env.append(_secret_env("KNFLOW_RESULT_KEY", r.result_key_secret))
     env.append({"name": "K_SINK", "value": profile.broker_ingress_url()})
     if modules:
         env.append({"name": "KNFLOW_FUNCTIONS", "value": ",".join(modules)})

@@ -141,9 +141,7 @@ async def until(check: Callable[[], Any], what: str, timeout_s: float = 20.0) ->
         await asyncio.sleep(0.02)
 
 
-async def test_forged_results_and_dead_letters_are_refused_and_the_functions_own_result_applies(
-    nats_server, tmp_path
-):
+async def test_forged_results_and_dead_letters_are_refused_and_the_functions_own_result_applies(nats_server, tmp_path):
     held.entered, held.release = asyncio.Event(), asyncio.Event()
     name = f"tr{uuid.uuid4().hex[:8]}"
     store = SqliteStore(tmp_path / "runs.db")  # no KNFLOW_RESULT_KEY: the router keeps one in the store

@@ -12,6 +12,7 @@ of the pure `router.runs.apply` (tests/test_store_contract.py proves it); `versi
 from __future__ import annotations
 
 import re
+from contextlib import suppress
 from collections.abc import Mapping
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
@@ -108,10 +109,8 @@ class MongoStore:
         return [_run(doc) for doc in await self.runs.find(query).sort(NEWEST_FIRST).limit(limit).to_list()]
 
     async def get_or_create_secret(self, name: str, value: str) -> str:
-        try:
+        with suppress(DuplicateKeyError):  # another router stored it first: its value is the one
             await self.secrets.insert_one({"_id": name, "value": value, "created_at": now_iso()})
-        except DuplicateKeyError:
-            pass  # another router stored it first: its value is the one
         doc = await self.secrets.find_one({"_id": name})
         assert doc is not None  # inserted just now, or by the writer that won; secrets are never deleted
         return str(doc["value"])
