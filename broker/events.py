@@ -102,8 +102,10 @@ def invoke_event(
     traceparent: str | None = None,
     retry: Retry | None = None,
     timeout_s: float | None = None,
+    token: str | None = None,
 ) -> CloudEvent:
-    """`retry` and `timeout_s` are the node's own overrides of its function's (knflowretry, knflowtimeout)."""
+    """`retry` and `timeout_s` are the node's own overrides of its function's (knflowretry, knflowtimeout);
+    `token` is the invoke's result secret (knflowtoken, router/result_keys.py), which its result carries back."""
     attrs = {
         "type": INVOKE,
         "source": ROUTER_SOURCE,
@@ -122,14 +124,17 @@ def invoke_event(
         attrs[ext.RETRY] = retry.extension_value()
     if timeout_s:
         attrs[ext.TIMEOUT] = f"{timeout_s:g}"
+    if token:
+        attrs[ext.TOKEN] = token
     return _own(attrs, {"inputs": inputs, "config": config})
 
 
-_RESULT_CARRIES = (ext.RUN, ext.NODE, ext.ATTEMPT, ext.PIPELINE, ext.FUNCTION, ext.DELIVERY, ext.TRACEPARENT)
+_RESULT_CARRIES = (ext.RUN, ext.NODE, ext.ATTEMPT, ext.PIPELINE, ext.FUNCTION, ext.DELIVERY, ext.TOKEN, ext.TRACEPARENT)
 
 
 def result_event(invoke: CloudEvent, *, succeeded: bool, data: dict[str, Any], source: str) -> CloudEvent:
-    """The function's reply to `invoke`: `node.succeeded` with `{"output"...}` or `node.failed` with `{"error"...}`."""
+    """The function's reply to `invoke`: `node.succeeded` with `{"output"...}` or `node.failed` with `{"error"...}`;
+    it carries the invoke's address and its `knflowtoken` back, so the router knows who sent it."""
     attrs = {
         "type": NODE_SUCCEEDED if succeeded else NODE_FAILED,
         "source": source,

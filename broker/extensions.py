@@ -11,6 +11,7 @@
 | `knflowhops` | run events | how many pipelines deep the chain that led here is |
 | `knflowretry` | invoke | the node's own retry policy, a JSON object (`broker.retry.Retry`) |
 | `knflowtimeout` | invoke | the node's own timeout in seconds |
+| `knflowtoken` | invoke, result | the invoke's result secret (router/result_keys.py); its result carries it back |
 | `traceparent` | all | W3C trace context (the CloudEvents distributed-tracing extension) |
 | `knativeerrordest` | dead letters | Knative's: the subscriber that failed |
 | `knativeerrorcode` | dead letters | Knative's: its last HTTP status |
@@ -33,6 +34,7 @@ DELIVERY: Final = "knflowdelivery"
 HOPS: Final = "knflowhops"
 RETRY: Final = "knflowretry"
 TIMEOUT: Final = "knflowtimeout"
+TOKEN: Final = "knflowtoken"
 TRACEPARENT: Final = "traceparent"
 
 ERROR_DEST: Final = "knativeerrordest"

@@ -127,7 +127,7 @@ def _check_unique(manifests: list[dict[str, Any]], plans: list[FunctionPlan], pr
 def _notes(plans: list[FunctionPlan], profile: Profile) -> list[str]:
     out = []
     r = profile.router
-    secrets = [r.mongodb_secret] + ([r.webhook_secret] if r.webhook_secret else [])
+    secrets = [r.mongodb_secret] + [s for s in (r.webhook_secret, r.result_key_secret) if s is not None]
     for s in secrets:
         note = " (optional)" if s.optional else ""
         out.append(

@@ -16,6 +16,8 @@ from knative.profile import Profile
 MANAGED_BY = "app.kubernetes.io/managed-by"
 COMPONENT = "app.kubernetes.io/component"
 FUNCTION_LABEL = "knflow.dev/function"
+VISIBILITY_LABEL = "networking.knative.dev/visibility"  # Knative Serving: `cluster-local` = no public route
+CLUSTER_LOCAL = "cluster-local"
 PIPELINE_LABEL = "knflow.dev/pipeline"
 SELECTOR = f"{MANAGED_BY}=knflow"
 MAX_NAME = 63

@@ -93,6 +93,8 @@ class RouterProfile(_Strict):
     memory: str | None = None
     mongodb_secret: SecretRef = SecretRef(name="knflow-mongodb", key="url")
     webhook_secret: SecretRef | None = SecretRef(name="knflow-webhooks", key="token", optional=True)
+    # KNFLOW_RESULT_KEY, which signs each invoke's result secret; without it the replicas share a key kept in the store
+    result_key_secret: SecretRef | None = SecretRef(name="knflow-router", key="result_key", optional=True)
     # the longest chain of runs started by run events (dev.knflow.run.*) before the router stops it
     max_hops: int = Field(MAX_HOPS, gt=0)
     retry: int = Field(10, ge=0)

@@ -68,7 +68,12 @@ def function_service(plan: FunctionPlan, profile: Profile) -> dict[str, Any]:
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
         "metadata": naming.metadata(
-            name, profile.namespace, profile, component, extra_labels={naming.FUNCTION_LABEL: plan.name}
+            name,
+            profile.namespace,
+            profile,
+            component,
+            # no public route: only the broker (and the router's cluster) reach a function
+            extra_labels={naming.FUNCTION_LABEL: plan.name, naming.VISIBILITY_LABEL: naming.CLUSTER_LOCAL},
         ),
         "spec": {
             "template": {
@@ -91,6 +96,8 @@ def router_service(
     if r.webhook_secret is not None:
         env.append(_secret_env("KNFLOW_WEBHOOK_SECRET", r.webhook_secret))
     env += [_secret_env(name, SecretRef(name=profile.secrets.webhooks, key=name)) for name in webhook_secret_envs]
+    if r.result_key_secret is not None:
+        env.append(_secret_env("KNFLOW_RESULT_KEY", r.result_key_secret))
     env.append({"name": "K_SINK", "value": profile.broker_ingress_url()})
     if modules:
         env.append({"name": "KNFLOW_FUNCTIONS", "value": ",".join(modules)})

@@ -63,6 +63,7 @@ class EmbeddedStack:
         from functions.blobs import default_store
 
         default_store()  # a bad KNFLOW_BLOB_* setting stops here, before any run starts
+        await self.router.result_key()  # read (or created) once, before the first invoke
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -89,6 +89,7 @@ class NatsStack:
                 observer=self.observer,
                 event_log=JetStreamEventLog(self.nc, self.layout, self.publisher),
             )
+            await self.router.result_key()  # read (or created) once, before the first invoke or result
         if self.route_results and self.router is not None:  # (__init__ refuses results without a router)
             await self._start(
                 Dispatcher(

@@ -117,6 +117,7 @@ async def router_stack(
 
         publisher = HttpPublisher(settings.k_sink)
         router = build_router(settings, store, publisher, catalog)
+        await router.result_key()
         sweeper = asyncio.create_task(router.sweep_forever(settings.sweep_interval_s, settings.sweep_after_s))
         try:
             yield router, catalog, None

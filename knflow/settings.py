@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from broker.codec import MAX_BODY_BYTES
@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     max_hops: int = MAX_HOPS  # pipelines started by pipelines' run events: refuse the chain past this depth
     webhook_secret: str | None = None  # when set, /hooks/* take it (header or an HMAC signature) instead of a token
     admin_token: str | None = None  # the bootstrap admin token of the router's API (a Secret on Knative)
+    # signs each invoke's result secret (router/result_keys.py); the same on every router replica. Unset: the
+    # routers of one store share a random key kept in it (created by the first)
+    result_key: SecretStr | None = None
     sweep_interval_s: float = 5.0  # how often a router looks for runs a crash left behind
     sweep_after_s: float = 30.0  # a node `scheduled` this long has its invoke published again
     port: int = Field(8080, validation_alias=AliasChoices("PORT", "KNFLOW_PORT"))

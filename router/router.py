@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import structlog
 from cloudevents.core.v1.event import CloudEvent
+from pydantic import SecretStr
 
 from broker import events
 from broker import extensions as ext
@@ -29,6 +30,7 @@ from functions.blobs import BlobStore, default_store
 from router import blobs, engine, replay
 from router.hops import MAX_HOPS, HopLimit, hops_of
 from router.pipeline import Pipeline
+from router.result_keys import SECRET_NAME, ResultKey, ResultRefused, new_key, refused
 from router.runs import RUN_FINAL, SCHEDULED, SUCCEEDED, ErrorDoc, RunDoc, Transition, new_run, now_iso, state_of
 from router.runs import apply as apply_transitions
 from router.store.base import RunExists, RunNotFound, RunStore, RunUnreadable
@@ -92,6 +94,7 @@ def build_router(
         event_log=event_log,
         blobs=blobs,
         max_hops=MAX_HOPS if settings is None else settings.max_hops,
+        result_key=None if settings is None or settings.result_key is None else settings.result_key.get_secret_value(),
     )
 
 
@@ -116,6 +119,7 @@ class RouterSettings(Protocol):
     """What the router reads from the settings (knflow.settings.Settings has it)."""
 
     max_hops: int
+    result_key: SecretStr | None
 
 
 class Router:
@@ -124,6 +128,10 @@ class Router:
     `observer` is told of each set of transitions this router won; `event_log` keeps external events
     where the broker can (None: no event replay); `blobs` holds large payloads (None: KNFLOW_BLOB_URL,
     read on first use); an event `max_hops` run events deep is refused (router/hops.py).
+
+    Invokes carry a result secret under `result_key` (router/result_keys.py; None: the key the store keeps,
+    read once); a result or dead letter without its invoke's secret is refused, logged and counted in
+    `refused_results` and `refused_dead_letters`.
     """
 
     def __init__(
@@ -136,6 +144,7 @@ class Router:
         event_log: EventLog | None = None,
         blobs: BlobStore | None = None,
         max_hops: int = MAX_HOPS,
+        result_key: str | None = None,
     ) -> None:
         self.store = store
         self.publisher = publisher
@@ -144,6 +153,16 @@ class Router:
         self.event_log = event_log
         self.blobs = blobs
         self.max_hops = max_hops
+        self._result_key = None if result_key is None else ResultKey(result_key)  # bad KNFLOW_RESULT_KEY: here
+        self.refused_results = 0  # results without their invoke's knflowtoken, dropped
+        self.refused_dead_letters = 0  # the same for dead letters
+
+    async def result_key(self) -> ResultKey:
+        """The key invokes are signed with: KNFLOW_RESULT_KEY, or the one the store keeps (read once, created
+        by the first router of the store)."""
+        if self._result_key is None:
+            self._result_key = ResultKey(await self.store.get_or_create_secret(SECRET_NAME, new_key()))
+        return self._result_key
 
     async def ingest(self, event: CloudEvent, pipelines: list[Pipeline], replay_id: str | None = None) -> list[str]:
         """Start the runs an external event triggers (ids derived from the event, so a redelivery finds
@@ -229,20 +248,59 @@ class Router:
             return first
 
     async def on_result(self, event: CloudEvent) -> None:
-        """Apply a `dev.knflow.node.*` reply at most once, then advance the run."""
+        """Apply a `dev.knflow.node.*` reply at most once, then advance the run; one without its invoke's
+        `knflowtoken` is dropped (logged and counted: a broker's retry would not make it right)."""
+        await self.take_result(event)
+
+    async def take_result(self, event: CloudEvent) -> ResultRefused | None:
+        """`on_result`, returning why the result was refused (not raised: the caller chooses), or None."""
         addr = events.address(event)
+        if refusal := await self._refusal(event, addr, "result"):
+            return refusal
         raw = event.get_data()
         data = raw if isinstance(raw, dict) else {}
         await self._finish_node(addr, data, event.get_type() == events.NODE_SUCCEEDED, event.get_id())
+        return None
 
     async def on_dead_letter(self, event: CloudEvent) -> None:
-        """An invoke whose retries ran out (stamped `knativeerror*`): the node fails with the last error."""
+        """An invoke whose retries ran out (stamped `knativeerror*`): the node fails with the last error.
+        The invoke carries its `knflowtoken`; a dead letter without it is dropped, logged and counted."""
+        await self.take_dead_letter(event)
+
+    async def take_dead_letter(self, event: CloudEvent) -> ResultRefused | None:
+        """`on_dead_letter`, returning why the dead letter was refused (not raised), or None."""
+        addr = events.address(event)
+        if refusal := await self._refusal(event, addr, "dead letter"):
+            return refusal
         code, reason, error = dead_letter_reason(event)
         err = error.copy() if error else error_doc("DeliveryFailed", reason)
         err.setdefault("message", reason)
         if code is not None:
             err["http_status"] = code
-        await self._finish_node(events.address(event), {"error": err}, False, event.get_id())
+        await self._finish_node(addr, {"error": err}, False, event.get_id())
+        return None
+
+    async def _refusal(self, event: CloudEvent, addr: events.Address, what: str) -> ResultRefused | None:
+        """None if `event` carries its invoke's token; else count it, log it (without any token) and say why."""
+        key = self._result_key or await self.result_key()
+        reason = key.refusal(event, addr)
+        if reason is None:
+            return None
+        if what == "result":
+            self.refused_results += 1
+        else:
+            self.refused_dead_letters += 1
+        log.warning(
+            f"{what} refused: {ext.TOKEN} {reason}",
+            run=addr.run_id,
+            pipeline=addr.pipeline,
+            node=addr.node,
+            attempt=addr.attempt,
+            event_id=event.get_id(),
+            type=event.get_type(),
+            source=event.get_source(),
+        )
+        return refused(event, reason, what)
 
     async def _finish_node(self, addr: events.Address, data: dict[str, Any], succeeded: bool, event_id: str) -> None:
         ctx = {
@@ -301,7 +359,9 @@ class Router:
         self._observe(run, winners)
         out = list(before)
         invokes = [step.invokes[t.node] for t in winners if t.node in step.invokes]
-        out += [self._invoke_event(i) for i in await blobs.offload_invokes(self._blobs(), invokes)]
+        if invokes:
+            key = self._result_key or await self.result_key()
+            out += [_invoke_event(i, key) for i in await blobs.offload_invokes(self._blobs(), invokes)]
         if run_won:
             kind = events.RUN_SUCCEEDED if run["status"] == SUCCEEDED else events.RUN_FAILED
             generation = len(run.get("replays") or [])
@@ -400,7 +460,8 @@ class Router:
             view = await blobs.resolved_view(pipeline, run, self._blobs(), statuses=(SCHEDULED,))
             stale = await blobs.offload_invokes(self._blobs(), replay.stale_invokes(pipeline, view, now_iso(), cutoff))
             if stale:
-                await self.publisher.publish_many([self._invoke_event(i) for i in stale])
+                key = await self.result_key()
+                await self.publisher.publish_many([_invoke_event(i, key) for i in stale])
                 republished += len(stale)
                 log.warning(
                     "invokes published again", run=run["id"], pipeline=run["pipeline"], nodes=[i.node for i in stale]
@@ -440,23 +501,25 @@ class Router:
             self.blobs = default_store()
         return self.blobs
 
-    @staticmethod
-    def _invoke_event(i: engine.Invoke) -> CloudEvent:
-        return events.invoke_event(
-            run_id=i.run_id,
-            pipeline=i.pipeline,
-            node=i.node,
-            attempt=i.attempt,
-            function=i.function,
-            inputs=i.inputs,
-            config=i.config,
-            retry=i.retry,
-            timeout_s=i.timeout_s,
-        )
-
     def _observe(self, run: RunDoc, transitions: list[Transition]) -> None:
         if self.observer is not None and transitions:
             self.observer(run, transitions)
+
+
+def _invoke_event(i: engine.Invoke, key: ResultKey) -> CloudEvent:
+    """The invoke's event, with its result secret (the HMAC of its id: once per invoke published)."""
+    return events.invoke_event(
+        run_id=i.run_id,
+        pipeline=i.pipeline,
+        node=i.node,
+        attempt=i.attempt,
+        function=i.function,
+        inputs=i.inputs,
+        config=i.config,
+        retry=i.retry,
+        timeout_s=i.timeout_s,
+        token=key.token(events.invoke_id(i.run_id, i.node, i.attempt)),
+    )
 
 
 _MESSAGE = re.compile(r'"message":\s*"((?:[^"\\]|\\.)*)"')

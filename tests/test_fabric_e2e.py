@@ -17,6 +17,7 @@ import pytest
 
 from tests.processes import Process, free_port
 from tests.tokens import ADMIN_TOKEN, CLI_ENV, ROUTER_ENV
+from tests.signing import RESULT_KEY, sign
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ["split-words", "count-words", "shout-words", "summarize"]
@@ -96,7 +97,7 @@ def start_fabric(nats_url: str, tmp: Path, store_url: str):
             ],
             tmp / "router.log",
             router_port,
-            {**env, **ROUTER_ENV},
+            {**env, **ROUTER_ENV, "KNFLOW_RESULT_KEY": RESULT_KEY},
         ).start()
         procs.append(router)
         routes = []
@@ -277,11 +278,38 @@ def test_duplicate_and_unknown_results_change_nothing(fabric):
         "ce-knflowpipeline": "fabric",
         "content-type": "application/json",
     }
-    status, _ = http("POST", f"{fabric.url}/events", b'{"output": {"words": ["changed"]}}', result)
+    status, _ = http("POST", f"{fabric.url}/events", b'{"output": {"words": ["changed"]}}', sign(result))
     assert status == 202
     unknown = {**result, "ce-knflowrun": "no-such-run", "ce-id": "no-such-run:split:1:ok"}
-    assert http("POST", f"{fabric.url}/events", b'{"output": {}}', unknown)[0] == 202
+    assert http("POST", f"{fabric.url}/events", b'{"output": {}}', sign(unknown))[0] == 202
     assert http("GET", f"{fabric.url}/runs/{run['id']}")[1] == run
+
+
+def test_a_forged_result_is_refused_by_a_real_router(fabric):
+    """Posted to the router as an attacker would, without the invoke's knflowtoken (or with another key's)."""
+    status, body = http("POST", f"{fabric.url}/hooks/fabric", b'{"text": "not yours"}')
+    run = wait_run(fabric.url, body["run"])
+    forged = {
+        "ce-id": f"{run['id']}:split:1:ok",
+        "ce-source": "/knflow/functions/split-words",
+        "ce-type": "dev.knflow.node.succeeded",
+        "ce-specversion": "1.0",
+        "ce-knflowrun": run["id"],
+        "ce-knflownode": "split",
+        "ce-knflowattempt": "1",
+        "ce-knflowpipeline": "fabric",
+        "content-type": "application/json",
+    }
+    for headers in (forged, sign(forged, "another-key-" + "x" * 32)):
+        status, answer = http("POST", f"{fabric.url}/events", b'{"output": {"words": ["forged"]}}', headers)
+        assert status == 403 and "knflowtoken (header ce-knflowtoken)" in answer["error"], answer
+    dead = {**forged, "ce-id": f"{run['id']}:split:1", "ce-type": "dev.knflow.invoke", "ce-knativeerrorcode": "500"}
+    status, answer = http("POST", f"{fabric.url}/dead-letter", b"{}", dead)
+    assert status == 403 and "dead letter" in answer["error"], answer
+    assert http("GET", f"{fabric.url}/runs/{run['id']}")[1] == run
+    logs = fabric.output(max_chars=10**8)
+    assert "result refused: knflowtoken missing" in logs and "dead letter refused: knflowtoken missing" in logs
+    assert sign(forged)["ce-knflowtoken"] not in logs
 
 
 def test_a_replayed_invoke_changes_nothing(fabric):
@@ -303,7 +331,7 @@ def test_a_replayed_invoke_changes_nothing(fabric):
     req = urllib.request.Request(
         fabric.functions["split-words"],
         data=b'{"inputs": {"text": "something else"}, "config": {}}',
-        headers=invoke,
+        headers=sign(invoke),  # a redelivered invoke carries its token, and the function returns it
         method="POST",
     )
     with urllib.request.urlopen(req, timeout=10) as resp:

@@ -121,6 +121,20 @@ def test_one_service_per_function_not_per_node():
     assert "knflow-kn-echo" in by_kind(bundle, "Trigger")
 
 
+def test_function_services_are_cluster_local_and_the_router_signs_results_with_its_secret():
+    services = by_kind(build([two_nodes()], LOCAL, root=ROOT), "Service")
+    visibility = {
+        name: svc["metadata"]["labels"].get("networking.knative.dev/visibility") for name, svc in services.items()
+    }
+    assert visibility == {"knflow-kn-echo": "cluster-local", "knflow-router": None}  # the router has the public URL
+    env = {e["name"]: e for e in template(services["knflow-router"])[1]["containers"][0]["env"]}
+    assert env["KNFLOW_RESULT_KEY"]["valueFrom"] == {
+        "secretKeyRef": {"name": "knflow-router", "key": "result_key", "optional": True}
+    }
+    notes = build([two_nodes()], LOCAL, root=ROOT).notes
+    assert "kubectl create secret generic knflow-router -n knflow --from-literal=result_key=..." in "\n".join(notes)
+
+
 def test_traits_become_autoscaling_annotations_and_spec_fields():
     svc = by_kind(build([two_nodes()], LOCAL, root=ROOT), "Service")["knflow-kn-echo"]
     annotations, spec = template(svc)

@@ -85,6 +85,20 @@ async def race(backend: Backend, fn: Callable[[Any, int], Awaitable[Any]], n: in
 # --- runs: create, get, commit ----------------------------------------------------------------------------
 
 
+async def test_routers_racing_on_an_empty_store_get_one_secret(backend):
+    """The result key a router keeps when KNFLOW_RESULT_KEY is not set: insert-if-absent, the first one wins."""
+    stores = [backend.open() for _ in range(4)]
+    try:
+        got = await asyncio.gather(*(s.get_or_create_secret("result_key", f"key-{i}") for i, s in enumerate(stores)))
+        assert len(set(got)) == 1 and got[0] in {f"key-{i}" for i in range(4)}
+        assert await stores[0].get_or_create_secret("result_key", "later") == got[0]
+        assert await stores[0].get_or_create_secret("other", "o") == "o"
+        assert [await s.list_runs() for s in stores] == [[]] * 4  # no run record holds it
+    finally:
+        for s in stores:
+            await s.close()
+
+
 async def test_create_then_get_returns_the_document(store):
     run = a_run()
     await store.create_run(run)

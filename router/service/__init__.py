@@ -2,8 +2,10 @@
 
     POST /events            any CloudEvent: node results advance runs; other types start the runs of the
                             pipelines whose trigger matches them. 202 {"id", "runs"}       ingress.py
+                            (a result without its invoke's knflowtoken: 403, nothing changes)
     POST /events/replay     the external events the broker kept: {"since": "2h", "type"}   ingress.py
     POST /dead-letter       invokes whose retries ran out: the node fails with the reason ingress.py
+                            (the invoke's knflowtoken checked as for results)
     POST /hooks/{pipeline}  webhook: the JSON body is the trigger's data. 202 {"run"}      hooks.py
     POST /runs/{id}/replay  redrive in place ({"from": NODE}) or re-run ({"new_run": true}); /runs/{id}/cancel
     POST /replay            bulk: {"pipeline", "status", "since": "2h", "new_run"}

@@ -13,6 +13,7 @@ from router.conditions import ConditionError
 from router.hops import HopLimit
 from router.pipeline import PipelineInvalid
 from router.replay import InvalidDuration, ReplayRefused
+from router.result_keys import ResultRefused
 from router.router import UnknownPipeline
 from router.service.auth import Forbidden, Unauthorized
 from router.store.base import RunExists, RunNotFound, RunUnreadable
@@ -35,6 +36,7 @@ ROUTER_STATUSES: Statuses = {
     ReplayRefused: 409,
     InvalidDuration: 400,
     HopLimit: 422,
+    ResultRefused: 403,  # a Knative broker does not retry a 4xx other than 404, 408, 409, 429
     PipelineInvalid: 422,
     TemplateError: 422,
     ConditionError: 422,

@@ -27,7 +27,8 @@ routes = APIRouter()
 async def post_event(request: Request, svc: Svc) -> Response:
     event = codec.decode(request.headers, await svc.read_body(request), svc.max_body_bytes)
     if event.get_type() in events.RESULT_TYPES:
-        await svc.router.on_result(event)
+        if refusal := await svc.router.take_result(event):
+            raise refusal  # 403, logged and counted: a forged result is not retried by a Knative broker
         return accepted(request, {"id": event.get_id(), "runs": [str(event.get_extension(ext.RUN))]})
     await svc.auth.caller(request, "run")  # an external event: it starts runs
     if event.get_type() == events.INVOKE:
@@ -57,5 +58,6 @@ async def replay_events(request: Request, svc: Svc, caller: Operator) -> dict:
 @routes.post("/dead-letter", status_code=202)
 async def dead_letter(request: Request, svc: Svc) -> Response:
     event = codec.decode(request.headers, await svc.read_body(request), svc.max_body_bytes)
-    await svc.router.on_dead_letter(event)
+    if refusal := await svc.router.take_dead_letter(event):
+        raise refusal
     return accepted(request, {"id": event.get_id(), "runs": [str(event.get_extension(ext.RUN))]})

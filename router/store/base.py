@@ -51,6 +51,10 @@ class RunStore(Protocol):
     async def list_runs(self, pipeline: str | None = None, status: str | None = None, limit: int = 50) -> list[RunDoc]:
         """Newest first."""
 
+    async def get_or_create_secret(self, name: str, value: str) -> str:
+        """The secret stored as `name` (one small row), storing `value` first if there is none: insert-if-absent,
+        so routers that race on an empty store all get the one that was stored first."""
+
     async def put_pipeline(self, name: str, definition: dict[str, Any]) -> None: ...
 
     async def get_pipeline(self, name: str) -> dict[str, Any] | None: ...

@@ -1,4 +1,5 @@
-"""The MongoDB store: pymongo's native async client, collections `runs` and `pipelines` as in the Flume seed.
+"""The MongoDB store: pymongo's native async client, collections `runs` and `pipelines` as in the Flume seed
+(and `router_secrets`, the result key routers share when none is configured).
 
 A run is one document (`_id` = run id) with a `nodes` map. `commit` sends one conditional update per
 transition, matching only while the node's status (and attempt) are what the transition expects, so
@@ -11,6 +12,7 @@ of the pure `router.runs.apply` (tests/test_store_contract.py proves it); `versi
 from __future__ import annotations
 
 import re
+from contextlib import suppress
 from collections.abc import Mapping
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
@@ -41,6 +43,7 @@ class MongoStore:
         self.runs = client[database]["runs"]
         self.pipelines = client[database]["pipelines"]
         self.tokens = client[database]["tokens"]  # _id = name; only hashes, never tokens
+        self.secrets = client[database]["router_secrets"]
         self._indexed = False
         self._tokens_indexed = False
 
@@ -107,6 +110,13 @@ class MongoStore:
             return []
         query = {k: v for k, v in (("pipeline", pipeline), ("status", status)) if v}
         return [_run(doc) for doc in await self.runs.find(query).sort(NEWEST_FIRST).limit(limit).to_list()]
+
+    async def get_or_create_secret(self, name: str, value: str) -> str:
+        with suppress(DuplicateKeyError):  # another router stored it first: its value is the one
+            await self.secrets.insert_one({"_id": name, "value": value, "created_at": now_iso()})
+        doc = await self.secrets.find_one({"_id": name})
+        assert doc is not None  # inserted just now, or by the writer that won; secrets are never deleted
+        return str(doc["value"])
 
     async def put_pipeline(self, name: str, definition: dict[str, Any]) -> None:
         now = now_iso()

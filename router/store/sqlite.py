@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS pipelines (name TEXT PRIMARY KEY, doc BLOB NOT NULL, 
 CREATE TABLE IF NOT EXISTS tokens (
   name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, scope TEXT NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT
 );
+CREATE TABLE IF NOT EXISTS router_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL, created_at TEXT NOT NULL);
 """
 
 _OPEN: weakref.WeakSet[SqliteStore] = weakref.WeakSet()  # stores whose tick transaction is open
@@ -155,6 +156,17 @@ class SqliteStore:
         sql = "SELECT doc FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
         rows = self._db.execute(sql + " ORDER BY created_at DESC, rowid DESC LIMIT ?", (*args, limit)).fetchall()
         return [orjson.loads(r[0]) for r in rows]
+
+    async def get_or_create_secret(self, name: str, value: str) -> str:
+        from router.runs import now_iso
+
+        self._begin()
+        self._db.execute(
+            "INSERT INTO router_secrets (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING",
+            (name, value, now_iso()),
+        )
+        await self._committed()
+        return self._db.execute("SELECT value FROM router_secrets WHERE name = ?", (name,)).fetchone()[0]
 
     async def put_pipeline(self, name: str, definition: dict[str, Any]) -> None:
         from router.runs import now_iso
