@@ -94,7 +94,9 @@ class HttpTarget:
                 504, f"dispatch error: no response from {self.destination} within timeout_s={self.timeout_s:g}"
             )
         except (aiohttp.ClientError, OSError) as err:
-            return DeliveryOutcome.failed(502, f"dispatch error: POST {self.destination}: {type(err).__name__}: {redact(str(err))}")
+            return DeliveryOutcome.failed(
+                502, f"dispatch error: POST {self.destination}: {type(err).__name__}: {redact(str(err))}"
+            )
         if not 200 <= status < 300:
             return DeliveryOutcome.failed(status, payload)
         if status == 202 or (not payload and not any(k.lower().startswith("ce-") for k in reply_headers)):

@@ -178,7 +178,7 @@ def _container(
         container["imagePullPolicy"] = profile.image_pull_policy
     if command:
         container["command"], container["args"] = command[:1], command[1:]
-    container["env"] = env + [{"name": "TMPDIR", "value": TMP_DIR}, {"name": "HOME", "value": TMP_DIR}]
+    container["env"] = [*env, {"name": "TMPDIR", "value": TMP_DIR}, {"name": "HOME", "value": TMP_DIR}]
     container["ports"] = [{"name": "http1", "containerPort": profile.port}]
     container["readinessProbe"] = {"httpGet": {"path": "/healthz"}}
     container["securityContext"] = security_context()

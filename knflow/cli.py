@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from knflow import eventloop
 from knflow.settings import DEFAULT_STORE
 
 
-def redact_log_values(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+def redact_log_values(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """A structlog processor: URL passwords masked in every string a log line carries (broker.redact)."""
     for key, value in event.items():
         if isinstance(value, str) and "://" in value:

@@ -27,6 +27,8 @@ def open_store(url: str) -> RunStore:
             return MongoStore.from_url(url)
         except (ValueError, ConfigurationError) as exc:  # a bad port, an unescaped password, a bad option
             shown = mask_url(url)
-            raise KnflowError(f"store URL {shown!r} is not a usable MongoDB URL: {redact(str(exc))}", url=shown) from None
+            raise KnflowError(
+                f"store URL {shown!r} is not a usable MongoDB URL: {redact(str(exc))}", url=shown
+            ) from None
     shown = mask_url(url)
     raise KnflowError(f"store URL {shown!r} is not supported. Expected sqlite:///PATH or mongodb://HOST/DB.", url=shown)
