@@ -257,3 +257,12 @@ def test_the_profile_names_other_router_secrets():
         for n in bundle.notes
     )
     assert any("kubectl get secret ops -n knflow -o jsonpath='{.data.tok}'" in n for n in bundle.notes)
+
+
+def test_the_image_runs_as_a_numeric_non_root_user():
+    """runAsNonRoot holds only for an image whose USER the kubelet can check: a number, not 0."""
+    from test_knative_manifests import ROOT
+
+    users = [line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("USER ")]
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit() and int(uid) != 0
