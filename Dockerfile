@@ -35,6 +35,8 @@ WORKDIR /app
 # Modules that define functions, at the paths the manifests name (relative to the project root).
 # Add your own function modules here.
 COPY examples/ examples/
+# numeric, so the kubelet can check the manifests' runAsNonRoot; the pods mount emptyDirs at /knflow/tmp
+# (TMPDIR, HOME) and /knflow/blobs, as their root filesystem is read-only
 USER 65532:65532
 EXPOSE 8080
 CMD ["knflow", "serve", "function"]

@@ -14,6 +14,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from broker.codec import encode_binary
 from broker.errors import PublishError
+from broker.redact import mask_url, redact
 
 
 class HttpPublisher:
@@ -41,7 +42,8 @@ class HttpPublisher:
         if failed:
             detail = "; ".join(f"{e.get_id()}: {r}" for e, r in failed[:5])
             raise PublishError(
-                f"{len(failed)} of {len(batch)} event(s) were not accepted by {self.url}: {detail}", url=self.url
+                f"{len(failed)} of {len(batch)} event(s) were not accepted by {mask_url(self.url)}: {redact(detail)}",
+                url=mask_url(self.url),
             )
 
     async def _post(self, event: CloudEvent) -> str | None:

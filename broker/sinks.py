@@ -24,6 +24,7 @@ from cloudevents.core.v1.event import CloudEvent
 from broker.codec import decode, encode_binary
 from broker.delivery import DeliveryOutcome
 from broker.errors import KnflowError
+from broker.redact import mask_url, redact
 
 __all__ = ["CallableTarget", "HttpTarget", "Sink", "Subscriber", "Target", "make_target"]
 
@@ -67,7 +68,7 @@ class CallableTarget:
 
 class HttpTarget:
     def __init__(self, url: str, session: aiohttp.ClientSession, timeout_s: float) -> None:
-        self.destination = url
+        self.destination = mask_url(url)  # shown in errors, logs and dead letters: no credentials
         self._url = url
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -90,10 +91,12 @@ class HttpTarget:
                 reply_headers = response.headers
         except TimeoutError:
             return DeliveryOutcome.failed(
-                504, f"dispatch error: no response from {self._url} within timeout_s={self.timeout_s:g}"
+                504, f"dispatch error: no response from {self.destination} within timeout_s={self.timeout_s:g}"
             )
         except (aiohttp.ClientError, OSError) as err:
-            return DeliveryOutcome.failed(502, f"dispatch error: POST {self._url}: {type(err).__name__}: {err}")
+            return DeliveryOutcome.failed(
+                502, f"dispatch error: POST {self.destination}: {type(err).__name__}: {redact(str(err))}"
+            )
         if not 200 <= status < 300:
             return DeliveryOutcome.failed(status, payload)
         if status == 202 or (not payload and not any(k.lower().startswith("ce-") for k in reply_headers)):
@@ -103,7 +106,7 @@ class HttpTarget:
         except KnflowError as err:
             return DeliveryOutcome.failed(
                 502,
-                f"{self._url} answered {status} with a non-empty response that is not a CloudEvent ({err}). "
+                f"{self.destination} answered {status} with a non-empty response that is not a CloudEvent ({err}). "
                 "The response must be either empty or a valid CloudEvent.",
             )
 
@@ -111,9 +114,10 @@ class HttpTarget:
 def make_target(sink: Sink, session: aiohttp.ClientSession | None, timeout_s: float) -> Target:
     if isinstance(sink, str):
         if not sink.startswith(("http://", "https://")):
-            raise KnflowError(f"Sink URL {sink!r} is not an http:// or https:// URL.", sink=sink)
+            shown = mask_url(sink)
+            raise KnflowError(f"Sink URL {shown!r} is not an http:// or https:// URL.", sink=shown)
         if session is None:
-            raise KnflowError(f"Sink URL {sink!r} needs an aiohttp session.", sink=sink)
+            raise KnflowError(f"Sink URL {mask_url(sink)!r} needs an aiohttp session.", sink=mask_url(sink))
         return HttpTarget(sink, session, timeout_s)
     if not callable(sink):
         raise KnflowError(f"Sink {sink!r} is a {type(sink).__name__}; expected an async callable or an http(s) URL.")

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from urllib.parse import quote
 
 from broker.errors import InvalidEvent, KnflowError
+from broker.redact import mask_url, redact
 
 REF_KEY = "$blob"
 MEDIA_JSON = "application/json"
@@ -44,7 +45,9 @@ class BlobError(KnflowError):
     """A blob that cannot be written or read. `retryable` is True where the store may be down for a while."""
 
     def __init__(self, message: str, *, url: str | None = None, retryable: bool = False) -> None:
-        super().__init__(message, url=url, retryable=retryable)
+        # a store URL may hold credentials: the message and `url` show it with them masked
+        url = mask_url(url) if url is not None else None
+        super().__init__(redact(message), url=url, retryable=retryable)
         self.url = url
         self.retryable = retryable
 
@@ -142,7 +145,7 @@ class BlobStore:
         self._root = ""
 
     def __repr__(self) -> str:
-        return f"BlobStore({self.url!r}, threshold_bytes={self.threshold_bytes})"
+        return f"BlobStore({mask_url(self.url)!r}, threshold_bytes={self.threshold_bytes})"
 
     def url_for(self, key: str) -> str:
         return f"{self.url}/{key}"

@@ -22,6 +22,7 @@ FIELD_MANAGER = "knflow"
 RESOURCES = {
     ("v1", "Namespace"): ("/api/v1", "namespaces", False),
     ("v1", "ConfigMap"): ("/api/v1", "configmaps", True),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies", True),
     ("serving.knative.dev/v1", "Service"): ("/apis/serving.knative.dev/v1", "services", True),
     ("eventing.knative.dev/v1", "Broker"): ("/apis/eventing.knative.dev/v1", "brokers", True),
     ("eventing.knative.dev/v1", "Trigger"): ("/apis/eventing.knative.dev/v1", "triggers", True),

@@ -1,5 +1,5 @@
 """Serving feature flags: which ones the generated Services need, the note that says so, and an optional
-`config-features` patch that enables them. Every flag here is off in a fresh Knative install, and
+`config-features` patch that enables them. Every flag of FLAG_FIELDS is off in a fresh Knative install, and
 Knative warns that none can safely be disabled once enabled, so knflow never turns one on unasked. Pure.
 """
 
@@ -22,7 +22,30 @@ FLAG_FIELDS = {
     "schedulerName": "kubernetes.podspec-schedulername",
     "topologySpreadConstraints": "kubernetes.podspec-topologyspreadconstraints",
     "initContainers": "kubernetes.podspec-init-containers",
+    "securityContext": "kubernetes.podspec-securitycontext",  # the pod's; a container's needs no flag
+    "hostNetwork": "kubernetes.podspec-hostnetwork",
+    "hostPID": "kubernetes.podspec-hostpid",
+    "hostIPC": "kubernetes.podspec-hostipc",
+    "hostAliases": "kubernetes.podspec-hostaliases",
+    "shareProcessNamespace": "kubernetes.podspec-shareprocessnamespace",
+    "dnsPolicy": "kubernetes.podspec-dnspolicy",
+    "dnsConfig": "kubernetes.podspec-dnsconfig",
 }
+# volume source -> the flag that allows it (None: always allowed); a type not listed is never allowed
+VOLUME_FLAGS: dict[str, str | None] = {
+    "secret": None,
+    "configMap": None,
+    "projected": None,
+    "emptyDir": "kubernetes.podspec-volumes-emptydir",
+    "persistentVolumeClaim": "kubernetes.podspec-persistent-volume-claim",
+    "hostPath": "kubernetes.podspec-volumes-hostpath",
+    "csi": "kubernetes.podspec-volumes-csi",
+    "ephemeral": "kubernetes.podspec-volumes-ephemeral",
+    "image": "kubernetes.podspec-volumes-image",
+}
+ADD_CAPABILITIES = "kubernetes.containerspec-addcapabilities"  # capabilities.add beyond NET_BIND_SERVICE
+# flags a fresh install has on (serving config-features' defaults)
+ON_BY_DEFAULT = frozenset({"kubernetes.podspec-volumes-emptydir", "multi-container"})
 
 
 def flags_needed(manifests: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
@@ -39,7 +62,9 @@ def flags_needed(manifests: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
 
 
 def enabled_flags(profile: Profile) -> set[str]:
-    return {flag for flag, state in profile.serving.features.items() if state in ("enabled", "allowed")}
+    """The flags on in the profile's cluster: Serving's defaults, with the profile's own settings over them."""
+    states = {flag: "enabled" for flag in ON_BY_DEFAULT} | dict(profile.serving.features)
+    return {flag for flag, state in states.items() if state in ("enabled", "allowed")}
 
 
 def features_patch(flags: Iterable[str], profile: Profile) -> dict[str, Any]:

@@ -17,16 +17,17 @@ from typing import Any
 import yaml
 
 from functions.registry import REGISTRY, Registry
-from knative import chains, eventing, features, naming, services, sources, webhook_rules
+from knative import chains, eventing, features, naming, network, services, sources, webhook_rules
 from knative.errors import KnativeError, ManifestsRejected
 from knative.plan import FunctionPlan, plan_functions
-from knative.profile import Profile
+from knative.profile import Profile, SecretRef
 from router.pipeline import Pipeline
 
 # component label -> output file, in apply order (ConfigMaps and flags before what reads them)
 FILES = {
     "namespace": "00-namespace.yaml",
     "serving-config": "05-serving-config-features.yaml",
+    "network-policy": "08-network-policy.yaml",
     "broker-config": "10-broker-config.yaml",
     "broker": "20-broker.yaml",
     "function": "30-functions.yaml",
@@ -73,6 +74,8 @@ def build(
         )
     if patch:
         manifests.append(features.features_patch(missing, profile))
+    if profile.network_policy:
+        manifests.append(network.deny_metadata_policy(profile))
     manifests += eventing.broker_config_maps(profile)
     manifests.append(eventing.broker(profile))
     manifests += fn_services
@@ -127,13 +130,33 @@ def _check_unique(manifests: list[dict[str, Any]], plans: list[FunctionPlan], pr
 def _notes(plans: list[FunctionPlan], profile: Profile) -> list[str]:
     out = []
     r = profile.router
-    secrets = [r.mongodb_secret] + [s for s in (r.webhook_secret, r.result_key_secret) if s is not None]
+    secrets = [r.mongodb_secret] + ([r.webhook_secret] if r.webhook_secret else [])
+    secrets += [r.admin_token_secret, r.result_key_secret]
+    generated = {
+        (r.admin_token_secret.name, r.admin_token_secret.key),
+        (r.result_key_secret.name, r.result_key_secret.key),
+    }
+    by_name: dict[str, list[SecretRef]] = {}
     for s in secrets:
-        note = " (optional)" if s.optional else ""
-        out.append(
-            f"Secret '{s.name}' key '{s.key}'{note} is read by the router, never written here: "
-            f"kubectl create secret generic {s.name} -n {profile.namespace} --from-literal={s.key}=..."
+        if s not in by_name.setdefault(s.name, []):
+            by_name[s.name].append(s)
+    for name, refs in by_name.items():
+        keys = ", ".join(f"'{s.key}'{' (optional)' if s.optional else ''}" for s in refs)
+        literals = " ".join(
+            f'--from-literal={s.key}="$(openssl rand -hex 32)"'
+            if (s.name, s.key) in generated
+            else f"--from-literal={s.key}=..."
+            for s in refs
         )
+        out.append(
+            f"Secret '{name}' key{'s' if len(refs) > 1 else ''} {keys} {'are' if len(refs) > 1 else 'is'} read by "
+            f"the router, never written here: kubectl create secret generic {name} -n {profile.namespace} {literals}"
+        )
+    token = r.admin_token_secret
+    out.append(
+        "The router refuses requests without a token; the bootstrap admin token (KNFLOW_ADMIN_TOKEN) is read back "
+        f"with: kubectl get secret {token.name} -n {profile.namespace} -o jsonpath='{{.data.{token.key}}}' | base64 -d"
+    )
     used: dict[tuple[str, str, bool], set[str]] = {}
     for plan in plans:
         for env in services.builtin_secret_env(plan, profile):

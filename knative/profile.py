@@ -16,6 +16,8 @@ A YAML file (every key optional; snake_case; durations in seconds, named `*_s`):
     router:
       min_scale: 1
       mongodb_secret: {name: knflow-mongodb, key: url}
+      admin_token_secret: {name: knflow-router, key: admin_token}   # KNFLOW_ADMIN_TOKEN
+      result_key_secret: {name: knflow-router, key: result_key}     # KNFLOW_RESULT_KEY
     secrets:                               # what the builtins read, as env from Secrets
       mongodb: {name: knflow-builtins-mongodb, key: url}
       openai_api_key: {name: knflow-openai, key: api_key, optional: true}
@@ -93,8 +95,10 @@ class RouterProfile(_Strict):
     memory: str | None = None
     mongodb_secret: SecretRef = SecretRef(name="knflow-mongodb", key="url")
     webhook_secret: SecretRef | None = SecretRef(name="knflow-webhooks", key="token", optional=True)
-    # KNFLOW_RESULT_KEY, which signs each invoke's result secret; without it the replicas share a key kept in the store
-    result_key_secret: SecretRef | None = SecretRef(name="knflow-router", key="result_key", optional=True)
+    # KNFLOW_ADMIN_TOKEN (the bootstrap admin token) and KNFLOW_RESULT_KEY (signs each invoke's result secret;
+    # without it the replicas share a key kept in the store)
+    admin_token_secret: SecretRef = SecretRef(name="knflow-router", key="admin_token")
+    result_key_secret: SecretRef = SecretRef(name="knflow-router", key="result_key", optional=True)
     # the longest chain of runs started by run events (dev.knflow.run.*) before the router stops it
     max_hops: int = Field(MAX_HOPS, gt=0)
     retry: int = Field(10, ge=0)
@@ -145,6 +149,9 @@ class Profile(_Strict):
     # KNFLOW_BLOB_URL of every pod: outputs over 256 KiB go there, so it must be storage that all pods share
     # (s3://bucket/prefix; credentials through the service account). Empty: each pod's own disk.
     blob_url: str = ""
+    # a NetworkPolicy that lets the namespace's pods reach anything but the cloud metadata address; turn it
+    # off where pods get their cloud credentials from the metadata server (GKE Workload Identity)
+    network_policy: bool = True
 
     @field_validator("namespace")
     @classmethod

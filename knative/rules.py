@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from knative.features import enabled_flags
+from knative.features import ON_BY_DEFAULT, enabled_flags
 from knative.profile import Profile
 
 
@@ -37,6 +37,11 @@ class Cluster:
     delivery_timeout: bool = True  # eventing config-features delivery-timeout (beta, on by default)
     delivery_retry_after: bool = False  # eventing config-features delivery-retryafter (alpha, off)
     cross_namespace_refs: bool = False
+    disabled: frozenset[str] = frozenset()  # Serving flags the profile turns off (even those on by default)
+
+    def has(self, flag: str) -> bool:
+        """Whether the Serving flag is on: named as enabled, or on by default and not turned off."""
+        return flag in self.features or (flag in ON_BY_DEFAULT and flag not in self.disabled)
 
     @classmethod
     def from_profile(cls, profile: Profile, extra_features: Iterable[str] = ()) -> Cluster:
@@ -47,6 +52,7 @@ class Cluster:
             s.container_concurrency_max,
             s.max_scale_limit,
             s.allow_zero_initial_scale,
+            disabled=frozenset(flag for flag, state in s.features.items() if state == "disabled"),
         )
 
 

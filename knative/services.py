@@ -5,10 +5,18 @@ A function's Service runs the project image with `KNFLOW_FUNCTION=NAME` (the ima
 `knflow serve router`; it reaches the broker through `K_SINK`, reads MongoDB's URL and the webhook
 secret from Secrets (and, from the profile's `secrets.webhooks` Secret, each `trigger.auth.secret_env`
 that a pipeline names), and loads the pipeline files that `KNFLOW_PIPELINES` lists from a mounted ConfigMap.
+
+Every pod is hardened to the Pod Security Standards' "restricted" profile, with container-level fields only
+(a pod-level securityContext needs Serving's kubernetes.podspec-securitycontext flag): non-root (the image's
+numeric USER), no privilege escalation, a read-only root filesystem with emptyDirs where a path must be
+writable (TMPDIR and HOME; the blob directory when the profile names no shared blob store), every capability
+dropped, the runtime's default seccomp profile, and no service account token (nothing calls the Kubernetes
+API). Function Services are cluster-local: only the broker (and the router) reach them, never a public route.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,6 +39,15 @@ BUILTIN_SECRETS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
 }
 PROGRESS_DEADLINE = "serving.knative.dev/progress-deadline"
+TMP_DIR = "/knflow/tmp"  # TMPDIR and HOME: the root filesystem is read-only
+BLOB_DIR = "/knflow/blobs"  # the pod's own blob directory when the profile names no shared blob store
+SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 PIPELINES_DIGEST = "knflow.dev/pipelines-digest"
 
 
@@ -44,6 +61,7 @@ def function_service(plan: FunctionPlan, profile: Profile) -> dict[str, Any]:
         env.append({"name": "KNFLOW_FUNCTIONS", "value": plan.module})
     env += builtin_secret_env(plan, profile) + _blob_env(profile)
     container = _container("function", profile, env)
+    container["volumeMounts"] = _scratch_mounts(profile)
     resources = _resources(plan.spec.traits.cpu, plan.spec.traits.memory, plan.gpu, profile)
     if resources:
         container["resources"] = resources
@@ -51,10 +69,12 @@ def function_service(plan: FunctionPlan, profile: Profile) -> dict[str, Any]:
         "containerConcurrency": auto.container_concurrency,
         "timeoutSeconds": auto.timeout_s,
         "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
     }
     if profile.service_account:
         spec["serviceAccountName"] = profile.service_account
     spec["containers"] = [container]
+    spec["volumes"] = _scratch_volumes(profile)
     if plan.gpu:
         if profile.gpu.node_selector:
             spec["nodeSelector"] = dict(profile.gpu.node_selector)
@@ -96,8 +116,8 @@ def router_service(
     if r.webhook_secret is not None:
         env.append(_secret_env("KNFLOW_WEBHOOK_SECRET", r.webhook_secret))
     env += [_secret_env(name, SecretRef(name=profile.secrets.webhooks, key=name)) for name in webhook_secret_envs]
-    if r.result_key_secret is not None:
-        env.append(_secret_env("KNFLOW_RESULT_KEY", r.result_key_secret))
+    env.append(_secret_env("KNFLOW_ADMIN_TOKEN", r.admin_token_secret))
+    env.append(_secret_env("KNFLOW_RESULT_KEY", r.result_key_secret))
     env.append({"name": "K_SINK", "value": profile.broker_ingress_url()})
     if modules:
         env.append({"name": "KNFLOW_FUNCTIONS", "value": ",".join(modules)})
@@ -106,7 +126,10 @@ def router_service(
     env.append({"name": "KNFLOW_MAX_HOPS", "value": str(r.max_hops)})
     env += _blob_env(profile)
     container = _container("router", profile, env, command=["knflow", "serve", "router"])
-    container["volumeMounts"] = [{"name": "pipelines", "mountPath": PIPELINES_DIR, "readOnly": True}]
+    container["volumeMounts"] = [
+        {"name": "pipelines", "mountPath": PIPELINES_DIR, "readOnly": True},
+        *_scratch_mounts(profile),
+    ]
     resources = _resources(r.cpu, r.memory, 0, profile)
     if resources:
         container["resources"] = resources
@@ -117,11 +140,19 @@ def router_service(
         # a change of pipelines makes a new revision, so the router reloads them
         PIPELINES_DIGEST: naming.short_hash(yaml.safe_dump(pipelines_doc["data"], sort_keys=True), 16),
     }
-    spec: dict[str, Any] = {"containerConcurrency": 0, "timeoutSeconds": r.timeout_s, "enableServiceLinks": False}
+    spec: dict[str, Any] = {
+        "containerConcurrency": 0,
+        "timeoutSeconds": r.timeout_s,
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,  # the router never calls the Kubernetes API
+    }
     if profile.service_account:
         spec["serviceAccountName"] = profile.service_account
     spec["containers"] = [container]
-    spec["volumes"] = [{"name": "pipelines", "configMap": {"name": pipelines_doc["metadata"]["name"]}}]
+    spec["volumes"] = [
+        {"name": "pipelines", "configMap": {"name": pipelines_doc["metadata"]["name"]}},
+        *_scratch_volumes(profile),
+    ]
     return {
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
@@ -153,10 +184,31 @@ def _container(
         container["imagePullPolicy"] = profile.image_pull_policy
     if command:
         container["command"], container["args"] = command[:1], command[1:]
-    container["env"] = env
+    container["env"] = [*env, {"name": "TMPDIR", "value": TMP_DIR}, {"name": "HOME", "value": TMP_DIR}]
     container["ports"] = [{"name": "http1", "containerPort": profile.port}]
     container["readinessProbe"] = {"httpGet": {"path": "/healthz"}}
+    container["securityContext"] = security_context()
     return container
+
+
+def security_context() -> dict[str, Any]:
+    """The container securityContext of every generated pod (a fresh copy: callers may add to it)."""
+    return copy.deepcopy(SECURITY_CONTEXT)
+
+
+def _scratch_volumes(profile: Profile) -> list[dict[str, Any]]:
+    """The emptyDirs behind the paths a pod writes (the root filesystem is read-only)."""
+    out: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    if not profile.blob_url:
+        out.append({"name": "blobs", "emptyDir": {}})
+    return out
+
+
+def _scratch_mounts(profile: Profile) -> list[dict[str, Any]]:
+    out = [{"name": "tmp", "mountPath": TMP_DIR}]
+    if not profile.blob_url:
+        out.append({"name": "blobs", "mountPath": BLOB_DIR})
+    return out
 
 
 def _resources(cpu: str | None, memory: str | None, gpu: int, profile: Profile) -> dict[str, Any]:
@@ -194,7 +246,7 @@ def builtin_secret_env(plan: FunctionPlan, profile: Profile) -> list[dict[str, A
 
 
 def _blob_env(profile: Profile) -> list[dict[str, Any]]:
-    return [{"name": "KNFLOW_BLOB_URL", "value": profile.blob_url}] if profile.blob_url else []
+    return [{"name": "KNFLOW_BLOB_URL", "value": profile.blob_url or f"file://{BLOB_DIR}"}]
 
 
 def _secret_env(name: str, ref: SecretRef) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from knative.durations import parse_go_duration_s
-from knative.features import FLAG_FIELDS
+from knative.features import ADD_CAPABILITIES, FLAG_FIELDS, VOLUME_FLAGS
 from knative.rules import Cluster, rule, template_of
 from knative.scaling import PREFIX
 
@@ -279,6 +279,65 @@ def feature_flags(m: dict, c: Cluster) -> list[tuple[str, str]]:
         for fld, flag in FLAG_FIELDS.items()
         if spec.get(fld) and flag not in c.features
     ]
+
+
+@rule("Service")
+def volume_types(m: dict, c: Cluster) -> list[tuple[str, str]]:
+    """Serving's VolumeSourceMask: secret, configMap and projected always; a few more behind flags."""
+    out = []
+    for i, vol in enumerate(template_of(m)[1].get("volumes") or []):
+        for source in (k for k in vol if k != "name"):
+            if source not in VOLUME_FLAGS:
+                allowed = ", ".join(VOLUME_FLAGS)
+                out.append(
+                    (f"spec.template.spec.volumes[{i}].{source}", f"Knative allows no {source} volume ({allowed})")
+                )
+    return out
+
+
+@rule("Service", warning=True)
+def volume_flags(m: dict, c: Cluster) -> list[tuple[str, str]]:
+    out = []
+    for i, vol in enumerate(template_of(m)[1].get("volumes") or []):
+        for source in (k for k in vol if k != "name"):
+            flag = VOLUME_FLAGS.get(source)
+            if flag and not c.has(flag):
+                out.append(
+                    (
+                        f"spec.template.spec.volumes[{i}].{source}",
+                        f"a {source} volume needs the Serving feature flag {flag} (config-features in knative-serving)",
+                    )
+                )
+    return out
+
+
+@rule("Service")
+def container_security(m: dict, c: Cluster) -> list[tuple[str, str]]:
+    """A container's securityContext as Serving's SecurityContextMask takes it: no privileged mode, no
+    SELinux options or procMount (capabilities.add beyond NET_BIND_SERVICE: `add_capabilities`)."""
+    out = []
+    for i, ctr in enumerate(template_of(m)[1].get("containers") or []):
+        sc, at = ctr.get("securityContext") or {}, f"spec.template.spec.containers[{i}].securityContext"
+        if sc.get("privileged"):
+            out.append((f"{at}.privileged", "privileged can only be set to false"))
+        out += [(f"{at}.{k}", f"Knative does not allow {k}") for k in ("seLinuxOptions", "procMount") if k in sc]
+    return out
+
+
+@rule("Service", warning=True)
+def add_capabilities(m: dict, c: Cluster) -> list[tuple[str, str]]:
+    out = []
+    for i, ctr in enumerate(template_of(m)[1].get("containers") or []):
+        caps = (ctr.get("securityContext") or {}).get("capabilities") or {}
+        added = [x for x in caps.get("add") or [] if x != "NET_BIND_SERVICE"]
+        if added and not c.has(ADD_CAPABILITIES):
+            out.append(
+                (
+                    f"spec.template.spec.containers[{i}].securityContext.capabilities.add",
+                    f"adding {', '.join(added)} needs the Serving feature flag {ADD_CAPABILITIES}",
+                )
+            )
+    return out
 
 
 @rule("Service")

@@ -11,14 +11,24 @@ import json
 import logging
 import os
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from broker.errors import KnflowError
+from broker.redact import redact
 from knflow import eventloop
 from knflow.settings import DEFAULT_STORE
+
+
+def redact_log_values(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A structlog processor: URL passwords masked in every string a log line carries (broker.redact)."""
+    for key, value in event.items():
+        if isinstance(value, str) and "://" in value:
+            event[key] = redact(value)
+    return event
 
 
 def configure_logging(verbose: int, json_logs: bool = False) -> None:
@@ -27,7 +37,12 @@ def configure_logging(verbose: int, json_logs: bool = False) -> None:
         structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     structlog.configure(
-        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"), renderer],
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            redact_log_values,
+            renderer,
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
@@ -210,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except KnflowError as exc:
-        print(f"knflow {args.command}: {exc}", file=sys.stderr)
+        print(f"knflow {args.command}: {redact(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

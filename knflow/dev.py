@@ -23,6 +23,7 @@ import structlog
 
 from broker import extensions as ext
 from broker.errors import KnflowError
+from broker.redact import mask_url
 from knflow import eventloop
 from knflow.settings import DEFAULT_STORE, Settings
 from datetime import UTC
@@ -116,7 +117,7 @@ async def _dev(args: argparse.Namespace, settings: Settings, files: list[str], m
     procs: list[subprocess.Popen] = []
     try:
         async with router_stack(settings, args.store or settings.store, nats_url, files) as (router, catalog, stack):
-            where = f"NATS {nats_url}" if nats_url else "the in-memory broker"
+            where = f"NATS {mask_url(nats_url)}" if nats_url else "the in-memory broker"
             if nats_url:
                 for name in await _functions_to_serve(catalog):
                     url = None
@@ -126,7 +127,7 @@ async def _dev(args: argparse.Namespace, settings: Settings, files: list[str], m
                     await stack.serve_function(name, url)
             print(
                 f"knflow dev: router on http://{args.host}:{args.port} ({access}), broker {where}, "
-                f"store {args.store or settings.store}",
+                f"store {mask_url(args.store or settings.store)}",
                 file=sys.stderr,
                 flush=True,
             )

@@ -18,6 +18,7 @@ from broker.errors import KnflowError
 from broker.event_log import JetStreamEventLog
 from broker.nats import JetStreamPublisher, StreamLayout
 from broker.nats_dispatcher import Dispatcher
+from broker.redact import mask_url, redact
 from broker.retry import Retry
 from functions.handler import in_process
 from functions.registry import REGISTRY, Registry
@@ -33,7 +34,7 @@ RESULT_TIMEOUT_S = 10.0
 
 async def connect(url: str, name: str) -> NATS:
     async def on_error(exc: Exception) -> None:
-        log.warning("nats connection error", url=url, error=str(exc))
+        log.warning("nats connection error", url=mask_url(url), error=redact(str(exc)))
 
     return await nats.connect(
         url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.25, error_cb=on_error, connect_timeout=5

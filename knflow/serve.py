@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 import structlog
 
 from broker.errors import KnflowError
+from broker.redact import mask_url
 from knflow import eventloop
 from knflow.settings import Settings
 
@@ -209,7 +210,9 @@ def cmd_serve_dispatcher(args: argparse.Namespace) -> int:
             for entry in args.function:
                 name, _, url = entry.partition("=")
                 await stack.serve_function(name, url or None, dead_letter=args.dead_letter)
-            print(f"knflow: dispatching {', '.join(args.function)} from {nats_url}", file=sys.stderr, flush=True)
+            print(
+                f"knflow: dispatching {', '.join(args.function)} from {mask_url(nats_url)}", file=sys.stderr, flush=True
+            )
             await _until_stopped()
 
     eventloop.run(main())

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+import re
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from broker.codec import MAX_BODY_BYTES
+from broker.errors import KnflowError
+from broker.redact import MASK, redact
 from functions import blobs
 from router.hops import MAX_HOPS
 
 DEFAULT_STORE = "sqlite:///knflow.db"  # the run store when no flag or variable names one (`knflow run`, `knflow dev`)
+# settings whose whole value is a secret: never shown, not even masked in part
+SECRET_FIELD = re.compile(r"secret|token|password|(^|_)key$", re.IGNORECASE)
+
+
+class SettingsInvalid(KnflowError, ValueError):
+    """A `KNFLOW_*` variable holds a value its setting cannot take; the message names each variable, with
+    secrets and URL passwords masked."""
+
+    def __init__(self, message: str, *, variables: list[str]) -> None:
+        super().__init__(message, variables=variables)
+        self.variables = variables
 
 
 class Settings(BaseSettings):
@@ -43,6 +59,17 @@ class Settings(BaseSettings):
         blobs.DEFAULT_THRESHOLD_BYTES, gt=0
     )  # outputs and invokes over this go to the blob store
 
+    def __init__(self, *args: Any, **values: Any) -> None:
+        try:
+            super().__init__(*args, **values)
+        except ValidationError as err:
+            raise _invalid(err) from None
+
+    def __repr_args__(self) -> Any:
+        """`repr(settings)` and `str(settings)`: secret settings as ****, URLs with their passwords masked."""
+        for name, value in super().__repr_args__():
+            yield name, shown(name, value)
+
     @model_validator(mode="after")
     def _blobs_fit_the_broker(self) -> Settings:
         if self.blob_threshold_bytes >= self.max_body_bytes:
@@ -67,3 +94,26 @@ class Settings(BaseSettings):
     @property
     def pipeline_files(self) -> list[str]:
         return [m.strip() for m in self.pipelines.split(",") if m.strip()]
+
+
+def shown(name: str | None, value: Any) -> Any:
+    """A setting's value as it may be printed: a secret one masked whole, a URL with its password masked."""
+    if value is None:
+        return None
+    if name and SECRET_FIELD.search(name):
+        return MASK
+    return redact(value) if isinstance(value, str) else value
+
+
+def _invalid(err: ValidationError) -> SettingsInvalid:
+    reasons, variables = [], []
+    for item in err.errors(include_url=False):
+        name = str(item["loc"][0]) if item["loc"] else None
+        message = item["msg"].removeprefix("Value error, ")
+        if name is None:  # a rule over several settings: its message names them
+            reasons.append(redact(message))
+            continue
+        var = name if name.isupper() else f"KNFLOW_{name.upper()}"
+        variables.append(var)
+        reasons.append(f"{var} has value {shown(name, item['input'])!r}: {redact(message)}")
+    return SettingsInvalid("invalid settings: " + "; ".join(reasons), variables=variables)

@@ -53,6 +53,7 @@ def test_manifests_into_a_directory_in_apply_order(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == [
         "00-namespace.yaml",
         "05-serving-config-features.yaml",
+        "08-network-policy.yaml",
         "10-broker-config.yaml",
         "20-broker.yaml",
         "30-functions.yaml",

@@ -57,6 +57,88 @@ PROFILES = {
 }
 
 
+# networking.k8s.io/v1 NetworkPolicy is core Kubernetes (no CRD): its schema by hand, from the API reference
+# (io.k8s.api.networking.v1.NetworkPolicySpec and the types under it), closed as the API server's strict
+# field validation is; `podSelector` is required, a peer's `ipBlock` needs `cidr` and is exclusive with the
+# selectors.
+_SELECTOR = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "matchExpressions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["key", "operator"],
+                "properties": {
+                    "key": {"type": "string"},
+                    "operator": {"enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
+                    "values": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
+    },
+}
+_CIDR = {"type": "string", "pattern": r"^([0-9.]+|[0-9a-fA-F:]+)/[0-9]{1,3}$"}
+_PEER = {
+    "type": "object",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "properties": {
+        "ipBlock": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["cidr"],
+            "properties": {"cidr": _CIDR, "except": {"type": "array", "items": _CIDR}},
+        },
+        "namespaceSelector": _SELECTOR,
+        "podSelector": _SELECTOR,
+    },
+    "not": {"anyOf": [{"required": ["ipBlock", "namespaceSelector"]}, {"required": ["ipBlock", "podSelector"]}]},
+}
+_PORT = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "port": {"anyOf": [{"type": "integer"}, {"type": "string"}]},
+        "endPort": {"type": "integer"},
+        "protocol": {"enum": ["TCP", "UDP", "SCTP"]},
+    },
+}
+_RULE = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "to": {"type": "array", "items": _PEER},
+        "from": {"type": "array", "items": _PEER},
+        "ports": {"type": "array", "items": _PORT},
+    },
+}
+NETWORK_POLICY = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "networking.k8s.io/v1"},
+        "kind": {"const": "NetworkPolicy"},
+        "metadata": {"type": "object"},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["podSelector"],
+            "properties": {
+                "podSelector": _SELECTOR,
+                "policyTypes": {"type": "array", "items": {"enum": ["Ingress", "Egress"]}},
+                "ingress": {"type": "array", "items": _RULE},
+                "egress": {"type": "array", "items": _RULE},
+            },
+        },
+    },
+}
+
+
 def strict(schema: Any, root: bool = False) -> Any:
     """An openAPIV3Schema as a JSON schema that refuses unknown fields where Kubernetes would."""
     if not isinstance(schema, dict):
@@ -94,7 +176,7 @@ def strict(schema: Any, root: bool = False) -> Any:
 
 @cache
 def validators() -> dict[tuple[str, str], Any]:
-    out = {}
+    out = {("networking.k8s.io/v1", "NetworkPolicy"): jsonschema.Draft7Validator(NETWORK_POLICY)}
     for path in sorted(CRDS.glob("*.yaml")):
         crd = yaml.safe_load(path.read_text())
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
@@ -168,6 +250,7 @@ def test_all_examples_together_validate():
         "Service",
         "Trigger",
         "PingSource",
+        "NetworkPolicy",
     }
     assert [f"{m['kind']}/{m['metadata']['name']}: {e}" for m in bundle.manifests for e in schema_errors(m)] == []
 

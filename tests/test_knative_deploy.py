@@ -29,6 +29,7 @@ from router.loader import load
 TOKEN = "test-token"
 INSTALLED = (
     "/api/v1/",
+    "/apis/networking.k8s.io/v1/",
     "/apis/serving.knative.dev/v1/",
     "/apis/eventing.knative.dev/v1/",
     "/apis/sources.knative.dev/v1/",
@@ -294,7 +295,7 @@ def test_a_refusal_names_the_resource_and_the_servers_reason(fake, kubeconfig):
 
 
 def test_a_cluster_without_knative_eventing_is_named(kubeconfig, fake):
-    fake.installed = ("/api/v1/", "/apis/serving.knative.dev/v1/")
+    fake.installed = ("/api/v1/", "/apis/networking.k8s.io/v1/", "/apis/serving.knative.dev/v1/")
     with pytest.raises(
         ClusterError,
         match=r"the cluster has no Broker resource \(eventing.knative.dev/v1\): is Knative Eventing installed\?",

@@ -31,6 +31,8 @@ from router.pipeline_doc import from_dict
 from router.pipeline_yaml import parse_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+# what every generated container gets for its read-only root filesystem (knative/services.py)
+SCRATCH_ENV = {"KNFLOW_BLOB_URL": "file:///knflow/blobs", "TMPDIR": "/knflow/tmp", "HOME": "/knflow/tmp"}
 EXAMPLES = ROOT / "examples"
 
 
@@ -132,7 +134,7 @@ def test_function_services_are_cluster_local_and_the_router_signs_results_with_i
         "secretKeyRef": {"name": "knflow-router", "key": "result_key", "optional": True}
     }
     notes = build([two_nodes()], LOCAL, root=ROOT).notes
-    assert "kubectl create secret generic knflow-router -n knflow --from-literal=result_key=..." in "\n".join(notes)
+    assert '--from-literal=result_key="$(openssl rand -hex 32)"' in "\n".join(notes)
 
 
 def test_traits_become_autoscaling_annotations_and_spec_fields():
@@ -144,7 +146,7 @@ def test_traits_become_autoscaling_annotations_and_spec_fields():
     assert spec["containerConcurrency"] == 2 and spec["timeoutSeconds"] == 20
     assert "autoscaling.knative.dev/min-scale" not in svc["metadata"].get("annotations", {})
     env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
-    assert env == {"KNFLOW_FUNCTION": "kn-echo", "KNFLOW_FUNCTIONS": "tests/test_knative_manifests.py"}
+    assert env == {"KNFLOW_FUNCTION": "kn-echo", "KNFLOW_FUNCTIONS": "tests/test_knative_manifests.py", **SCRATCH_ENV}
     assert spec["containers"][0]["readinessProbe"] == {"httpGet": {"path": "/healthz"}}
 
 
@@ -525,7 +527,7 @@ def test_builtins_need_no_module_and_a_module_outside_the_project_is_refused(tmp
         e["name"]: e.get("value")
         for e in template(by_kind(bundle, "Service")["knflow-http-request"])[1]["containers"][0]["env"]
     }
-    assert env == {"KNFLOW_FUNCTION": "http-request"}
+    assert env == {"KNFLOW_FUNCTION": "http-request", **SCRATCH_ENV}
     elsewhere = tmp_path / "elsewhere.py"
     elsewhere.write_text(
         "from pydantic import BaseModel\nfrom knflow import function\n\nclass T(BaseModel):\n    text: str\n\n"
@@ -558,6 +560,7 @@ def test_output_is_yaml_that_reads_back_and_files_in_apply_order():
     assert list(yaml.safe_load_all(to_yaml(bundle.manifests))) == bundle.manifests
     assert list(files(bundle)) == [
         "00-namespace.yaml",
+        "08-network-policy.yaml",
         "10-broker-config.yaml",
         "20-broker.yaml",
         "30-functions.yaml",
@@ -590,7 +593,9 @@ def test_builtins_read_their_servers_from_secrets_never_inline():
     bundle = build([load(EXAMPLES / "article-generator.yaml")], REGISTRY, root=ROOT)
     services = by_kind(bundle, "Service")
     env = {
-        name: template(services[f"knflow-{name}"])[1]["containers"][0]["env"]
+        name: [
+            e for e in template(services[f"knflow-{name}"])[1]["containers"][0]["env"] if e["name"] not in SCRATCH_ENV
+        ]
         for name in ("llm-generate", "mongodb-insert", "http-request")
     }
     assert env["llm-generate"][1:] == [

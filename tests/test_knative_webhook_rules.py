@@ -400,6 +400,27 @@ CASES: list[Case] = [
     ),
     ("ping", "ping_sink", lambda m: m["spec"].pop("sink"), "expected at least one of ref, uri", "sink required"),
     (
+        "service",
+        "volume_types",
+        lambda m: pod(m)["volumes"].append({"name": "share", "nfs": {"server": "nas", "path": "/"}}),
+        "Knative allows no nfs volume",
+        "nfs is not a volume Knative takes",
+    ),
+    (
+        "router",
+        "container_security",
+        lambda m: container(m)["securityContext"].update(privileged=True),
+        "privileged can only be set to false",
+        "no privileged containers",
+    ),
+    (
+        "router",
+        "container_security",
+        lambda m: container(m)["securityContext"].update(procMount="Unmasked"),
+        "does not allow procMount",
+        "no procMount",
+    ),
+    (
         "ping",
         "ce_overrides",
         lambda m: m["spec"]["ceOverrides"]["extensions"].update({"Knflow_Run": "x"}),
@@ -451,7 +472,28 @@ def test_cluster_settings_from_the_profile_change_the_verdict(good):
     )
 
 
+def test_flagged_volumes_and_capabilities_warn_until_their_flags_are_on(good):
+    m = copy.deepcopy(good["router"])
+    pod(m)["volumes"].append({"name": "data", "persistentVolumeClaim": {"claimName": "data"}})
+    container(m)["securityContext"]["capabilities"]["add"] = ["NET_BIND_SERVICE", "NET_RAW"]
+    problems = check([m], Cluster())
+    assert {(p.rule, p.severity, p.message.split(" needs")[0]) for p in problems} == {
+        ("volume_flags", "warning", "a persistentVolumeClaim volume"),
+        ("add_capabilities", "warning", "adding NET_RAW"),
+    }
+    on = frozenset({"kubernetes.podspec-persistent-volume-claim", "kubernetes.containerspec-addcapabilities"})
+    assert check([m], Cluster(features=on)) == []
+    # emptyDir is on in a fresh install; a profile that turns it off is told
+    off = Cluster.from_profile(
+        parse_profile({"serving": {"features": {"kubernetes.podspec-volumes-emptydir": "disabled"}}})
+    )
+    assert {p.path for p in check([good["router"]], off)} == {
+        "spec.template.spec.volumes[1].emptyDir",
+        "spec.template.spec.volumes[2].emptyDir",
+    }
+
+
 def test_every_rule_has_a_test():
-    tested = {c[1] for c in CASES} | {"feature_flags"}
+    tested = {c[1] for c in CASES} | {"feature_flags", "volume_flags", "add_capabilities"}
     rules = {fn.__name__ for fns in webhook_rules.RULES.values() for fn in fns}
     assert rules - tested == set()
