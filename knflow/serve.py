@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from typing import Any
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import structlog
 
@@ -165,8 +166,23 @@ def api_access(settings: Settings, insecure: bool, where: str) -> tuple[str | No
     return token, False
 
 
+def router_store_url(settings: Settings, flag: str | None, environ: Mapping[str, str] = os.environ) -> str:
+    """The router's run store: `--store`, else KNFLOW_STORE_URL. A deployment that still names its store in
+    KNFLOW_MONGODB_URL (the builtins' database since the router and the builtins stopped sharing one) is
+    refused, not served from a local SQLite file that would lose its runs with the pod."""
+    if flag:
+        return flag
+    if "KNFLOW_STORE_URL" not in environ and environ.get("KNFLOW_MONGODB_URL"):
+        raise KnflowError(
+            "KNFLOW_MONGODB_URL is set but KNFLOW_STORE_URL is not: KNFLOW_MONGODB_URL is the mongodb-* builtins' "
+            "database, not the router's store. Set KNFLOW_STORE_URL (or --store) to the router's store"
+        )
+    return settings.store
+
+
 def cmd_serve_router(args: argparse.Namespace) -> int:
     settings = Settings()
+    store_url = router_store_url(settings, args.store)
     admin_token, open_api = api_access(settings, args.insecure, f"http://{args.host}:{args.port or settings.port}")
     _load(settings.function_modules + args.functions)
 
@@ -174,9 +190,11 @@ def cmd_serve_router(args: argparse.Namespace) -> int:
         from router.service import create_app
 
         nats_url = args.nats or settings.nats_url
-        async with router_stack(
-            settings, args.store or settings.store, nats_url, settings.pipeline_files + args.pipelines
-        ) as (router, catalog, _):
+        async with router_stack(settings, store_url, nats_url, settings.pipeline_files + args.pipelines) as (
+            router,
+            catalog,
+            _,
+        ):
             await serve_app(
                 create_app(
                     router,

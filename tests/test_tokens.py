@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from broker.errors import KnflowError
+
 from router.tokens import InvalidToken, check_name, check_scope, covers, new_record, token_hash
 from tests.processes import Process, free_port
 from tests.test_fabric_e2e import http
@@ -221,3 +223,15 @@ def test_scopes_are_ordered_and_names_checked():
             check_name(bad)
     token, record = new_record("ci", "read", "now")
     assert token.startswith("kf_") and len(token) == 46 and record["hash"] == token_hash(token) != token
+
+
+def test_a_router_whose_store_is_still_named_by_knflow_mongodb_url_refuses_to_start():
+    """KNFLOW_MONGODB_URL is the builtins' database: a router must not fall back to a local SQLite file."""
+    from knflow.serve import router_store_url
+    from knflow.settings import Settings
+
+    env = {"KNFLOW_MONGODB_URL": "mongodb://db/app"}
+    with pytest.raises(KnflowError, match="KNFLOW_STORE_URL is not"):
+        router_store_url(Settings(), None, env)
+    assert router_store_url(Settings(), "sqlite:///x.db", env) == "sqlite:///x.db"  # --store wins
+    assert router_store_url(Settings(), None, {**env, "KNFLOW_STORE_URL": "mongodb://db/r"}) == Settings().store

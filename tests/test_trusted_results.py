@@ -212,7 +212,9 @@ async def test_forged_results_and_dead_letters_are_refused_and_the_functions_own
                 results = next(d for d in stack.dispatchers if d.name == "router-results")
                 await stack.publisher.publish(codec.decode({**forged, "ce-id": uuid.uuid4().hex}, attackers))
                 await until(lambda: router.refused_results == 4, "the router refuses it")
-                await until(lambda: results.stats.delivered >= 1, "acked")
+                await until(
+                    lambda: results.stats.delivered >= 1, "acked", timeout_s=60.0
+                )  # slow only on a loaded machine
                 assert results.stats.retries == 0 and results.stats.dead_letters == 0
 
                 after = (await client.get(f"/runs/{run_id}")).json()
