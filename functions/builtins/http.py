@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, m
 
 from functions import netguard
 from functions.errors import FunctionError
-from functions.redact import excerpt
+from broker.redact import excerpt
 from functions.sdk import Retry, function
 
 MAX_TIMEOUT_S = 300.0

@@ -34,7 +34,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from functions.builtins.loop_clients import LoopClients
 from functions.errors import FunctionError
-from functions.redact import excerpt
+from broker.redact import excerpt
 
 DEFAULT_TIMEOUT_S = 120.0
 MAX_TIMEOUT_S = 590.0  # the function timeout, 10 s more, stays within Knative's default max-revision-timeout (600 s)
