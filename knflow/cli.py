@@ -31,6 +31,17 @@ def redact_log_values(logger: Any, method: str, event: MutableMapping[str, Any])
     return event
 
 
+class _Stderr:
+    """Whatever `sys.stderr` is when a line is written (not the stream it was at configure time, which a
+    caller such as a test harness may have closed since)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(verbose: int, json_logs: bool = False) -> None:
     level = logging.WARNING - 10 * verbose
     renderer = (
@@ -44,7 +55,7 @@ def configure_logging(verbose: int, json_logs: bool = False) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(_Stderr()),  # type: ignore[arg-type]  # write and flush: all it uses
         cache_logger_on_first_use=False,
     )
 
