@@ -1,6 +1,10 @@
 """Eventing: the Broker backed by NATS JetStream, the ConfigMaps it reads, and the Triggers that route
 invokes to functions and results and external events to the router. Pure.
 
+Every Trigger toward the router (results, external events, dead letters) delivers to its cluster-local
+broker ingress (`naming.router_events_service`, `knflow serve router --broker-ingress`): a Trigger cannot
+send the API token that the public router asks of external events.
+
 Every Trigger gets a `delivery` with `timeout` set: the native NATS broker reads only the Trigger's
 delivery (AckWait = timeout), and the channel-based broker's JetStream channel gives up after a minute
 without one. A function's timeout covers a cold start (longer for GPU functions) plus its own run.
@@ -104,7 +108,7 @@ def function_trigger(plan: FunctionPlan, profile: Profile) -> dict[str, Any]:
         "backoffPolicy": r.backoff,
         "backoffDelay": iso_seconds(r.delay_s),
         "timeout": iso_seconds(delivery_timeout_s(plan, profile)),
-        "deadLetterSink": naming.service_ref(profile.router.name, "/dead-letter"),
+        "deadLetterSink": naming.service_ref(naming.router_events_service(profile), "/dead-letter"),
     }
     name = naming.function_service(plan.name)
     return _trigger(
@@ -127,7 +131,7 @@ def router_triggers(filters: list[dict[str, str]], profile: Profile) -> list[dic
         "backoffDelay": iso_seconds(profile.broker.backoff_delay_s),
         "timeout": iso_seconds(r.timeout_s),
     }
-    events_sink = naming.service_ref(r.name, "/events")
+    events_sink = naming.service_ref(naming.router_events_service(profile), "/events")
     out = []
     for etype in events.RESULT_TYPES:
         name = f"{r.name}-{etype.rsplit('.', 1)[1]}"

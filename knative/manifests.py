@@ -81,7 +81,11 @@ def build(
     manifests += fn_services
     pipelines_cm = services.pipelines_config_map(pipelines, profile)
     hook_envs = services.webhook_secret_envs(pipelines)
-    manifests += [pipelines_cm, services.router_service(plans, pipelines_cm, profile, hook_envs)]
+    manifests += [
+        pipelines_cm,
+        services.router_service(plans, pipelines_cm, profile, hook_envs),
+        services.router_events_service(plans, pipelines_cm, profile),
+    ]
     manifests += [eventing.function_trigger(plan, profile) for plan in plans]
     manifests += eventing.router_triggers(chains.external_filters(pipelines), profile)
     manifests += sources.ping_sources(pipelines, profile)
@@ -156,6 +160,12 @@ def _notes(plans: list[FunctionPlan], profile: Profile) -> list[str]:
     out.append(
         "The router refuses requests without a token; the bootstrap admin token (KNFLOW_ADMIN_TOKEN) is read back "
         f"with: kubectl get secret {token.name} -n {profile.namespace} -o jsonpath='{{.data.{token.key}}}' | base64 -d"
+    )
+    out.append(
+        f"Knative's broker (Triggers, dead letters, PingSources) delivers to {naming.router_events_service(profile)}, "
+        "cluster-local, which takes external events without a token (Triggers cannot send one): any workload "
+        f"that reaches it inside the cluster can start runs, none can forge a result. Keep it cluster-local; "
+        f"webhooks and the API are on {r.name}, behind tokens."
     )
     used: dict[tuple[str, str, bool], set[str]] = {}
     for plan in plans:

@@ -27,6 +27,12 @@ def function_service(function: str) -> str:
     return f"knflow-{function}"
 
 
+def router_events_service(profile: Profile) -> str:
+    """The router's cluster-local broker ingress (`knflow serve router --broker-ingress`): what Triggers,
+    PingSources and dead-letter sinks deliver to."""
+    return f"{profile.router.name}-events"
+
+
 def pipelines_config_map(profile: Profile) -> str:
     return f"{profile.router.name}-pipelines"
 

@@ -2,7 +2,10 @@
 
 A function's Service runs the project image with `KNFLOW_FUNCTION=NAME` (the image's command is
 `knflow serve function`) and `KNFLOW_FUNCTIONS` naming the module that defines it. The router runs
-`knflow serve router`; it reaches the broker through `K_SINK`, reads MongoDB's URL and the webhook
+`knflow serve router` twice, over one store and one result key: `knflow-router`, public, for webhooks and
+the API (behind tokens), and `knflow-router-events`, cluster-local, `--broker-ingress`, which Triggers,
+PingSources and dead-letter sinks deliver to (they cannot send a token; the cluster network is its trust
+boundary). The router reaches the broker through `K_SINK`, reads MongoDB's URL and the webhook
 secret from Secrets (and, from the profile's `secrets.webhooks` Secret, each `trigger.auth.secret_env`
 that a pipeline names), and loads the pipeline files that `KNFLOW_PIPELINES` lists from a mounted ConfigMap.
 
@@ -11,7 +14,8 @@ Every pod is hardened to the Pod Security Standards' "restricted" profile, with 
 numeric USER), no privilege escalation, a read-only root filesystem with emptyDirs where a path must be
 writable (TMPDIR and HOME; the blob directory when the profile names no shared blob store), every capability
 dropped, the runtime's default seccomp profile, and no service account token (nothing calls the Kubernetes
-API). Function Services are cluster-local: only the broker (and the router) reach them, never a public route.
+API). Function Services and the router's broker ingress are cluster-local: only the cluster reaches them, never
+a public route.
 """
 
 from __future__ import annotations
@@ -110,13 +114,46 @@ def router_service(
     profile: Profile,
     webhook_secret_envs: Iterable[str] = (),
 ) -> dict[str, Any]:
+    """The public router: webhooks and the API, behind tokens (KNFLOW_ADMIN_TOKEN) and webhook secrets."""
+    r = profile.router
+    secrets: list[dict[str, Any]] = []
+    if r.webhook_secret is not None:
+        secrets.append(_secret_env("KNFLOW_WEBHOOK_SECRET", r.webhook_secret))
+    secrets += [_secret_env(name, SecretRef(name=profile.secrets.webhooks, key=name)) for name in webhook_secret_envs]
+    secrets.append(_secret_env("KNFLOW_ADMIN_TOKEN", r.admin_token_secret))
+    return _router(r.name, ["knflow", "serve", "router"], secrets, plans, pipelines_doc, profile, {})
+
+
+def router_events_service(
+    plans: Iterable[FunctionPlan], pipelines_doc: dict[str, Any], profile: Profile
+) -> dict[str, Any]:
+    """The router's broker ingress: what Triggers and PingSources deliver to (they cannot send a token).
+    Cluster-local, `--broker-ingress` (only /events and /dead-letter), over the same store and result key;
+    no admin token and no webhook secrets, since it serves neither the API nor webhooks."""
+    return _router(
+        naming.router_events_service(profile),
+        ["knflow", "serve", "router", "--broker-ingress"],
+        [],
+        plans,
+        pipelines_doc,
+        profile,
+        {naming.VISIBILITY_LABEL: naming.CLUSTER_LOCAL},  # the cluster network is its trust boundary
+    )
+
+
+def _router(
+    name: str,
+    command: list[str],
+    secrets: list[dict[str, Any]],
+    plans: Iterable[FunctionPlan],
+    pipelines_doc: dict[str, Any],
+    profile: Profile,
+    labels: dict[str, str],
+) -> dict[str, Any]:
     r = profile.router
     modules = sorted({p.module for p in plans if p.module})
     env: list[dict[str, Any]] = [_secret_env("KNFLOW_STORE_URL", r.mongodb_secret)]  # the builtins' is their own
-    if r.webhook_secret is not None:
-        env.append(_secret_env("KNFLOW_WEBHOOK_SECRET", r.webhook_secret))
-    env += [_secret_env(name, SecretRef(name=profile.secrets.webhooks, key=name)) for name in webhook_secret_envs]
-    env.append(_secret_env("KNFLOW_ADMIN_TOKEN", r.admin_token_secret))
+    env += secrets
     env.append(_secret_env("KNFLOW_RESULT_KEY", r.result_key_secret))
     env.append({"name": "K_SINK", "value": profile.broker_ingress_url()})
     if modules:
@@ -125,7 +162,7 @@ def router_service(
     env.append({"name": "KNFLOW_PIPELINES", "value": ",".join(files)})
     env.append({"name": "KNFLOW_MAX_HOPS", "value": str(r.max_hops)})
     env += _blob_env(profile)
-    container = _container("router", profile, env, command=["knflow", "serve", "router"])
+    container = _container("router", profile, env, command=command)
     container["volumeMounts"] = [
         {"name": "pipelines", "mountPath": PIPELINES_DIR, "readOnly": True},
         *_scratch_mounts(profile),
@@ -156,7 +193,7 @@ def router_service(
     return {
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
-        "metadata": naming.metadata(r.name, profile.namespace, profile, "router"),
+        "metadata": naming.metadata(name, profile.namespace, profile, "router", extra_labels=labels),
         "spec": {"template": {"metadata": {"annotations": annotations}, "spec": spec}},
     }
 

@@ -1,4 +1,4 @@
-"""Cron triggers become PingSources that post straight to the router. Pure.
+"""Cron triggers become PingSources that post straight to the router's cluster-local broker ingress. Pure.
 
 The event has type `dev.knative.sources.ping`, the trigger's `data` as JSON, and the extension
 `knflowpipeline=NAME`, which tells the router the pipeline to start.
@@ -37,7 +37,7 @@ def ping_sources(pipelines: list[Pipeline], profile: Profile) -> list[dict[str, 
             spec["contentType"] = "application/json"
             spec["data"] = json.dumps(t.data or {}, sort_keys=True, ensure_ascii=False)
             spec["ceOverrides"] = {"extensions": {ext.PIPELINE: p.name}}
-            spec["sink"] = naming.service_ref(profile.router.name, "/events")
+            spec["sink"] = naming.service_ref(naming.router_events_service(profile), "/events")  # no token needed there
             out.append(
                 {
                     "apiVersion": "sources.knative.dev/v1",

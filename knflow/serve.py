@@ -2,7 +2,9 @@
 
 serve function NAME      one function on Knative's HTTP contract (PORT, KNFLOW_FUNCTION, KNFLOW_FUNCTIONS)
 serve router             the router service; with --nats it also consumes results from the stream,
-                         with K_SINK it publishes to Knative's broker, else an in-memory broker
+                         with K_SINK it publishes to Knative's broker, else an in-memory broker;
+                         --broker-ingress: only /events and /dead-letter, external events without a token
+                         (the cluster-local Service Knative's Triggers deliver to)
 serve dispatcher         a worker: delivers functions' invokes from NATS, in-process or to their URLs
 dev                      the local stack in one command: router, broker, functions
 """
@@ -180,10 +182,34 @@ def router_store_url(settings: Settings, flag: str | None, environ: Mapping[str,
     return settings.store
 
 
+def broker_ingress_access(settings: Settings, insecure: bool, where: str) -> None:
+    """A broker-ingress router serves no API, so it takes no admin token: it refuses one, and --insecure."""
+    if insecure:
+        raise KnflowError("--broker-ingress serves no API, so --insecure means nothing there; drop one of them")
+    if settings.admin_token:
+        raise KnflowError(
+            "--broker-ingress serves no API and must not hold the admin token: unset KNFLOW_ADMIN_TOKEN for it "
+            "(it needs only the store and KNFLOW_RESULT_KEY)"
+        )
+    print(
+        f"knflow: broker ingress on {where}: only POST /events and POST /dead-letter; external events are taken "
+        "without a token, so only the cluster's broker may reach it (cluster-local, never a public route); "
+        "results and dead letters still need their knflowtoken",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def cmd_serve_router(args: argparse.Namespace) -> int:
     settings = Settings()
     store_url = router_store_url(settings, args.store)
-    admin_token, open_api = api_access(settings, args.insecure, f"http://{args.host}:{args.port or settings.port}")
+    where = f"http://{args.host}:{args.port or settings.port}"
+    admin_token: str | None = None
+    open_api = False
+    if args.broker_ingress:
+        broker_ingress_access(settings, args.insecure, where)
+    else:
+        admin_token, open_api = api_access(settings, args.insecure, where)
     _load(settings.function_modules + args.functions)
 
     async def main() -> None:
@@ -200,9 +226,10 @@ def cmd_serve_router(args: argparse.Namespace) -> int:
                     router,
                     catalog,
                     settings.max_body_bytes,
-                    settings.webhook_secret,
+                    None if args.broker_ingress else settings.webhook_secret,
                     admin_token=admin_token,
                     open_api=open_api,
+                    broker_ingress=args.broker_ingress,
                 ),
                 args.host,
                 args.port or settings.port,
@@ -266,6 +293,13 @@ def add_commands(sub: Any, functions_arg: Any) -> None:
         "--insecure",
         action="store_true",
         help="serve the API without authentication (a warning on every start); default: KNFLOW_ADMIN_TOKEN is required",
+    )
+    p.add_argument(
+        "--broker-ingress",
+        action="store_true",
+        help="serve only POST /events and POST /dead-letter for Knative's broker: external events without a token "
+        "(the network is the trust boundary: cluster-local only), results by their knflowtoken; no API, no "
+        "KNFLOW_ADMIN_TOKEN",
     )
     functions_arg(p)
     p.set_defaults(fn=cmd_serve_router)

@@ -186,7 +186,42 @@ def test_function_services_are_cluster_local_and_the_router_is_not():
     services = {m["metadata"]["name"]: m for m in bundle.manifests if m["kind"] == "Service"}
     visibility = {n: m["metadata"]["labels"].get("networking.knative.dev/visibility") for n, m in services.items()}
     assert visibility.pop("knflow-router") is None
+    assert visibility.pop("knflow-router-events") == "cluster-local"  # the broker ingress takes events untokened
     assert set(visibility.values()) == {"cluster-local"}
+
+
+@pytest.mark.parametrize("example", ["hello.yaml", "cron-digest.yaml", "gpu-summarize.yaml"])
+def test_every_delivery_to_the_router_goes_to_its_cluster_local_broker_ingress(example):
+    """Triggers, dead-letter sinks and PingSources cannot send a token: they deliver to knflow-router-events,
+    which serves only /events and /dead-letter (`--broker-ingress`); the public router keeps the API."""
+    bundle = build(pipelines_of(example), REGISTRY)
+    sinks = [m["spec"]["subscriber"] for m in bundle.manifests if m["kind"] == "Trigger"]
+    sinks += [m["spec"]["delivery"]["deadLetterSink"] for m in bundle.manifests if m["kind"] == "Trigger"
+              if "deadLetterSink" in m["spec"]["delivery"]]  # fmt: skip
+    sinks += [m["spec"]["sink"] for m in bundle.manifests if m["kind"] == "PingSource"]
+    to_router = [s for s in sinks if s["ref"]["name"].startswith("knflow-router")]
+    assert to_router and {s["ref"]["name"] for s in to_router} == {"knflow-router-events"}
+    assert {s["uri"] for s in to_router} <= {"/events", "/dead-letter"}
+    if example == "cron-digest.yaml":
+        assert any(m["kind"] == "PingSource" for m in bundle.manifests)
+    services = {m["metadata"]["name"]: m for m in bundle.manifests if m["kind"] == "Service"}
+    main, ingress = services["knflow-router"], services["knflow-router-events"]
+    pod, main_pod = ingress["spec"]["template"]["spec"], main["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["knflow"] and container["args"] == ["serve", "router", "--broker-ingress"]
+    assert restricted_violations(pod) == [] and pod["automountServiceAccountToken"] is False
+    assert container["securityContext"] == main_pod["containers"][0]["securityContext"]
+    env = {e["name"]: e.get("valueFrom") for e in container["env"]}
+    main_env = {e["name"]: e.get("valueFrom") for e in main_pod["containers"][0]["env"]}
+    # the same store and result key as the public router; never its admin token or webhook secrets
+    assert env["KNFLOW_STORE_URL"] == main_env["KNFLOW_STORE_URL"]
+    assert env["KNFLOW_RESULT_KEY"] == main_env["KNFLOW_RESULT_KEY"]
+    assert not set(env) & {"KNFLOW_ADMIN_TOKEN", "KNFLOW_WEBHOOK_SECRET"}
+    assert {k: v for k, v in env.items() if k != "KNFLOW_WEBHOOK_SECRET"} == {
+        k: v for k, v in main_env.items() if k not in ("KNFLOW_ADMIN_TOKEN", "KNFLOW_WEBHOOK_SECRET")
+    }
+    assert pod["volumes"] == main_pod["volumes"]
+    assert ingress["spec"]["template"]["metadata"] == main["spec"]["template"]["metadata"]  # scale, pipelines digest
 
 
 def test_the_network_policy_denies_the_metadata_address_and_allows_the_rest():
@@ -238,11 +273,12 @@ def test_router_secrets_come_from_the_knflow_router_secret_and_the_notes_say_how
         "kubectl create secret generic knflow-router -n knflow "
         '--from-literal=admin_token="$(openssl rand -hex 32)" --from-literal=result_key="$(openssl rand -hex 32)"'
     ) in "\n".join(bundle.notes)
-    # functions never see the router's secrets
+    # functions never see the router's secrets; its broker ingress sees only the result key
     for m in bundle.manifests:
         if m["kind"] == "Service" and m["metadata"]["name"] != "knflow-router":
             names = {e["name"] for e in m["spec"]["template"]["spec"]["containers"][0]["env"]}
-            assert not names & {"KNFLOW_ADMIN_TOKEN", "KNFLOW_RESULT_KEY", "KNFLOW_WEBHOOK_SECRET"}
+            allowed = {"KNFLOW_RESULT_KEY"} if m["metadata"]["name"] == "knflow-router-events" else set()
+            assert not names & {"KNFLOW_ADMIN_TOKEN", "KNFLOW_RESULT_KEY", "KNFLOW_WEBHOOK_SECRET"} - allowed
 
 
 def test_the_profile_names_other_router_secrets():

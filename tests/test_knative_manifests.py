@@ -119,7 +119,7 @@ def two_nodes(a: str = "", b: str = ""):
 
 def test_one_service_per_function_not_per_node():
     bundle = build([two_nodes()], LOCAL, root=ROOT)
-    assert list(by_kind(bundle, "Service")) == ["knflow-kn-echo", "knflow-router"]
+    assert list(by_kind(bundle, "Service")) == ["knflow-kn-echo", "knflow-router", "knflow-router-events"]
     assert "knflow-kn-echo" in by_kind(bundle, "Trigger")
 
 
@@ -128,11 +128,17 @@ def test_function_services_are_cluster_local_and_the_router_signs_results_with_i
     visibility = {
         name: svc["metadata"]["labels"].get("networking.knative.dev/visibility") for name, svc in services.items()
     }
-    assert visibility == {"knflow-kn-echo": "cluster-local", "knflow-router": None}  # the router has the public URL
-    env = {e["name"]: e for e in template(services["knflow-router"])[1]["containers"][0]["env"]}
-    assert env["KNFLOW_RESULT_KEY"]["valueFrom"] == {
-        "secretKeyRef": {"name": "knflow-router", "key": "result_key", "optional": True}
+    # the router has the public URL; its broker ingress, as the functions, none
+    assert visibility == {
+        "knflow-kn-echo": "cluster-local",
+        "knflow-router": None,
+        "knflow-router-events": "cluster-local",
     }
+    for name in ("knflow-router", "knflow-router-events"):  # one key for both: results go to the events Service
+        env = {e["name"]: e for e in template(services[name])[1]["containers"][0]["env"]}
+        assert env["KNFLOW_RESULT_KEY"]["valueFrom"] == {
+            "secretKeyRef": {"name": "knflow-router", "key": "result_key", "optional": True}
+        }
     notes = build([two_nodes()], LOCAL, root=ROOT).notes
     assert '--from-literal=result_key="$(openssl rand -hex 32)"' in "\n".join(notes)
 
@@ -341,7 +347,7 @@ def test_function_trigger_filters_and_delivery():
         "backoffDelay": "PT0.25S",
         "timeout": "PT80S",
         "deadLetterSink": {
-            "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "knflow-router"},
+            "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "knflow-router-events"},
             "uri": "/dead-letter",
         },
     }
@@ -372,7 +378,7 @@ def test_router_service_secrets_sink_pipelines_and_triggers():
     router_triggers = {
         n: t["spec"]["filter"]["attributes"]
         for n, t in triggers.items()
-        if t["spec"]["subscriber"]["ref"]["name"] == "knflow-router"
+        if t["spec"]["subscriber"]["ref"]["name"] == "knflow-router-events"  # the broker ingress, no token needed
     }
     assert router_triggers["knflow-router-succeeded"] == {"type": "dev.knflow.node.succeeded"}
     assert router_triggers["knflow-router-failed"] == {"type": "dev.knflow.node.failed"}
@@ -383,6 +389,7 @@ def test_router_service_secrets_sink_pipelines_and_triggers():
         for n, t in triggers.items()
         if n.startswith("knflow-router-")
     )
+    assert not [t for t in triggers.values() if t["spec"]["subscriber"]["ref"]["name"] == "knflow-router"]
 
 
 def test_native_nats_broker_by_option():
@@ -434,7 +441,7 @@ def test_cron_trigger_becomes_a_ping_source_into_the_router():
         "data": '{"lines": ["rain in the north", "sun in the south"], "topic": "weather"}',
         "ceOverrides": {"extensions": {"knflowpipeline": "cron-digest"}},
         "sink": {
-            "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "knflow-router"},
+            "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "knflow-router-events"},
             "uri": "/events",
         },
     }
@@ -547,7 +554,13 @@ def test_builtins_need_no_module_and_a_module_outside_the_project_is_refused(tmp
 def test_article_generator_seed_runs_llm_generate_on_a_gpu():
     bundle = build([article_pipeline()], ARTICLE_REGISTRY, root=ROOT)
     services = by_kind(bundle, "Service")
-    assert set(services) == {"knflow-http-request", "knflow-llm-generate", "knflow-mongodb-insert", "knflow-router"}
+    assert set(services) == {
+        "knflow-http-request",
+        "knflow-llm-generate",
+        "knflow-mongodb-insert",
+        "knflow-router",
+        "knflow-router-events",
+    }
     spec = template(services["knflow-llm-generate"])[1]
     assert spec["containers"][0]["resources"]["limits"] == {"memory": "24Gi", "nvidia.com/gpu": "1"}
     assert "nodeSelector" not in template(services["knflow-mongodb-insert"])[1]

@@ -13,6 +13,10 @@
     GET|PUT|DELETE /pipelines/{name}; GET /pipelines                                       pipelines.py
     GET  /healthz                                                                          app.py
 
+A broker-ingress router (`create_app(..., broker_ingress=True)`, `knflow serve router --broker-ingress`,
+the cluster-local Service Knative's broker delivers to) serves only /events, /dead-letter and /healthz, and
+takes external events without a token; every other path is a 404.
+
 `create_app` (app.py) wires them; each handler gets the router, the catalog and the limits from
 `context.Service`. Errors are `KnflowError`s, mapped to HTTP statuses once (errors.py). A 202 is a
 promise: it is sent only after the run (with its trigger event) is stored.

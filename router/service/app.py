@@ -1,14 +1,17 @@
-"""The app factory: the routes of ingress.py, hooks.py, runs.py, pipelines.py and tokens.py over one `Service`."""
+"""The app factory: the routes of ingress.py, hooks.py, runs.py, pipelines.py and tokens.py over one `Service`;
+or, for a broker-ingress router, only /events, /dead-letter and /healthz (ingress.py's `broker_routes`)."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from broker.codec import MAX_BODY_BYTES
 from broker.errors import KnflowError
 from router.catalog import StorePipelines
 from router.router import Router
 from router.service.hooks import routes as hook_routes
+from router.service.ingress import broker_routes
 from router.service.ingress import routes as ingress_routes
 from router.service.pipelines import routes as pipeline_routes
 from router.service.runs import routes as run_routes
@@ -16,6 +19,15 @@ from router.service.tokens import routes as token_routes
 from router.service.auth import Auth
 from router.service.context import Service
 from router.service.errors import knflow_error
+
+NOT_SERVED = (
+    "not served by the router's broker ingress, which takes only POST /events and POST /dead-letter from "
+    "Knative's broker; the API and webhooks are on the public router Service"
+)
+
+
+async def not_served(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"error": NOT_SERVED}, status_code=404)
 
 
 def create_app(
@@ -26,17 +38,34 @@ def create_app(
     *,
     admin_token: str | None = None,
     open_api: bool = False,
+    broker_ingress: bool = False,
 ) -> FastAPI:
-    """The router's API. Every route but /healthz needs a bearer token (auth.py), unless `open_api`."""
-    app = FastAPI(title="knflow router", docs_url=None, redoc_url=None)
+    """The router's API. Every route but /healthz needs a bearer token (auth.py), unless `open_api`.
+
+    `broker_ingress`: the cluster-local Service Knative's broker delivers to. It serves only POST /events,
+    POST /dead-letter and /healthz (every other path, the OpenAPI document included, is a 404), takes
+    external events without a token, and still checks each result's and dead letter's `knflowtoken`; it
+    knows no API token (`admin_token` and `open_api` must be left unset)."""
+    if broker_ingress and (admin_token or open_api):
+        raise ValueError("a broker-ingress router serves no API: it takes no admin token and cannot be open")
+    app = FastAPI(
+        title="knflow router" + (" (broker ingress)" if broker_ingress else ""),
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None if broker_ingress else "/openapi.json",
+    )
     auth = Auth(router.store, admin_token, open_api)
-    app.state.service = Service(router, catalog, auth, max_body_bytes, webhook_secret)
+    app.state.service = Service(router, catalog, auth, max_body_bytes, webhook_secret, broker_ingress)
     app.add_exception_handler(KnflowError, knflow_error)
 
     @app.get("/healthz")
     async def healthz() -> dict:
         return {"status": "ok"}
 
-    for routes in (ingress_routes, hook_routes, run_routes, pipeline_routes, token_routes):
-        app.include_router(routes)
+    app.include_router(broker_routes)
+    if broker_ingress:
+        app.add_exception_handler(404, not_served)
+    else:
+        for routes in (ingress_routes, hook_routes, run_routes, pipeline_routes, token_routes):
+            app.include_router(routes)
     return app

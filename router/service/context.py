@@ -1,5 +1,5 @@
-"""What every handler gets (`svc: Svc`): the router, the pipeline catalog, who may call (`auth`) and the
-limits, and the request body read within the size limit."""
+"""What every handler gets (`svc: Svc`): the router, the pipeline catalog, who may call (`auth`), whether
+this is a broker-ingress router (ingress.py), the limits, and the request body read within the size limit."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ class Service:
     auth: Auth
     max_body_bytes: int
     webhook_secret: str | None = None
+    broker_ingress: bool = False  # the cluster-local ingress of broker deliveries: external events need no token
 
     async def read_body(self, request: Request) -> bytes:
         """The body, streamed against `max_body_bytes` (413 past it; broker.limits.read_body)."""

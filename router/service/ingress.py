@@ -2,7 +2,12 @@
 match), `POST /dead-letter` (invokes whose retries ran out) and `POST /events/replay`.
 
 An event that starts runs needs a token with scope `run`, an event replay `operate`. Node results and
-dead letters come from knflow's own functions and dispatchers, and are checked by their own means."""
+dead letters come from knflow's own functions and dispatchers, and are checked by their own means.
+
+`broker_routes` (/events and /dead-letter) are also all that a broker-ingress router serves
+(`knflow serve router --broker-ingress`, `Service.broker_ingress`): the cluster-local Service that Knative's
+Triggers and PingSources deliver to, which cannot send a token. There an external event is taken without
+one, its trust resting on the cluster network; results and dead letters still need their `knflowtoken`."""
 
 from __future__ import annotations
 
@@ -21,16 +26,18 @@ from router.triggers import pipelines_for
 
 log = structlog.get_logger("knflow.router")
 routes = APIRouter()
+broker_routes = APIRouter()
 
 
-@routes.post("/events", status_code=202)
+@broker_routes.post("/events", status_code=202)
 async def post_event(request: Request, svc: Svc) -> Response:
     event = codec.decode(request.headers, await svc.read_body(request), svc.max_body_bytes)
     if event.get_type() in events.RESULT_TYPES:
         if refusal := await svc.router.take_result(event):
             raise refusal  # 403, logged and counted: a forged result is not retried by a Knative broker
         return accepted(request, {"id": event.get_id(), "runs": [str(event.get_extension(ext.RUN))]})
-    await svc.auth.caller(request, "run")  # an external event: it starts runs
+    if not svc.broker_ingress:
+        await svc.auth.caller(request, "run")  # an external event: it starts runs
     if event.get_type() == events.INVOKE:
         raise InvalidEvent("the router does not take dev.knflow.invoke events; send them to the function's service")
     refuse_blob_refs(event.get_data(), f"event '{event.get_id()}' data")
@@ -55,7 +62,7 @@ async def replay_events(request: Request, svc: Svc, caller: Operator) -> dict:
     return {"events": report}
 
 
-@routes.post("/dead-letter", status_code=202)
+@broker_routes.post("/dead-letter", status_code=202)
 async def dead_letter(request: Request, svc: Svc) -> Response:
     event = codec.decode(request.headers, await svc.read_body(request), svc.max_body_bytes)
     if refusal := await svc.router.take_dead_letter(event):
