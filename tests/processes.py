@@ -42,6 +42,10 @@ class Process:
         self.ready_text = ready_text or ("" if port else "knflow: ")
 
     def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> Process:
+        return self.launch().wait_ready(timeout_s)
+
+    def launch(self) -> Process:
+        """Start the process without waiting (several at once: launch each, then `wait_ready` each)."""
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the file descriptor
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "knflow.cli", *self.args],
@@ -50,6 +54,10 @@ class Process:
                 env=self.env,
                 cwd=self.cwd,
             )
+        return self
+
+    def wait_ready(self, timeout_s: float = STARTUP_TIMEOUT_S) -> Process:
+        assert self.proc is not None, "launch() first"
         deadline = time.monotonic() + timeout_s
         while not self._ready():
             if self.proc.poll() is not None:

@@ -212,9 +212,10 @@ def function_server(tmp_path_factory):
     proc.stop()
 
 
-def invoke(run_id: str, inputs: dict) -> tuple[dict, bytes]:
+def invoke(run_id: str, inputs: dict, function: str = "template") -> tuple[dict, bytes]:
+    """An invoke of `function` for `run_id`, as binary-mode headers and body."""
     event = events.invoke_event(
-        run_id=run_id, pipeline="p", node="t", attempt=1, function="template", inputs=inputs, config={}
+        run_id=run_id, pipeline="p", node="t", attempt=1, function=function, inputs=inputs, config={}
     )
     return codec.encode_binary(event)
 
@@ -234,22 +235,28 @@ def test_a_function_refuses_another_runs_blob_and_nothing_leaks(function_server)
     assert status == 200 and "mine" in json.dumps(reply)
 
 
-def test_the_function_server_streams_bodies_against_its_limit(function_server):
-    proc, _ = function_server
-    conn = http_client.HTTPConnection("127.0.0.1", proc.port, timeout=10)
-    headers, _ = invoke("r", {})
+def post_chunked(port: int, headers: dict[str, str], chunks: int, chunk_bytes: int = 65536) -> tuple[int, dict]:
+    """POST `chunks` chunks of `chunk_bytes` to 127.0.0.1:`port` with no Content-Length; (status, JSON answer)."""
+    conn = http_client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.putrequest("POST", "/")
     for k, v in {**headers, "transfer-encoding": "chunked"}.items():
         conn.putheader(k, v)
     conn.endheaders()
-    chunk = b"x" * 65536
-    for _ in range(8):  # 512 KiB, no Content-Length: the limit is 300,000 bytes
+    chunk = b"x" * chunk_bytes
+    for _ in range(chunks):
         conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
     conn.send(b"0\r\n\r\n")
     resp = conn.getresponse()
     answer = json.loads(resp.read())
     conn.close()
-    assert resp.status == 413 and "the limit is 300,000 bytes" in answer["error"]
+    return resp.status, answer
+
+
+def test_the_function_server_streams_bodies_against_its_limit(function_server):
+    proc, _ = function_server
+    headers, _ = invoke("r", {})
+    status, answer = post_chunked(proc.port, headers, 8)  # 512 KiB, no Content-Length: the limit is 300,000 bytes
+    assert status == 413 and "the limit is 300,000 bytes" in answer["error"]
 
 
 # ---- CEL ------------------------------------------------------------------------------------------
