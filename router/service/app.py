@@ -16,6 +16,7 @@ from router.service.tokens import routes as token_routes
 from router.service.auth import Auth
 from router.service.context import Service
 from router.service.errors import knflow_error
+from router.service.openapi import ERROR_RESPONSES
 
 
 def create_app(
@@ -28,7 +29,7 @@ def create_app(
     open_api: bool = False,
 ) -> FastAPI:
     """The router's API. Every route but /healthz needs a bearer token (auth.py), unless `open_api`."""
-    app = FastAPI(title="knflow router", docs_url=None, redoc_url=None)
+    app = FastAPI(title="knflow router", docs_url=None, redoc_url=None, responses=ERROR_RESPONSES)
     auth = Auth(router.store, admin_token, open_api)
     app.state.service = Service(router, catalog, auth, max_body_bytes, webhook_secret)
     app.add_exception_handler(KnflowError, knflow_error)
