@@ -20,7 +20,7 @@ from broker import events, limits
 from functions.blobs import refuse_blob_refs
 from router.pipeline import Pipeline, Trigger, WebhookAuth
 from router.router import UnknownPipeline
-from router.service import openapi
+import router.service.openapi as openapi
 from router.service.auth import Unauthorized, bearer
 from router.service.context import Service, Svc
 from router.tokens import covers

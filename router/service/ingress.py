@@ -14,7 +14,7 @@ from broker import codec, events
 from broker import extensions as ext
 from broker.errors import InvalidEvent
 import router.service.params as params
-from router.service import openapi
+import router.service.openapi as openapi
 from functions.blobs import refuse_blob_refs
 from router.service.auth import Operator
 from router.service.context import Svc, accepted

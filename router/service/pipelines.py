@@ -9,7 +9,7 @@ from broker.errors import InvalidEvent
 from router.loader import parse
 from router.pipeline_yaml import parse_yaml
 from router.router import UnknownPipeline
-from router.service import openapi
+import router.service.openapi as openapi
 from router.service.auth import Admin, Reader
 from router.service.context import Svc
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 
 from router.runs import RunRecord, record
 import router.service.params as params
-from router.service import openapi
+import router.service.openapi as openapi
 from router.service.auth import Caller, Operator, Reader
 from router.service.context import Svc
 from router.store.base import RunNotFound

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from broker.events import now_iso
-from router.service import openapi
+import router.service.openapi as openapi
 from router.service.auth import Admin
 from router.service.context import Svc
 from router.tokens import TokenNotFound, TokenView, new_record, view
