@@ -37,7 +37,7 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from dateutil.parser import isoparse
 
-from broker.limits import check_json_depth
+from broker.limits import check_json_depth, check_values, may_hold_bad_values
 from broker.errors import InvalidEvent, NotACloudEvent, PayloadTooLarge
 
 __all__ = ["MAX_BODY_BYTES", "STRUCTURED_CONTENT_TYPE", "decode", "encode_binary", "encode_structured"]
@@ -182,7 +182,7 @@ def _decode_structured(content_type: str | None, body: bytes) -> CloudEvent:
     text = _decode_text(body, params.get("charset", "utf-8"), what)
     check_json_depth(body, "Structured CloudEvent body")
     try:
-        document = json.loads(text)
+        document = check_values(json.loads(text), text, "Structured CloudEvent body")
     except json.JSONDecodeError as err:
         raise InvalidEvent(
             f"Structured CloudEvent body is not valid JSON: {err.msg} at line {err.lineno} column {err.colno} "
@@ -283,14 +283,17 @@ def _read_data(body: bytes, content_type: str | None) -> Any:
     if content_type is None:  # no media type: JSON if it parses, else text, else bytes (as the SDK)
         check_json_depth(body, "CloudEvent data")
         try:
-            return json.loads(body)
+            value = json.loads(body)
         except ValueError:
             pass
+        else:
+            return check_values(value, body, "CloudEvent data")
         try:
             return body.decode("utf-8")
         except UnicodeDecodeError:
             return body
-    if content_type == "application/json":  # knflow's own events: orjson reads what json reads, alike
+    # knflow's own events: orjson, unless the text may hold what check_values refuses
+    if content_type == "application/json" and not may_hold_bad_values(body):
         check_json_depth(body, "CloudEvent data (Content-Type 'application/json')")
         try:
             return orjson.loads(body)
@@ -302,7 +305,7 @@ def _read_data(body: bytes, content_type: str | None) -> Any:
         text = _decode_text(body, params.get("charset", "utf-8"), what)
         check_json_depth(body, what)
         try:
-            return json.loads(text)
+            return check_values(json.loads(text), text, what)
         except json.JSONDecodeError as err:
             raise InvalidEvent(
                 f"{what} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno} (char {err.pos})."

@@ -1,5 +1,6 @@
 """Limits on what comes in over HTTP, shared by both services (the router's and a function's): a request
-body read as a stream against its size limit, and JSON nested no deeper than `MAX_JSON_DEPTH`.
+body read as a stream against its size limit, JSON nested no deeper than `MAX_JSON_DEPTH`, and JSON values that
+knflow can carry on (`check_values`: no lone surrogate, no integer past 64 bits, no NaN).
 
 The depth check costs two `bytes.count` calls for ordinary bodies (a body with fewer brackets than the limit
 cannot nest past it); only a body with more is scanned, once, outside its strings.
@@ -8,6 +9,7 @@ cannot nest past it); only a body with more is scanned, once, outside its string
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import AsyncIterator
 from itertools import accumulate
@@ -19,6 +21,9 @@ MAX_JSON_DEPTH: Final = 64  # arrays and objects inside each other; deeper is re
 _STRING: Final = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKETS: Final = bytes(range(256)).translate(None, b"[]{}")  # the bytes to delete: all but brackets
 _STEP: Final = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+INT64_MIN: Final = -(2**63)  # JSON integers knflow carries: BSON's and orjson's signed 64 bits
+INT64_MAX: Final = 2**63 - 1
+_SUSPECT: Final = re.compile(rb"\\u[dD][89a-fA-F]|\d{19}|NaN|Infinity")  # text that may hold what check_values refuses
 
 
 def json_depth_exceeded(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> bool:
@@ -39,15 +44,75 @@ def check_json_depth(raw: bytes | str, what: str, max_depth: int = MAX_JSON_DEPT
         )
 
 
+def may_hold_bad_values(raw: bytes) -> bool:
+    """Whether JSON text could hold what check_values refuses (one regex search): orjson reads an integer past
+    64 bits as a float and keeps lone surrogates, so such text goes the `json` way, and is checked."""
+    return _SUSPECT.search(raw) is not None
+
+
+def check_values(value: Any, raw: bytes | str, what: str) -> Any:
+    """`value` (decoded from the JSON `raw`), or InvalidEvent (400) naming `what` and the field when a value is
+    one that `json` reads but knflow cannot carry on (store as JSON or BSON, publish, answer as UTF-8): a lone
+    surrogate (`"\\ud800"`), an integer outside 64 bits, NaN or Infinity (not JSON, RFC 8259). Otherwise each
+    would be a 500 far from its cause, or a value silently changed. Only text that could hold one (one regex
+    search) is walked; a valid pair (`"\\ud83d\\ude00"`) is one character once read, and passes."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if _SUSPECT.search(data) is None:
+        return value
+    problem = bad_value(value)
+    if problem is not None:
+        where, why = problem
+        field = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in where).lstrip(".") or None
+        raise InvalidEvent(f"{what}{f' field {field!r}' if field else ''}: {why}", field=field)
+    return value
+
+
+def bad_value(value: Any, where: tuple[str | int, ...] = ()) -> tuple[tuple[str | int, ...], str] | None:
+    """The first value knflow cannot carry (see check_values), as (its path, the reason); None when there is
+    none. Types JSON has not (a YAML date) are left to whoever reads them."""
+    if isinstance(value, str):
+        return None if _encodable(value) else (where, "a string holds a lone UTF-16 surrogate (\\ud800-\\udfff)")
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        ok = INT64_MIN <= value <= INT64_MAX
+        return None if ok else (where, f"the integer {str(value)[:30]} is outside the 64-bit range")
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (where, f"{value} is not a JSON number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and not _encodable(key):
+                return (where, "a key holds a lone UTF-16 surrogate (\\ud800-\\udfff)")
+            found = bad_value(item, (*where, key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = bad_value(item, (*where, i))
+            if found is not None:
+                return found
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def loads(raw: bytes | str, what: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """JSON, its depth checked first; InvalidEvent (400) naming `what` for bad JSON or too deep a nesting."""
+    """JSON, its depth checked first; InvalidEvent (400) naming `what` for bad JSON, too deep a nesting or a
+    value knflow cannot carry (`check_values`)."""
     check_json_depth(raw, what, max_depth)
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise InvalidEvent(f"{what} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError as exc:  # bad UTF-8 in bytes
         raise InvalidEvent(f"{what} is not JSON: {exc}") from None
+    return check_values(value, raw, what)
 
 
 async def read_body(chunks: AsyncIterator[bytes], max_bytes: int, declared_bytes: str | None = None) -> bytes:

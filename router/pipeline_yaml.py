@@ -7,15 +7,19 @@ The one YAML reader of knflow (files, and `PUT /pipelines` bodies), bounded as K
 a document over `MAX_PIPELINE_BYTES`, nested deeper than `MAX_YAML_DEPTH`, or whose aliases expand to more
 than `MAX_YAML_NODES` nodes ("billion laughs") is refused before anything is built from it. Aliases are
 counted on the composed node graph, where an alias is the node it names: counting is linear in the text.
+A `\\uD83D\\uDE00` escape pair is read as the one character it spells (as JSON reads it); a lone surrogate
+escape is refused, since no stored pipeline or answer could carry it.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
+import re
+
 import yaml
 
-from broker.limits import json_depth_exceeded
+from broker.limits import bad_value, json_depth_exceeded
 from router.pipeline import PipelineInvalid, Problem
 
 Path_ = tuple[Any, ...]
@@ -23,6 +27,7 @@ Path_ = tuple[Any, ...]
 MAX_PIPELINE_BYTES: Final = 512 * 1024  # a pipeline document's text
 MAX_YAML_NODES: Final = 50_000  # values in the document once every alias is expanded
 MAX_YAML_DEPTH: Final = 64  # mappings and lists inside each other
+_SURROGATE_ESCAPE: Final = re.compile(r"\\(?:u|U0000)[dD][89a-fA-F]")  # a double-quoted scalar's surrogate
 
 
 def parse_yaml(text: str, file: str | None) -> tuple[Any, dict[Path_, int]]:
@@ -40,6 +45,8 @@ def parse_yaml(text: str, file: str | None) -> tuple[Any, dict[Path_, int]]:
             node = loader.get_single_node()
             if node is not None:
                 _check_size(node, file)
+                if _SURROGATE_ESCAPE.search(text):
+                    _join_surrogates(node, file)
             doc = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
@@ -53,6 +60,10 @@ def parse_yaml(text: str, file: str | None) -> tuple[Any, dict[Path_, int]]:
     lines: dict[Path_, int] = {}
     if node is not None:
         _walk_lines(node, (), lines)
+    problem = bad_value(doc)  # what the stores (JSON, BSON) cannot hold: a PUT of it would be a 500
+    if problem is not None:
+        where, why = problem
+        raise PipelineInvalid([Problem(why, file=file, line=lines.get(where), field=".".join(map(str, where)) or None)])
     return doc, lines
 
 
@@ -92,6 +103,37 @@ def _check_size(root: yaml.Node, file: str | None) -> None:
         return total
 
     size(root, 0)
+
+
+def _join_surrogates(root: yaml.Node, file: str | None) -> None:
+    """Each scalar's surrogate pairs made the character they spell (PyYAML keeps `\\uD83D\\uDE00` as two
+    code points); PipelineInvalid naming the line of a lone one. Runs only for text with such an escape."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            if any("\ud800" <= c <= "\udfff" for c in node.value):
+                try:
+                    node.value = node.value.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+                except UnicodeDecodeError:
+                    raise PipelineInvalid(
+                        [
+                            Problem(
+                                "a string holds a lone UTF-16 surrogate escape (\\uD800-\\uDFFF with no pair); "
+                                "YAML strings must be Unicode text",
+                                file=file,
+                                line=node.start_mark.line + 1,
+                            )
+                        ]
+                    ) from None
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(c for pair in node.value for c in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
 
 
 def _walk_lines(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> None:

@@ -19,6 +19,7 @@ from router.service.tokens import routes as token_routes
 from router.service.auth import Auth
 from router.service.context import Service
 from router.service.errors import knflow_error
+from router.service.openapi import ERROR_RESPONSES
 
 NOT_SERVED = (
     "not served by the router's broker ingress, which takes only POST /events and POST /dead-letter from "
@@ -53,6 +54,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url=None if broker_ingress else "/openapi.json",
+        responses=ERROR_RESPONSES,
     )
     auth = Auth(router.store, admin_token, open_api)
     app.state.service = Service(router, catalog, auth, max_body_bytes, webhook_secret, broker_ingress)

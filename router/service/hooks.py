@@ -20,6 +20,7 @@ from broker import events, limits
 from functions.blobs import refuse_blob_refs
 from router.pipeline import Pipeline, Trigger, WebhookAuth
 from router.router import UnknownPipeline
+import router.service.openapi as openapi
 from router.service.auth import Unauthorized, bearer
 from router.service.context import Service, Svc
 from router.tokens import covers
@@ -80,7 +81,7 @@ async def check_caller(svc: Service, request: Request, body: bytes) -> None:
         raise Unauthorized(REFUSED, scope="run")
 
 
-@routes.post("/hooks/{name}", status_code=202)
+@routes.post("/hooks/{name}", status_code=202, openapi_extra=openapi.WEBHOOK)
 async def webhook(name: str, request: Request, svc: Svc) -> dict:
     p = await svc.catalog.get(name)
     trigger = webhook_trigger(p)

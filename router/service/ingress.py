@@ -19,6 +19,7 @@ from broker import codec, events
 from broker import extensions as ext
 from broker.errors import InvalidEvent
 import router.service.params as params
+import router.service.openapi as openapi
 from functions.blobs import refuse_blob_refs
 from router.service.auth import Operator
 from router.service.context import Svc, accepted
@@ -29,7 +30,7 @@ routes = APIRouter()
 broker_routes = APIRouter()
 
 
-@broker_routes.post("/events", status_code=202)
+@broker_routes.post("/events", status_code=202, openapi_extra=openapi.EVENT)
 async def post_event(request: Request, svc: Svc) -> Response:
     event = codec.decode(request.headers, await svc.read_body(request), svc.max_body_bytes)
     if event.get_type() in events.RESULT_TYPES:
@@ -40,6 +41,13 @@ async def post_event(request: Request, svc: Svc) -> Response:
         await svc.auth.caller(request, "run")  # an external event: it starts runs
     if event.get_type() == events.INVOKE:
         raise InvalidEvent("the router does not take dev.knflow.invoke events; send them to the function's service")
+    if isinstance(event.get_data(), (bytes, bytearray)):  # a run's trigger is stored as JSON
+        media = event.get_attributes().get("datacontenttype")
+        raise InvalidEvent(
+            f"event '{event.get_id()}' data is binary (Content-Type {media!r}); a run's trigger takes JSON or "
+            "text data: send JSON, text/*, or the bytes base64-encoded in JSON",
+            field="data",
+        )
     refuse_blob_refs(event.get_data(), f"event '{event.get_id()}' data")
     matched = pipelines_for(await svc.catalog.all(), events.event_to_dict(event))
     runs = await svc.router.ingest(event, matched)
@@ -53,7 +61,7 @@ async def post_event(request: Request, svc: Svc) -> Response:
     return accepted(request, {"id": event.get_id(), "runs": runs})
 
 
-@routes.post("/events/replay", status_code=202)
+@routes.post("/events/replay", status_code=202, openapi_extra=openapi.EVENT_REPLAY)
 async def replay_events(request: Request, svc: Svc, caller: Operator) -> dict:
     body = await svc.json_body(request)
     since = params.since_s(params.text(body, "since", required=True, example='{"since": "2h"}'))
@@ -62,7 +70,7 @@ async def replay_events(request: Request, svc: Svc, caller: Operator) -> dict:
     return {"events": report}
 
 
-@broker_routes.post("/dead-letter", status_code=202)
+@broker_routes.post("/dead-letter", status_code=202, openapi_extra=openapi.EVENT)
 async def dead_letter(request: Request, svc: Svc) -> Response:
     event = codec.decode(request.headers, await svc.read_body(request), svc.max_body_bytes)
     if refusal := await svc.router.take_dead_letter(event):

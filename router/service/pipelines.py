@@ -9,6 +9,7 @@ from broker.errors import InvalidEvent
 from router.loader import parse
 from router.pipeline_yaml import parse_yaml
 from router.router import UnknownPipeline
+import router.service.openapi as openapi
 from router.service.auth import Admin, Reader
 from router.service.context import Svc
 
@@ -28,7 +29,7 @@ async def get_pipeline(name: str, svc: Svc, caller: Reader) -> dict:
     return p.to_dict()
 
 
-@routes.put("/pipelines/{name}")
+@routes.put("/pipelines/{name}", openapi_extra=openapi.PIPELINE)
 async def put_pipeline(name: str, request: Request, svc: Svc, caller: Admin) -> dict:
     body = await svc.read_body(request)
     source = f"PUT /pipelines/{name}"

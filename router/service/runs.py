@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 
 from router.runs import RunRecord, record
 import router.service.params as params
+import router.service.openapi as openapi
 from router.service.auth import Caller, Operator, Reader
 from router.service.context import Svc
 from router.store.base import RunNotFound
@@ -38,7 +39,7 @@ async def get_run(run_id: str, svc: Svc, caller: Reader) -> RunRecord:
     return record(run)
 
 
-@routes.post("/runs/{run_id}/replay", status_code=202, response_model=None)
+@routes.post("/runs/{run_id}/replay", status_code=202, response_model=None, openapi_extra=openapi.RUN_REPLAY)
 async def replay_run(run_id: str, request: Request, svc: Svc, caller: Operator) -> RunRecord:
     body = await svc.json_body(request)
     if params.flag(body, "new_run"):
@@ -48,13 +49,13 @@ async def replay_run(run_id: str, request: Request, svc: Svc, caller: Operator) 
     return record(run)
 
 
-@routes.post("/runs/{run_id}/cancel", response_model=None)
+@routes.post("/runs/{run_id}/cancel", response_model=None, openapi_extra=openapi.RUN_CANCEL)
 async def cancel_run(run_id: str, request: Request, svc: Svc, caller: Operator) -> RunRecord:
     body = await svc.json_body(request)
     return record(await svc.router.cancel(run_id, by(caller, body)))
 
 
-@routes.post("/replay", status_code=202)
+@routes.post("/replay", status_code=202, openapi_extra=openapi.BULK_REPLAY)
 async def replay_many(request: Request, svc: Svc, caller: Operator) -> dict:
     body = await svc.json_body(request)
     report = await svc.router.replay_many(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from broker.events import now_iso
+import router.service.openapi as openapi
 from router.service.auth import Admin
 from router.service.context import Svc
 from router.tokens import TokenNotFound, TokenView, new_record, view
@@ -13,7 +14,7 @@ from router.tokens import TokenNotFound, TokenView, new_record, view
 routes = APIRouter()
 
 
-@routes.post("/tokens", status_code=201)
+@routes.post("/tokens", status_code=201, openapi_extra=openapi.NEW_TOKEN)
 async def create_token(request: Request, svc: Svc, caller: Admin) -> dict:
     body = await svc.json_body(request)
     token, record = new_record(body.get("name"), body.get("scope"), now_iso())

@@ -1,0 +1,117 @@
+"""Pure: what the router's OpenAPI document (`GET /openapi.json`) says about the bodies its routes read
+themselves (`Service.read_body` / `json_body`, which FastAPI cannot see) and about its error answers.
+
+Documentation only: the handlers check every field as router/service/params.py says, whatever the document
+says. Each route passes its entry to FastAPI as `openapi_extra=`; `ERROR_RESPONSES` is every route's
+`default` response (the one body of broker/http_errors.py `error_body`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from router.runs import RUN_STATES
+from router.tokens import SCOPES
+
+JSON: Final = "application/json"
+
+ERROR_BODY: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {"type": "string", "description": "what is wrong, naming the field or header"},
+        "problems": {"type": "array", "items": {"type": "string"}, "description": "each problem of a pipeline"},
+        "scope": {"type": "string", "description": "the scope a 401 or 403 needed"},
+        "field": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    "default": {"description": "An error: `{error, ...}`", "content": {JSON: {"schema": ERROR_BODY}}}
+}
+
+_DURATION: Final = {"type": "string", "description": "a window such as 90s, 30m, 2h or 7d", "examples": ["2h"]}
+_TEXT: Final = {"type": "string", "minLength": 1, "maxLength": 1024}
+_STATUS: Final = {"type": "string", "enum": list(RUN_STATES)}
+
+
+def _json_body(properties: dict[str, Any], *, required: tuple[str, ...] = (), optional_body: bool = True) -> dict:
+    schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": True}
+    if required:
+        schema["required"] = list(required)
+    return {"requestBody": {"required": not optional_body, "content": {JSON: {"schema": schema}}}}
+
+
+CLOUDEVENT: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["specversion", "id", "source", "type"],
+    "properties": {
+        "specversion": {"type": "string", "enum": ["1.0"]},
+        "id": {"type": "string", "minLength": 1},
+        "source": {"type": "string", "minLength": 1},
+        "type": {"type": "string", "minLength": 1},
+        "subject": {"type": "string"},
+        "time": {"type": "string", "format": "date-time"},
+        "datacontenttype": {"type": "string", "enum": [JSON]},
+        "data": {},
+    },
+    "additionalProperties": True,
+}
+_CE_HEADERS: Final = [
+    {"name": f"ce-{attribute}", "in": "header", "required": False, "schema": {"type": "string"}}
+    for attribute in ("specversion", "id", "source", "type")
+]
+# POST /events and /dead-letter: a CloudEvent, structured (the whole event as JSON) or binary (ce-* headers, the
+# data as the body)
+EVENT: Final[dict[str, Any]] = {
+    "parameters": _CE_HEADERS,
+    "requestBody": {
+        "required": True,
+        "content": {"application/cloudevents+json": {"schema": CLOUDEVENT}, JSON: {"schema": {}}},
+    },
+}
+WEBHOOK: Final = {"requestBody": {"required": False, "content": {JSON: {"schema": {}}}}}  # the trigger's data
+EVENT_REPLAY: Final = _json_body({"since": _DURATION, "type": _TEXT}, required=("since",), optional_body=False)
+RUN_REPLAY: Final = _json_body({"from": _TEXT, "new_run": {"type": "boolean"}, "by": _TEXT})
+RUN_CANCEL: Final = _json_body({"by": _TEXT})
+BULK_REPLAY: Final = _json_body(
+    {
+        "pipeline": _TEXT,
+        "status": _STATUS,
+        "since": _DURATION,
+        "new_run": {"type": "boolean"},
+        "by": _TEXT,
+        "limit": {"type": "integer", "minimum": 1},
+    }
+)
+NEW_TOKEN: Final = _json_body(
+    {
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+        "scope": {"type": "string", "enum": list(SCOPES)},
+    },
+    required=("name", "scope"),
+    optional_body=False,
+)
+PIPELINE: Final = {  # YAML text, or the same document as JSON
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/yaml": {"schema": {"type": "string"}},
+            JSON: {
+                "schema": {
+                    "type": "object",
+                    "required": ["metadata", "nodes"],
+                    "properties": {
+                        "metadata": {
+                            "type": "object",
+                            "required": ["name"],
+                            "properties": {"name": {"type": "string"}},
+                        },
+                        "trigger": {"type": "object"},
+                        "nodes": {"type": "array", "items": {"type": "object"}},
+                    },
+                }
+            },
+        },
+    }
+}
