@@ -71,24 +71,28 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from router.runs import record
     from router.store import open_store
 
-    async def main() -> int:
-        store = open_store(args.store)
+    # one event loop for the whole command, so that `watch` reads the store again on every poll
+    with asyncio.Runner() as loop:
+        store = loop.run(_opened(open_store, args.store))
         try:
 
-            async def get(run_id: str) -> RunRecord:
-                run = await store.get_run(run_id)
+            def get(run_id: str) -> RunRecord:
+                run = loop.run(store.get_run(run_id))
                 if run is None:
                     raise KnflowError(f"no run '{run_id}' in {args.store}")
                 return record(run)
 
-            runs = await store.list_runs(args.pipeline, args.status, args.limit) if args.action == "list" else []
-            wanted = args.action in ("show", "watch") and args.run_id
-            found = {args.run_id: await get(args.run_id)} if wanted else {}
-            return _runs(args, lambda *_: [record(r) for r in runs], found.__getitem__)
-        finally:
-            await store.close()
+            def listed(pipeline: str | None, status: str | None, limit: int) -> list[RunRecord]:
+                return [record(r) for r in loop.run(store.list_runs(pipeline, status, limit))]
 
-    return asyncio.run(main())
+            return _runs(args, listed, get)
+        finally:
+            loop.run(store.close())
+
+
+async def _opened(open_store: Callable[[str], Any], url: str) -> Any:
+    """The store at `url`, opened inside the running loop (its client binds to that loop)."""
+    return open_store(url)
 
 
 def _runs(

@@ -106,3 +106,43 @@ def test_user_mistakes_are_messages_not_tracebacks(tmp_path):
     )
     usage = knflow("frobnicate")
     assert usage.returncode == 2 and "invalid choice" in usage.stderr
+
+
+def test_runs_watch_on_a_store_follows_the_run_until_it_ends(tmp_path):
+    """`knflow runs watch --store` reads the store again on every poll: another process finishing the run
+    ends the watch with the run's exit code."""
+    import asyncio
+
+    from router.runs import RUNNING, SUCCEEDED, RunChange, Transition, new_run
+    from router.store.sqlite import SqliteStore
+
+    db = tmp_path / "k.db"
+
+    async def write(step: str) -> None:
+        store = SqliteStore(str(db))
+        try:
+            if step == "create":
+                await store.create_run(new_run("r-watch", "p", ["a"], {"type": "manual"}, {}))
+            else:
+                done = Transition("a", frozenset({"pending"}), {"status": SUCCEEDED, "attempt": 1, "output": {}})
+                await store.commit("r-watch", [done], RunChange(frozenset({RUNNING}), {"status": SUCCEEDED}))
+        finally:
+            await store.close()
+
+    asyncio.run(write("create"))
+    with subprocess.Popen(
+        [*KNFLOW, "runs", "watch", "r-watch", "--store", f"sqlite:///{db}", "--interval-s", "0.05"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as watcher:
+        try:
+            watcher.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            asyncio.run(write("finish"))
+            out, err = watcher.communicate(timeout=30)
+        else:
+            raise AssertionError(f"watch ended while the run was running: {watcher.communicate()}")
+    assert watcher.returncode == 0, err
+    assert "run r-watch succeeded" in out and "Traceback" not in err
