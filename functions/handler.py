@@ -120,13 +120,12 @@ async def handle_invoke(
     addr = events.address(invoke)
     data = invoke.get_data()
     if not isinstance(data, dict) or ("inputs" not in data and "config" not in data):
-        msg = f"invoke '{invoke.get_id()}' data must be a JSON object with 'inputs' and 'config'"
-        return events.result_event(
-            invoke, succeeded=False, data={"error": error_doc("InvalidEvent", msg)}, source=source
-        )
+        return _invalid(invoke, "data must be a JSON object with 'inputs' and 'config'", source)
     ctx = Context(run_id=addr.run_id, node_id=addr.node, attempt=addr.tries, pipeline=addr.pipeline, function=spec.name)
-    raw_timeout = invoke.get_extension(ext.TIMEOUT)
-    timeout_s = float(raw_timeout) if raw_timeout is not None else None
+    try:
+        timeout_s = _timeout_s(invoke.get_extension(ext.TIMEOUT))
+    except ValueError:
+        return _invalid(invoke, f"extension '{ext.TIMEOUT}' must be a positive number of seconds", source)
     store = store or blobs.default_store()
     try:
         inputs = await store.resolve(data.get("inputs"), run_id=addr.run_id)
@@ -142,6 +141,22 @@ async def handle_invoke(
         except blobs.BlobError as exc:
             result = {"error": _blob_error(exc, spec, ctx, "its output")}
     return events.result_event(invoke, succeeded="output" in result, data=result, source=source)
+
+
+def _invalid(invoke: CloudEvent, problem: str, source: str) -> CloudEvent:
+    """The failed result of an invoke that is not what the router sends: no retry can fix it."""
+    error = error_doc("InvalidEvent", f"invoke '{invoke.get_id()}' {problem}")
+    return events.result_event(invoke, succeeded=False, data={"error": error}, source=source)
+
+
+def _timeout_s(raw: Any) -> float | None:
+    """The invoke's `knflowtimeout` in seconds (None: the function's own); ValueError unless positive and finite."""
+    if raw is None:
+        return None
+    timeout_s = float(raw)
+    if not 0 < timeout_s < float("inf"):
+        raise ValueError(raw)
+    return timeout_s
 
 
 def _blob_error(exc: blobs.BlobError, spec: FunctionSpec, ctx: Context, what: str) -> ErrorDoc:

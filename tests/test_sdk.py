@@ -320,3 +320,20 @@ def test_type_checkers_see_a_decorated_function_as_the_function_it_decorates(tmp
     )
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1 and 'expression has type "int", variable has type "str"' in lines[0], proc.stdout
+
+
+@pytest.mark.parametrize("raw", ["abc", "0", "-1", "inf", "nan"])
+async def test_an_invoke_with_a_bad_timeout_fails_naming_the_extension(raw):
+    from cloudevents.core.v1.event import CloudEvent
+
+    from broker import events
+    from functions.handler import handle_invoke
+
+    good = events.invoke_event(
+        run_id="r1", pipeline="p", node="a", attempt=1, function="log", inputs={"message": "x"}, config={}
+    )
+    bad = CloudEvent({**good.get_attributes(), "knflowtimeout": raw}, good.get_data())
+    reply = await handle_invoke(REGISTRY.get("log"), bad, "/t")
+    assert reply.get_type() == events.NODE_FAILED
+    error = reply.get_data()["error"]
+    assert error["type"] == "InvalidEvent" and "extension 'knflowtimeout' must be a positive number" in error["message"]
