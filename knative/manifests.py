@@ -190,10 +190,12 @@ def _notes(plans: list[FunctionPlan], profile: Profile) -> list[str]:
         )
     for plan in plans:
         r_ = plan.retry
-        if r_.retries and r_.backoff == "exponential" and r_.delay_s * 2 ** (r_.retries - 1) > r_.max_delay_s:
+        # Knative's exponential backoff waits delay * 2^n before retry n (broker/retry.py follows it), uncapped
+        last_wait_s = r_.delay_s * 2**r_.retries
+        if r_.retries and r_.backoff == "exponential" and last_wait_s > r_.max_delay_s:
             out.append(
                 f"function '{plan.name}': Knative has no cap on backoff, so its last retry waits "
-                f"{r_.delay_s * 2 ** (r_.retries - 1):g} s, beyond max_delay_s {r_.max_delay_s:g} s."
+                f"{last_wait_s:g} s, beyond max_delay_s {r_.max_delay_s:g} s."
             )
     if profile.broker.class_ == "NatsJetStreamBroker":
         out.append(

@@ -599,7 +599,7 @@ def test_retry_fields_reach_the_trigger_and_the_missing_backoff_cap_is_noted():
         [pipeline("metadata: {name: f}\nnodes: [{id: a, type: kn-flaky, inputs: {text: x}}]\n")], reg, root=ROOT
     )
     assert by_kind(bundle, "Trigger")["knflow-kn-flaky"]["spec"]["delivery"]["retry"] == 6
-    assert any("last retry waits 64 s, beyond max_delay_s 10 s" in n for n in bundle.notes)
+    assert any("last retry waits 128 s, beyond max_delay_s 10 s" in n for n in bundle.notes)
 
 
 def test_builtins_read_their_servers_from_secrets_never_inline():
