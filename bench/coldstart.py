@@ -71,6 +71,8 @@ def function_start() -> dict[str, float]:
     try:
         while _request(port, "GET", "/healthz") != 200:
             if proc.poll() is not None or time.perf_counter() - started > DEADLINE_S:
+                proc.kill()  # its stderr ends only when it does: read it after, or the bench blocks here
+                proc.wait(10)
                 raise RuntimeError(f"knflow serve function did not come up: {proc.stderr.read().decode()[-2000:]}")
             time.sleep(POLL_S)
         healthy = time.perf_counter()
