@@ -163,6 +163,9 @@ def test_every_json_route_refuses_a_body_that_is_not_an_object(router):
             webhook = path.startswith("/hooks/")  # any JSON value is a webhook's data; too deep is not
             for bad in (b"[" * 1000 + b"]" * 1000,) if webhook else (b"[1]", b'"x"', b"{", b"[" * 1000 + b"]" * 1000):
                 status, answer = http("POST", url, bad, {"content-type": "application/json"})
+                if path == "/pipelines/validate":  # a draft's problems are its answer, not an error
+                    assert status == 200 and answer["valid"] is False and answer["problems"], (bad[:10], answer)
+                    continue
                 assert status == 400, (path, bad[:10], status, answer)
 
 

@@ -14,6 +14,7 @@ from router.service.hooks import routes as hook_routes
 from router.service.ingress import broker_routes
 from router.service.ingress import routes as ingress_routes
 from router.service.pipelines import routes as pipeline_routes
+from router.service.functions import routes as function_routes
 from router.service.runs import routes as run_routes
 from router.service.tokens import routes as token_routes
 from router.service.auth import Auth
@@ -68,6 +69,6 @@ def create_app(
     if broker_ingress:
         app.add_exception_handler(404, not_served)
     else:
-        for routes in (ingress_routes, hook_routes, run_routes, pipeline_routes, token_routes):
+        for routes in (ingress_routes, hook_routes, run_routes, pipeline_routes, function_routes, token_routes):
             app.include_router(routes)
     return app
