@@ -32,6 +32,9 @@ NEEDS = {  # every route and the scope it needs
     ("GET", "/runs/{run_id}"): "read",
     ("GET", "/pipelines"): "read",
     ("GET", "/pipelines/{name}"): "read",
+    ("POST", "/pipelines/validate"): "read",  # a draft, never stored
+    ("GET", "/functions"): "read",
+    ("GET", "/functions/{name}"): "read",
     ("POST", "/events"): "run",  # an external event; node results have their own check
     ("POST", "/hooks/{name}"): "run",  # a pipeline without trigger.auth
     ("POST", "/runs/{run_id}/replay"): "operate",

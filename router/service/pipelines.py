@@ -55,10 +55,10 @@ async def validate_pipeline(request: Request, svc: Svc, caller: Reader) -> dict[
 @routes.put("/pipelines/{name}", openapi_extra=openapi.PIPELINE)
 async def put_pipeline(name: str, request: Request, svc: Svc, caller: Admin) -> dict:
     pipeline, problems = await _checked(svc, request, f"PUT /pipelines/{name}", code_is_an_error=True)
+    if pipeline is not None and pipeline.name != name:
+        raise InvalidEvent(f"the URL names pipeline '{name}' but metadata.name is '{pipeline.name}'")
     if problems or pipeline is None:
         raise PipelineInvalid(problems)
-    if pipeline.name != name:
-        raise InvalidEvent(f"the URL names pipeline '{name}' but metadata.name is '{pipeline.name}'")
     await svc.catalog.put(pipeline)
     return {"pipeline": name, "nodes": len(pipeline.nodes)}
 
