@@ -341,6 +341,44 @@ async def test_mongo_runs_have_the_listing_indexes(mongo_url):
         await store.close()
 
 
+async def test_mongo_lands_a_result_and_what_it_causes_in_one_write(mongo_url):
+    """A crash mid-commit leaves the old run or the new one: a fresh result's commit (its node, the next
+    node's scheduling, the run's status) is one update; a duplicate is one read and no write."""
+    from pymongo import AsyncMongoClient, monitoring
+
+    class Writes(monitoring.CommandListener):
+        def __init__(self) -> None:
+            self.commands: list[str] = []
+
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            if event.command_name in ("findAndModify", "update", "find", "insert"):
+                self.commands.append(event.command_name)
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    seen = Writes()
+    store = MongoStore(AsyncMongoClient(mongo_url, directConnection=True, event_listeners=[seen]))
+    try:
+        run = a_run(a={"status": SCHEDULED, "attempt": 1})
+        await store.create_run(run)
+        seen.commands.clear()
+        done = RunChange(frozenset({RUNNING}), {"status": SUCCEEDED, "finished_at": "now"})
+        steps = [finish("a"), schedule("b"), schedule("c")]
+        doc, won, run_won = await store.commit(run["id"], steps, done)
+        assert won == [True, True, True] and run_won and doc["status"] == SUCCEEDED
+        assert seen.commands == ["findAndModify"]
+        seen.commands.clear()
+        doc, won, run_won = await store.commit(run["id"], steps, done)  # the same result again
+        assert won == [False, False, False] and not run_won and doc["version"] == 1
+        assert seen.commands == ["findAndModify", "find"]  # the guarded write matched nothing; nothing written
+    finally:
+        await store.close()
+
+
 async def test_mongo_url_names_the_database_and_connects_directly_to_a_local_server():
     from router.store.mongo import _direct_connection
 

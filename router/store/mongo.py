@@ -1,19 +1,23 @@
 """The MongoDB store: pymongo's native async client, collections `runs` and `pipelines` as in the Flume seed
 (and `router_secrets`, the result key routers share when none is configured).
 
-A run is one document (`_id` = run id) with a `nodes` map. `commit` sends one conditional update per
-transition, matching only while the node's status (and attempt) are what the transition expects, so
-routers that race on one run are safe and a duplicated result changes nothing. The run change is one
-more conditional update, on the run's status, sent only if every transition won. The results are those
-of the pure `router.runs.apply` (tests/test_store_contract.py proves it); `version` goes up once per
-`commit` that changed something, as there.
+A run is one document (`_id` = run id) with a `nodes` map. `commit` lands everything one result causes (its
+node or item, the run's status, the next nodes' scheduling) in ONE conditional update of that document, so
+a router that dies mid-commit leaves the old state or the new one, never half of it:
+- first, optimistically, one update whose filter is every transition's guard (the node's or item's status
+  and attempt) and the run change's (the run's status): when they all hold, as for a fresh result, that one
+  write is the whole commit, and results of different items of one run never conflict;
+- otherwise (a duplicate or late result, a lost race, transitions that see each other's writes) it reads the
+  run, decides with the pure `router.runs.apply` what wins, and writes just that, guarded by the document's
+  `version`; a concurrent commit in between makes it read and decide again.
+The results are those of `router.runs.apply` (tests/test_store_contract.py proves it); `version` goes up
+once per `commit` that changed something, as there.
 """
 
 from __future__ import annotations
 
 import re
 from contextlib import suppress
-from collections.abc import Mapping
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,7 +25,7 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnD
 from pymongo.errors import DuplicateKeyError
 
 from broker.events import now_iso
-from router.runs import RunChange, RunDoc, Transition, split_key
+from router.runs import RunChange, RunDoc, Transition, apply, split_key
 from router.store.base import RunExists, RunNotFound
 from router.tokens import TokenExists, TokenRecord
 
@@ -69,41 +73,33 @@ class MongoStore:
     async def commit(
         self, run_id: str, transitions: list[Transition], run_change: RunChange | None = None
     ) -> tuple[RunDoc, list[bool], bool]:
-        won: list[bool] = []
-        doc = None  # the run after this call's last write, unless that write lost
-        for t in transitions:
-            node, index = split_key(t.node)  # `gen[2]`: item 2 of fan-out node gen, at nodes.gen.items.2
-            if not _NODE_ID.fullmatch(node):  # no valid pipeline has such a node: it loses, as an unknown node does
-                won.append(False)
-                continue
-            at = f"nodes.{node}" if index is None else f"nodes.{node}.items.{index}"
-            where: dict[str, Any] = {"_id": run_id, f"{at}.status": {"$in": sorted(t.expect)}}
-            if t.attempt is not None:
-                where[f"{at}.attempt"] = t.attempt
-            doc = await self._set_if(where, {f"{at}.{k}": v for k, v in t.fields.items()}, bump=not any(won))
-            won.append(doc is not None)
-        run_won = False
-        if run_change is not None and all(won):
-            doc = await self._set_if(
-                {"_id": run_id, "status": {"$in": sorted(run_change.expect)}}, run_change.fields, bump=not any(won)
+        if not transitions and run_change is None:
+            return await self._read(run_id), [], False
+        one = _guarded_update(transitions, run_change)
+        if one is not None:
+            where, update = one
+            doc = await self.runs.find_one_and_update(
+                {"_id": run_id, **where}, update, return_document=ReturnDocument.AFTER
             )
-            run_won = doc is not None
-        if doc is None:
-            doc = await self.runs.find_one({"_id": run_id})
-            if doc is None:
-                raise RunNotFound(f"run '{run_id}' not found", run_id=run_id)
-        return _run(doc), won, run_won
+            if doc is not None:
+                return _run(doc), [True] * len(transitions), run_change is not None
+        while True:  # decide on the stored run, write what won if nobody wrote in between
+            run = await self._read(run_id)
+            new, won, run_won = apply(run, transitions, run_change)
+            if not any(won) and not run_won:
+                return run, won, False
+            update = {"$set": _changed(new, transitions, won, run_change if run_won else None)}
+            doc = await self.runs.find_one_and_update(
+                {"_id": run_id, "version": run.get("version", 0)}, update, return_document=ReturnDocument.AFTER
+            )
+            if doc is not None:
+                return _run(doc), won, run_won
 
-    async def _set_if(self, where: dict[str, Any], fields: Mapping[str, Any], bump: bool) -> dict[str, Any] | None:
-        """One compare-and-set: the document after it, or None if `where` matched nothing."""
-        update: dict[str, Any] = {}
-        if fields:
-            update["$set"] = fields
-        if bump:
-            update["$inc"] = {"version": 1}
-        if not update:  # nothing to write (an empty transition after another won): the compare alone
-            return await self.runs.find_one(where)
-        return await self.runs.find_one_and_update(where, update, return_document=ReturnDocument.AFTER)
+    async def _read(self, run_id: str) -> RunDoc:
+        doc = await self.runs.find_one({"_id": run_id})
+        if doc is None:
+            raise RunNotFound(f"run '{run_id}' not found", run_id=run_id)
+        return _run(doc)
 
     async def list_runs(self, pipeline: str | None = None, status: str | None = None, limit: int = 50) -> list[RunDoc]:
         if limit <= 0:
@@ -164,6 +160,63 @@ class MongoStore:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def _guarded_update(
+    transitions: list[Transition], run_change: RunChange | None
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Pure: the filter and update of a commit in which every transition wins, or None when two of its
+    transitions touch one state (one key twice, or an item and its node): those see each other's writes, so
+    only the stored run can decide them. Distinct items of one node are independent."""
+    where: dict[str, Any] = {}
+    fields: dict[str, Any] = {}
+    keys: set[str] = set()
+    nodes: set[str] = set()  # nodes with a transition of their own
+    items_of: set[str] = set()  # nodes with a transition on one of their items
+    for t in transitions:
+        node, index = split_key(t.node)
+        mine, other = (nodes, items_of) if index is None else (items_of, nodes)
+        if not _NODE_ID.fullmatch(node) or t.node in keys or node in other:
+            return None
+        keys.add(t.node)
+        mine.add(node)
+        at = f"nodes.{node}" if index is None else f"nodes.{node}.items.{index}"
+        where[f"{at}.status"] = {"$in": sorted(t.expect)}
+        if t.attempt is not None:
+            where[f"{at}.attempt"] = t.attempt
+        fields.update({f"{at}.{k}": v for k, v in t.fields.items()})
+    if run_change is not None:
+        where["status"] = {"$in": sorted(run_change.expect)}
+        fields.update(run_change.fields)
+    update: dict[str, Any] = {"$inc": {"version": 1}}
+    if fields:
+        update["$set"] = fields
+    return where, update
+
+
+def _changed(
+    new: RunDoc, transitions: list[Transition], won: list[bool], run_change: RunChange | None
+) -> dict[str, Any]:
+    """Pure: a `$set` of what the transitions that won (and the run change) wrote, read from `new`; a path
+    under another that is set whole (items under their node's new `items`) is left to that one."""
+    paths: list[tuple[str, ...]] = []
+    for t, ok in zip(transitions, won, strict=True):
+        if ok:
+            node, index = split_key(t.node)
+            at = ("nodes", node) if index is None else ("nodes", node, "items", str(index))
+            paths += [(*at, k) for k in t.fields]
+    if run_change is not None:
+        paths += [(k,) for k in run_change.fields]
+    whole = set(paths)
+    out: dict[str, Any] = {"version": new.get("version", 0)}
+    for path in paths:
+        if any(path[:n] in whole for n in range(1, len(path))):
+            continue
+        value: Any = new
+        for part in path:
+            value = value[part]
+        out[".".join(path)] = value
+    return out
 
 
 def _run(doc: dict[str, Any]) -> RunDoc:
