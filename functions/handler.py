@@ -43,7 +43,7 @@ class Retryable(DeliveryFailed):
         self.logs: dict[str, Any] | None = None
 
     def body(self, with_logs: bool = True) -> dict[str, Any]:
-        out: dict[str, Any] = {**self.timing, "error": self.error}  # the times first: a cut body keeps them
+        out: dict[str, Any] = {"error": self.error, **self.timing}  # the error first: a cut body keeps it
         if with_logs and self.logs is not None:
             out["logs"] = self.logs
         return out

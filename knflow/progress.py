@@ -90,7 +90,8 @@ def print_result(rec: RunRecord, last_lines: Sequence[LogLine] = (), earlier: bo
     if last_lines:
         first = last_lines[0]
         more = f" (all of them: knflow logs {rec['id']} {first['node']})" if earlier else ""
-        print(f"  last {len(last_lines)} log lines of '{first['node']}', attempt {first['attempt']}{more}:")
+        count = f"{len(last_lines)} log line{'s' if len(last_lines) != 1 else ''}"
+        print(f"  last {count} of '{first['node']}', attempt {first['attempt']}{more}:")
         for line in last_lines:
             print("    " + line_text(line, with_node=False))
     sinks = [n for n, s in rec["nodes"].items() if s["status"] == "succeeded"]

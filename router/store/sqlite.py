@@ -237,14 +237,25 @@ class SqliteStore:
 
     async def append_logs(self, run_id: str, node: str, attempt: int, batch: LogBatch) -> int:
         base = base_node(node)
-        self._begin()  # one transaction: the batch's row and its lines are stored together, or neither
+        self._begin()
+        self._db.execute("SAVEPOINT node_logs")  # the batch's row and its lines go in together, or neither does
+        try:
+            stored = self._append_logs(run_id, node, base, attempt, batch)
+        except BaseException:
+            self._db.execute("ROLLBACK TO node_logs")
+            self._db.execute("RELEASE node_logs")
+            raise
+        self._db.execute("RELEASE node_logs")
+        await self._committed()
+        return stored
+
+    def _append_logs(self, run_id: str, node: str, base: str, attempt: int, batch: LogBatch) -> int:
         try:
             self._db.execute(
                 "INSERT INTO node_log_batches (run_id, node, base, attempt, batch, dropped) VALUES (?, ?, ?, ?, ?, ?)",
                 (run_id, node, base, attempt, batch.batch, batch.dropped),
             )
-        except sqlite3.IntegrityError:  # stored already
-            await self._committed()
+        except sqlite3.IntegrityError:  # stored already: the same result delivered again
             return 0
         last = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM node_logs WHERE run_id = ?", (run_id,)).fetchone()[0]
         self._db.executemany(
@@ -266,7 +277,6 @@ class SqliteStore:
                 for i, line in enumerate(batch.lines, 1)
             ],
         )
-        await self._committed()
         return len(batch.lines)
 
     async def read_logs(
