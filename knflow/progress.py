@@ -105,9 +105,10 @@ FAILED_LINES = 20  # what `knflow run` shows of a failed node's log
 
 def failed_try(rec: RunRecord) -> tuple[str, int] | None:
     """The node key (a fan-out item's, `gen[3]`) and attempt of the try a failed run failed at; None if none."""
-    node = (rec.get("error") or {}).get("node")
+    error = rec.get("error")
+    node = error.get("node") if error else None
     state = rec["nodes"].get(node) if isinstance(node, str) else None
-    if state is None or state["status"] != FAILED:
+    if not isinstance(node, str) or state is None or state["status"] != FAILED:
         return None
     for i, item in enumerate(state.get("items") or []):
         if item["status"] == FAILED:

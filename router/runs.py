@@ -355,7 +355,7 @@ def timing(state: ItemState) -> Timing:
     out: Timing = {}
     for key in ("queued_at", "started_at", "finished_at", "duration_ms"):
         if (value := state.get(key)) is not None:
-            out[key] = value  # type: ignore[literal-required]  # one of Timing's keys
+            out[key] = value  # type: ignore[literal-required,typeddict-item]  # one of Timing's keys, as stored
     if (queue_ms := ms_between(out.get("queued_at"), out.get("started_at"))) is not None:
         out["queue_ms"] = queue_ms
     return out

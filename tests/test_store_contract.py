@@ -346,7 +346,7 @@ async def test_logs_are_read_by_node_item_attempt_and_cursor(store):
     assert await read(node="gen[1]") == ([("gen[1]", 2, 3, "g1")], {"gen[1]:2": 3})
     assert await read(node="a", attempt=1) == ([("a", 1, 1, "a1")], {"a:1": 2})
     assert await read(attempt=2) == (
-        [("gen[1]", 2, 3, "g1"), *[("a", 2, s, f"a2{c}") for s, c in zip((5, 6, 7), "abc")]],
+        [("gen[1]", 2, 3, "g1"), *[("a", 2, s, f"a2{c}") for s, c in zip((5, 6, 7), "abc", strict=True)]],
         {"gen[1]:2": 3},
     )
     assert await read(node="a", after=1, limit=2) == ([("a", 2, 5, "a2a"), ("a", 2, 6, "a2b")], {"a:1": 2})

@@ -211,6 +211,7 @@ class MongoStore:
             upsert=True,
             return_document=ReturnDocument.AFTER,
         )
+        assert count is not None  # an upsert returns the document it left
         first = int(count["next"]) - len(batch.lines) + 1
         doc = {"run_id": run_id, "node": node, "base": base_node(node), "attempt": attempt, "dropped": batch.dropped}
         try:

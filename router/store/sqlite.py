@@ -282,7 +282,8 @@ class SqliteStore:
     async def read_logs(
         self, run_id: str, node: str | None = None, attempt: int | None = None, after: int = 0, limit: int = 1000
     ) -> tuple[list[LogLine], dict[str, int]]:
-        where, args = ["run_id = ?"], [run_id]
+        where: list[str] = ["run_id = ?"]
+        args: list[str | int] = [run_id]
         if node is not None:
             column, value = node_filter(node)
             where.append(f"{column} = ?")
