@@ -152,6 +152,11 @@ def test_a_failing_nodes_lines_of_each_try_are_read_through_the_api(stack, noisy
 
 
 def test_a_tries_lines_past_1000_are_cut_with_a_count_and_items_have_their_keys(stack, noisy_run):
+    timed = noisy_run["nodes"]["big"]  # the run record's times: the router's queued_at, the function's others
+    assert timed["queued_at"] <= timed["started_at"] <= timed["finished_at"] and timed["duration_ms"] >= 0
+    assert isinstance(timed["queue_ms"], float) and all(
+        "queued_at" in item for item in noisy_run["nodes"]["gen"]["items"]
+    )
     big = logs(stack, noisy_run["id"], "?node=big")
     assert big["truncated"] == {"big:1": 206}  # 1,206 lines written, the last 1,000 kept
     assert len(big["lines"]) == 1000 and big["lines"][-1]["message"] == "end"
