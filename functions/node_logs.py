@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import secrets
 import sys
+import threading
 import traceback
 from collections import deque
 from collections.abc import Iterator
@@ -48,11 +49,12 @@ _QUIET: ContextVar[bool] = ContextVar("knflow_node_lines_quiet", default=False) 
 class Lines:
     """One try's lines, bounded. `streams`: whether stdout and stderr are taken too (a function's own process)."""
 
-    __slots__ = ("_bytes", "_lines", "_partial", "dropped", "streams")
+    __slots__ = ("_bytes", "_lines", "_lock", "_partial", "dropped", "streams")
 
     def __init__(self, streams: bool = False) -> None:
         self.streams = streams
         self.dropped = 0
+        self._lock = threading.Lock()  # the threads an invoke starts write too
         self._lines: deque[tuple[str, str, str | None, str, dict[str, Any] | None, int]] = deque()
         self._bytes = 0
         self._partial: dict[str, str] = {}
@@ -77,18 +79,26 @@ class Lines:
 
     def write(self, stream: str, text: str) -> None:
         """Text written to stdout or stderr: each complete line is a line; the rest waits for its end."""
+        with self._lock:
+            self._write(stream, text)
+
+    def _write(self, stream: str, text: str) -> None:
         text = self._partial.pop(stream, "") + text
         if "\n" in text:
             *complete, text = text.split("\n")
             for line in complete:
-                self.add(stream, None, line.removesuffix("\r"), None)
+                self._add(stream, None, line.removesuffix("\r"), None)
         if len(text) > MAX_LINE_CHARS:  # a line without an end: taken as it is, so that it stays bounded
-            self.add(stream, None, text, None)
+            self._add(stream, None, text, None)
             text = ""
         if text:
             self._partial[stream] = text
 
     def add(self, stream: str, level: str | None, message: str, fields: dict[str, Any] | None) -> None:
+        with self._lock:
+            self._add(stream, level, message, fields)
+
+    def _add(self, stream: str, level: str | None, message: str, fields: dict[str, Any] | None) -> None:
         if len(message) > MAX_LINE_CHARS:
             message = f"{message[:MAX_LINE_CHARS]}… [line cut: {len(message) - MAX_LINE_CHARS} more characters]"
         size = _LINE_OVERHEAD_BYTES + (len(message) if message.isascii() else len(message.encode("utf-8", "replace")))
@@ -106,8 +116,10 @@ class Lines:
 
     def batch(self) -> dict[str, Any] | None:
         """The lines as they travel to the router (see the module's docstring), masked; None if there are none."""
-        for stream in list(self._partial):
-            self.add(stream, None, self._partial.pop(stream), None)
+        if self._partial:
+            with self._lock:
+                for stream in list(self._partial):
+                    self._add(stream, None, self._partial.pop(stream), None)
         if not self._lines and not self.dropped:
             return None
         lines = []
