@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, replace
+from typing import Any, Final
 
 from cloudevents.core.v1.event import CloudEvent
 
 from broker import extensions as ext
 from broker.errors import DeliveryFailed, KnflowError
 
-__all__ = ["DeliveryOutcome", "dead_letter_event", "is_retryable_status"]
+__all__ = ["DeliveryOutcome", "dead_letter_event", "is_retryable_status", "split_logs"]
 
 KNATIVE_ERROR_DATA_MAX_CHARS: Final = 1024
 _ERROR_BODY_MAX_BYTES: Final = KNATIVE_ERROR_DATA_MAX_CHARS // 4 * 3  # its base64 fits in 1,024 chars
@@ -82,10 +82,32 @@ def error_body_bytes(body: bytes | str | object) -> bytes:
     return json.dumps(body, default=str, separators=(",", ":")).encode()
 
 
-def dead_letter_event(event: CloudEvent, outcome: DeliveryOutcome, destination: str) -> CloudEvent:
-    """`event` with Knative's error extensions: where it went, the last status, base64 of the body."""
+def dead_letter_event(
+    event: CloudEvent, outcome: DeliveryOutcome, destination: str, logs: dict[str, Any] | None = None
+) -> CloudEvent:
+    """`event` with Knative's error extensions: where it went, the last status, base64 of the body; with the
+    last try's node log lines (`split_logs`) as `logs` in its data, where knflow's dispatchers deliver."""
     attributes = dict(event.get_attributes())  # a copy: the SDK's constructor keeps and mutates it
     attributes[ext.ERROR_DEST] = destination
     attributes[ext.ERROR_CODE] = outcome.status
     attributes[ext.ERROR_DATA] = base64.b64encode(outcome.error_body[:_ERROR_BODY_MAX_BYTES]).decode()
-    return CloudEvent(attributes, event.get_data())
+    data = event.get_data()
+    if logs is not None and isinstance(data, dict):
+        data = {**data, "logs": logs}
+    return CloudEvent(attributes, data)
+
+
+def split_logs(outcome: DeliveryOutcome) -> tuple[DeliveryOutcome, dict[str, Any] | None]:
+    """A failed try's node log lines taken out of its error body (a knflow function's 503 body carries them as
+    `logs`: functions/handler.py Retryable): the outcome without them, and the lines (None if it had none)."""
+    body = outcome.error_body
+    if b'"logs"' not in body:
+        return outcome, None
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return outcome, None
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("logs"), dict):
+        return outcome, None
+    logs = parsed.pop("logs")
+    return replace(outcome, error_body=error_body_bytes(parsed)), logs

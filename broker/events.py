@@ -22,7 +22,8 @@ from broker.retry import Retry
 INVOKE = "dev.knflow.invoke"
 NODE_SUCCEEDED = "dev.knflow.node.succeeded"
 NODE_FAILED = "dev.knflow.node.failed"
-RESULT_TYPES = (NODE_SUCCEEDED, NODE_FAILED)
+NODE_LOGS = "dev.knflow.node.logs"  # a failed try's node log lines, which no reply carries (functions/node_logs.py)
+RESULT_TYPES = (NODE_SUCCEEDED, NODE_FAILED, NODE_LOGS)  # what the functions' side sends the router
 RUN_PREFIX = "dev.knflow.run."
 RUN_STARTED, RUN_SUCCEEDED, RUN_FAILED, RUN_CANCELLED = (
     RUN_PREFIX + s for s in ("started", "succeeded", "failed", "cancelled")
@@ -135,19 +136,27 @@ _RESULT_CARRIES = (ext.RUN, ext.NODE, ext.ATTEMPT, ext.PIPELINE, ext.FUNCTION, e
 def result_event(invoke: CloudEvent, *, succeeded: bool, data: dict[str, Any], source: str) -> CloudEvent:
     """The function's reply to `invoke`: `node.succeeded` with `{"output"...}` or `node.failed` with `{"error"...}`;
     it carries the invoke's address and its `knflowtoken` back, so the router knows who sent it."""
-    attrs = {
-        "type": NODE_SUCCEEDED if succeeded else NODE_FAILED,
-        "source": source,
-        "id": f"{invoke.get_id()}:{'ok' if succeeded else 'failed'}",
-        "datacontenttype": JSON,
-    }
+    kind = NODE_SUCCEEDED if succeeded else NODE_FAILED
+    return _own(_reply_attributes(invoke, kind, f"{invoke.get_id()}:{'ok' if succeeded else 'failed'}", source), data)
+
+
+def logs_event(invoke: CloudEvent, logs: dict[str, Any], source: str) -> CloudEvent:
+    """`node.logs`: the node log lines of a try of `invoke` that failed with no reply (a retry follows, or a
+    dead letter), data `{"logs": ...}`; like a reply it carries the invoke's address and `knflowtoken`."""
+    return _own(
+        _reply_attributes(invoke, NODE_LOGS, f"{invoke.get_id()}:logs:{logs.get('batch')}", source), {"logs": logs}
+    )
+
+
+def _reply_attributes(invoke: CloudEvent, kind: str, event_id: str, source: str) -> dict[str, Any]:
+    attrs = {"type": kind, "source": source, "id": event_id, "datacontenttype": JSON}
     if subject := invoke.get_subject():
         attrs["subject"] = subject
     for key in _RESULT_CARRIES:
         value = invoke.get_extension(key)
         if value is not None:
             attrs[key] = value
-    return _own(attrs, data)
+    return attrs
 
 
 def run_event(

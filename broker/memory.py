@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 from collections.abc import Awaitable, Callable
 
 import structlog
 from cloudevents.core.v1.event import CloudEvent
 
-from broker.delivery import DeliveryOutcome, dead_letter_event
+from broker.delivery import DeliveryOutcome, dead_letter_event, split_logs
 from broker.errors import DeliveryFailed, InvalidEvent
-from broker.events import with_delivery
+from broker.events import logs_event, with_delivery
 from broker.retry import Retry, retry_for
 
 log = structlog.get_logger("knflow.broker")
@@ -95,29 +96,35 @@ class InMemoryBroker:
 
     async def publish_many(self, events: list[CloudEvent]) -> None:
         for event in events:
-            event_type = event.get_type()
-            candidates = self._by_type.get(event_type)
-            if candidates is None:
-                candidates = self._by_type[event_type] = [
-                    s for s in self.subscriptions if s.filter.get("type", event_type) == event_type
-                ]
-            targets = [s for s in candidates if matches(event, s.filter)]
-            if not targets:
-                self.unrouted.append(event)
-                self.unrouted_total += 1
-                log.debug("event has no subscriber", event_id=event.get_id(), type=event.get_type())
-            for sub in targets:
-                task = asyncio.create_task(self._deliver(sub, event))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            self._route(event)
+
+    def _route(self, event: CloudEvent) -> list[asyncio.Task]:
+        event_type = event.get_type()
+        candidates = self._by_type.get(event_type)
+        if candidates is None:
+            candidates = self._by_type[event_type] = [
+                s for s in self.subscriptions if s.filter.get("type", event_type) == event_type
+            ]
+        targets = [s for s in candidates if matches(event, s.filter)]
+        if not targets:
+            self.unrouted.append(event)
+            self.unrouted_total += 1
+            log.debug("event has no subscriber", event_id=event.get_id(), type=event.get_type())
+        tasks = []
+        for sub in targets:
+            task = asyncio.create_task(self._deliver(sub, event))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            tasks.append(task)
+        return tasks
 
     async def _deliver(self, sub: Subscription, event: CloudEvent) -> None:
         retry = sub.policy_for(event)
         attempt = 0
         while True:
             attempt += 1
+            delivered = with_delivery(event, attempt)
             try:
-                delivered = with_delivery(event, attempt)
                 if sub.slots is not None:
                     async with sub.slots:
                         reply = await sub.handler(delivered)
@@ -129,7 +136,10 @@ class InMemoryBroker:
                     if isinstance(exc, DeliveryFailed)
                     else DeliveryFailed(f"{type(exc).__name__}: {exc}", retryable=True)
                 )
+                outcome, logs = split_logs(DeliveryOutcome.from_exception(failure))  # the try's node log lines
                 if failure.retryable and attempt <= retry.retries:
+                    if logs is not None:  # delivered before the retry, as the NATS dispatcher publishes them
+                        await asyncio.gather(*self._route(logs_event(delivered, logs, f"python:{sub.name}")))
                     delay_s = retry.delay_before_s(attempt)
                     log.info(
                         "delivery retry",
@@ -141,13 +151,20 @@ class InMemoryBroker:
                     )
                     await asyncio.sleep(delay_s)
                     continue
-                await self._dead_letter(sub, with_delivery(event, attempt), failure)
+                await self._dead_letter(sub, with_delivery(event, attempt), failure, outcome, logs)
                 return
             if reply is not None:
                 await self.publish(reply)
             return
 
-    async def _dead_letter(self, sub: Subscription, event: CloudEvent, failure: DeliveryFailed) -> None:
+    async def _dead_letter(
+        self,
+        sub: Subscription,
+        event: CloudEvent,
+        failure: DeliveryFailed,
+        outcome: DeliveryOutcome,
+        logs: dict[str, Any] | None,
+    ) -> None:
         if sub.dead_letter is None:
             log.error(
                 "delivery failed and no dead-letter sink is set",
@@ -158,7 +175,7 @@ class InMemoryBroker:
             self.unrouted.append(event)
             self.unrouted_total += 1
             return
-        await sub.dead_letter(dead_letter_event(event, DeliveryOutcome.from_exception(failure), f"python:{sub.name}"))
+        await sub.dead_letter(dead_letter_event(event, outcome, f"python:{sub.name}", logs))
 
     async def idle(self) -> None:
         """Wait until nothing is in flight."""

@@ -17,6 +17,8 @@ Per message, in this order (DESIGN.md, Delivery guarantees):
    `knativeerrorcode` and `knativeerrordata`, goes to the dead-letter sink, and only once the sink took
    it is the input acked. A sink that fails gets the message back later (`nak`); with no sink the
    failure is logged as an error and the message terminated.
+A knflow function's failed try carries its node log lines in its error body (`logs`): they go on to the
+router as a `dev.knflow.node.logs` event before a retry, or inside the dead letter's data.
 Nothing is acked on an error that a retry could fix. The consumer's `max_deliver` stays unlimited so that
 the server never drops a message silently: the dispatcher counts attempts itself. `ack_wait` is
 `timeout_s + ack_margin_s`; a message whose dispatcher dies mid-delivery comes back after it.
@@ -40,9 +42,9 @@ from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 
 from broker.codec import decode
-from broker.delivery import DeliveryOutcome, dead_letter_event
+from broker.delivery import DeliveryOutcome, dead_letter_event, split_logs
 from broker.errors import InvalidEvent, KnflowError
-from broker.events import with_delivery
+from broker.events import logs_event, with_delivery
 from broker.nats import DEFAULT_LAYOUT, JetStreamPublisher, StreamLayout, escape_token
 from broker.retry import Retry, retry_for
 from broker.sinks import Sink, Target, make_target
@@ -314,14 +316,25 @@ class Dispatcher:
             self.stats.delivered += 1
             return
         fields = dict(event_id=event.get_id(), attempt=attempt, status=outcome.status)
+        outcome, logs = split_logs(outcome)  # a knflow function's lines of this try: to the router, either way
         retry = self._retry_for(event)
         if outcome.should_retry and attempt <= retry.retries:
+            if logs is not None:
+                await self._forward_logs(event, logs)
             delay_s = retry.delay_before_s(attempt)
             self._log.info("delivery retry", retry_in_s=delay_s, reason=_preview(outcome.error_body), **fields)
             await msg.nak(delay=delay_s)
             self.stats.retries += 1
             return
-        await self._to_dead_letter(msg, event, outcome, fields)
+        await self._to_dead_letter(msg, event, outcome, fields, logs)
+
+    async def _forward_logs(self, event: CloudEvent, logs: dict[str, Any]) -> None:
+        """A failed try's node log lines go to the router as `node.logs`, beside the results; one that cannot
+        be stored is logged (the retry goes on: lines never hold a delivery up)."""
+        try:
+            await self._publisher.publish(logs_event(event, logs, f"/knflow/dispatchers/{self.name}"))
+        except KnflowError as err:
+            self._log.error("node log lines of a failed try not stored", event_id=event.get_id(), error=str(err))
 
     def _retry_for(self, event: CloudEvent) -> Retry:
         """The node's own retries, where the router set them (`knflowretry`); else the subscriber's."""
@@ -342,7 +355,12 @@ class Dispatcher:
         return outcome
 
     async def _to_dead_letter(
-        self, msg: Msg, event: CloudEvent, outcome: DeliveryOutcome, fields: dict[str, Any]
+        self,
+        msg: Msg,
+        event: CloudEvent,
+        outcome: DeliveryOutcome,
+        fields: dict[str, Any],
+        logs: dict[str, Any] | None = None,
     ) -> None:
         assert self._subscriber is not None
         reason = _preview(outcome.error_body)
@@ -352,7 +370,7 @@ class Dispatcher:
             self.stats.terminated += 1
             return
         await msg.in_progress()  # the dead-letter sink gets a full ack_wait of its own
-        dead = dead_letter_event(event, outcome, self._subscriber.destination)
+        dead = dead_letter_event(event, outcome, self._subscriber.destination, logs)
         sink_outcome = await self._dead_letter.deliver(dead)
         if sink_outcome.ok:
             await msg.ack()

@@ -70,6 +70,11 @@ _SECRET_PAIR = re.compile(
     ("[^"]*"|'[^']*'|[^\s,;&}"']+)
     """
 )
+# a key/field name whose value is a secret (a node log line's `fields`: functions/node_logs.py)
+SECRET_NAME = re.compile(
+    r"(?i)password|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|credential"
+    r"|session|authorization|cookie"
+)
 _KEY_SHAPES = re.compile(
     r"\b(?:sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|xox[abpr]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}"
     r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})"

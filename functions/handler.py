@@ -22,7 +22,7 @@ from broker import events
 from broker import extensions as ext
 from broker.errors import DeliveryFailed
 from broker.events import ErrorDoc, error_doc
-from functions import blobs
+from functions import blobs, node_logs
 from functions.errors import FunctionError
 from functions.sdk import Context, FunctionSpec
 
@@ -31,11 +31,31 @@ if TYPE_CHECKING:
 
 
 class Retryable(DeliveryFailed):
-    """The invoke failed in a way a retry may fix; the broker retries, then dead-letters it (HTTP 503)."""
+    """The invoke failed in a way a retry may fix; the broker retries, then dead-letters it (HTTP 503).
+
+    `body()` is what the 503 says: the error, the try's times and its node log lines (`logs`, when it
+    wrote any), the same in process (`data`) as over HTTP (functions/server.py)."""
 
     def __init__(self, message: str, *, error: ErrorDoc):
-        super().__init__(message, retryable=True, code=503, data=error)
+        super().__init__(message, retryable=True, code=503, data={"error": error})
         self.error = error
+        self.timing: dict[str, Any] = {}
+        self.logs: dict[str, Any] | None = None
+
+    def body(self, with_logs: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {"error": self.error, **self.timing}  # the error first: a cut body keeps it
+        if with_logs and self.logs is not None:
+            out["logs"] = self.logs
+        return out
+
+    def finish(self, timing: dict[str, Any] | None = None, logs: dict[str, Any] | None = None) -> Retryable:
+        """Add the try's times and lines, once known."""
+        if timing:
+            self.timing = timing
+        if logs is not None:
+            self.logs = logs
+        self.data = self.body()
+        return self
 
 
 def function_input(spec: FunctionSpec, inputs: Any, config: Any) -> dict[str, Any] | Any:
@@ -58,10 +78,27 @@ def describe_validation(err: ValidationError, what: str) -> tuple[str, list[dict
 
 async def call(spec: FunctionSpec, doc: Any, ctx: Context, timeout_s: float | None = None) -> dict[str, Any]:
     """Run `spec` on `doc` (within `timeout_s`, default the function's). Returns the result data
-    (`{"output"}` or `{"error"}`); raises Retryable."""
-    timeout_s = timeout_s or spec.traits.timeout_s
+    (`{"output"}` or `{"error"}`, with the try's `started_at`, `finished_at` and `duration_ms`); raises
+    Retryable (with the same times)."""
     started = time.perf_counter()
     started_at = events.now_iso()
+    try:
+        result = await _call(spec, doc, ctx, timeout_s or spec.traits.timeout_s)
+    except Retryable as exc:
+        raise exc.finish(_timing(started_at, started)) from None
+    result.update(_timing(started_at, started))
+    return result
+
+
+def _timing(started_at: str, started: float) -> dict[str, Any]:
+    return {
+        "started_at": started_at,
+        "finished_at": events.now_iso(),
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
+
+
+async def _call(spec: FunctionSpec, doc: Any, ctx: Context, timeout_s: float) -> dict[str, Any]:
     where = f"node '{ctx.node_id}' (function '{spec.name}')"
     try:
         inp = spec.input_model.model_validate(doc)
@@ -92,14 +129,9 @@ async def call(spec: FunctionSpec, doc: Any, ctx: Context, timeout_s: float | No
         msg = f"{where} returned {type(out).__name__}; expected {spec.output_model.__name__}"
         return {"error": error_doc("InvalidOutput", msg)}
     try:
-        output = out.model_dump(mode="json")
+        return {"output": out.model_dump(mode="json")}
     except PydanticSerializationError as exc:
         return {"error": error_doc("InvalidOutput", f"{where} returned an output that is not JSON: {exc}")}
-    return {
-        "output": output,
-        "started_at": started_at,
-        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-    }
 
 
 def _validate_output(spec: FunctionSpec, out: dict) -> BaseModel | dict:
@@ -111,42 +143,61 @@ def _validate_output(spec: FunctionSpec, out: dict) -> BaseModel | dict:
 
 
 async def handle_invoke(
-    spec: FunctionSpec, invoke: CloudEvent, source: str, store: blobs.BlobStore | None = None
+    spec: FunctionSpec,
+    invoke: CloudEvent,
+    source: str,
+    store: blobs.BlobStore | None = None,
+    streams: bool = False,
 ) -> CloudEvent:
     """Answer a `dev.knflow.invoke` CloudEvent with its result event; raises Retryable.
 
     Blob references in the invoke's data are resolved before the input is validated, and an output over
-    the blob store's threshold goes to the store, its reference into the reply (functions.blobs)."""
+    the blob store's threshold goes to the store, its reference into the reply (functions.blobs).
+    The try's node log lines (`ctx.log`; with `streams`, its stdout and stderr too: functions/node_logs.py)
+    go in the reply's data as `logs`, or with the Retryable."""
+    lines = node_logs.Lines(streams)
+    token = node_logs.CURRENT.set(lines)
+    try:
+        result = await _answer(spec, invoke, store)
+    except Retryable as exc:
+        raise exc.finish(logs=lines.batch()) from None
+    finally:
+        node_logs.CURRENT.reset(token)
+    if (batch := lines.batch()) is not None:
+        result["logs"] = batch
+    return events.result_event(invoke, succeeded="output" in result, data=result, source=source)
+
+
+async def _answer(spec: FunctionSpec, invoke: CloudEvent, store: blobs.BlobStore | None) -> dict[str, Any]:
     addr = events.address(invoke)
     data = invoke.get_data()
     if not isinstance(data, dict) or ("inputs" not in data and "config" not in data):
-        return _invalid(invoke, "data must be a JSON object with 'inputs' and 'config'", source)
+        return _invalid(invoke, "data must be a JSON object with 'inputs' and 'config'")
     ctx = Context(run_id=addr.run_id, node_id=addr.node, attempt=addr.tries, pipeline=addr.pipeline, function=spec.name)
     try:
         timeout_s = _timeout_s(invoke.get_extension(ext.TIMEOUT))
     except ValueError:
-        return _invalid(invoke, f"extension '{ext.TIMEOUT}' must be a positive number of seconds", source)
+        return _invalid(invoke, f"extension '{ext.TIMEOUT}' must be a positive number of seconds")
     store = store or blobs.default_store()
     try:
         inputs = await store.resolve(data.get("inputs"), run_id=addr.run_id)
         config = await store.resolve(data.get("config"), run_id=addr.run_id)
     except blobs.BlobError as exc:
-        result = {"error": _blob_error(exc, spec, ctx, "its input")}
-    else:
-        result = await call(spec, function_input(spec, inputs, config), ctx, timeout_s)
+        return {"error": _blob_error(exc, spec, ctx, "its input")}
+    result = await call(spec, function_input(spec, inputs, config), ctx, timeout_s)
     if "output" in result:
         try:
             key = lambda: blobs.attempt_key(addr.run_id, addr.node, addr.attempt)  # noqa: E731
             result["output"] = await store.offload(result["output"], key, "output")
         except blobs.BlobError as exc:
-            result = {"error": _blob_error(exc, spec, ctx, "its output")}
-    return events.result_event(invoke, succeeded="output" in result, data=result, source=source)
+            result = {**result, "error": _blob_error(exc, spec, ctx, "its output")}
+            del result["output"]
+    return result
 
 
-def _invalid(invoke: CloudEvent, problem: str, source: str) -> CloudEvent:
+def _invalid(invoke: CloudEvent, problem: str) -> dict[str, Any]:
     """The failed result of an invoke that is not what the router sends: no retry can fix it."""
-    error = error_doc("InvalidEvent", f"invoke '{invoke.get_id()}' {problem}")
-    return events.result_event(invoke, succeeded=False, data={"error": error}, source=source)
+    return {"error": error_doc("InvalidEvent", f"invoke '{invoke.get_id()}' {problem}")}
 
 
 def _timeout_s(raw: Any) -> float | None:

@@ -25,6 +25,7 @@ from functions.errors import InvalidFunction
 
 if typing.TYPE_CHECKING:
     from functions.blobs import Storage
+    from functions.node_logs import Lines
 
 _P = ParamSpec("_P")  # a decorated function's parameters
 _R = TypeVar("_R", bound=Awaitable[Any])  # and what calling it returns: the coroutine of its output model
@@ -87,7 +88,11 @@ class Context:
 
     def __post_init__(self) -> None:
         if self.log is None:
-            self.log = _BoundLogger(run=self.run_id, pipeline=self.pipeline, node=self.node_id, attempt=self.attempt)
+            from functions.node_logs import CURRENT  # the invoke's lines (functions/node_logs.py), if any
+
+            self.log = _BoundLogger(
+                CURRENT.get(), {}, run=self.run_id, pipeline=self.pipeline, node=self.node_id, attempt=self.attempt
+            )
 
     @property
     def storage(self) -> Storage:
@@ -101,20 +106,62 @@ class Context:
 
 class _BoundLogger:
     """`ctx.log`: a structlog logger bound to the invocation, imported on first use (structlog and rich
-    cost ~90 ms of a cold start that most invocations never log in)."""
+    cost ~90 ms of a cold start that most invocations never log in). Each call is also one of the node's
+    log lines (functions/node_logs.py), with what `bind()` added and the call's key/values as its fields."""
 
-    __slots__ = ("_bindings", "_logger")
+    __slots__ = ("_bindings", "_fields", "_lines", "_logger")
 
-    def __init__(self, **bindings: Any) -> None:
+    def __init__(self, lines: Lines | None, fields: dict[str, Any], **bindings: Any) -> None:
+        self._lines = lines
+        self._fields = fields  # bound by the function with bind(), as opposed to the invocation's own
         self._bindings = bindings
         self._logger: Any = None
 
-    def __getattr__(self, name: str) -> Any:
+    def _structlog(self) -> Any:
         if self._logger is None:
             import structlog
 
-            self._logger = structlog.get_logger("knflow.function").bind(**self._bindings)
-        return getattr(self._logger, name)
+            self._logger = structlog.get_logger("knflow.function").bind(**self._bindings, **self._fields)
+        return self._logger
+
+    def __getattr__(self, name: str) -> Any:  # structlog's other methods (new, unbind, ...): not node log lines
+        return getattr(self._structlog(), name)
+
+    def bind(self, **fields: Any) -> _BoundLogger:
+        return _BoundLogger(self._lines, {**self._fields, **fields}, **self._bindings)
+
+    def _emit(self, level: str, event: Any, args: tuple[Any, ...], fields: dict[str, Any]) -> Any:
+        method = getattr(self._structlog(), level)
+        if self._lines is None:
+            return method(event, *args, **fields)
+        self._lines.log(level, event, args, {**self._fields, **fields})
+        from functions.node_logs import quiet
+
+        with quiet():  # the process's own log line is not one of the node's stderr lines as well
+            return method(event, *args, **fields)
+
+    def debug(self, event: Any = None, *args: Any, **fields: Any) -> Any:
+        return self._emit("debug", event, args, fields)
+
+    def info(self, event: Any = None, *args: Any, **fields: Any) -> Any:
+        return self._emit("info", event, args, fields)
+
+    def warning(self, event: Any = None, *args: Any, **fields: Any) -> Any:
+        return self._emit("warning", event, args, fields)
+
+    warn = warning
+
+    def error(self, event: Any = None, *args: Any, **fields: Any) -> Any:
+        return self._emit("error", event, args, fields)
+
+    def critical(self, event: Any = None, *args: Any, **fields: Any) -> Any:
+        return self._emit("critical", event, args, fields)
+
+    def exception(self, event: Any = None, *args: Any, **fields: Any) -> Any:
+        return self._emit("exception", event, args, fields)
+
+    def msg(self, event: Any = None, *args: Any, **fields: Any) -> Any:
+        return self._emit("info", event, args, fields)
 
 
 @dataclass(eq=False)

@@ -4,6 +4,11 @@
 reply event in binary mode: `dev.knflow.node.succeeded`, or `dev.knflow.node.failed` for what a retry
 cannot fix. A failure a retry may fix answers 503 with the error as JSON, and the broker retries.
 A request that is not a valid invoke answers 400 naming the problem. `GET /healthz` answers 200.
+
+Node logs (functions/node_logs.py): what the function writes with `ctx.log`, and to stdout and stderr, during
+an invoke is that try's lines; the reply's data carries them (`logs`), and so does the 503 body, for the
+dispatcher to pass on. With `logs_sink` (Knative's broker, `K_SINK`: there the broker retries, and the body
+of a failed try reaches nobody), a failed try's lines are published there as `dev.knflow.node.logs` instead.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator
 
+import structlog
+from cloudevents.core.v1.event import CloudEvent
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -19,11 +26,15 @@ from broker import extensions as ext
 from broker.codec import MAX_BODY_BYTES
 from broker.errors import InvalidEvent, KnflowError
 from broker.http_errors import BROKER_STATUSES, Statuses, error_body, http_status
+from broker.http_publisher import HttpPublisher
+from functions import node_logs
 from functions.blobs import BlobError, BlobStore
 from functions.errors import UnknownFunction
 from functions.handler import Retryable, handle_invoke
 from functions.registry import close_builtin_clients
 from functions.sdk import FunctionSpec
+
+log = structlog.get_logger("knflow.function")
 
 # the HTTP status of each error a function service answers with (the router's map extends this one)
 FUNCTION_STATUSES: Statuses = {**BROKER_STATUSES, UnknownFunction: 404, BlobError: 502, Retryable: 503}
@@ -33,13 +44,23 @@ def error_response(exc: KnflowError) -> JSONResponse:
     return JSONResponse(error_body(exc), status_code=http_status(exc, FUNCTION_STATUSES))
 
 
-def create_app(spec: FunctionSpec, max_body_bytes: int = MAX_BODY_BYTES, store: BlobStore | None = None) -> FastAPI:
-    """The service; `store` is where large payloads go (default: KNFLOW_BLOB_URL, as the router reads it)."""
+def create_app(
+    spec: FunctionSpec,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    store: BlobStore | None = None,
+    logs_sink: str | None = None,
+) -> FastAPI:
+    """The service; `store` is where large payloads go (default: KNFLOW_BLOB_URL, as the router reads it);
+    `logs_sink` where a failed try's node log lines go (None: in the 503 body)."""
+    sink = HttpPublisher(logs_sink, timeout_s=5.0, max_connections=4) if logs_sink else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
+        with node_logs.capture_streams():
+            yield
         await close_builtin_clients()
+        if sink is not None:
+            await sink.close()
 
     app = FastAPI(
         title=f"knflow function {spec.name}", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
@@ -68,10 +89,21 @@ def create_app(spec: FunctionSpec, max_body_bytes: int = MAX_BODY_BYTES, store: 
                 f"this service runs function '{spec.name}', but the event asks for '{fn}' (header ce-{ext.FUNCTION})"
             )
         try:
-            reply = await handle_invoke(spec, event, source, store)
+            reply = await handle_invoke(spec, event, source, store, streams=True)
         except Retryable as exc:
-            return JSONResponse({"error": exc.error}, status_code=exc.code)
+            if sink is not None and exc.logs is not None:
+                await publish_logs(sink, events.logs_event(event, exc.logs, source))
+                return JSONResponse(exc.body(with_logs=False), status_code=exc.code)
+            return JSONResponse(exc.body(), status_code=exc.code)
         headers, body = codec.encode_binary(reply)
         return Response(body, status_code=200, headers=headers)
 
     return app
+
+
+async def publish_logs(sink: HttpPublisher, event: CloudEvent) -> None:
+    """A failed try's lines to the broker; when it does not take them, the service's own log says so."""
+    try:
+        await sink.publish(event)
+    except KnflowError as exc:
+        log.error("node log lines of a failed try not published", event_id=event.get_id(), error=str(exc))

@@ -1,7 +1,8 @@
 """Knative Services: one per function, and the router. Pure: plans and a profile in, dicts out.
 
 A function's Service runs the project image with `KNFLOW_FUNCTION=NAME` (the image's command is
-`knflow serve function`) and `KNFLOW_FUNCTIONS` naming the module that defines it. The router runs
+`knflow serve function`), `KNFLOW_FUNCTIONS` naming the module that defines it, and `K_SINK`, the broker, which
+a failed try's node log lines go to (the broker retries it, and keeps no failed answer). The router runs
 `knflow serve router` twice, over one store and one result key: `knflow-router`, public, for webhooks and
 the API (behind tokens), and `knflow-router-events`, cluster-local, `--broker-ingress`, which Triggers,
 PingSources and dead-letter sinks deliver to (they cannot send a token; the cluster network is its trust
@@ -64,6 +65,7 @@ def function_service(plan: FunctionPlan, profile: Profile) -> dict[str, Any]:
     if plan.module:
         env.append({"name": "KNFLOW_FUNCTIONS", "value": plan.module})
     env += builtin_secret_env(plan, profile) + _blob_env(profile)
+    env.append({"name": "K_SINK", "value": profile.broker_ingress_url()})  # where a failed try's log lines go
     container = _container("function", profile, env)
     container["volumeMounts"] = _scratch_mounts(profile)
     resources = _resources(plan.spec.traits.cpu, plan.spec.traits.memory, plan.gpu, profile)

@@ -141,7 +141,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 async def _run(pipeline: Any, data: Any, store_url: str, as_json: bool) -> int:
     from knflow.local import EmbeddedStack
-    from knflow.progress import Progress, print_result
+    from knflow.logs import StoreLogs, tail
+    from knflow.progress import FAILED_LINES, Progress, failed_try, print_result
     from router.runs import SUCCEEDED, record
     from router.store import open_store
 
@@ -150,10 +151,14 @@ async def _run(pipeline: Any, data: Any, store_url: str, as_json: bool) -> int:
     await store.put_pipeline(pipeline.name, pipeline.to_dict())  # so that `knflow replay` finds it
     async with EmbeddedStack(store, observer=progress) as stack:
         run_id = await stack.start(pipeline, data)
-        run = await stack.wait(run_id)
-    rec = record(run)
+        rec = record(await stack.wait(run_id))
+        failed = None if as_json else failed_try(rec)
+        if failed is not None:  # the failed try's last lines under its error (embedded: what ctx.log wrote)
+            lines, earlier = await tail(StoreLogs(store, store_url), run_id, *failed, FAILED_LINES)
     if as_json:
         print(json.dumps(rec, indent=2, ensure_ascii=False))
+    elif failed is not None:
+        print_result(rec, lines, earlier)
     else:
         print_result(rec)
     return 0 if rec["status"] == SUCCEEDED else 1
@@ -218,9 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_export)
 
     from knative.cli import add_commands as knative_commands
-    from knflow import client, dev, replay, serve, tokens
+    from knflow import client, dev, logs, replay, serve, tokens
 
     client.add_commands(sub)
+    logs.add_command(sub)
     tokens.add_command(sub)
     knative_commands(sub, functions_arg)
     replay.add_commands(sub, functions_arg)

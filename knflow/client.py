@@ -15,6 +15,7 @@ from broker.errors import KnflowError
 from knflow.settings import DEFAULT_STORE
 
 if TYPE_CHECKING:
+    from router.node_logs import LogPage
     from router.runs import RunRecord
 
 DEFAULT_ROUTER = "http://127.0.0.1:8080"
@@ -56,6 +57,10 @@ class RouterClient:
 
     def get_run(self, run_id: str) -> RunRecord:
         return self.request("GET", f"/runs/{run_id}")
+
+    def run_logs(self, run_id: str, node: str | None, attempt: int | None, after: int, limit: int) -> LogPage:
+        params = {k: v for k, v in {"node": node, "attempt": attempt, "after": after, "limit": limit}.items() if v}
+        return self.request("GET", f"/runs/{run_id}/logs", params=params)
 
 
 def token_arg(p: argparse.ArgumentParser) -> None:

@@ -7,7 +7,8 @@ import json
 import sys
 import time
 from collections.abc import Mapping
-from typing import Any, TextIO
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
 from router.runs import (
     CANCELLED,
@@ -21,6 +22,9 @@ from router.runs import (
     RunRecord,
     Transition,
 )
+
+if TYPE_CHECKING:
+    from router.node_logs import LogLine
 
 # skipped is an en dash, on purpose
 ICONS = {PENDING: "·", SCHEDULED: "▶", RUNNING: "▶", SUCCEEDED: "✓", FAILED: "✗", SKIPPED: "–", CANCELLED: "⊘"}
@@ -77,11 +81,46 @@ class Progress:
         self.drawn = len(self.nodes)
 
 
-def print_result(rec: RunRecord) -> None:
+def print_result(rec: RunRecord, last_lines: Sequence[LogLine] = (), earlier: bool = False) -> None:
+    """The run's end; under a failed node's error, the last lines its failed try wrote (`knflow run`), and
+    whether it wrote `earlier` ones."""
     print(f"run {rec['id']} {rec['status']} (pipeline {rec['pipeline']})")
     if err := rec.get("error"):
         print(f"  error at node '{err.get('node')}': {err.get('message')}")
+    if last_lines:
+        first = last_lines[0]
+        more = f" (all of them: knflow logs {rec['id']} {first['node']})" if earlier else ""
+        count = f"{len(last_lines)} log line{'s' if len(last_lines) != 1 else ''}"
+        print(f"  last {count} of '{first['node']}', attempt {first['attempt']}{more}:")
+        for line in last_lines:
+            print("    " + line_text(line, with_node=False))
     sinks = [n for n, s in rec["nodes"].items() if s["status"] == "succeeded"]
     if sinks and rec["status"] == "succeeded":
         last = sinks[-1]
         print(f"  output of '{last}': {json.dumps(rec['nodes'][last]['output'], ensure_ascii=False)}")
+
+
+FAILED_LINES = 20  # what `knflow run` shows of a failed node's log
+
+
+def failed_try(rec: RunRecord) -> tuple[str, int] | None:
+    """The node key (a fan-out item's, `gen[3]`) and attempt of the try a failed run failed at; None if none."""
+    error = rec.get("error")
+    node = error.get("node") if error else None
+    state = rec["nodes"].get(node) if isinstance(node, str) else None
+    if not isinstance(node, str) or state is None or state["status"] != FAILED:
+        return None
+    for i, item in enumerate(state.get("items") or []):
+        if item["status"] == FAILED:
+            return f"{node}[{i}]", item["attempt"]
+    return node, state["attempt"]
+
+
+def line_text(line: LogLine, with_node: bool = True) -> str:
+    """One node log line as `knflow logs` prints it: time, node#attempt, level (or stream), message, fields."""
+    kind = line["level"] if line["stream"] == "log" and line["level"] else line["stream"]
+    where = f"{line['node']}#{line['attempt']}  " if with_node else ""
+    text = f"{line['at']}  {where}{kind:<7} {line['message']}"
+    if line["fields"]:
+        text += "  " + " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in line["fields"].items())
+    return text

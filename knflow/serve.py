@@ -85,7 +85,11 @@ def cmd_serve_function(args: argparse.Namespace) -> int:
     port = args.port or settings.port
     print(f"knflow: function '{spec.name}' on http://{args.host}:{port}", file=sys.stderr, flush=True)
     uvicorn.run(
-        create_app(spec, settings.max_body_bytes), host=args.host, port=port, log_level="warning", access_log=False
+        create_app(spec, settings.max_body_bytes, logs_sink=settings.k_sink),
+        host=args.host,
+        port=port,
+        log_level="warning",
+        access_log=False,
     )
     return 0
 

@@ -154,7 +154,7 @@ def _schedule(
         Transition(
             n,
             _PENDING,
-            {"status": SCHEDULED, "attempt": attempt, "scheduled_at": now, "output": None, "error": None},
+            {"status": SCHEDULED, "attempt": attempt, "queued_at": now, "output": None, "error": None},
             attempt=nodes[n]["attempt"],
         )
     )
@@ -189,7 +189,7 @@ def _fan(
         fields: NodeFields = {
             "status": RUNNING,
             "attempt": attempt,
-            "scheduled_at": now,
+            "queued_at": now,
             "output": None,
             "error": None,
             "items": item_map(items),
@@ -213,7 +213,7 @@ def _fan(
             fields = {
                 "status": SCHEDULED,
                 "attempt": invoke.attempt,
-                "scheduled_at": now,
+                "queued_at": now,
                 "output": None,
                 "error": None,
             }
@@ -280,7 +280,7 @@ def _end(p: Pipeline, run: RunDoc, status: dict[str, str], step: Step, now: str)
                 Transition(
                     ON_FAILURE_NODE,
                     _PENDING,
-                    {"status": SCHEDULED, "attempt": attempt, "scheduled_at": now},
+                    {"status": SCHEDULED, "attempt": attempt, "queued_at": now},
                     attempt=handler["attempt"],
                 )
             )
@@ -387,7 +387,8 @@ def node_result(
     node: str, attempt: int, data: dict[str, Any], succeeded: bool, now: str, tries: int | None = None
 ) -> Transition:
     """`result_transition` without the run: on a run that has no such node it loses, as a late one does.
-    `node` may be an item key (`gen[2]`): the transition is then on that item alone."""
+    `node` may be an item key (`gen[2]`): the transition is then on that item alone. The times are the
+    function's (`started_at`, `finished_at`, `duration_ms` of its reply); `now` when the reply has none."""
     fields: NodeFields = {"status": SUCCEEDED if succeeded else FAILED, "finished_at": now}
     if tries is not None and tries > attempt:
         fields["attempt"] = tries
@@ -396,7 +397,7 @@ def node_result(
         fields["error"] = None
     else:
         fields["error"] = data.get("error") or error_doc("Unknown", "the function replied node.failed without an error")
-    for key in ("started_at", "duration_ms"):
-        if key in data:
+    for key in ("started_at", "finished_at", "duration_ms"):
+        if data.get(key) is not None:
             fields[key] = data[key]
     return Transition(node, IN_FLIGHT, fields, attempt=attempt)

@@ -40,6 +40,7 @@ from router.runs import (
     item_key,
     item_map,
     item_states,
+    ms_between,
 )
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
@@ -108,7 +109,7 @@ def plan_redrive(
             "started_at": None,
             "finished_at": None,
             "duration_ms": None,
-            "scheduled_at": None,
+            "queued_at": None,
         }
         if isinstance(state.get("items"), dict):
             items, again = _reset_items(item_states(state), keep_succeeded=n not in whole)
@@ -138,9 +139,11 @@ def _attempt_entry(state: ItemState) -> AttemptEntry:
         "attempt": state["attempt"],
         "status": state["status"],
         "error": state.get("error"),
+        "queued_at": state.get("queued_at"),
         "started_at": state.get("started_at"),
         "finished_at": state.get("finished_at"),
         "duration_ms": state.get("duration_ms"),
+        "queue_ms": ms_between(state.get("queued_at"), state.get("started_at")),
     }
 
 
@@ -189,8 +192,8 @@ def plan_cancel(run: RunDoc, now: str, by: str | None = None) -> tuple[list[Tran
     return transitions, RunChange(frozenset({RUNNING}), {"status": CANCELLED, "finished_at": now, "cancelled_by": by})
 
 
-def stale_invokes(p: Pipeline, run: RunDoc, now: str, scheduled_before: str) -> list[engine.Invoke]:
-    """Invokes of nodes that stayed `scheduled` since before `scheduled_before` (a crash between the
+def stale_invokes(p: Pipeline, run: RunDoc, now: str, queued_before: str) -> list[engine.Invoke]:
+    """Invokes of nodes that stayed `scheduled` since before `queued_before` (a crash between the
     store write and the publish, or a lost message): published again under the same id."""
     out: list[engine.Invoke] = []
     if run["status"] != RUNNING:
@@ -200,7 +203,7 @@ def stale_invokes(p: Pipeline, run: RunDoc, now: str, scheduled_before: str) -> 
         if s["status"] in IN_FLIGHT and isinstance(s.get("items"), dict):  # a fan-out node: its items
             due = [(item_key(n, i), item) for i, item in enumerate(item_states(s)) if item["status"] == SCHEDULED]
         for key, state in due:
-            if (state.get("scheduled_at") or "") < scheduled_before and n in p.nodes:
+            if (state.get("queued_at") or "") < queued_before and n in p.nodes:
                 invoke = engine.render_invoke(p, run, key, state["attempt"], now)
                 if invoke is not None:
                     out.append(invoke)

@@ -27,7 +27,7 @@ from broker import extensions as ext
 from broker.events import error_doc
 from broker.errors import KnflowError, PublishError
 from functions.blobs import BlobStore, default_store
-from router import blobs, engine, replay
+from router import blobs, engine, node_logs, replay
 from router.hops import MAX_HOPS, HopLimit, hops_of
 from router.pipeline import Pipeline
 from router.result_keys import SECRET_NAME, ResultKey, ResultRefused, new_key, refused
@@ -156,6 +156,7 @@ class Router:
         self._result_key = None if result_key is None else ResultKey(result_key)  # bad KNFLOW_RESULT_KEY: here
         self.refused_results = 0  # results without their invoke's knflowtoken, dropped
         self.refused_dead_letters = 0  # the same for dead letters
+        self.logs_failed = 0  # node log batches that could not be read or stored (the results still applied)
 
     async def result_key(self) -> ResultKey:
         """The key invokes are signed with: KNFLOW_RESULT_KEY, or the one the store keeps (read once, created
@@ -259,6 +260,9 @@ class Router:
             return refusal
         raw = event.get_data()
         data = raw if isinstance(raw, dict) else {}
+        if event.get_type() == events.NODE_LOGS:  # a failed try's lines, which no reply carries
+            await self.store_logs(addr, data.get("logs"), event.get_id())
+            return None
         await self._finish_node(addr, data, event.get_type() == events.NODE_SUCCEEDED, event.get_id())
         return None
 
@@ -272,12 +276,14 @@ class Router:
         addr = events.address(event)
         if refusal := await self._refusal(event, addr, "dead letter"):
             return refusal
-        code, reason, error = dead_letter_reason(event)
+        code, reason, error, times = dead_letter_reason(event)
         err = error.copy() if error else error_doc("DeliveryFailed", reason)
         err.setdefault("message", reason)
         if code is not None:
             err["http_status"] = code
-        await self._finish_node(addr, {"error": err}, False, event.get_id())
+        invoke = event.get_data()  # knflow's dispatchers add the last try's node log lines to its data
+        logs = invoke.get("logs") if isinstance(invoke, dict) else None
+        await self._finish_node(addr, {"error": err, **times, "logs": logs}, False, event.get_id())
         return None
 
     async def _refusal(self, event: CloudEvent, addr: events.Address, what: str) -> ResultRefused | None:
@@ -302,7 +308,29 @@ class Router:
         )
         return refused(event, reason, what)
 
+    async def store_logs(self, addr: events.Address, raw: Any, event_id: str) -> None:
+        """Store a try's node log lines (router/node_logs.py) under its node and try; lines that cannot be
+        read or stored are logged and counted (`logs_failed`), never a reason to hold up a result."""
+        if raw is None:
+            return
+        try:
+            batch = node_logs.batch_of(raw)
+            if batch.lines or batch.dropped:
+                await self.store.append_logs(addr.run_id, addr.node, addr.tries, batch)
+        except Exception as exc:  # the store's own errors included: the result still applies
+            self.logs_failed += 1
+            log.warning(
+                "node log lines not stored",
+                run=addr.run_id,
+                pipeline=addr.pipeline,
+                node=addr.node,
+                attempt=addr.tries,
+                event_id=event_id,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+
     async def _finish_node(self, addr: events.Address, data: dict[str, Any], succeeded: bool, event_id: str) -> None:
+        await self.store_logs(addr, data.get("logs"), event_id)  # before the result: a reader of the result finds them
         ctx = {
             "run": addr.run_id,
             "pipeline": addr.pipeline,
@@ -522,14 +550,15 @@ def _invoke_event(i: engine.Invoke, key: ResultKey) -> CloudEvent:
     )
 
 
+_TIMES = ("started_at", "finished_at", "duration_ms")
 _MESSAGE = re.compile(r'"message":\s*"((?:[^"\\]|\\.)*)"')
 _TYPE = re.compile(r'"type":\s*"((?:[^"\\]|\\.)*)"')
 
 
-def dead_letter_reason(event: CloudEvent) -> tuple[int | None, str, ErrorDoc | None]:
+def dead_letter_reason(event: CloudEvent) -> tuple[int | None, str, ErrorDoc | None, dict[str, Any]]:
     """Knative's `knativeerrorcode`, and `knativeerrordata` (base64 of the last response body; a knflow
-    function answers `{"error": {...}}`), as (HTTP status, reason, error). The error is the body's, as the
-    function sent it (not checked further)."""
+    function answers `{"error": {...}, "started_at", "finished_at", "duration_ms"}`), as (HTTP status, reason,
+    error, the try's times). The error is the body's, as the function sent it (not checked further)."""
     raw_code = str(event.get_extension(ext.ERROR_CODE) or "")
     code = int(raw_code) if raw_code.isdigit() else None
     raw = event.get_extension(ext.ERROR_DATA) or ""
@@ -538,10 +567,12 @@ def dead_letter_reason(event: CloudEvent) -> tuple[int | None, str, ErrorDoc | N
     except (binascii.Error, ValueError):
         body = str(raw)
     error: ErrorDoc | None = None
+    times: dict[str, Any] = {}
     try:
         parsed = json.loads(body)
         if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
             error = cast(ErrorDoc, parsed["error"])
+            times = {k: parsed[k] for k in _TIMES if isinstance(parsed.get(k), (str, int, float))}
         elif isinstance(parsed, dict) and "message" in parsed and "type" in parsed:
             error = cast(ErrorDoc, parsed)
     except json.JSONDecodeError:  # cut at Knative's 1,024 characters: keep what can be read
@@ -552,4 +583,4 @@ def dead_letter_reason(event: CloudEvent) -> tuple[int | None, str, ErrorDoc | N
     reason = (error.get("message") if error else None) or (
         f"delivery to {dest} failed with HTTP {code or '?'}: {body[:200] or 'no body'}"
     )
-    return code, reason, error
+    return code, reason, error, times

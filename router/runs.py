@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, NotRequired, TypedDict, cast
 
 from broker.events import ErrorDoc, now_iso
@@ -50,10 +51,22 @@ class ItemState(TypedDict):
     attempt: int
     output: Any
     error: ErrorDoc | None
-    scheduled_at: NotRequired[str | None]
-    started_at: NotRequired[str | None]  # from the function's reply
-    finished_at: NotRequired[str | None]
+    queued_at: NotRequired[str | None]  # when the router scheduled (and published) the invoke
+    started_at: NotRequired[str | None]  # from the function's reply: when the function began
+    finished_at: NotRequired[str | None]  # from the reply; the router's time for a dead letter, a skip, a cancel
     duration_ms: NotRequired[float | None]  # from the function's reply
+
+
+class Timing(TypedDict, total=False):
+    """An attempt's times, in the run record (`record`): the function's clock gives `started_at`, `finished_at`
+    and `duration_ms`, the router's `queued_at`, so `queue_ms` (started_at - queued_at) compares two machines'
+    clocks when the function runs elsewhere."""
+
+    queued_at: str
+    started_at: str
+    finished_at: str
+    duration_ms: float
+    queue_ms: float
 
 
 class AttemptEntry(TypedDict):
@@ -62,9 +75,11 @@ class AttemptEntry(TypedDict):
     attempt: int
     status: str
     error: ErrorDoc | None
+    queued_at: NotRequired[str | None]  # absent from attempts kept before it was recorded
     started_at: str | None
     finished_at: str | None
     duration_ms: float | None
+    queue_ms: NotRequired[float | None]
 
 
 class NodeState(ItemState):
@@ -81,7 +96,7 @@ class NodeFields(TypedDict, total=False):
     attempt: int
     output: Any
     error: ErrorDoc | None
-    scheduled_at: str | None
+    queued_at: str | None
     started_at: str | None
     finished_at: str | None
     duration_ms: float | None
@@ -144,22 +159,21 @@ class RunFields(TypedDict, total=False):
     cancelled_by: str | None
 
 
-class ItemRecord(TypedDict):
+class ItemRecord(Timing):
+    """An item of a fan-out node in the run record: its state and the timing fields it has."""
+
     status: str
     attempt: int
     error: ErrorDoc | None
 
 
-class NodeRecord(TypedDict):
-    """A node in the run record: its state, the timing fields it has, and its items' states."""
+class NodeRecord(Timing):
+    """A node in the run record: its state, the timing fields it has (`Timing`), and its items' states."""
 
     status: str
     output: Any
     error: ErrorDoc | None
     attempt: int
-    started_at: NotRequired[str]
-    finished_at: NotRequired[str]
-    duration_ms: NotRequired[float]
     attempts: NotRequired[list[AttemptEntry]]
     items: NotRequired[list[ItemRecord]]  # a fan-out node: each item's state (the outputs are in `output`)
 
@@ -322,17 +336,38 @@ def _node_record(state: NodeState) -> NodeRecord:
         "error": state.get("error"),
         "attempt": state["attempt"],
     }
-    if (started_at := state.get("started_at")) is not None:
-        out["started_at"] = started_at
-    if (finished_at := state.get("finished_at")) is not None:
-        out["finished_at"] = finished_at
-    if (duration_ms := state.get("duration_ms")) is not None:
-        out["duration_ms"] = duration_ms
+    out.update(timing(state))
     if (attempts := state.get("attempts")) is not None:
         out["attempts"] = attempts
     if state.get("items") is not None:  # a fan-out node: each item's state (outputs are in `output`)
-        out["items"] = [
-            {"status": item["status"], "attempt": item["attempt"], "error": item.get("error")}
-            for item in item_states(state)
-        ]
+        out["items"] = [_item_record(item) for item in item_states(state)]
     return out
+
+
+def _item_record(item: ItemState) -> ItemRecord:
+    out: ItemRecord = {"status": item["status"], "attempt": item["attempt"], "error": item.get("error")}
+    out.update(timing(item))
+    return out
+
+
+def timing(state: ItemState) -> Timing:
+    """The timing fields a node's (or an item's) state has, and `queue_ms` when both its ends are known."""
+    out: Timing = {}
+    for key in ("queued_at", "started_at", "finished_at", "duration_ms"):
+        if (value := state.get(key)) is not None:
+            out[key] = value  # type: ignore[literal-required,typeddict-item]  # one of Timing's keys, as stored
+    if (queue_ms := ms_between(out.get("queued_at"), out.get("started_at"))) is not None:
+        out["queue_ms"] = queue_ms
+    return out
+
+
+def ms_between(earlier: str | None, later: str | None) -> float | None:
+    """Milliseconds from one ISO-8601 time to another (negative when the clocks of two machines disagree);
+    None when either is missing or not a time."""
+    if not earlier or not later:
+        return None
+    try:
+        delta = datetime.fromisoformat(later) - datetime.fromisoformat(earlier)
+    except (TypeError, ValueError):
+        return None
+    return round(delta.total_seconds() * 1000, 3)

@@ -84,6 +84,43 @@ def test_diamond_fans_out_and_joins_once():
     assert run["status"] == SUCCEEDED and run["finished_at"] == NOW and inv == []
 
 
+def test_an_attempts_times_come_from_its_reply_and_the_record_adds_its_queue_time():
+    from router import replay
+    from router.runs import record
+
+    p = pipeline(["a"], [])
+    run, _ = step_apply(p, start(p))
+    assert run["nodes"]["a"]["queued_at"] == NOW  # when the router scheduled (and published) it
+    reply = {
+        "output": 1,
+        "started_at": "2026-01-01T00:00:00.250Z",  # the function's clock
+        "finished_at": "2026-01-01T00:00:01.000Z",
+        "duration_ms": 750.0,
+    }
+    t = engine.result_transition(run, "a", 1, reply, True, "2026-01-01T00:00:02.000Z")
+    run, _, _ = apply(run, [t])
+    a = record(run)["nodes"]["a"]
+    assert {k: a[k] for k in ("queued_at", "started_at", "finished_at", "duration_ms", "queue_ms")} == {
+        "queued_at": NOW,
+        "started_at": "2026-01-01T00:00:00.250Z",
+        "finished_at": "2026-01-01T00:00:01.000Z",  # the reply's, not the router's time of applying it
+        "duration_ms": 750.0,
+        "queue_ms": 250.0,
+    }
+    run["status"] = FAILED  # a finished run, redriven from a: the attempt moves into the history, times and all
+    transitions, _ = replay.plan_redrive(p, run, NOW, from_node="a")
+    kept = apply(run, transitions)[0]["nodes"]["a"]["attempts"][0]
+    assert (kept["queued_at"], kept["started_at"], kept["queue_ms"]) == (NOW, "2026-01-01T00:00:00.250Z", 250.0)
+
+    dead = engine.result_transition(
+        run, "a", 1, {"error": {"type": "E", "message": "m"}}, False, "2026-01-01T00:00:09.000Z"
+    )
+    assert dead.fields["finished_at"] == "2026-01-01T00:00:09.000Z"  # no reply times (a dead letter): the router's
+    late = {"status": "failed", "attempt": 1, "queued_at": "2026-01-01T00:00:05.000Z", "started_at": NOW}
+    assert record({**run, "nodes": {"a": {**late, "output": None, "error": None}}})["nodes"]["a"]["queue_ms"] == -5000.0
+    assert "queue_ms" not in record(start(p))["nodes"]["a"]
+
+
 def test_result_for_a_finished_node_or_an_old_attempt_loses():
     p = pipeline(["a"], [])
     run, _ = step_apply(p, start(p))

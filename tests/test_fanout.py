@@ -69,7 +69,13 @@ def test_foreach_runs_once_per_item_with_ids_and_joins_outputs_in_order():
     assert run["nodes"]["gen"]["status"] == SUCCEEDED
     assert run["nodes"]["gen"]["output"] == ["GEN[0]", "GEN[1]", "GEN[2]"]
     assert [i.node for i in inv] == ["z"] and inv[0].inputs == {"all": ["GEN[0]", "GEN[1]", "GEN[2]"]}
-    assert record(run)["nodes"]["gen"]["items"][1] == {"status": SUCCEEDED, "attempt": 1, "error": None}
+    assert record(run)["nodes"]["gen"]["items"][1] == {
+        "status": SUCCEEDED,
+        "attempt": 1,
+        "error": None,
+        "queued_at": NOW,
+        "finished_at": NOW,
+    }
 
 
 def test_a_duplicate_item_result_loses():

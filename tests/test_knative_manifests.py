@@ -33,6 +33,8 @@ from router.pipeline_yaml import parse_yaml
 ROOT = Path(__file__).resolve().parent.parent
 # what every generated container gets for its read-only root filesystem (knative/services.py)
 SCRATCH_ENV = {"KNFLOW_BLOB_URL": "file:///knflow/blobs", "TMPDIR": "/knflow/tmp", "HOME": "/knflow/tmp"}
+# every function's: where a failed try's node log lines go (the broker)
+FUNCTION_ENV = {**SCRATCH_ENV, "K_SINK": "http://broker-ingress.knative-eventing.svc.cluster.local/knflow/knflow"}
 EXAMPLES = ROOT / "examples"
 
 
@@ -152,7 +154,7 @@ def test_traits_become_autoscaling_annotations_and_spec_fields():
     assert spec["containerConcurrency"] == 2 and spec["timeoutSeconds"] == 20
     assert "autoscaling.knative.dev/min-scale" not in svc["metadata"].get("annotations", {})
     env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
-    assert env == {"KNFLOW_FUNCTION": "kn-echo", "KNFLOW_FUNCTIONS": "tests/test_knative_manifests.py", **SCRATCH_ENV}
+    assert env == {"KNFLOW_FUNCTION": "kn-echo", "KNFLOW_FUNCTIONS": "tests/test_knative_manifests.py", **FUNCTION_ENV}
     assert spec["containers"][0]["readinessProbe"] == {"httpGet": {"path": "/healthz"}}
 
 
@@ -534,7 +536,7 @@ def test_builtins_need_no_module_and_a_module_outside_the_project_is_refused(tmp
         e["name"]: e.get("value")
         for e in template(by_kind(bundle, "Service")["knflow-http-request"])[1]["containers"][0]["env"]
     }
-    assert env == {"KNFLOW_FUNCTION": "http-request", **SCRATCH_ENV}
+    assert env == {"KNFLOW_FUNCTION": "http-request", **FUNCTION_ENV}
     elsewhere = tmp_path / "elsewhere.py"
     elsewhere.write_text(
         "from pydantic import BaseModel\nfrom knflow import function\n\nclass T(BaseModel):\n    text: str\n\n"
@@ -607,7 +609,7 @@ def test_builtins_read_their_servers_from_secrets_never_inline():
     services = by_kind(bundle, "Service")
     env = {
         name: [
-            e for e in template(services[f"knflow-{name}"])[1]["containers"][0]["env"] if e["name"] not in SCRATCH_ENV
+            e for e in template(services[f"knflow-{name}"])[1]["containers"][0]["env"] if e["name"] not in FUNCTION_ENV
         ]
         for name in ("llm-generate", "mongodb-insert", "http-request")
     }

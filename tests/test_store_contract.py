@@ -32,6 +32,7 @@ from router.runs import (
     apply,
     new_run,
 )
+from router.node_logs import LogBatch
 from router.store.base import RunExists, RunNotFound
 from router.store.mongo import MongoStore
 from tests.store_fixture import Backend
@@ -273,6 +274,100 @@ async def test_tokens_are_stored_by_hash_listed_by_name_and_revoked(store):
     assert await store.get_token(token_hash(ci_token)) is None
     assert (await store.get_token(again["hash"])) == again
     assert await store.get_token(token_hash(reader_token)) == reader
+
+
+# --- node logs (router/node_logs.py) ---------------------------------------------------------------------
+
+
+def log_batch(batch: str, *messages: str, dropped: int = 0, stream: str = "log") -> LogBatch:
+    lines = [
+        {
+            "at": f"2026-01-01T00:00:0{i % 10}.000Z",
+            "stream": stream,
+            "level": "info" if stream == "log" else None,
+            "message": m,
+            "fields": {"i": i, "nested": {"ok": [1, "two"]}} if stream == "log" else None,
+        }
+        for i, m in enumerate(messages)
+    ]
+    return LogBatch(batch, dropped, lines)
+
+
+def shown(lines: list[dict]) -> list[tuple]:
+    return [(line["node"], line["attempt"], line["seq"], line["message"]) for line in lines]
+
+
+async def test_logs_are_numbered_by_the_run_and_stored_once_per_batch(store):
+    run_id = f"r-{uuid.uuid4().hex[:12]}"
+    assert await store.read_logs(run_id) == ([], {})  # a run without lines (or none at all): nothing
+    assert await store.append_logs(run_id, "a", 1, log_batch("b1", "one", "two")) == 2
+    assert await store.append_logs(run_id, "a", 1, log_batch("b1", "one", "two")) == 0  # a redelivery
+    assert await store.append_logs(run_id, "a", 2, log_batch("b2", "retried", stream="stderr")) == 1
+    assert await store.append_logs(run_id, "a", 2, log_batch("b3", "same attempt, another try")) == 1  # Knative
+    assert await store.append_logs(run_id, "gen[1]", 1, log_batch("b4", "item", dropped=7)) == 1
+    assert await store.append_logs(f"{run_id}-other", "a", 1, log_batch("b1", "elsewhere")) == 1
+
+    lines, truncated = await store.read_logs(run_id)
+    assert shown(lines) == [
+        ("a", 1, 1, "one"),
+        ("a", 1, 2, "two"),
+        ("a", 2, 3, "retried"),
+        ("a", 2, 4, "same attempt, another try"),
+        ("gen[1]", 1, 5, "item"),
+    ]
+    assert lines[0] == {
+        "node": "a",
+        "attempt": 1,
+        "seq": 1,
+        "at": "2026-01-01T00:00:00.000Z",
+        "stream": "log",
+        "level": "info",
+        "message": "one",
+        "fields": {"i": 0, "nested": {"ok": [1, "two"]}},
+    }
+    assert lines[2]["stream"] == "stderr" and lines[2]["level"] is None and lines[2]["fields"] is None
+    assert truncated == {"gen[1]:1": 7}
+    assert shown((await store.read_logs(f"{run_id}-other"))[0]) == [("a", 1, 1, "elsewhere")]
+
+
+async def test_logs_are_read_by_node_item_attempt_and_cursor(store):
+    run_id = f"r-{uuid.uuid4().hex[:12]}"
+    await store.append_logs(run_id, "a", 1, log_batch("x1", "a1", dropped=2))
+    await store.append_logs(run_id, "gen[0]", 1, log_batch("x2", "g0"))
+    await store.append_logs(run_id, "gen[1]", 2, log_batch("x3", "g1", dropped=3))
+    await store.append_logs(run_id, "gen-2", 1, log_batch("x4", "not an item of gen"))
+    await store.append_logs(run_id, "a", 2, log_batch("x5", "a2a", "a2b", "a2c"))
+
+    async def read(**scope: Any) -> tuple[list[tuple], dict[str, int]]:
+        lines, truncated = await store.read_logs(run_id, **scope)
+        return shown(lines), truncated
+
+    assert await read(node="gen") == ([("gen[0]", 1, 2, "g0"), ("gen[1]", 2, 3, "g1")], {"gen[1]:2": 3})
+    assert await read(node="gen[1]") == ([("gen[1]", 2, 3, "g1")], {"gen[1]:2": 3})
+    assert await read(node="a", attempt=1) == ([("a", 1, 1, "a1")], {"a:1": 2})
+    assert await read(attempt=2) == (
+        [("gen[1]", 2, 3, "g1"), *[("a", 2, s, f"a2{c}") for s, c in zip((5, 6, 7), "abc", strict=True)]],
+        {"gen[1]:2": 3},
+    )
+    assert await read(node="a", after=1, limit=2) == ([("a", 2, 5, "a2a"), ("a", 2, 6, "a2b")], {"a:1": 2})
+    assert await read(node="a", after=6) == ([("a", 2, 7, "a2c")], {"a:1": 2})
+    assert await read(node="a", after=7) == ([], {"a:1": 2})
+    assert await read(node="nope") == ([], {})
+
+
+async def test_logs_of_tries_stored_at_once_get_distinct_numbers_and_a_racing_redelivery_stores_once(backend, store):
+    run_id = f"r-{uuid.uuid4().hex[:12]}"
+
+    async def append(s, i: int) -> int:  # two deliveries of each of 12 batches, all at once
+        return await s.append_logs(run_id, f"n{i % 12}", 1, log_batch(f"b{i % 12}", f"{i % 12}-x", f"{i % 12}-y"))
+
+    stored = await race(backend, append, RACERS)
+    assert sum(stored) == 24  # 12 batches of two lines, each once
+    lines, _ = await store.read_logs(run_id)
+    assert len({line["seq"] for line in lines}) == 24
+    for n in range(12):  # a batch's lines in its order
+        mine = [line for line in lines if line["node"] == f"n{n}"]
+        assert [line["message"] for line in mine] == [f"{n}-x", f"{n}-y"] and mine[0]["seq"] < mine[1]["seq"]
 
 
 # --- concurrency ------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ EXTERNAL_EVENT = {"ce-id": "", "ce-source": "/tests", "ce-type": "com.example.no
 NEEDS = {  # every route and the scope it needs
     ("GET", "/runs"): "read",
     ("GET", "/runs/{run_id}"): "read",
+    ("GET", "/runs/{run_id}/logs"): "read",
     ("GET", "/pipelines"): "read",
     ("GET", "/pipelines/{name}"): "read",
     ("POST", "/pipelines/validate"): "read",  # a draft, never stored

@@ -1,7 +1,8 @@
 """The router as an HTTP service (`knflow serve router`): thin handlers over the router and the store.
 
-    POST /events            any CloudEvent: node results advance runs; other types start the runs of the
-                            pipelines whose trigger matches them. 202 {"id", "runs"}       ingress.py
+    POST /events            any CloudEvent: node results advance runs (node.logs: a try's lines are stored);
+                            other types start the runs of the pipelines whose trigger matches them.
+                            202 {"id", "runs"}                                             ingress.py
                             (a result without its invoke's knflowtoken: 403, nothing changes)
     POST /events/replay     the external events the broker kept: {"since": "2h", "type"}   ingress.py
     POST /dead-letter       invokes whose retries ran out: the node fails with the reason ingress.py
@@ -10,6 +11,7 @@
     POST /runs/{id}/replay  redrive in place ({"from": NODE}) or re-run ({"new_run": true}); /runs/{id}/cancel
     POST /replay            bulk: {"pipeline", "status", "since": "2h", "new_run"}
     GET  /runs, /runs/{id}                                                                 runs.py
+    GET  /runs/{id}/logs    node log lines: ?node=&attempt=&after=SEQ&limit=              logs.py
     GET|PUT|DELETE /pipelines/{name}; GET /pipelines                                       pipelines.py
     GET  /healthz                                                                          app.py
 

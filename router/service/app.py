@@ -1,5 +1,5 @@
-"""The app factory: the routes of ingress.py, hooks.py, runs.py, pipelines.py and tokens.py over one `Service`;
-or, for a broker-ingress router, only /events, /dead-letter and /healthz (ingress.py's `broker_routes`)."""
+"""The app factory: the routes of ingress.py, hooks.py, runs.py, logs.py, pipelines.py and tokens.py over one
+`Service`; or, for a broker-ingress router, only /events, /dead-letter and /healthz (ingress.py's `broker_routes`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from router.router import Router
 from router.service.hooks import routes as hook_routes
 from router.service.ingress import broker_routes
 from router.service.ingress import routes as ingress_routes
+from router.service.logs import routes as log_routes
 from router.service.pipelines import routes as pipeline_routes
 from router.service.functions import routes as function_routes
 from router.service.runs import routes as run_routes
@@ -69,6 +70,7 @@ def create_app(
     if broker_ingress:
         app.add_exception_handler(404, not_served)
     else:
-        for routes in (ingress_routes, hook_routes, run_routes, pipeline_routes, function_routes, token_routes):
+        routes_ = (ingress_routes, hook_routes, run_routes, log_routes, pipeline_routes, function_routes, token_routes)
+        for routes in routes_:
             app.include_router(routes)
     return app

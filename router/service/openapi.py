@@ -115,6 +115,45 @@ PIPELINE: Final = {  # YAML text, or the same document as JSON
         },
     }
 }
+_LOG_LINE: Final = {
+    "type": "object",
+    "required": ["node", "attempt", "seq", "at", "stream", "level", "message", "fields"],
+    "properties": {
+        "node": {"type": "string", "description": "the node, or a fan-out item's key such as gen[3]"},
+        "attempt": {"type": "integer"},
+        "seq": {"type": "integer", "description": "counts the run's stored lines: increases in every attempt"},
+        "at": {"type": "string", "description": "RFC 3339, the function's clock"},
+        "stream": {"type": "string", "enum": ["log", "stdout", "stderr"]},
+        "level": {"type": ["string", "null"], "description": "ctx.log's level; null for stdout and stderr"},
+        "message": {"type": "string"},
+        "fields": {"type": ["object", "null"], "description": "ctx.log's key/values, secrets masked"},
+    },
+}
+RUN_LOGS: Final = {  # GET /runs/{id}/logs (router/service/logs.py)
+    "responses": {
+        "200": {
+            "description": "The lines after `after`, by seq",
+            "content": {
+                JSON: {
+                    "schema": {
+                        "type": "object",
+                        "required": ["run_id", "lines", "truncated", "next_after"],
+                        "properties": {
+                            "run_id": {"type": "string"},
+                            "lines": {"type": "array", "items": _LOG_LINE},
+                            "truncated": {
+                                "type": "object",
+                                "additionalProperties": {"type": "integer"},
+                                "description": "lines each try dropped past its bounds, by NODE:ATTEMPT",
+                            },
+                            "next_after": {"type": "integer", "description": "ask again with after=this"},
+                        },
+                    }
+                }
+            },
+        }
+    }
+}
 # POST /pipelines/validate: the same body as PUT, and every problem with its place
 PROBLEM: Final = {
     "type": "object",

@@ -56,6 +56,17 @@ def limit(value: Any, field: str = "limit", default: int = MAX_LIST) -> int:
     return min(value, MAX_LIST)
 
 
+def count(value: Any, field: str, minimum: int = 0) -> int | None:
+    """An integer of at least `minimum` (its decimal text in a query), at most 64 bits; None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value < 2**63:
+        raise bad(field, f"an integer of at least {minimum}", value)
+    return value
+
+
 def run_status(value: Any, field: str = "status") -> str | None:
     """One of the run states, or None."""
     if value is None:

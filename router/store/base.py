@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from broker.errors import KnflowError
+from router.node_logs import LogBatch, LogLine
 from router.runs import RunChange, RunDoc, Transition
 from router.tokens import TokenRecord
 
@@ -75,5 +76,16 @@ class RunStore(Protocol):
 
     async def revoke_token(self, name: str, revoked_at: str) -> bool:
         """Mark the token `name` revoked (once: a revoked token keeps its first time); False if there is none."""
+
+    async def append_logs(self, run_id: str, node: str, attempt: int, batch: LogBatch) -> int:
+        """Store one try's node log lines (router/node_logs.py) after the run's last, numbering them on from its
+        last `seq`; a batch this attempt has already (the same result delivered again) is not stored twice.
+        Returns how many lines were stored now."""
+
+    async def read_logs(
+        self, run_id: str, node: str | None = None, attempt: int | None = None, after: int = 0, limit: int = 1000
+    ) -> tuple[list[LogLine], dict[str, int]]:
+        """The lines with `seq` > `after`, by seq, at most `limit`; `node` is a node (with its items) or an item
+        key (`gen[3]`). And the lines dropped in that scope, per "NODE:ATTEMPT" (only tries that dropped some)."""
 
     async def close(self) -> None: ...

@@ -1,5 +1,6 @@
 """The MongoDB store: pymongo's native async client, collections `runs` and `pipelines` as in the Flume seed
-(and `router_secrets`, the result key routers share when none is configured).
+(and `router_secrets`, the result key routers share when none is configured; `node_logs` and
+`node_log_batches`, the node log lines, router/node_logs.py).
 
 A run is one document (`_id` = run id) with a `nodes` map. `commit` lands everything one result causes (its
 node or item, the run's status, the next nodes' scheduling) in ONE conditional update of that document, so
@@ -22,9 +23,10 @@ from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from broker.events import now_iso
+from router.node_logs import LogBatch, LogLine, base_node, node_filter, truncation_key
 from router.runs import RunChange, RunDoc, Transition, apply, split_key
 from router.store.base import RunExists, RunNotFound
 from router.tokens import TokenExists, TokenRecord
@@ -39,6 +41,7 @@ NEWEST_FIRST = [("created_at", DESCENDING), ("_id", DESCENDING)]
 _NODE_ID = re.compile(r"[A-Za-z0-9_-]+")  # safe inside a field path: no '.', no '$'
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 _TOPOLOGY_OPTIONS = {"directconnection", "replicaset", "loadbalanced"}
+_DUPLICATE_KEY = 11000
 
 
 class MongoStore:
@@ -48,8 +51,11 @@ class MongoStore:
         self.pipelines = client[database]["pipelines"]
         self.tokens = client[database]["tokens"]  # _id = name; only hashes, never tokens
         self.secrets = client[database]["router_secrets"]
+        self.node_logs = client[database]["node_logs"]  # _id = "RUN/SEQ"; router/node_logs.py
+        self.log_batches = client[database]["node_log_batches"]  # each try's batch, and each run's line count
         self._indexed = False
         self._tokens_indexed = False
+        self._logs_indexed = False
 
     @classmethod
     def from_url(cls, url: str) -> MongoStore:
@@ -157,6 +163,91 @@ class MongoStore:
     async def revoke_token(self, name: str, revoked_at: str) -> bool:
         await self.tokens.update_one({"_id": name, "revoked_at": None}, {"$set": {"revoked_at": revoked_at}})
         return await self.tokens.find_one({"_id": name}, {"_id": 1}) is not None
+
+    async def append_logs(self, run_id: str, node: str, attempt: int, batch: LogBatch) -> int:
+        """The batch's document (`b:RUN/NODE/ATTEMPT/BATCH`) holds the first seq of its lines, reserved from the
+        run's count (`n:RUN`) by one atomic `$inc`; lines go in by `_id`, so a batch delivered again, or
+        written again after a crash half-way, writes each of its lines once (a range a lost race reserved is
+        left unused: seq only has to increase)."""
+        if not self._logs_indexed:
+            await self.node_logs.create_indexes([IndexModel([("run_id", ASCENDING), ("seq", ASCENDING)])])
+            self._logs_indexed = True
+        first = await self._first_seq(run_id, node, attempt, batch)
+        if not batch.lines:
+            return 0
+        base = base_node(node)
+        docs = [
+            {
+                "_id": f"{run_id}/{first + i}",
+                "run_id": run_id,
+                "seq": first + i,
+                "node": node,
+                "base": base,
+                "attempt": attempt,
+                **line,
+            }
+            for i, line in enumerate(batch.lines)
+        ]
+        try:
+            return len((await self.node_logs.insert_many(docs, ordered=False)).inserted_ids)
+        except BulkWriteError as exc:  # lines stored already (a redelivery) are duplicates: not an error
+            if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
+            return int(exc.details.get("nInserted", 0))
+
+    async def _first_seq(self, run_id: str, node: str, attempt: int, batch: LogBatch) -> int:
+        """The seq of the batch's first line: the one its document holds, or one reserved for it now."""
+        batch_id = f"b:{run_id}/{node}/{attempt}/{batch.batch}"
+        found = await self.log_batches.find_one({"_id": batch_id}, {"first_seq": 1})
+        if found is not None:
+            return int(found["first_seq"])
+        count = await self.log_batches.find_one_and_update(
+            {"_id": f"n:{run_id}"},
+            {"$inc": {"next": len(batch.lines)}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        assert count is not None  # an upsert returns the document it left
+        first = int(count["next"]) - len(batch.lines) + 1
+        doc = {"run_id": run_id, "node": node, "base": base_node(node), "attempt": attempt, "dropped": batch.dropped}
+        try:
+            await self.log_batches.insert_one({"_id": batch_id, **doc, "first_seq": first})
+        except DuplicateKeyError:  # a redelivery of the batch was faster: its numbers are the ones
+            found = await self.log_batches.find_one({"_id": batch_id}, {"first_seq": 1})
+            if found is not None:
+                return int(found["first_seq"])
+        return first
+
+    async def read_logs(
+        self, run_id: str, node: str | None = None, attempt: int | None = None, after: int = 0, limit: int = 1000
+    ) -> tuple[list[LogLine], dict[str, int]]:
+        scope: dict[str, Any] = {"run_id": run_id}
+        if node is not None:
+            field, value = node_filter(node)
+            scope[field] = value
+        if attempt is not None:
+            scope["attempt"] = attempt
+        found = (
+            await self.node_logs.find({**scope, "seq": {"$gt": after}}).sort("seq", ASCENDING).limit(limit).to_list()
+        )
+        lines: list[LogLine] = [
+            {
+                "node": d["node"],
+                "attempt": d["attempt"],
+                "seq": d["seq"],
+                "at": d["at"],
+                "stream": d["stream"],
+                "level": d.get("level"),
+                "message": d["message"],
+                "fields": d.get("fields"),
+            }
+            for d in found
+        ]
+        dropped: dict[str, int] = {}
+        for b in await self.log_batches.find({**scope, "dropped": {"$gt": 0}}).to_list():
+            key = truncation_key(b["node"], b["attempt"])
+            dropped[key] = dropped.get(key, 0) + int(b["dropped"])
+        return lines, dict(sorted(dropped.items()))
 
     async def close(self) -> None:
         await self._client.close()

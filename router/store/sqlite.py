@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from router.node_logs import LogBatch, LogLine, base_node, node_filter, truncation_key
 from router.runs import RunChange, RunDoc, Transition, apply
 from router.store.base import RunExists, RunNotFound
 from router.tokens import TokenExists, TokenRecord
@@ -41,6 +42,15 @@ CREATE TABLE IF NOT EXISTS tokens (
   name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, scope TEXT NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT
 );
 CREATE TABLE IF NOT EXISTS router_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS node_logs (
+  run_id TEXT NOT NULL, seq INTEGER NOT NULL, node TEXT NOT NULL, base TEXT NOT NULL, attempt INTEGER NOT NULL,
+  at TEXT NOT NULL, stream TEXT NOT NULL, level TEXT, message TEXT NOT NULL, fields BLOB,
+  PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS node_log_batches (
+  run_id TEXT NOT NULL, node TEXT NOT NULL, base TEXT NOT NULL, attempt INTEGER NOT NULL, batch TEXT NOT NULL,
+  dropped INTEGER NOT NULL, PRIMARY KEY (run_id, node, attempt, batch)
+);
 """
 
 _OPEN: weakref.WeakSet[SqliteStore] = weakref.WeakSet()  # stores whose tick transaction is open
@@ -224,6 +234,89 @@ class SqliteStore:
         found = self._db.execute("SELECT 1 FROM tokens WHERE name = ?", (name,)).fetchone() is not None
         await self._committed()
         return found
+
+    async def append_logs(self, run_id: str, node: str, attempt: int, batch: LogBatch) -> int:
+        base = base_node(node)
+        self._begin()
+        self._db.execute("SAVEPOINT node_logs")  # the batch's row and its lines go in together, or neither does
+        try:
+            stored = self._append_logs(run_id, node, base, attempt, batch)
+        except BaseException:
+            self._db.execute("ROLLBACK TO node_logs")
+            self._db.execute("RELEASE node_logs")
+            raise
+        self._db.execute("RELEASE node_logs")
+        await self._committed()
+        return stored
+
+    def _append_logs(self, run_id: str, node: str, base: str, attempt: int, batch: LogBatch) -> int:
+        try:
+            self._db.execute(
+                "INSERT INTO node_log_batches (run_id, node, base, attempt, batch, dropped) VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, node, base, attempt, batch.batch, batch.dropped),
+            )
+        except sqlite3.IntegrityError:  # stored already: the same result delivered again
+            return 0
+        last = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM node_logs WHERE run_id = ?", (run_id,)).fetchone()[0]
+        self._db.executemany(
+            "INSERT INTO node_logs (run_id, seq, node, base, attempt, at, stream, level, message, fields) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    run_id,
+                    last + i,
+                    node,
+                    base,
+                    attempt,
+                    line["at"],
+                    line["stream"],
+                    line["level"],
+                    line["message"],
+                    None if line["fields"] is None else orjson.dumps(line["fields"]),
+                )
+                for i, line in enumerate(batch.lines, 1)
+            ],
+        )
+        return len(batch.lines)
+
+    async def read_logs(
+        self, run_id: str, node: str | None = None, attempt: int | None = None, after: int = 0, limit: int = 1000
+    ) -> tuple[list[LogLine], dict[str, int]]:
+        where: list[str] = ["run_id = ?"]
+        args: list[str | int] = [run_id]
+        if node is not None:
+            column, value = node_filter(node)
+            where.append(f"{column} = ?")
+            args.append(value)
+        if attempt is not None:
+            where.append("attempt = ?")
+            args.append(attempt)
+        scope = " AND ".join(where)
+        self._commit()
+        rows = self._db.execute(
+            "SELECT node, attempt, seq, at, stream, level, message, fields FROM node_logs "
+            f"WHERE {scope} AND seq > ? ORDER BY seq LIMIT ?",
+            (*args, after, limit),
+        ).fetchall()
+        dropped = self._db.execute(
+            f"SELECT node, attempt, SUM(dropped) FROM node_log_batches WHERE {scope} AND dropped > 0 "
+            "GROUP BY node, attempt ORDER BY node, attempt",
+            args,
+        ).fetchall()
+        lines: list[LogLine] = [
+            {
+                "node": r[0],
+                "attempt": r[1],
+                "seq": r[2],
+                "at": r[3],
+                "stream": r[4],
+                "level": r[5],
+                "message": r[6],
+                "fields": None if r[7] is None else orjson.loads(r[7]),
+            }
+            for r in rows
+        ]
+        return lines, {truncation_key(n, a): count for n, a, count in dropped}
 
     async def close(self) -> None:
         self._commit()
