@@ -60,9 +60,9 @@ EXPECTED = {
     'knflow_function_invocations_total{function="metered-flaky",status="retryable"}': 2,
     'knflow_function_invocations_total{function="metered-flaky",status="succeeded"}': 2,
     'knflow_function_invocations_total{function="metered-doomed",status="retryable"}': 2,
-    'count(knflow_function_cold_start_seconds > 0)': 2,
-    'sum(knflow_function_in_flight)': 0,
-    'count(up == 1)': 3,  # the router and both function services, every scrape authorized
+    "count(knflow_function_cold_start_seconds > 0)": 2,
+    "sum(knflow_function_in_flight)": 0,
+    "count(up == 1)": 3,  # the router and both function services, every scrape authorized
 }
 
 
