@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.processes import Process, free_port
+from tests.test_grafana_dashboard import DASHBOARD, expressions
 from tests.test_fabric_e2e import http, stream_env, wait_run
 from tests.tokens import ADMIN_TOKEN, create_token
 
@@ -43,7 +44,7 @@ EXPECTED = {
     'knflow_runs_finished_total{pipeline="metered-ok",status="succeeded"}': 1,
     'knflow_runs_finished_total{pipeline="metered-fail",status="failed"}': 1,
     'knflow_run_duration_seconds_count{pipeline="metered-fail",status="failed"}': 1,
-    "sum(knflow_runs_in_flight) or vector(0)": 0,  # read from the store at each scrape
+    'sum(knflow_runs_in_flight{pipeline=~"metered-.*"})': 0,  # read from the store at each scrape
     'sum(knflow_node_duration_seconds_count{function="metered-flaky",status="succeeded"})': 2,
     'knflow_node_duration_seconds_count{pipeline="metered-fail",node="doomed",status="failed"}': 1,
     'sum(knflow_node_attempts_total{function="metered-flaky"})': 4,
@@ -145,6 +146,14 @@ class Prometheus:
         assert len(result) <= 1, (promql, result)
         return float(result[0]["value"][1]) if result else None
 
+    def series(self, promql: str) -> int:
+        """How many series `promql` gives (a query Prometheus cannot parse fails the test)."""
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            body = json.loads(resp.read())
+        assert body["status"] == "success", (promql, body)
+        return len(body["data"]["result"])
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
@@ -190,5 +199,21 @@ def test_prometheus_scrapes_knflow_dev_and_counts_what_the_runs_did(dev_stack, t
         assert prometheus.query('knflow_node_queue_seconds_bucket{node="doomed",le="+Inf"}') == 1
         assert prometheus.query('knflow_node_duration_seconds_bucket{node="doomed",le="+Inf"}') == 1
         assert (prometheus.query('knflow_node_duration_seconds_sum{node="doomed"}') or 0) > 0.05  # its retry's backoff
+        # every query of the Grafana dashboard is PromQL this Prometheus evaluates, each with data once rates
+        # have two samples
+        dashboard = [
+            e for e in expressions(json.loads(DASHBOARD.read_text(encoding="utf-8"))) if "label_values" not in e
+        ]
+        deadline = time.monotonic() + 30
+        while True:
+            empty = [
+                e
+                for e in dashboard
+                if not prometheus.series(e.replace("$__rate_interval", "1m").replace("$pipeline", ".*"))
+            ]
+            if not empty:
+                break
+            assert time.monotonic() < deadline, f"dashboard queries without data: {empty}"
+            time.sleep(0.5)
     finally:
         prometheus.stop()

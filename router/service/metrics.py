@@ -4,8 +4,9 @@ Who may scrape: a token with scope `read`, or the scrape token (`KNFLOW_METRICS_
 service and a dispatcher take too, so that one Prometheus credentials file serves them all). A broker-ingress
 router serves /metrics as well (it applies the results on Knative), with the same check.
 
-`knflow_runs_in_flight` is read from the store at each scrape (runs `running`, by pipeline), so it is right
-however many routers started and finished the runs; every router reports the same number.
+`knflow_runs_in_flight` is read from the store at each scrape (runs `running`, by pipeline; 0 for a pipeline of
+the catalog with none), so it is right however many routers started and finished the runs, and restarts do not
+skew it; every router reports the same number (aggregate with `max`, not `sum`).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ OPENAPI = {"responses": {"200": {"description": "Prometheus text format", "conte
 async def scrape(request: Request, svc: Svc) -> Response:
     if not metrics.token_matches(request.headers.get("authorization"), svc.metrics_token):
         await svc.auth.caller(request, "read")
-    if metrics.enabled():
-        metrics.set_runs_in_flight(await svc.router.store.count_runs("running"))
+    if metrics.enabled():  # every pipeline the catalog knows, 0 when none of its runs is running
+        known = dict.fromkeys((p.name for p in await svc.catalog.all()), 0)
+        metrics.set_runs_in_flight(known | await svc.router.store.count_runs("running"))
     return Response(metrics.exposition_text(), media_type=metrics.CONTENT_TYPE)
 
 
