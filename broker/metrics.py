@@ -366,6 +366,8 @@ class _TimedStore:
 
 def _timed(call: Any, histogram: Any) -> Any:
     async def timed(*args: Any, **kwargs: Any) -> Any:
+        if not _on:
+            return await call(*args, **kwargs)
         started = time.perf_counter()
         try:
             return await call(*args, **kwargs)
