@@ -9,7 +9,7 @@ export const NODE_FINAL = new Set(["succeeded", "failed", "skipped", "cancelled"
 
 const LABELS: Record<string, string> = {
   pending: "pending",
-  scheduled: "queued",
+  scheduled: "running", // its invoke is out: queued at the function or running there (the router cannot tell)
   running: "running",
   succeeded: "succeeded",
   failed: "failed",
@@ -19,7 +19,7 @@ const LABELS: Record<string, string> = {
 
 const ICONS: Record<string, string> = {
   pending: "○",
-  scheduled: "◔",
+  scheduled: "◐",
   running: "◐",
   succeeded: "✓",
   failed: "✗",
@@ -41,8 +41,8 @@ export function tone(status: string): Tone {
     status: known,
     label: LABELS[known],
     icon: ICONS[known],
-    color: `var(--st-${known})`,
-    className: `st-${known}`,
+    color: `var(--st-${known === "scheduled" ? "running" : known})`,
+    className: `st-${known === "scheduled" ? "running" : known}`,
   };
 }
 

@@ -3,11 +3,11 @@ import { progress, progressBar, progressText, tone, STATUSES } from "../src/stat
 import type { ItemRecord } from "../src/types";
 
 describe("tone", () => {
-  it("gives each state its own colour variable, class and label", () => {
-    const tones = STATUSES.map(tone);
-    expect(new Set(tones.map((t) => t.color)).size).toBe(STATUSES.length);
+  it("gives each state its own colour variable, class and label; an invoke in flight shows as running", () => {
+    const tones = STATUSES.filter((s) => s !== "scheduled").map(tone);
+    expect(new Set(tones.map((t) => t.color)).size).toBe(STATUSES.length - 1);
     expect(tone("failed")).toMatchObject({ color: "var(--st-failed)", className: "st-failed", icon: "✗" });
-    expect(tone("scheduled").label).toBe("queued");
+    expect(tone("scheduled")).toMatchObject({ status: "scheduled", label: "running", className: "st-running" });
   });
 
   it("shows an unknown state as pending rather than as nothing", () => {

@@ -1,5 +1,5 @@
 import { memo, useEffect, useMemo, useState } from "react";
-import { Background, Controls, Handle, Position, ReactFlow, type Edge, type Node, type NodeProps } from "@xyflow/react";
+import { Background, Controls, Handle, Position, ReactFlow, useReactFlow, useStore, type Edge, type Node, type NodeProps } from "@xyflow/react";
 import { layout, type Layout } from "../layout";
 import { progress, progressBar, progressText, tone } from "../states";
 import type { NodeRecord, PipelineDoc } from "../types";
@@ -21,6 +21,7 @@ const Knode = memo(function Knode({ data }: NodeProps<Node<KnodeData>>) {
       className={`knode ${t.className}${data.selected ? " selected" : ""}`}
       data-testid={`node-${data.id}`}
       data-status={t.status}
+      data-shown={t.label}
       title={`${data.id} (${data.fn}): ${t.label}`}
     >
       <Handle type="target" position={Position.Left} />
@@ -49,6 +50,17 @@ const Knode = memo(function Knode({ data }: NodeProps<Node<KnodeData>>) {
 });
 
 const nodeTypes = { knode: Knode };
+
+/** Fit the graph again when its box changes size (the node panel opens or closes, the window resizes). */
+function FitOnResize() {
+  const { fitView } = useReactFlow();
+  const width = useStore((s) => s.width);
+  const height = useStore((s) => s.height);
+  useEffect(() => {
+    if (width > 0 && height > 0) void fitView({ padding: 0.15, maxZoom: 1.2 });
+  }, [width, height, fitView]);
+  return null;
+}
 
 export function Dag(props: {
   pipeline: PipelineDoc;
@@ -131,6 +143,7 @@ export function Dag(props: {
       >
         <Background gap={20} size={1} />
         <Controls showInteractive={false} />
+        <FitOnResize />
       </ReactFlow>
     </div>
   );

@@ -12,9 +12,9 @@ export function Waterfall({ run, order }: { run: RunRecord; order: string[] }) {
     <div className="waterfall" data-testid="waterfall">
       <div className="wf-scale muted"><span>0</span><span>{duration(total)}</span></div>
       {list.map((b) => {
-        const queued = b.queuedMs ?? b.startMs ?? 0;
-        const start = b.startMs ?? (b.endMs ?? now);
         const end = b.endMs ?? now;
+        const start = b.startMs ?? end; // never started (cancelled, or failed before it ran): a mark at its end
+        const queued = b.queuedMs ?? start;
         return (
           <div className="wf-row" key={b.node}>
             <span className="wf-name mono" title={b.node}>{b.node}</span>
