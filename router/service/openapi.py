@@ -126,6 +126,19 @@ PIPELINE: Final = {  # YAML text, or the same document as JSON
 EVENT_STREAM: Final[dict[int | str, dict[str, Any]]] = {
     200: {
         "description": "Server-Sent Events (`event:`, `id:`, `data:` one line of JSON), heartbeats as comments",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {
+            "text/event-stream": {
+                "schema": {  # one event, as OpenAPI 3.2 describes an event stream's items
+                    "type": "object",
+                    "required": ["data"],
+                    "properties": {
+                        "event": {"type": "string", "enum": ["run", "end", "runs", "counts"]},
+                        "data": {"type": "string", "contentMediaType": "application/json"},
+                        "id": {"type": "string"},
+                        "retry": {"type": "integer"},
+                    },
+                }
+            }
+        },
     }
 }
