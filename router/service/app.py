@@ -72,6 +72,7 @@ def create_app(
     app.include_router(broker_routes)
     if broker_ingress:
         app.add_exception_handler(404, not_served)
+        app.add_exception_handler(405, not_served)  # GET /events: the API's, not served here
     else:
         # streams before runs: /runs/stream is not a run id
         for routes in (ingress_routes, event_routes, hook_routes, stream_routes, run_routes, pipeline_routes):
