@@ -163,6 +163,7 @@ def test_a_failing_node_shows_its_error_and_traceback_and_a_redrive_turns_the_ru
     assert "Traceback (most recent call last)" in traceback and "LookupError" in traceback, traceback
     shot(page, "run-failed")
 
+    dev.state.mkdir(parents=True, exist_ok=True)
     (dev.state / "ui-fixed").touch()  # the cause, fixed
     page.get_by_test_id("redrive").click()
     page.get_by_test_id("confirm").click()

@@ -70,6 +70,7 @@ EVENT: Final[dict[str, Any]] = {
         "content": {"application/cloudevents+json": {"schema": CLOUDEVENT}, JSON: {"schema": {}}},
     },
 }
+RUN_DATA: Final = _json_body({})  # POST /pipelines/{name}/runs: the trigger's data, an object
 WEBHOOK: Final = {"requestBody": {"required": False, "content": {JSON: {"schema": {}}}}}  # the trigger's data
 EVENT_REPLAY: Final = _json_body({"since": _DURATION, "type": _TEXT}, required=("since",), optional_body=False)
 RUN_REPLAY: Final = _json_body(

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 import uuid
 from datetime import UTC, datetime
 
-from broker import events, limits
+from broker import events
 from broker.errors import InvalidEvent
 from functions.blobs import refuse_blob_refs
 from router.loader import parse
@@ -57,13 +57,12 @@ async def pipeline_details(name: str, svc: Svc, caller: Reader) -> dict:
     }
 
 
-@routes.post("/pipelines/{name}/runs", status_code=202, openapi_extra=openapi.WEBHOOK)
+@routes.post("/pipelines/{name}/runs", status_code=202, openapi_extra=openapi.RUN_DATA)
 async def start_run(name: str, request: Request, svc: Svc, caller: Runner) -> dict:
-    """A run of the pipeline, whatever its triggers: the JSON body is the data of its trigger event
+    """A run of the pipeline, whatever its triggers: the JSON object in the body is the data of its trigger event
     (`dev.knflow.manual`), `Idempotency-Key` its event id."""
     p = await known(svc, name)
-    body = await svc.read_body(request)
-    data = limits.loads(body, "request body") if body.strip() else {}
+    data = await svc.json_body(request)  # a JSON object ({} when empty), as every JSON route takes
     refuse_blob_refs(data, "request body")
     source = f"/pipelines/{name}/runs"
     event_id = request.headers.get("idempotency-key") or uuid.uuid4().hex

@@ -26,7 +26,7 @@ import router.service.openapi as openapi
 import router.service.params as params
 from router.router import iso_before
 from router.runs import RUN_FINAL, record
-from router.service import sse
+import router.service.sse as sse
 from router.service.auth import Reader
 from router.service.context import Service, Svc
 from router.store.base import RunNotFound
