@@ -15,10 +15,13 @@ Who records what:
 - the router's HTTP service (router/service/metrics.py): requests by route and code, webhooks by pipeline
   and code, runs in flight (counted by the store at each scrape).
 
-Each hook looks its labels' child up in a dict of its own (prometheus_client's `labels()` takes a lock and
-checks the values on every call). `KNFLOW_METRICS=off` (also a setting in knflow/settings.py) turns recording
-off for a bench baseline: every hook returns at its first line and `timed_store` wraps nothing; `/metrics`
-still answers.
+Counters and histograms are kept in plain dicts by label values (`_Counter`, `_Histogram`) and exported
+through the registry as prometheus_client's metric families: the hot path records a few per node, and
+prometheus_client's own metric objects cost five times as much per call (a lock, the label check, a walk over
+the buckets in Python). Recording happens on the process' event loop thread, as the scrape does. Gauges,
+set rarely, are prometheus_client's. `KNFLOW_METRICS=off` (also a setting in knflow/settings.py) turns
+recording off for a bench baseline: every hook returns at its first line and `timed_store` wraps nothing;
+`/metrics` still answers.
 """
 
 from __future__ import annotations
@@ -26,11 +29,15 @@ from __future__ import annotations
 import hmac
 import os
 import time
+from bisect import bisect_left
+from itertools import accumulate
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics, generate_latest
 from prometheus_client import exposition
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.process_collector import ProcessCollector
 
@@ -46,47 +53,14 @@ OFF_VALUES: Final = frozenset({"off", "0", "false", "no", "n", "f"})  # what pyd
 CONTENT_TYPE: Final = exposition.CONTENT_TYPE_LATEST
 
 # seconds: milliseconds on the hot path up to an hour-long node; queue time up to a GPU node's cold start
+# fmt: off
 DURATION_BUCKETS: Final = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1,
-    2.5,
-    5,
-    10,
-    30,
-    60,
-    300,
-    900,
-    3600,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600,
 )
 QUEUE_BUCKETS: Final = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1,
-    2.5,
-    5,
-    10,
-    20,
-    30,
-    60,
-    120,
-    300,
-    900,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 900,
 )
+# fmt: on
 IO_BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 BATCH_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
@@ -98,12 +72,63 @@ GCCollector(registry=REGISTRY)
 _on = os.environ.get("KNFLOW_METRICS", "on").strip().lower() not in OFF_VALUES
 
 
-def _counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
-    return Counter(name, doc, labels, registry=REGISTRY)
+class _Counter:
+    """A counter kept in a plain dict by label values: what the hot path records (see `_Histogram`)."""
+
+    def __init__(self, name: str, doc: str, labelnames: tuple[str, ...] = ()) -> None:
+        self.name, self.doc, self.labelnames = name, doc, labelnames
+        self.values: dict[tuple[str, ...], float] = {}
+        REGISTRY.register(self)
+
+    def inc(self, *labels: str, amount: float = 1) -> None:
+        self.values[labels] = self.values.get(labels, 0) + amount
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return [CounterMetricFamily(self.name, self.doc, labels=self.labelnames)]
+
+    def collect(self) -> list[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.doc, labels=self.labelnames)
+        for labels, value in list(self.values.items()):
+            family.add_metric(labels, value)
+        return [family]
 
 
-def _histogram(name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]) -> Histogram:
-    return Histogram(name, doc, labels, registry=REGISTRY, buckets=buckets)
+class _Histogram:
+    """A histogram kept in plain lists by label values: a count per bucket (Prometheus' `le`, upper bounds
+    included) and the sum. prometheus_client's own takes a lock twice and walks the buckets in Python on each
+    observation, five times this cost; what is recorded here is read only by a scrape on the same event loop."""
+
+    def __init__(self, name: str, doc: str, labelnames: tuple[str, ...], buckets: tuple[float, ...]) -> None:
+        self.name, self.doc, self.labelnames = name, doc, labelnames
+        self.bounds = tuple(float(b) for b in buckets)
+        self.values: dict[tuple[str, ...], list[float]] = {}  # counts per bucket, then +Inf's, then the sum
+        REGISTRY.register(self)
+
+    def observe(self, value: float, *labels: str) -> None:
+        counts = self.values.get(labels)
+        if counts is None:
+            counts = self.values[labels] = [0] * (len(self.bounds) + 2)
+        counts[bisect_left(self.bounds, value)] += 1
+        counts[-1] += value
+
+    def describe(self) -> list[HistogramMetricFamily]:
+        return [HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)]
+
+    def collect(self) -> list[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
+        bounds = [*map(floatToGoString, self.bounds), "+Inf"]
+        for labels, counts in list(self.values.items()):
+            cumulative = list(zip(bounds, accumulate(counts[:-1]), strict=True))
+            family.add_metric(list(labels), cumulative, sum_value=counts[-1])
+        return [family]
+
+
+def _counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> _Counter:
+    return _Counter(name, doc, labels)
+
+
+def _histogram(name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]) -> _Histogram:
+    return _Histogram(name, doc, labels, buckets)
 
 
 def _gauge(name: str, doc: str, labels: tuple[str, ...]) -> Gauge:
@@ -175,7 +200,7 @@ FUNCTION_COLD_START = _gauge(
     "knflow_function_cold_start_seconds", "From the process' start to its first invoke answered.", ("function",)
 )
 
-_children: dict[tuple[Any, ...], Any] = {}  # (metric, *label values) -> its child
+_children: dict[tuple[Any, ...], Any] = {}  # (gauge, *label values) -> its child
 
 
 def _child(metric: Any, *values: str) -> Any:
@@ -216,15 +241,15 @@ def since_iso(stamp: str | None, now_s: float) -> float | None:
 
 def run_started(pipeline: str, trigger: str) -> None:
     if _on:
-        _child(RUNS_STARTED, pipeline, trigger).inc()
+        RUNS_STARTED.inc(pipeline, trigger)
 
 
 def run_finished(pipeline: str, status: str, created_at: str | None) -> None:
     if not _on:
         return
-    _child(RUNS_FINISHED, pipeline, status).inc()
+    RUNS_FINISHED.inc(pipeline, status)
     if (seconds := since_iso(created_at, time.time())) is not None:
-        _child(RUN_DURATION, pipeline, status).observe(seconds)
+        RUN_DURATION.observe(seconds, pipeline, status)
 
 
 def set_runs_in_flight(counts: dict[str, int]) -> None:
@@ -242,22 +267,22 @@ def node_finished(pipeline: str, node: str, function: str | None, succeeded: boo
         return
     if (seconds := since_iso(scheduled_at, time.time())) is not None:
         status = "succeeded" if succeeded else "failed"
-        _child(NODE_DURATION, pipeline, node_of(node), function or "", status).observe(seconds)
+        NODE_DURATION.observe(seconds, pipeline, node_of(node), function or "", status)
 
 
 def dead_letter(pipeline: str, node: str, function: str | None) -> None:
     if _on:
-        _child(DEAD_LETTERS, pipeline, node_of(node), function or "").inc()
+        DEAD_LETTERS.inc(pipeline, node_of(node), function or "")
 
 
 def router_event(kind: str, outcome: str) -> None:
     if _on:
-        _child(ROUTER_EVENTS, kind, outcome).inc()
+        ROUTER_EVENTS.inc(kind, outcome)
 
 
 def sweeper_republished(count: int) -> None:
     if _on and count:
-        SWEEPER_REPUBLISHED.inc(count)
+        SWEEPER_REPUBLISHED.inc(amount=count)
 
 
 # ---- deliveries (dispatchers, the in-memory broker) -------------------------------------------------
@@ -274,13 +299,13 @@ def _invoke_labels(event: CloudEvent) -> tuple[str, str, str]:
 def delivery(event: CloudEvent) -> None:
     """One delivery attempt of `event`; counted for invokes only (a dispatcher also delivers results)."""
     if _on and event.get_type() == INVOKE:
-        _child(NODE_ATTEMPTS, *_invoke_labels(event)).inc()
+        NODE_ATTEMPTS.inc(*_invoke_labels(event))
 
 
 def retried(event: CloudEvent) -> None:
     """A failed delivery of `event` that will be tried again after its backoff."""
     if _on and event.get_type() == INVOKE:
-        _child(NODE_RETRIES, *_invoke_labels(event)).inc()
+        NODE_RETRIES.inc(*_invoke_labels(event))
 
 
 # ---- functions ---------------------------------------------------------------------------------------
@@ -290,7 +315,7 @@ def invoke_started(addr: Address, function: str, published: datetime | None) -> 
     """Queue time: from the invoke's `time` to now, on its first delivery (a retry's wait is its backoff)."""
     if _on and published is not None and addr.delivery == 1:
         seconds = max(0.0, time.time() - published.timestamp())
-        _child(NODE_QUEUE, addr.pipeline, node_of(addr.node), function).observe(seconds)
+        NODE_QUEUE.observe(seconds, addr.pipeline, node_of(addr.node), function)
 
 
 class Invocation:
@@ -315,8 +340,8 @@ class Invocation:
         if not _on or not self._started:
             return
         _child(FUNCTION_IN_FLIGHT, self.function).dec()
-        _child(FUNCTION_INVOCATIONS, self.function, self.status).inc()
-        _child(FUNCTION_DURATION, self.function, self.status).observe(time.perf_counter() - self._started)
+        FUNCTION_INVOCATIONS.inc(self.function, self.status)
+        FUNCTION_DURATION.observe(time.perf_counter() - self._started, self.function, self.status)
         if not Invocation._cold_start_done.get(self.function):
             Invocation._cold_start_done[self.function] = True
             _child(FUNCTION_COLD_START, self.function).set(max(0.0, time.time() - process_started_at()))
@@ -358,13 +383,13 @@ class _TimedStore:
         self._inner = inner
         for op in TIMED_OPERATIONS:
             if hasattr(inner, op):
-                setattr(self, op, _timed(getattr(inner, op), STORE_SECONDS.labels(op)))
+                setattr(self, op, _timed(getattr(inner, op), op))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
 
-def _timed(call: Any, histogram: Any) -> Any:
+def _timed(call: Any, operation: str) -> Any:
     async def timed(*args: Any, **kwargs: Any) -> Any:
         if not _on:
             return await call(*args, **kwargs)
@@ -372,7 +397,7 @@ def _timed(call: Any, histogram: Any) -> Any:
         try:
             return await call(*args, **kwargs)
         finally:
-            histogram.observe(time.perf_counter() - started)
+            STORE_SECONDS.observe(time.perf_counter() - started, operation)
 
     return timed
 
@@ -392,9 +417,9 @@ def http_request(route: str, code: int, webhook_pipeline: str | None = None) -> 
     pipeline does not exist)."""
     if not _on:
         return
-    _child(HTTP_REQUESTS, route, str(code)).inc()
+    HTTP_REQUESTS.inc(route, str(code))
     if webhook_pipeline is not None:
-        _child(WEBHOOK_REQUESTS, webhook_pipeline, str(code)).inc()
+        WEBHOOK_REQUESTS.inc(webhook_pipeline, str(code))
 
 
 def exposition_text() -> bytes:

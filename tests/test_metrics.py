@@ -41,7 +41,9 @@ def test_every_knflow_metric_follows_the_conventions_and_has_bounded_labels():
         if family.type == "gauge":
             assert not family.name.endswith("_total"), family.name
     defined = [getattr(metrics, name) for name in dir(metrics) if name.isupper()]
-    label_names = {label for metric in defined for label in getattr(metric, "_labelnames", ())}
+    label_names = {
+        label for metric in defined for label in getattr(metric, "labelnames", getattr(metric, "_labelnames", ()))
+    }
     assert label_names <= LABELS, label_names - LABELS  # never a run id, an event id or a token
     names = metrics.metric_names()
     assert {"knflow_runs_started_total", "knflow_node_queue_seconds_bucket", "knflow_runs_in_flight"} <= names
