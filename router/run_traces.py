@@ -31,6 +31,8 @@ from broker.codec import trusted_event
 from router.pipeline import Pipeline
 from router.runs import NODE_FINAL, RunDoc, TraceDoc, Transition, split_key, state_of
 
+_NS_PER_MS = 1_000_000
+
 
 def new_trace(
     pipeline: str, trigger: dict[str, Any] | None = None, replays: RunDoc | None = None, kind: str = "rerun"
@@ -47,7 +49,7 @@ def new_trace(
         return None
     return {
         "traceparent": traceparent,
-        "start_ns": time.time_ns(),
+        "start_ns": time.time_ns() // _NS_PER_MS * _NS_PER_MS,  # to the ms, as the `scheduled_at` of its nodes
         "links": [{"traceparent": t, "kind": k} for t, k in links],
     }
 

@@ -230,10 +230,10 @@ async def test_a_failed_node_marks_its_spans_failed(receiver, tmp_path):
 metadata: {name: traced-fail}
 functions: [tests.fixtures.fanout]
 nodes:
-  - {id: bad, type: fo-square, inputs: {key: k, n: "not a number"}}
+  - {id: bad, type: fo-square, inputs: {key: k, n: "{{ trigger.data.n }}"}}
 """
     async with EmbeddedStack(SqliteStore(tmp_path / "runs.db")) as stack:
-        run = await stack.execute(load_string(failing, "traced-fail.yaml"), {})
+        run = await stack.execute(load_string(failing, "traced-fail.yaml"), {"n": "not a number"})
     assert run["status"] == "failed"
     trace_id = record(run)["trace_id"]
     spans = receiver.wait_for(lambda got: any(s.name == "run traced-fail" and s.trace_id == trace_id for s in got))
