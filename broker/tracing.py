@@ -124,8 +124,9 @@ def iso_to_ns(text: object) -> int | None:
     return (when - _EPOCH) // timedelta(microseconds=1) * _NS_PER_US
 
 
-def event_attributes(event: CloudEvent) -> dict[str, str]:
-    """A span's attributes for an event: the CloudEvents semantic conventions, and knflow's address."""
+def event_attributes(event: CloudEvent, address: Sequence[tuple[str, str]] | None = None) -> dict[str, str]:
+    """A span's attributes for an event: the CloudEvents semantic conventions, and knflow's address (all of
+    it, or the extensions `address` names: each attribute costs the SDK some microseconds)."""
     attrs = event.get_attributes()
     out = {
         "cloudevents.event_id": str(attrs.get("id")),
@@ -135,7 +136,7 @@ def event_attributes(event: CloudEvent) -> dict[str, str]:
     }
     if subject := attrs.get("subject"):
         out["cloudevents.event_subject"] = str(subject)
-    for name, key in _ADDRESS:
+    for name, key in _ADDRESS if address is None else address:
         if (value := attrs.get(name)) is not None:
             out[key] = str(value)
     return out
@@ -149,6 +150,13 @@ _ADDRESS: Final = (
     (ext.FUNCTION, "knflow.function"),
     (ext.DELIVERY, "knflow.delivery"),
 )
+_HOP: Final = _ADDRESS[2:3] + _ADDRESS[5:]  # on the messaging spans: the node and the delivery; the rest is the trace's
+
+
+def _unsampled(traceparent: object) -> bool:
+    """A context that says "not sampled": a run traced whole or not at all, so no span is made under it."""
+    ids = parse_traceparent(traceparent)
+    return ids is not None and not ids[2] & 1
 
 
 # ---- setup ------------------------------------------------------------------------------------------
@@ -360,7 +368,7 @@ def _messaging(system: str, operation: str, destination: str, event: CloudEvent)
         "messaging.operation.name": operation,
         "messaging.destination.name": destination,
         "messaging.message.id": str(event.get_id()),
-        **event_attributes(event),
+        **event_attributes(event, _HOP),
     }
 
 
@@ -372,8 +380,13 @@ def publishing(
     o = _ready()
     if o is None:
         return list(events), []
-    out, spans = [], []
+    out: list[CloudEvent] = []
+    spans: list[Any] = []
     for event in events:
+        if _unsampled(event.get_extension(ext.TRACEPARENT)):
+            out.append(event)
+            spans.append(None)
+            continue
         where = destination(event)
         span = o.tracer.start_span(
             f"publish {where}",
@@ -389,6 +402,8 @@ def publishing(
 def published(spans: Sequence[Any], results: Sequence[object]) -> None:
     """End the spans of `publishing`; a result that is an exception or an error text marks its span failed."""
     for span, result in zip(spans, results, strict=False):
+        if span is None:  # an event of a run that is not sampled
+            continue
         if isinstance(result, BaseException):
             _error(span, f"{type(result).__name__}: {result}")
         elif isinstance(result, str):
@@ -412,9 +427,13 @@ def process(
     if o is None:
         yield event
         return
-    parent = o.event_parent(event)
-    if parent is None and headers is not None:
-        parent = o.parent(headers.get("traceparent"), headers.get("tracestate"))
+    traceparent, tracestate = event.get_extension(ext.TRACEPARENT), event.get_extension(ext.TRACESTATE)
+    if parse_traceparent(traceparent) is None and headers is not None:
+        traceparent, tracestate = headers.get("traceparent"), headers.get("tracestate")
+    if _unsampled(traceparent):
+        yield event
+        return
+    parent = o.parent(traceparent, tracestate)
     attributes = _messaging(system, "process", destination, event)
     if consumer:
         attributes["messaging.consumer.group.name"] = consumer
@@ -447,6 +466,11 @@ def function_span(invoke: CloudEvent, function: str) -> Iterator[None]:
         yield
         return
     current = o.trace.get_current_span().get_span_context()
+    if (current.is_valid and not current.trace_flags.sampled) or (
+        not current.is_valid and _unsampled(invoke.get_extension(ext.TRACEPARENT))
+    ):
+        yield
+        return
     parent = None if current.is_valid else o.event_parent(invoke)
     attributes = {**event_attributes(invoke), "knflow.function": function}
     with o.tracer.start_as_current_span(f"function {function}", context=parent, attributes=attributes):

@@ -4,6 +4,8 @@
 reply event in binary mode: `dev.knflow.node.succeeded`, or `dev.knflow.node.failed` for what a retry
 cannot fix. A failure a retry may fix answers 503 with the error as JSON, and the broker retries.
 A request that is not a valid invoke answers 400 naming the problem. `GET /healthz` answers 200.
+With tracing on (broker/tracing.py), an invoke is handled under a span whose parent is the event's
+`traceparent` extension, else the W3C `traceparent` header (Knative sends both).
 """
 
 from __future__ import annotations

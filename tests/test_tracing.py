@@ -241,3 +241,54 @@ nodes:
     assert "InvalidInput" in (by_name["run traced-fail"].error or "")
     assert "InvalidInput" in (by_name["node bad"].error or "")
     assert "is invalid" in (by_name["function fo-square"].error or "")
+
+
+def _invoke(traceparent: str | None = None):
+    from broker.events import invoke_event
+
+    return invoke_event(
+        run_id="r1",
+        pipeline="p",
+        node="n",
+        attempt=1,
+        function="f",
+        inputs={},
+        config={},
+        traceparent=traceparent,
+        token="secret-token-value",
+    )
+
+
+def test_a_receiver_prefers_the_events_traceparent_to_the_w3c_header(receiver):
+    header = "00-11111111111111111111111111111111-2222222222222222-01"
+    with tracing.process(_invoke(W3C_EXAMPLE), "f", "knative", headers={"traceparent": header}) as passed:
+        pass
+    with tracing.process(_invoke(), "g", "knative", headers={"traceparent": header}) as from_header:
+        pass
+    spans = receiver.wait_for(lambda got: {"process f", "process g"} <= {s.name for s in got})
+    f, g = (next(s for s in spans if s.name == name) for name in ("process f", "process g"))
+    assert (f.trace_id, f.parent_span_id) == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+    assert (g.trace_id, g.parent_span_id) == ("1" * 32, "2" * 16)
+    assert passed.get_extension("traceparent") == f"00-{f.trace_id}-{f.span_id}-01"  # the span's own, handed on
+    assert from_header.get_extension("traceparent") == f"00-{g.trace_id}-{g.span_id}-01"
+    assert all("secret-token-value" not in str(s.attributes) for s in spans)  # knflowtoken never on a span
+
+
+def test_nothing_is_made_under_a_context_that_is_not_sampled(receiver):
+    unsampled = _invoke(W3C_EXAMPLE[:-2] + "00")
+    with tracing.process(unsampled, "u", "nats") as handed, tracing.function_span(handed, "u"):
+        pass
+    events, spans = tracing.publishing([unsampled, _invoke(W3C_EXAMPLE)], lambda e: "s", "nats")
+    tracing.published(spans, [None, None])
+    assert handed is unsampled and events[0] is unsampled and spans[0] is None and spans[1] is not None
+    got = receiver.wait_for(lambda got: any(s.name == "publish s" for s in got))
+    assert [s.name for s in got] == ["publish s"]
+
+
+def test_http_headers_carry_the_w3c_traceparent_beside_the_cloudevents_one():
+    headers = {"ce-traceparent": W3C_EXAMPLE, "ce-tracestate": "k=v", "ce-id": "1"}
+    tracing.http_headers(headers)
+    assert headers["traceparent"] == W3C_EXAMPLE and headers["tracestate"] == "k=v"
+    bare = {"ce-id": "1"}
+    tracing.http_headers(bare)
+    assert bare == {"ce-id": "1"}

@@ -77,7 +77,7 @@ def check_node(spans: list[Span], run: dict, root: Span, node: str, prefix: str)
             "cloudevents.event_type": "dev.knflow.invoke",
             "cloudevents.event_subject": node,
             "cloudevents.event_spec_version": "1.0",
-            "knflow.run.id": run["id"],
+            "knflow.node": node,
         }
         == publish.attributes
     ), publish.attributes
