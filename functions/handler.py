@@ -20,6 +20,7 @@ from pydantic_core import PydanticSerializationError
 
 from broker import events
 from broker import extensions as ext
+from broker import metrics
 from broker.errors import DeliveryFailed
 from broker.events import ErrorDoc, error_doc
 from functions import blobs
@@ -118,6 +119,7 @@ async def handle_invoke(
     Blob references in the invoke's data are resolved before the input is validated, and an output over
     the blob store's threshold goes to the store, its reference into the reply (functions.blobs)."""
     addr = events.address(invoke)
+    metrics.invoke_started(addr, spec.name, invoke.get_time())  # knflow_node_queue_seconds
     data = invoke.get_data()
     if not isinstance(data, dict) or ("inputs" not in data and "config" not in data):
         msg = f"invoke '{invoke.get_id()}' data must be a JSON object with 'inputs' and 'config'"
