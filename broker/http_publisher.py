@@ -7,11 +7,13 @@ Each event is POSTed in binary mode; a batch goes out concurrently and every eve
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 
 import aiohttp
 from cloudevents.core.v1.event import CloudEvent
 
+from broker import metrics
 from broker.codec import encode_binary
 from broker.errors import PublishError
 from broker.redact import mask_url, redact
@@ -37,7 +39,9 @@ class HttpPublisher:
 
     async def publish_many(self, events: Iterable[CloudEvent]) -> None:
         batch = list(events)
+        started = time.perf_counter()
         results = await asyncio.gather(*(self._post(e) for e in batch), return_exceptions=True)
+        metrics.published(len(batch), time.perf_counter() - started)
         failed = [(e, r) for e, r in zip(batch, results, strict=True) if r is not None]
         if failed:
             detail = "; ".join(f"{e.get_id()}: {r}" for e, r in failed[:5])

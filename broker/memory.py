@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from cloudevents.core.v1.event import CloudEvent
 
+from broker import metrics
 from broker.delivery import DeliveryOutcome, dead_letter_event, split_logs
 from broker.errors import DeliveryFailed, InvalidEvent
 from broker.events import logs_event, with_delivery
@@ -125,6 +126,7 @@ class InMemoryBroker:
             attempt += 1
             delivered = with_delivery(event, attempt)
             try:
+                metrics.delivery(delivered)
                 if sub.slots is not None:
                     async with sub.slots:
                         reply = await sub.handler(delivered)
@@ -149,6 +151,7 @@ class InMemoryBroker:
                         delay_s=delay_s,
                         reason=failure.message,
                     )
+                    metrics.retried(event)
                     await asyncio.sleep(delay_s)
                     continue
                 await self._dead_letter(sub, with_delivery(event, attempt), failure, outcome, logs)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -38,6 +39,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import PubAck, RetentionPolicy, StorageType, StreamConfig, StreamInfo
 
 from broker import extensions as ext
+from broker import metrics
 from broker.codec import encode_binary
 from broker.errors import InvalidEvent, KnflowError, PayloadTooLarge, PublishError
 
@@ -256,6 +258,7 @@ class JetStreamPublisher:
     async def _send(self, queued: list[tuple[list[_Message], asyncio.Future[list[_Result]]]]) -> None:
         messages = [m for batch, _done in queued for m in batch]
         results: list[_Result] = []
+        started = time.perf_counter()
         try:
             for start in range(0, len(messages), _CHUNK):
                 results += await self._publish_chunk(messages[start : start + _CHUNK])
@@ -263,6 +266,7 @@ class JetStreamPublisher:
             results += [err] * (len(messages) - len(results))
             raise
         finally:
+            metrics.published(len(messages), time.perf_counter() - started)
             at = 0
             for batch, done in queued:
                 if not done.done():

@@ -41,6 +41,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 
+from broker import metrics
 from broker.codec import decode
 from broker.delivery import DeliveryOutcome, dead_letter_event, split_logs
 from broker.errors import InvalidEvent, KnflowError
@@ -308,6 +309,7 @@ class Dispatcher:
             return
         assert self._subscriber is not None
         event = with_delivery(event, attempt)  # a retry says so: knflowdelivery = 2, 3 ...
+        metrics.delivery(event)
         outcome = await self._subscriber.deliver(event)
         if outcome.ok and outcome.reply is not None:
             outcome = await self._store_reply(event, outcome)
@@ -325,6 +327,7 @@ class Dispatcher:
             self._log.info("delivery retry", retry_in_s=delay_s, reason=_preview(outcome.error_body), **fields)
             await msg.nak(delay=delay_s)
             self.stats.retries += 1
+            metrics.retried(event)
             return
         await self._to_dead_letter(msg, event, outcome, fields, logs)
 

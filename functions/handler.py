@@ -20,6 +20,7 @@ from pydantic_core import PydanticSerializationError
 
 from broker import events
 from broker import extensions as ext
+from broker import metrics
 from broker.errors import DeliveryFailed
 from broker.events import ErrorDoc, error_doc
 from functions import blobs, node_logs
@@ -170,6 +171,7 @@ async def handle_invoke(
 
 async def _answer(spec: FunctionSpec, invoke: CloudEvent, store: blobs.BlobStore | None) -> dict[str, Any]:
     addr = events.address(invoke)
+    metrics.invoke_started(addr, spec.name, invoke.get_time())  # knflow_node_queue_seconds
     data = invoke.get_data()
     if not isinstance(data, dict) or ("inputs" not in data and "config" not in data):
         return _invalid(invoke, "data must be a JSON object with 'inputs' and 'config'")

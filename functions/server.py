@@ -21,7 +21,7 @@ from cloudevents.core.v1.event import CloudEvent
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from broker import codec, events, limits
+from broker import codec, events, limits, metrics
 from broker import extensions as ext
 from broker.codec import MAX_BODY_BYTES
 from broker.errors import InvalidEvent, KnflowError
@@ -40,6 +40,13 @@ log = structlog.get_logger("knflow.function")
 FUNCTION_STATUSES: Statuses = {**BROKER_STATUSES, UnknownFunction: 404, BlobError: 502, Retryable: 503}
 
 
+def metrics_response(authorization: str | None, token: str | None) -> Response:
+    """`GET /metrics` of a service without a token store: the scrape token, when one is set, else open."""
+    if token and not metrics.token_matches(authorization, token):
+        return JSONResponse({"error": metrics.SCRAPE_REFUSED}, status_code=401)
+    return Response(metrics.exposition_text(), media_type=metrics.CONTENT_TYPE)
+
+
 def error_response(exc: KnflowError) -> JSONResponse:
     return JSONResponse(error_body(exc), status_code=http_status(exc, FUNCTION_STATUSES))
 
@@ -49,9 +56,12 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     store: BlobStore | None = None,
     logs_sink: str | None = None,
+    metrics_token: str | None = None,
 ) -> FastAPI:
     """The service; `store` is where large payloads go (default: KNFLOW_BLOB_URL, as the router reads it);
-    `logs_sink` where a failed try's node log lines go (None: in the 503 body)."""
+    `logs_sink` where a failed try's node log lines go (None: in the 503 body).
+    `GET /metrics` takes `metrics_token` (KNFLOW_METRICS_TOKEN) as a bearer token; without one it is open,
+    as `POST /` is (on Knative a function is cluster-local)."""
     sink = HttpPublisher(logs_sink, timeout_s=5.0, max_connections=4) if logs_sink else None
 
     @asynccontextmanager
@@ -75,6 +85,10 @@ def create_app(
     async def healthz() -> dict:
         return {"status": "ok", "function": spec.name}
 
+    @app.get("/metrics")
+    async def metrics_text(request: Request) -> Response:
+        return metrics_response(request.headers.get("authorization"), metrics_token)
+
     @app.post("/")
     async def invoke(request: Request) -> Response:
         body = await limits.read_body(request.stream(), max_body_bytes, request.headers.get("content-length"))
@@ -88,13 +102,15 @@ def create_app(
             raise InvalidEvent(
                 f"this service runs function '{spec.name}', but the event asks for '{fn}' (header ce-{ext.FUNCTION})"
             )
-        try:
-            reply = await handle_invoke(spec, event, source, store, streams=True)
-        except Retryable as exc:
-            if sink is not None and exc.logs is not None:
-                await publish_logs(sink, events.logs_event(event, exc.logs, source))
-                return JSONResponse(exc.body(with_logs=False), status_code=exc.code)
-            return JSONResponse(exc.body(), status_code=exc.code)
+        with metrics.Invocation(spec.name) as call:  # knflow_function_*: status retryable unless set
+            try:
+                reply = await handle_invoke(spec, event, source, store, streams=True)
+            except Retryable as exc:
+                if sink is not None and exc.logs is not None:
+                    await publish_logs(sink, events.logs_event(event, exc.logs, source))
+                    return JSONResponse(exc.body(with_logs=False), status_code=exc.code)
+                return JSONResponse(exc.body(), status_code=exc.code)
+            call.status = "succeeded" if reply.get_type() == events.NODE_SUCCEEDED else "failed"
         headers, body = codec.encode_binary(reply)
         return Response(body, status_code=200, headers=headers)
 

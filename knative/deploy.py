@@ -27,6 +27,7 @@ RESOURCES = {
     ("eventing.knative.dev/v1", "Broker"): ("/apis/eventing.knative.dev/v1", "brokers", True),
     ("eventing.knative.dev/v1", "Trigger"): ("/apis/eventing.knative.dev/v1", "triggers", True),
     ("sources.knative.dev/v1", "PingSource"): ("/apis/sources.knative.dev/v1", "pingsources", True),
+    ("monitoring.coreos.com/v1", "PodMonitor"): ("/apis/monitoring.coreos.com/v1", "podmonitors", True),
 }
 STATUS_KINDS = (
     ("eventing.knative.dev/v1", "Broker"),
@@ -168,6 +169,7 @@ def _require_resource_type(m: dict[str, Any], body: Any) -> None:
             "serving.knative.dev": "Knative Serving",
             "eventing.knative.dev": "Knative Eventing",
             "sources.knative.dev": "Knative Eventing",
+            "monitoring.coreos.com": "the Prometheus Operator",
         }.get(group, group)
         raise ClusterError(f"the cluster has no {m['kind']} resource ({m['apiVersion']}): is {product} installed?")
 

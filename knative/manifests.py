@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from functions.registry import REGISTRY, Registry
-from knative import chains, eventing, features, naming, network, services, sources, webhook_rules
+from knative import chains, eventing, features, monitoring, naming, network, services, sources, webhook_rules
 from knative.errors import KnativeError, ManifestsRejected
 from knative.plan import FunctionPlan, plan_functions
 from knative.profile import Profile, SecretRef
@@ -34,6 +34,7 @@ FILES = {
     "router": "40-router.yaml",
     "trigger": "50-triggers.yaml",
     "source": "60-sources.yaml",
+    "monitoring": "70-monitoring.yaml",
 }
 OTHER_FILE = "90-other.yaml"
 
@@ -89,6 +90,7 @@ def build(
     manifests += [eventing.function_trigger(plan, profile) for plan in plans]
     manifests += eventing.router_triggers(chains.external_filters(pipelines), profile)
     manifests += sources.ping_sources(pipelines, profile)
+    manifests += monitoring.pod_monitors(profile)
     _check_unique(manifests, plans, profile)
 
     cluster = webhook_rules.Cluster.from_profile(profile, extra_features=missing if patch else ())
@@ -98,7 +100,7 @@ def build(
         raise ManifestsRejected(errors)
     notes = features.feature_notes(needed, profile, patched=patch)
     notes += [n for plan in plans for n in plan.notes]
-    notes += _notes(plans, profile) + _webhook_notes(hook_envs, profile)
+    notes += _notes(plans, profile) + _webhook_notes(hook_envs, profile) + monitoring.notes(profile)
     return Bundle(manifests, notes, [p for p in problems if p.severity != "error"], plans)
 
 

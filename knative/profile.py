@@ -23,6 +23,7 @@ A YAML file (every key optional; snake_case; durations in seconds, named `*_s`):
       openai_api_key: {name: knflow-openai, key: api_key, optional: true}
       webhooks: knflow-webhooks            # signed webhooks: key = each trigger.auth.secret_env
     blob_url: s3://acme-knflow/blobs       # large payloads: storage every pod shares
+    monitoring: prometheus-operator        # or annotations (the default: prometheus.io/* on each pod), none
     serving:
       features: {kubernetes.podspec-nodeselector: enabled, kubernetes.podspec-tolerations: enabled}
 
@@ -149,6 +150,10 @@ class Profile(_Strict):
     # KNFLOW_BLOB_URL of every pod: outputs over 256 KiB go there, so it must be storage that all pods share
     # (s3://bucket/prefix; credentials through the service account). Empty: each pod's own disk.
     blob_url: str = ""
+    # how Prometheus finds each pod's /metrics (knative/monitoring.py): pod annotations, or a PodMonitor too
+    monitoring: Literal["annotations", "prometheus-operator", "none"] = "annotations"
+    # KNFLOW_METRICS_TOKEN of every pod, the bearer token /metrics takes (and the PodMonitor sends)
+    metrics_token_secret: SecretRef = SecretRef(name="knflow-metrics", key="token", optional=True)
     # a NetworkPolicy that lets the namespace's pods reach anything but the cloud metadata address; turn it
     # off where pods get their cloud credentials from the metadata server (GKE Workload Identity)
     network_policy: bool = True

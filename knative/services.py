@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from knative import naming
+from knative import monitoring, naming
 from knative.plan import FunctionPlan
 from knative.profile import Profile, SecretRef
 from knative.scaling import KPA, PREFIX
@@ -58,13 +58,17 @@ PIPELINES_DIGEST = "knflow.dev/pipelines-digest"
 
 def function_service(plan: FunctionPlan, profile: Profile) -> dict[str, Any]:
     auto = plan.autoscaling
-    annotations = auto.annotations()
+    annotations = auto.annotations() | monitoring.scrape_annotations(profile)
     if plan.gpu:
         annotations[PROGRESS_DEADLINE] = f"{profile.gpu.progress_deadline_s}s"
     env = [{"name": "KNFLOW_FUNCTION", "value": plan.name}]
     if plan.module:
         env.append({"name": "KNFLOW_FUNCTIONS", "value": plan.module})
-    env += builtin_secret_env(plan, profile) + _blob_env(profile)
+    env += (
+        builtin_secret_env(plan, profile)
+        + _blob_env(profile)
+        + [_secret_env("KNFLOW_METRICS_TOKEN", profile.metrics_token_secret)]
+    )
     env.append({"name": "K_SINK", "value": profile.broker_ingress_url()})  # where a failed try's log lines go
     container = _container("function", profile, env)
     container["volumeMounts"] = _scratch_mounts(profile)
@@ -103,7 +107,10 @@ def function_service(plan: FunctionPlan, profile: Profile) -> dict[str, Any]:
         ),
         "spec": {
             "template": {
-                "metadata": {"labels": {naming.FUNCTION_LABEL: plan.name}, "annotations": annotations},
+                "metadata": {
+                    "labels": {naming.FUNCTION_LABEL: plan.name, **monitoring.pod_labels()},
+                    "annotations": annotations,
+                },
                 "spec": spec,
             }
         },
@@ -163,7 +170,7 @@ def _router(
     files = [f"{PIPELINES_DIR}/{key}" for key in pipelines_doc["data"]]
     env.append({"name": "KNFLOW_PIPELINES", "value": ",".join(files)})
     env.append({"name": "KNFLOW_MAX_HOPS", "value": str(r.max_hops)})
-    env += _blob_env(profile)
+    env += [*_blob_env(profile), _secret_env("KNFLOW_METRICS_TOKEN", profile.metrics_token_secret)]
     container = _container("router", profile, env, command=command)
     container["volumeMounts"] = [
         {"name": "pipelines", "mountPath": PIPELINES_DIR, "readOnly": True},
@@ -178,6 +185,7 @@ def _router(
         PREFIX + "max-scale": str(r.max_scale or profile.serving.max_scale_limit),
         # a change of pipelines makes a new revision, so the router reloads them
         PIPELINES_DIGEST: naming.short_hash(yaml.safe_dump(pipelines_doc["data"], sort_keys=True), 16),
+        **monitoring.scrape_annotations(profile),
     }
     spec: dict[str, Any] = {
         "containerConcurrency": 0,
@@ -196,7 +204,9 @@ def _router(
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
         "metadata": naming.metadata(name, profile.namespace, profile, "router", extra_labels=labels),
-        "spec": {"template": {"metadata": {"annotations": annotations}, "spec": spec}},
+        "spec": {
+            "template": {"metadata": {"labels": monitoring.pod_labels(), "annotations": annotations}, "spec": spec}
+        },
     }
 
 

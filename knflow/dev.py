@@ -115,6 +115,7 @@ async def _dev(args: argparse.Namespace, settings: Settings, files: list[str], m
             server = NatsServer(binary, Path(".knflow/nats")).start()
             nats_url = server.url
     procs: list[subprocess.Popen] = []
+    scraped = {"router and dispatchers": f"http://{args.host}:{args.port}/metrics"}  # printed: where /metrics is
     try:
         async with router_stack(settings, args.store or settings.store, nats_url, files) as (router, catalog, stack):
             where = f"NATS {mask_url(nats_url)}" if nats_url else "the in-memory broker"
@@ -124,12 +125,16 @@ async def _dev(args: argparse.Namespace, settings: Settings, files: list[str], m
                     if args.isolate:
                         proc, url = await asyncio.to_thread(spawn_function, name, modules)
                         procs.append(proc)
+                        scraped[f"function {name}"] = f"{url}/metrics"
                     await stack.serve_function(name, url)
             print(
                 f"knflow dev: router on http://{args.host}:{args.port} ({access}), broker {where}, "
                 f"store {mask_url(args.store or settings.store)}",
                 file=sys.stderr,
                 flush=True,
+            )
+            print(
+                "knflow dev: metrics: " + ", ".join(f"{k} {v}" for k, v in scraped.items()), file=sys.stderr, flush=True
             )
             ticker = asyncio.create_task(fire_schedules(router, catalog))
             try:
@@ -141,6 +146,9 @@ async def _dev(args: argparse.Namespace, settings: Settings, files: list[str], m
                         settings.webhook_secret,
                         admin_token=admin_token,
                         open_api=admin_token is None,
+                        metrics_token=None
+                        if settings.metrics_token is None
+                        else settings.metrics_token.get_secret_value(),
                     ),
                     args.host,
                     args.port,

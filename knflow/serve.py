@@ -83,14 +83,15 @@ def cmd_serve_function(args: argparse.Namespace) -> int:
     _load(settings.function_modules + args.functions)
     spec = REGISTRY.get(name)
     port = args.port or settings.port
-    print(f"knflow: function '{spec.name}' on http://{args.host}:{port}", file=sys.stderr, flush=True)
-    uvicorn.run(
-        create_app(spec, settings.max_body_bytes, logs_sink=settings.k_sink),
-        host=args.host,
-        port=port,
-        log_level="warning",
-        access_log=False,
+    print(
+        f"knflow: function '{spec.name}' on http://{args.host}:{port} (metrics at /metrics)",
+        file=sys.stderr,
+        flush=True,
     )
+    app = create_app(
+        spec, settings.max_body_bytes, logs_sink=settings.k_sink, metrics_token=_secret(settings.metrics_token)
+    )
+    uvicorn.run(app, host=args.host, port=port, log_level="warning", access_log=False)
     return 0
 
 
@@ -138,6 +139,10 @@ async def router_stack(
 
         async with EmbeddedStack(store, pipelines=catalog, settings=settings) as stack:
             yield stack.router, catalog, stack
+
+
+def _secret(value: Any) -> str | None:
+    return None if value is None else value.get_secret_value()
 
 
 def _layout(settings: Settings) -> Any:
@@ -234,6 +239,7 @@ def cmd_serve_router(args: argparse.Namespace) -> int:
                     admin_token=admin_token,
                     open_api=open_api,
                     broker_ingress=args.broker_ingress,
+                    metrics_token=_secret(settings.metrics_token),
                 ),
                 args.host,
                 args.port or settings.port,
@@ -252,17 +258,24 @@ def cmd_serve_dispatcher(args: argparse.Namespace) -> int:
         raise KnflowError("knflow serve dispatcher needs --nats URL (or KNFLOW_NATS_URL)")
 
     async def main() -> None:
+        from broker import metrics
         from knflow.nats_stack import NatsStack
 
         # no store and no router: a dispatcher keeps no runs (results go back on the stream to the routers)
         async with NatsStack(nats_url, layout=_layout(settings), route_results=False) as stack:
+            port = settings.metrics_port if args.metrics_port is None else args.metrics_port
+            runner, port = await metrics.serve(args.metrics_host, port, _secret(settings.metrics_token))
             for entry in args.function:
                 name, _, url = entry.partition("=")
                 await stack.serve_function(name, url or None, dead_letter=args.dead_letter)
             print(
-                f"knflow: dispatching {', '.join(args.function)} from {mask_url(nats_url)}", file=sys.stderr, flush=True
+                f"knflow: dispatching {', '.join(args.function)} from {mask_url(nats_url)}; "
+                f"metrics on http://{args.metrics_host}:{port}/metrics",
+                file=sys.stderr,
+                flush=True,
             )
             await _until_stopped()
+            await runner.cleanup()
 
     eventloop.run(main())
     return 0
@@ -312,5 +325,9 @@ def add_commands(sub: Any, functions_arg: Any) -> None:
     p.add_argument("--nats", help="NATS URL (default: KNFLOW_NATS_URL)")
     p.add_argument("--function", action="append", default=[], metavar="NAME[=URL]", required=True)
     p.add_argument("--dead-letter", metavar="URL", required=True, help="the router's /dead-letter URL")
+    p.add_argument(
+        "--metrics-port", type=int, help="GET /metrics here (default: KNFLOW_METRICS_PORT, else a free port)"
+    )
+    p.add_argument("--metrics-host", default="0.0.0.0")
     functions_arg(p)
     p.set_defaults(fn=cmd_serve_dispatcher)

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     # signs each invoke's result secret (router/result_keys.py); the same on every router replica. Unset: the
     # routers of one store share a random key kept in it (created by the first)
     result_key: SecretStr | None = None
+    # Prometheus metrics (broker/metrics.py, which reads KNFLOW_METRICS when imported): off only for a bench baseline
+    metrics: bool = True
+    # the bearer token every service's /metrics takes (the router takes a `read` token too); unset, a function
+    # service's and a dispatcher's /metrics answer whoever reaches them, as their POST / does
+    metrics_token: SecretStr | None = None
+    metrics_port: int = Field(0, ge=0, lt=65536)  # `knflow serve dispatcher`'s /metrics; 0: a free port, printed
     sweep_interval_s: float = 5.0  # how often a router looks for runs a crash left behind
     sweep_after_s: float = 30.0  # a node `scheduled` this long has its invoke published again
     port: int = Field(8080, validation_alias=AliasChoices("PORT", "KNFLOW_PORT"))

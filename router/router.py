@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from broker import events
 from broker import extensions as ext
+from broker import metrics
 from broker.events import error_doc
 from broker.errors import KnflowError, PublishError
 from functions.blobs import BlobStore, default_store
@@ -34,7 +35,7 @@ from router.result_keys import SECRET_NAME, ResultKey, ResultRefused, new_key, r
 from router.runs import RUN_FINAL, SCHEDULED, SUCCEEDED, ErrorDoc, RunDoc, Transition, new_run, now_iso, state_of
 from router.runs import apply as apply_transitions
 from router.store.base import RunExists, RunNotFound, RunStore, RunUnreadable
-from router.triggers import pipelines_for, run_id_for
+from router.triggers import pipelines_for, run_id_for, trigger_kind
 
 log = structlog.get_logger("knflow.router")
 
@@ -146,7 +147,7 @@ class Router:
         max_hops: int = MAX_HOPS,
         result_key: str | None = None,
     ) -> None:
-        self.store = store
+        self.store = metrics.timed_store(store)  # knflow_store_operation_seconds
         self.publisher = publisher
         self.pipelines = pipelines
         self.observer = observer
@@ -170,6 +171,7 @@ class Router:
         its runs); the event is kept in the broker's log first, where there is one."""
         hops = hops_of(events.event_to_dict(event))
         if pipelines and hops >= self.max_hops:
+            metrics.router_event("external", "refused")
             raise HopLimit(
                 f"event '{event.get_id()}' ({event.get_type()}) is {hops} pipeline hops deep; "
                 f"the limit is {self.max_hops} (KNFLOW_MAX_HOPS): "
@@ -177,6 +179,7 @@ class Router:
                 event_id=event.get_id(),
                 hops=hops,
             )
+        metrics.router_event("external", "applied" if pipelines else "unmatched")
         if self.event_log is not None and replay_id is None:
             await self.event_log.record(event)
         runs = []
@@ -239,6 +242,7 @@ class Router:
                 ) from None
             return await self.advance(pipeline, stored)
         log.info("run started", run=run["id"], pipeline=pipeline.name, trigger=trigger_doc.get("type"))
+        metrics.run_started(pipeline.name, trigger_kind(trigger_doc))
         started = events.run_event(events.RUN_STARTED, run["id"], pipeline.name, {"trigger": trigger_doc})
         try:
             return await self._publish_step(pipeline, first, step, won, run_won, [started])
@@ -263,7 +267,7 @@ class Router:
         if event.get_type() == events.NODE_LOGS:  # a failed try's lines, which no reply carries
             await self.store_logs(addr, data.get("logs"), event.get_id())
             return None
-        await self._finish_node(addr, data, event.get_type() == events.NODE_SUCCEEDED, event.get_id())
+        await self._finish_node(addr, data, event.get_type() == events.NODE_SUCCEEDED, event.get_id(), "result")
         return None
 
     async def on_dead_letter(self, event: CloudEvent) -> None:
@@ -283,7 +287,7 @@ class Router:
             err["http_status"] = code
         invoke = event.get_data()  # knflow's dispatchers add the last try's node log lines to its data
         logs = invoke.get("logs") if isinstance(invoke, dict) else None
-        await self._finish_node(addr, {"error": err, **times, "logs": logs}, False, event.get_id())
+        await self._finish_node(addr, {"error": err, **times, "logs": logs}, False, event.get_id(), "dead_letter")
         return None
 
     async def _refusal(self, event: CloudEvent, addr: events.Address, what: str) -> ResultRefused | None:
@@ -292,6 +296,7 @@ class Router:
         reason = key.refusal(event, addr)
         if reason is None:
             return None
+        metrics.router_event("result" if what == "result" else "dead_letter", "refused")
         if what == "result":
             self.refused_results += 1
         else:
@@ -329,7 +334,9 @@ class Router:
                 error=f"{type(exc).__name__}: {exc}",
             )
 
-    async def _finish_node(self, addr: events.Address, data: dict[str, Any], succeeded: bool, event_id: str) -> None:
+    async def _finish_node(
+        self, addr: events.Address, data: dict[str, Any], succeeded: bool, event_id: str, kind: str
+    ) -> None:
         await self.store_logs(addr, data.get("logs"), event_id)  # before the result: a reader of the result finds them
         ctx = {
             "run": addr.run_id,
@@ -342,8 +349,10 @@ class Router:
         try:  # no read first: the compare-and-set says all (an unknown node loses, an unknown run raises)
             run, won, _ = await self.store.commit(addr.run_id, [transition])
         except RunNotFound:
+            metrics.router_event(kind, "unknown")
             log.warning("result for unknown run ignored", **ctx)
             return
+        _count_result(kind, run, addr, won[0], succeeded)
         if not won[0]:
             state = state_of(run, addr.node)  # a node's, or an item's (`gen[2]`)
             if state is None:
@@ -404,6 +413,7 @@ class Router:
                 )
             )
             run_error = run.get("error")
+            metrics.run_finished(run["pipeline"], run["status"], run["created_at"])
             log.info(
                 f"run {run['status']}",
                 run=run["id"],
@@ -443,6 +453,7 @@ class Router:
         run["replays"] = [{"at": now_iso(), "by": by, "kind": "rerun", "of": run_id}]
         await self.store.create_run(run)
         log.info("run re-run", run=run["id"], replay_of=run_id, pipeline=pipeline.name, by=by)
+        metrics.run_started(pipeline.name, "rerun")
         return await self.advance(pipeline, run)
 
     async def cancel(self, run_id: str, by: str | None = None) -> RunDoc:
@@ -453,6 +464,7 @@ class Router:
             raise replay.ReplayRefused(f"run '{run_id}' changed while it was being cancelled; try again", run_id=run_id)
         self._observe(run, [t for t, ok in zip(transitions, won, strict=True) if ok])
         log.info("run cancelled", run=run_id, pipeline=run["pipeline"], by=by)
+        metrics.run_finished(run["pipeline"], run["status"], run["created_at"])
         generation = len(run.get("replays") or [])
         await self.publisher.publish_many(
             [
@@ -491,6 +503,7 @@ class Router:
                 key = await self.result_key()
                 await self.publisher.publish_many([_invoke_event(i, key) for i in stale])
                 republished += len(stale)
+                metrics.sweeper_republished(len(stale))
                 log.warning(
                     "invokes published again", run=run["id"], pipeline=run["pipeline"], nodes=[i.node for i in stale]
                 )
@@ -532,6 +545,23 @@ class Router:
     def _observe(self, run: RunDoc, transitions: list[Transition]) -> None:
         if self.observer is not None and transitions:
             self.observer(run, transitions)
+
+
+def _count_result(kind: str, run: RunDoc, addr: events.Address, won: bool, succeeded: bool) -> None:
+    """knflow_router_events_total by outcome; for one applied, the node's duration (and a dead letter)."""
+    if not metrics.enabled():
+        return
+    state = state_of(run, addr.node)
+    if state is None:
+        outcome = "unknown"
+    elif not won:  # the same attempt's result again, or one for an attempt the node has moved past
+        outcome = "duplicate" if state.get("attempt") in (addr.attempt, addr.tries) else "late"
+    else:
+        outcome = "applied"
+        metrics.node_finished(run["pipeline"], addr.node, addr.function, succeeded, state.get("queued_at"))
+        if kind == "dead_letter":
+            metrics.dead_letter(run["pipeline"], addr.node, addr.function)
+    metrics.router_event(kind, outcome)
 
 
 def _invoke_event(i: engine.Invoke, key: ResultKey) -> CloudEvent:

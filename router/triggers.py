@@ -18,6 +18,14 @@ from router.pipeline import Pipeline, Trigger
 
 
 PING_TYPE = "dev.knative.sources.ping"  # what a PingSource (a cron trigger on Knative) sends
+WEBHOOK_TYPE = "dev.knflow.webhook"  # a webhook's trigger event (router/service/hooks.py)
+MANUAL_TYPE = "dev.knflow.manual"  # a run started from code or the CLI (knflow/local.py)
+TRIGGER_KINDS = {WEBHOOK_TYPE: "webhook", PING_TYPE: "cron", MANUAL_TYPE: "manual"}
+
+
+def trigger_kind(trigger: dict[str, Any]) -> str:
+    """What started a run, as a bounded metric label: webhook, cron, manual, or cloudevent (any other event)."""
+    return TRIGGER_KINDS.get(str(trigger.get("type")), "cloudevent")
 
 
 def trigger_matches(trigger: Trigger, attributes: dict[str, Any], pipeline: str) -> bool:

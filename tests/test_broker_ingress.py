@@ -33,7 +33,7 @@ PIPELINES = {
     "slow.yaml": f"metadata: {{name: slow}}\ntrigger: {{type: cloudevent, filter: {{type: {SLOW}}}}}\n"
     "nodes: [{id: wait, type: delay, inputs: {seconds: 30}}]\n",
 }
-BROKER_ONLY = {("POST", "/events"), ("POST", "/dead-letter"), ("GET", "/healthz")}
+BROKER_ONLY = {("POST", "/events"), ("POST", "/dead-letter"), ("GET", "/healthz"), ("GET", "/metrics")}
 
 
 def start(tmp: Path, name: str, env: dict[str, str], *flags: str) -> Process:

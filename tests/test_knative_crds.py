@@ -47,6 +47,7 @@ PROFILES = {
         "gpu": {"node_selector": {"karpenter.sh/nodepool": "gpu-nodepool"}, "runtime_class_name": "nvidia"},
         "router": {"cpu": "500m", "memory": "512Mi", "webhook_secret": None},
         "serving": {"features_patch": True},
+        "monitoring": "prometheus-operator",
         "broker": {
             "channel_spec": {
                 "stream": {"config": {"maxAge": "72h", "replicas": 3, "duplicateWindow": "2m"}},
@@ -139,6 +140,53 @@ NETWORK_POLICY = {
 }
 
 
+# monitoring.coreos.com/v1 PodMonitor (the Prometheus Operator's CRD, not among Knative's): the fields knflow sets,
+# as its openAPIV3Schema has them (prometheus-operator example/prometheus-operator-crd/
+# monitoring.coreos.com_podmonitors.yaml), closed here so that a typo fails; `selector` is required.
+_SECRET_KEY = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["key"],
+    "properties": {"name": {"type": "string"}, "key": {"type": "string"}, "optional": {"type": "boolean"}},
+}
+POD_MONITOR = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PodMonitor"},
+        "metadata": {"type": "object"},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["selector"],
+            "properties": {
+                "selector": _SELECTOR,
+                "podMetricsEndpoints": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "interval": {"type": "string", "pattern": r"^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?)$"},
+                            "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
+                            "authorization": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {"type": {"type": "string"}, "credentials": _SECRET_KEY},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
 def strict(schema: Any, root: bool = False) -> Any:
     """An openAPIV3Schema as a JSON schema that refuses unknown fields where Kubernetes would."""
     if not isinstance(schema, dict):
@@ -176,7 +224,10 @@ def strict(schema: Any, root: bool = False) -> Any:
 
 @cache
 def validators() -> dict[tuple[str, str], Any]:
-    out = {("networking.k8s.io/v1", "NetworkPolicy"): jsonschema.Draft7Validator(NETWORK_POLICY)}
+    out = {
+        ("networking.k8s.io/v1", "NetworkPolicy"): jsonschema.Draft7Validator(NETWORK_POLICY),
+        ("monitoring.coreos.com/v1", "PodMonitor"): jsonschema.Draft7Validator(POD_MONITOR),
+    }
     for path in sorted(CRDS.glob("*.yaml")):
         crd = yaml.safe_load(path.read_text())
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
@@ -251,6 +302,7 @@ def test_all_examples_together_validate():
         "Trigger",
         "PingSource",
         "NetworkPolicy",
+        "PodMonitor",
     }
     assert [f"{m['kind']}/{m['metadata']['name']}: {e}" for m in bundle.manifests for e in schema_errors(m)] == []
 
@@ -295,3 +347,29 @@ def test_open_parts_of_a_schema_stay_open():
         "spec": {"schedul": "* * * * *"},
     }
     assert any("'schedul' was unexpected" in e for e in schema_errors(source))
+
+
+def test_the_pod_monitor_selects_every_knflow_pod_on_its_user_port():
+    bundle = build(pipelines_of("hello.yaml"), REGISTRY, parse_profile({"monitoring": "prometheus-operator"}), ROOT)
+    (monitor,) = [m for m in bundle.manifests if m["kind"] == "PodMonitor"]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    services = [m for m in bundle.manifests if m["kind"] == "Service"]
+    assert len(services) >= 3  # the router, its broker ingress, the functions
+    for service in services:
+        template = service["spec"]["template"]["metadata"]
+        assert selector.items() <= template["labels"].items(), service["metadata"]["name"]
+        assert template["annotations"]["prometheus.io/path"] == "/metrics"
+        env = {e["name"]: e for e in service["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["KNFLOW_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "knflow-metrics"
+    endpoint = monitor["spec"]["podMetricsEndpoints"][0]
+    assert endpoint["port"] == "user-port"  # Knative's name for the user container's port on every pod
+    assert endpoint["authorization"]["credentials"] == {"name": "knflow-metrics", "key": "token"}
+    broken = {**monitor, "spec": {**monitor["spec"], "podMetricsEndpoints": [{**endpoint, "bearerToken": "x"}]}}
+    assert any("'bearerToken' was unexpected" in e for e in schema_errors(broken))
+    none = build(pipelines_of("hello.yaml"), REGISTRY, parse_profile({"monitoring": "none"}), ROOT)
+    assert not any(m["kind"] == "PodMonitor" for m in none.manifests)
+    assert all(
+        "prometheus.io/scrape" not in m["spec"]["template"]["metadata"]["annotations"]
+        for m in none.manifests
+        if m["kind"] == "Service"
+    )

@@ -32,7 +32,12 @@ from router.pipeline_yaml import parse_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 # what every generated container gets for its read-only root filesystem (knative/services.py)
-SCRATCH_ENV = {"KNFLOW_BLOB_URL": "file:///knflow/blobs", "TMPDIR": "/knflow/tmp", "HOME": "/knflow/tmp"}
+SCRATCH_ENV = {  # what every pod gets (the scrape token from a Secret: no value)
+    "KNFLOW_BLOB_URL": "file:///knflow/blobs",
+    "KNFLOW_METRICS_TOKEN": None,
+    "TMPDIR": "/knflow/tmp",
+    "HOME": "/knflow/tmp",
+}
 # every function's: where a failed try's node log lines go (the broker)
 FUNCTION_ENV = {**SCRATCH_ENV, "K_SINK": "http://broker-ingress.knative-eventing.svc.cluster.local/knflow/knflow"}
 EXAMPLES = ROOT / "examples"
@@ -165,7 +170,7 @@ def test_node_scaling_overrides_the_traits():
     )
     svc = by_kind(build([two_nodes(a=scaling)], LOCAL, root=ROOT), "Service")["knflow-kn-echo"]
     annotations, spec = template(svc)
-    assert {k.split("/")[1]: v for k, v in annotations.items()} == {
+    assert {k.split("/")[1]: v for k, v in annotations.items() if k.startswith("autoscaling.")} == {
         "class": "kpa.autoscaling.knative.dev",
         "metric": "rps",
         "target": "2.5",

@@ -220,6 +220,16 @@ async def test_list_runs_filters_and_orders_newest_first(store):
     assert (await store.list_runs(status=FAILED))[0] == await store.get_run(runs[2]["id"])
 
 
+async def test_count_runs_counts_one_status_by_pipeline(store):
+    runs = [a_run(pipeline=p) for p in ["p", "q", "p", "p"]]
+    for run in runs:
+        await store.create_run(run)
+    await store.commit(runs[2]["id"], [], RunChange(frozenset({RUNNING}), {"status": FAILED}))
+    assert await store.count_runs(RUNNING) == {"p": 2, "q": 1}
+    assert await store.count_runs(FAILED) == {"p": 1}
+    assert await store.count_runs(SUCCEEDED) == {}
+
+
 # --- pipelines --------------------------------------------------------------------------------------------
 
 

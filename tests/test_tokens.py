@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -36,6 +38,7 @@ NEEDS = {  # every route and the scope it needs
     ("POST", "/pipelines/validate"): "read",  # a draft, never stored
     ("GET", "/functions"): "read",
     ("GET", "/functions/{name}"): "read",
+    ("GET", "/metrics"): "read",  # or KNFLOW_METRICS_TOKEN (tests/test_metrics.py)
     ("POST", "/events"): "run",  # an external event; node results have their own check
     ("POST", "/hooks/{name}"): "run",  # a pipeline without trigger.auth
     ("POST", "/runs/{run_id}/replay"): "operate",
@@ -99,6 +102,13 @@ def call(router: Process, method: str, path: str, token: str | None) -> tuple[in
         return http(method, url, b"{}", headers, token=token)
     if path == "/hooks/{name}":
         return http(method, url, b"{}", {"content-type": "application/json"}, token=token)
+    if path == "/metrics":  # a 200 is Prometheus' text format, not JSON
+        req = urllib.request.Request(url, headers={"authorization": f"Bearer {token}"} if token else {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, None
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
     if method == "DELETE":  # nothing the other tests use
         url = url.replace("/hooked", "/not-there")
     return http(method, url, b"{}" if method in ("POST", "PUT") else None, {"content-type": "application/json"}, token)

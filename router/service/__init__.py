@@ -14,9 +14,10 @@
     GET  /runs/{id}/logs    node log lines: ?node=&attempt=&after=SEQ&limit=              logs.py
     GET|PUT|DELETE /pipelines/{name}; GET /pipelines                                       pipelines.py
     GET  /healthz                                                                          app.py
+    GET  /metrics           Prometheus' text format (a `read` token or KNFLOW_METRICS_TOKEN) metrics.py
 
 A broker-ingress router (`create_app(..., broker_ingress=True)`, `knflow serve router --broker-ingress`,
-the cluster-local Service Knative's broker delivers to) serves only /events, /dead-letter and /healthz, and
+the cluster-local Service Knative's broker delivers to) serves only /events, /dead-letter, /healthz and /metrics, and
 takes external events without a token; every other path is a 404.
 
 `create_app` (app.py) wires them; each handler gets the router, the catalog and the limits from

@@ -14,6 +14,8 @@ from router.service.hooks import routes as hook_routes
 from router.service.ingress import broker_routes
 from router.service.ingress import routes as ingress_routes
 from router.service.logs import routes as log_routes
+from router.service.metrics import RequestMetrics
+from router.service.metrics import routes as metrics_routes
 from router.service.pipelines import routes as pipeline_routes
 from router.service.functions import routes as function_routes
 from router.service.runs import routes as run_routes
@@ -25,7 +27,7 @@ from router.service.openapi import ERROR_RESPONSES
 
 NOT_SERVED = (
     "not served by the router's broker ingress, which takes only POST /events and POST /dead-letter from "
-    "Knative's broker; the API and webhooks are on the public router Service"
+    "Knative's broker (and GET /metrics); the API and webhooks are on the public router Service"
 )
 
 
@@ -42,13 +44,15 @@ def create_app(
     admin_token: str | None = None,
     open_api: bool = False,
     broker_ingress: bool = False,
+    metrics_token: str | None = None,
 ) -> FastAPI:
     """The router's API. Every route but /healthz needs a bearer token (auth.py), unless `open_api`.
 
     `broker_ingress`: the cluster-local Service Knative's broker delivers to. It serves only POST /events,
-    POST /dead-letter and /healthz (every other path, the OpenAPI document included, is a 404), takes
+    POST /dead-letter, /healthz and /metrics (every other path, the OpenAPI document included, is a 404), takes
     external events without a token, and still checks each result's and dead letter's `knflowtoken`; it
-    knows no API token (`admin_token` and `open_api` must be left unset)."""
+    knows no API token (`admin_token` and `open_api` must be left unset). `GET /metrics` (both kinds) takes a
+    `read` token or `metrics_token` (KNFLOW_METRICS_TOKEN)."""
     if broker_ingress and (admin_token or open_api):
         raise ValueError("a broker-ingress router serves no API: it takes no admin token and cannot be open")
     app = FastAPI(
@@ -59,14 +63,16 @@ def create_app(
         responses=ERROR_RESPONSES,
     )
     auth = Auth(router.store, admin_token, open_api)
-    app.state.service = Service(router, catalog, auth, max_body_bytes, webhook_secret, broker_ingress)
+    app.state.service = Service(router, catalog, auth, max_body_bytes, webhook_secret, broker_ingress, metrics_token)
     app.add_exception_handler(KnflowError, knflow_error)
+    app.add_middleware(RequestMetrics)  # knflow_http_requests_total, knflow_webhook_requests_total
 
     @app.get("/healthz")
     async def healthz() -> dict:
         return {"status": "ok"}
 
     app.include_router(broker_routes)
+    app.include_router(metrics_routes)
     if broker_ingress:
         app.add_exception_handler(404, not_served)
     else:

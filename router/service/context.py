@@ -24,6 +24,7 @@ class Service:
     max_body_bytes: int
     webhook_secret: str | None = None
     broker_ingress: bool = False  # the cluster-local ingress of broker deliveries: external events need no token
+    metrics_token: str | None = None  # KNFLOW_METRICS_TOKEN: GET /metrics takes it as well as a `read` token
 
     async def read_body(self, request: Request) -> bytes:
         """The body, streamed against `max_body_bytes` (413 past it; broker.limits.read_body)."""

@@ -84,6 +84,7 @@ async def check_caller(svc: Service, request: Request, body: bytes) -> None:
 @routes.post("/hooks/{name}", status_code=202, openapi_extra=openapi.WEBHOOK)
 async def webhook(name: str, request: Request, svc: Svc) -> dict:
     p = await svc.catalog.get(name)
+    request.state.pipeline = p.name if p is not None else ""  # knflow_webhook_requests_total's label
     trigger = webhook_trigger(p)
     body = await svc.read_body(request)
     delivery_id = None

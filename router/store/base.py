@@ -52,6 +52,9 @@ class RunStore(Protocol):
     async def list_runs(self, pipeline: str | None = None, status: str | None = None, limit: int = 50) -> list[RunDoc]:
         """Newest first."""
 
+    async def count_runs(self, status: str) -> dict[str, int]:
+        """How many runs have `status`, by pipeline (pipelines with none left out): knflow_runs_in_flight."""
+
     async def get_or_create_secret(self, name: str, value: str) -> str:
         """The secret stored as `name` (one small row), storing `value` first if there is none: insert-if-absent,
         so routers that race on an empty store all get the one that was stored first."""

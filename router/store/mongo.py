@@ -113,6 +113,12 @@ class MongoStore:
         query = {k: v for k, v in (("pipeline", pipeline), ("status", status)) if v}
         return [_run(doc) for doc in await self.runs.find(query).sort(NEWEST_FIRST).limit(limit).to_list()]
 
+    async def count_runs(self, status: str) -> dict[str, int]:
+        groups = await self.runs.aggregate(
+            [{"$match": {"status": status}}, {"$group": {"_id": "$pipeline", "n": {"$sum": 1}}}]
+        )
+        return {str(g["_id"]): int(g["n"]) async for g in groups}
+
     async def get_or_create_secret(self, name: str, value: str) -> str:
         with suppress(DuplicateKeyError):  # another router stored it first: its value is the one
             await self.secrets.insert_one({"_id": name, "value": value, "created_at": now_iso()})

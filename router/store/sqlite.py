@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_by_pipeline ON runs (pipeline, created_at);
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, pipeline);
 CREATE TABLE IF NOT EXISTS pipelines (name TEXT PRIMARY KEY, doc BLOB NOT NULL, updated_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
   name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, scope TEXT NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT
@@ -166,6 +167,11 @@ class SqliteStore:
         sql = "SELECT doc FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
         rows = self._db.execute(sql + " ORDER BY created_at DESC, rowid DESC LIMIT ?", (*args, limit)).fetchall()
         return [orjson.loads(r[0]) for r in rows]
+
+    async def count_runs(self, status: str) -> dict[str, int]:
+        self._commit()
+        rows = self._db.execute("SELECT pipeline, count(*) FROM runs WHERE status = ? GROUP BY pipeline", (status,))
+        return {pipeline: n for pipeline, n in rows.fetchall()}
 
     async def get_or_create_secret(self, name: str, value: str) -> str:
         from router.runs import now_iso
