@@ -20,7 +20,7 @@ import structlog
 from broker.errors import KnflowError
 from broker.redact import redact
 from knflow import eventloop
-from knflow.settings import DEFAULT_STORE
+from knflow.settings import DEFAULT_STORE, check_environment
 
 
 def redact_log_values(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -240,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     service = args.command in ("serve", "dev")  # services log a story at info level, JSON off a terminal
     configure_logging(args.verbose + (1 if service else 0), json_logs=service and not sys.stderr.isatty())
     try:
+        check_environment()  # a bad KNFLOW_* value stops every command here, naming the variable
         return args.fn(args)
     except KnflowError as exc:
         print(f"knflow {args.command}: {redact(str(exc))}", file=sys.stderr)
