@@ -23,7 +23,9 @@ _BRACKETS: Final = bytes(range(256)).translate(None, b"[]{}")  # the bytes to de
 _STEP: Final = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 INT64_MIN: Final = -(2**63)  # JSON integers knflow carries: BSON's and orjson's signed 64 bits
 INT64_MAX: Final = 2**63 - 1
-_SUSPECT: Final = re.compile(rb"\\u[dD][89a-fA-F]|\d{19}|NaN|Infinity")  # text that may hold what check_values refuses
+_SUSPECT: Final = re.compile(
+    rb"\\u[dD][89a-fA-F]|\\u0000|\d{19}|NaN|Infinity"
+)  # text that may hold what check_values refuses
 
 
 def json_depth_exceeded(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> bool:
@@ -53,18 +55,24 @@ def may_hold_bad_values(raw: bytes) -> bool:
 def check_values(value: Any, raw: bytes | str, what: str) -> Any:
     """`value` (decoded from the JSON `raw`), or InvalidEvent (400) naming `what` and the field when a value is
     one that `json` reads but knflow cannot carry on (store as JSON or BSON, publish, answer as UTF-8): a lone
-    surrogate (`"\\ud800"`), an integer outside 64 bits, NaN or Infinity (not JSON, RFC 8259). Otherwise each
-    would be a 500 far from its cause, or a value silently changed. Only text that could hold one (one regex
-    search) is walked; a valid pair (`"\\ud83d\\ude00"`) is one character once read, and passes."""
+    surrogate (`"\\ud800"`), an integer outside 64 bits, NaN or Infinity (not JSON, RFC 8259), a key with a NUL
+    (`"\\u0000"`: BSON's keys cannot hold one). Otherwise each would be a 500 far from its cause, or a value
+    silently changed. Only text that could hold one (one regex search) is walked; a valid pair
+    (`"\\ud83d\\ude00"`) is one character once read, and passes."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     if _SUSPECT.search(data) is None:
         return value
     problem = bad_value(value)
     if problem is not None:
         where, why = problem
-        field = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in where).lstrip(".") or None
+        field = field_path(where)
         raise InvalidEvent(f"{what}{f' field {field!r}' if field else ''}: {why}", field=field)
     return value
+
+
+def field_path(where: tuple[str | int, ...]) -> str | None:
+    """A value's path as users write it (`a[1].n`); None for the whole value."""
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in where).lstrip(".") or None
 
 
 def bad_value(value: Any, where: tuple[str | int, ...] = ()) -> tuple[tuple[str | int, ...], str] | None:
@@ -83,6 +91,8 @@ def bad_value(value: Any, where: tuple[str | int, ...] = ()) -> tuple[tuple[str 
         for key, item in value.items():
             if isinstance(key, str) and not _encodable(key):
                 return (where, "a key holds a lone UTF-16 surrogate (\\ud800-\\udfff)")
+            if isinstance(key, str) and "\x00" in key:
+                return (where, "a key holds a NUL character (\\u0000), which MongoDB's BSON cannot hold in a key")
             found = bad_value(item, (*where, key))
             if found is not None:
                 return found

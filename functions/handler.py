@@ -20,7 +20,7 @@ from pydantic_core import PydanticSerializationError
 
 from broker import events
 from broker import extensions as ext
-from broker import metrics
+from broker import limits, metrics
 from broker.errors import DeliveryFailed
 from broker.events import ErrorDoc, error_doc
 from functions import blobs, node_logs
@@ -130,9 +130,15 @@ async def _call(spec: FunctionSpec, doc: Any, ctx: Context, timeout_s: float) ->
         msg = f"{where} returned {type(out).__name__}; expected {spec.output_model.__name__}"
         return {"error": error_doc("InvalidOutput", msg)}
     try:
-        return {"output": out.model_dump(mode="json")}
+        output = out.model_dump(mode="json")
     except PydanticSerializationError as exc:
         return {"error": error_doc("InvalidOutput", f"{where} returned an output that is not JSON: {exc}")}
+    if (problem := limits.bad_value(output)) is not None:  # what no store or broker carries unchanged
+        field = limits.field_path(problem[0])
+        what = f"an output whose field {field!r}" if field else "an output that"
+        msg = f"{where} returned {what} knflow cannot carry: {problem[1]}"
+        return {"error": error_doc("InvalidOutput", msg, [{"field": field, "message": problem[1]}])}
+    return {"output": output}
 
 
 def _validate_output(spec: FunctionSpec, out: dict) -> BaseModel | dict:

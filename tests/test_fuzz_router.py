@@ -107,6 +107,7 @@ def api(router):
         (b'{"m": "\\ud800"}', "m", "lone UTF-16 surrogate"),  # json reads it; no UTF-8 answer or store holds it
         (b'{"a": [1, {"n": -22431732344821686272}]}', "a[1].n", "outside the 64-bit range"),  # orjson, BSON: 64 bits
         (b'{"m": NaN}', "m", "not a JSON number"),  # orjson would store null: changed silently
+        (b'{"a": {"k\\u0000": 1}}', "a", "NUL character"),  # BSON's keys are C strings: a 500 on MongoDB
     ],
 )
 def test_json_values_knflow_cannot_carry_are_a_400_naming_the_field(router, body, field, why):
