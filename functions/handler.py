@@ -181,7 +181,14 @@ async def _answer(spec: FunctionSpec, invoke: CloudEvent, store: blobs.BlobStore
     data = invoke.get_data()
     if not isinstance(data, dict) or ("inputs" not in data and "config" not in data):
         return _invalid(invoke, "data must be a JSON object with 'inputs' and 'config'")
-    ctx = Context(run_id=addr.run_id, node_id=addr.node, attempt=addr.tries, pipeline=addr.pipeline, function=spec.name)
+    ctx = Context(
+        run_id=addr.run_id,
+        node_id=addr.node,
+        attempt=addr.tries,
+        pipeline=addr.pipeline,
+        function=spec.name,
+        invoke_id=invoke.get_id(),
+    )
     try:
         timeout_s = _timeout_s(invoke.get_extension(ext.TIMEOUT))
     except ValueError:

@@ -83,6 +83,9 @@ class Context:
     attempt: int
     pipeline: str
     function: str = ""
+    # the invoke's CloudEvent id, `{run}:{node}:{attempt}`: the same for every delivery and broker retry of one
+    # invoke (delivery is at least once), new for a redrive; the key that makes a side effect idempotent
+    invoke_id: str = ""
     log: Any = field(default=None, repr=False)
     _storage: Any = field(default=None, init=False, repr=False, compare=False)
 
