@@ -137,13 +137,17 @@ def test_kill_a_router_the_function_and_nats_under_load(tmp_path, request, capsy
         applied_once = check_applied_once(accepted, by_id, invokes)
         router_logs = "".join(r.output(max_chars=10**9) for r in every_router)
         assert router_logs.count('"event": "run succeeded"') <= RUNS
-        again = {invoke: len(nonces) for invoke, nonces in invokes.items() if len(nonces) > 1}
+        again = {invoke: calls for invoke, calls in invokes.items() if len(calls) > 1}
+        # by cause: calls of one invoke in two function processes were in flight when the first was killed
+        across = sum(1 for calls in again.values() if len({c.partition(":")[0] for c in calls}) > 1)
         rescued = {event: router_logs.count(event) for event in RESCUE}
         with capsys.disabled():  # the figures belong in CI's output
             print(
                 f"\ncrash [{backend}, {routers} router(s)]: runs accepted {len(accepted)}, finished {len(by_id)}; "
                 f"node results applied once {applied_once} of {RUNS * len(NODES)}; invokes {len(invokes)}, "
-                f"run more than once {len(again)} ({sum(again.values()) - len(again)} extra calls); "
+                f"run more than once {len(again)} ({sum(map(len, again.values())) - len(again)} extra calls; "
+                f"{across} of them across the function service's kill, {len(again) - across} redelivered "
+                "to the same process); "
                 f"runs whose publishing the sweeper took over {rescued[RESCUE[0]]}, "
                 f"sweeps that published invokes again {rescued[RESCUE[1]]}"
             )
@@ -157,7 +161,7 @@ def test_kill_a_router_the_function_and_nats_under_load(tmp_path, request, capsy
 
 def check_applied_once(accepted: dict[int, str], by_id: dict[str, dict], invokes: dict[str, list[str]]) -> int:
     """Each run's outputs right, each made by an invoke of its node, and d built from the outputs stored."""
-    made_by = {nonce: invoke for invoke, nonces in invokes.items() for nonce in nonces}
+    made_by = {call.partition(":")[2]: invoke for invoke, calls in invokes.items() for call in calls}
     applied_once = 0
     for i, run_id in accepted.items():
         nodes = by_id[run_id]["nodes"]
@@ -171,12 +175,13 @@ def check_applied_once(accepted: dict[int, str], by_id: dict[str, dict], invokes
 
 
 def invoke_log(folder: Path) -> dict[str, list[str]]:
-    """Each invoke id, with the nonce of every call that ran it (from every function process's file)."""
+    """Each invoke id, with `PID:NONCE` of every call that ran it (from every function process's file)."""
     calls: dict[str, list[str]] = collections.defaultdict(list)
     for path in folder.glob("invokes-*.log"):
+        pid = path.stem.removeprefix("invokes-")
         for line in path.read_text().splitlines():
             invoke, _, nonce = line.partition(" ")
-            calls[invoke].append(nonce)
+            calls[invoke].append(f"{pid}:{nonce}")
     return calls
 
 
