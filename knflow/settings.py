@@ -117,6 +117,7 @@ OTHER_VARIABLES: Final = frozenset(
         "KNFLOW_OPENAI_API_KEY",
         "KNFLOW_OPENAI_MODEL",
         "KNFLOW_OPENAI_EMBEDDING_MODEL",
+        "KNFLOW_FAULT_CRASH_AT",  # broker/faults.py: the crash tests' fault injection
     }
 )
 
@@ -125,6 +126,7 @@ def check_environment() -> Settings:
     """Every command's first step: the settings read and checked at once, so that a bad `KNFLOW_*` value stops
     the command with SettingsInvalid naming the variable and the form it takes, before any work; a name that
     is a near miss of a setting's (a typo the settings would ignore) gets a warning on stderr."""
+    from broker import faults
     from functions import netguard  # the builtins' allow list, read again at each outbound call
 
     settings = Settings()
@@ -132,6 +134,10 @@ def check_environment() -> Settings:
         netguard.parse_allow_list(os.environ.get(netguard.SETTING, ""))
     except KnflowError as exc:
         raise SettingsInvalid(f"invalid settings: {exc}", variables=[netguard.SETTING]) from None
+    try:
+        faults.parse(os.environ.get(faults.SETTING, ""))
+    except ValueError as exc:
+        raise SettingsInvalid(f"invalid settings: {exc}", variables=[faults.SETTING]) from None
     for hint in near_misses(os.environ):
         print(f"knflow: warning: {hint}", file=sys.stderr)
     return settings

@@ -24,7 +24,7 @@ from pydantic import SecretStr
 
 from broker import events
 from broker import extensions as ext
-from broker import metrics
+from broker import faults, metrics
 from broker.events import error_doc
 from broker.errors import KnflowError, PublishError
 from functions.blobs import BlobStore, default_store
@@ -337,6 +337,7 @@ class Router:
     async def _finish_node(
         self, addr: events.Address, data: dict[str, Any], succeeded: bool, event_id: str, kind: str
     ) -> None:
+        faults.crash_point("result-received")
         await self.store_logs(addr, data.get("logs"), event_id)  # before the result: a reader of the result finds them
         ctx = {
             "run": addr.run_id,
@@ -362,6 +363,7 @@ class Router:
                 "duplicate or late result ignored", node_status=state["status"], node_attempt=state["attempt"], **ctx
             )
             return
+        faults.crash_point("result-stored")
         self._observe(run, [transition])
         if succeeded:
             log.info("node succeeded", duration_ms=data.get("duration_ms"), **ctx)
@@ -376,6 +378,7 @@ class Router:
             if not step:
                 return run
             run, won, run_won = await self.store.commit(run["id"], step.transitions, step.run_change)
+            faults.crash_point("step-stored")
             if all(won) or run["status"] in RUN_FINAL:
                 return await self._publish_step(pipeline, run, step, won, run_won)
             await self._publish_step(pipeline, run, step, won, run_won)
@@ -422,6 +425,7 @@ class Router:
             )
         if out:
             await self.publisher.publish_many(out)
+            faults.crash_point("step-published")
         return run
 
     async def redrive(self, run_id: str, from_node: str | None = None, by: str | None = None) -> RunDoc:
