@@ -1,4 +1,5 @@
-"""The app factory: the routes of ingress.py, hooks.py, runs.py, pipelines.py and tokens.py over one `Service`;
+"""The app factory: the routes of ingress.py, events.py, hooks.py, streams.py, runs.py, pipelines.py and
+tokens.py over one `Service`, and the dashboard at /ui (ui.py);
 or, for a broker-ingress router, only /events, /dead-letter and /healthz (ingress.py's `broker_routes`)."""
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from router.service.hooks import routes as hook_routes
 from router.service.ingress import broker_routes
 from router.service.ingress import routes as ingress_routes
 from router.service.pipelines import routes as pipeline_routes
+from router.service.events import routes as event_routes
 from router.service.runs import routes as run_routes
+from router.service.streams import routes as stream_routes
+from router.service.ui import mount_ui
 from router.service.tokens import routes as token_routes
 from router.service.auth import Auth
 from router.service.context import Service
@@ -58,6 +62,7 @@ def create_app(
     )
     auth = Auth(router.store, admin_token, open_api)
     app.state.service = Service(router, catalog, auth, max_body_bytes, webhook_secret, broker_ingress)
+    app.state.stop_streams = app.state.service.closing.set  # knflow.serve.serve_app calls it at shutdown
     app.add_exception_handler(KnflowError, knflow_error)
 
     @app.get("/healthz")
@@ -67,7 +72,11 @@ def create_app(
     app.include_router(broker_routes)
     if broker_ingress:
         app.add_exception_handler(404, not_served)
+        app.add_exception_handler(405, not_served)  # GET /events: the API's, not served here
     else:
-        for routes in (ingress_routes, hook_routes, run_routes, pipeline_routes, token_routes):
+        # streams before runs: /runs/stream is not a run id
+        for routes in (ingress_routes, event_routes, hook_routes, stream_routes, run_routes, pipeline_routes):
             app.include_router(routes)
+        app.include_router(token_routes)
+        mount_ui(app)
     return app

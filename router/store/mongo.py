@@ -22,7 +22,7 @@ from pymongo.errors import DuplicateKeyError
 
 from broker.events import now_iso
 from router.runs import RunChange, RunDoc, Transition, split_key
-from router.store.base import RunExists, RunNotFound
+from router.store.base import RunCount, RunExists, RunNotFound
 from router.tokens import TokenExists, TokenRecord
 
 DEFAULT_DATABASE = "knflow"
@@ -105,11 +105,34 @@ class MongoStore:
             return await self.runs.find_one(where)
         return await self.runs.find_one_and_update(where, update, return_document=ReturnDocument.AFTER)
 
-    async def list_runs(self, pipeline: str | None = None, status: str | None = None, limit: int = 50) -> list[RunDoc]:
+    async def list_runs(
+        self,
+        pipeline: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        trigger: str | None = None,
+        offset: int = 0,
+    ) -> list[RunDoc]:
         if limit <= 0:
             return []
-        query = {k: v for k, v in (("pipeline", pipeline), ("status", status)) if v}
-        return [_run(doc) for doc in await self.runs.find(query).sort(NEWEST_FIRST).limit(limit).to_list()]
+        query: dict[str, Any] = {k: v for k, v in (("pipeline", pipeline), ("status", status)) if v}
+        created = {op: v for op, v in (("$gte", since), ("$lt", until)) if v}
+        if created:
+            query["created_at"] = created
+        if trigger:
+            query["trigger.type"] = trigger
+        found = self.runs.find(query).sort(NEWEST_FIRST).skip(max(offset, 0)).limit(limit)
+        return [_run(doc) for doc in await found.to_list()]
+
+    async def count_runs(self, since: str) -> list[RunCount]:
+        counts: dict[tuple[str, str], int] = {}
+        async for doc in self.runs.find({"created_at": {"$gte": since}}, {"pipeline": 1, "status": 1}):
+            key = (str(doc["pipeline"]), str(doc["status"]))
+            counts[key] = counts.get(key, 0) + 1
+        return [RunCount(pipeline=p, status=st, count=n) for (p, st), n in sorted(counts.items())]
 
     async def get_or_create_secret(self, name: str, value: str) -> str:
         with suppress(DuplicateKeyError):  # another router stored it first: its value is the one
