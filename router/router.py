@@ -609,7 +609,9 @@ _TYPE = re.compile(r'"type":\s*"((?:[^"\\]|\\.)*)"')
 def dead_letter_reason(event: CloudEvent) -> tuple[int | None, str, ErrorDoc | None, dict[str, Any]]:
     """Knative's `knativeerrorcode`, and `knativeerrordata` (base64 of the last response body; a knflow
     function answers `{"error": {...}, "started_at", "finished_at", "duration_ms"}`), as (HTTP status, reason,
-    error, the try's times). The error is the body's, as the function sent it (not checked further)."""
+    error, the try's times); where the extension cut that body, knflow's dispatchers put it whole in the dead
+    letter's data as `failure` (broker/delivery.py). The error is the body's, as the function sent it (not
+    checked further)."""
     raw_code = str(event.get_extension(ext.ERROR_CODE) or "")
     code = int(raw_code) if raw_code.isdigit() else None
     raw = event.get_extension(ext.ERROR_DATA) or ""
@@ -617,6 +619,9 @@ def dead_letter_reason(event: CloudEvent) -> tuple[int | None, str, ErrorDoc | N
         body = base64.b64decode(raw, validate=True).decode("utf-8", "replace")
     except (binascii.Error, ValueError):
         body = str(raw)
+    invoke = event.get_data()  # knflow's dispatchers: the body whole, where the extension cut it
+    if isinstance(invoke, dict) and isinstance(invoke.get("failure"), dict):
+        body = json.dumps(invoke["failure"])
     error: ErrorDoc | None = None
     times: dict[str, Any] = {}
     try:
