@@ -2,7 +2,8 @@
 its own nats-server, each function an isolated HTTP service, tokens required (KNFLOW_ADMIN_TOKEN). The page is
 never reloaded while a run moves: the states arrive over the router's event streams.
 
-Screenshots go to docs/screenshots/ (the README shows two of them)."""
+Screenshots go to docs/screenshots/ (the README shows two of them) with KNFLOW_UPDATE_SCREENSHOTS=1, else to a
+temporary folder, so that a run leaves the tree as it was."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -22,7 +24,11 @@ from tests.tokens import ADMIN_TOKEN, ROUTER_ENV, create_token
 
 ROOT = Path(__file__).resolve().parent.parent
 PIPELINES = ROOT / "tests" / "fixtures" / "ui"
-SHOTS = ROOT / "docs" / "screenshots"
+SHOTS = (
+    ROOT / "docs" / "screenshots"
+    if os.environ.get("KNFLOW_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "knflow-ui-screenshots"
+)
 CHROMIUM = "/usr/bin/chromium"
 VIEWPORT = {"width": 1366, "height": 768}  # a laptop screen
 WAIT_MS = 20_000
@@ -148,6 +154,29 @@ def test_a_failing_node_shows_its_log_lines(dev, browser):
     panel.get_by_test_id("log-line").filter(has_text="the marker file is missing").wait_for()
     assert panel.get_by_test_id("log-line").filter(has_text="checking the input").count() == 1
     shot(page, "node-logs")
+    assert page.errors == []
+
+
+def test_the_logs_tab_follows_a_node_until_its_lines_come_and_its_attempt_shows_its_times(dev, browser):
+    page = signed_in(browser, dev)
+    run = start(dev, "ui-slow", {"text": "follow me"})
+    page.goto(f"{dev.url}/ui/runs/{run}/nodes/second")  # second waits for first (3 s), then runs for 2 s
+    page.evaluate("window.__sameDocument = true")
+    panel = page.get_by_test_id("node-panel")
+    panel.get_by_role("tab", name="Logs").click()
+    panel.get_by_text("waiting for log lines").wait_for()  # not run yet: the tab follows GET /runs/{id}/logs
+    line = panel.get_by_test_id("log-line").filter(has_text="working slowly")
+    line.wait_for()  # a try's lines come with its outcome
+    assert '"delay_s":2' in line.inner_text()
+    assert page.evaluate("window.__sameDocument") is True  # followed, never reloaded
+    panel.get_by_role("tab", name="Attempts").click()
+    row = panel.get_by_test_id("attempts").locator("tbody tr")
+    row.locator('[data-status="succeeded"]').wait_for()
+    cells = row.locator("td").all_inner_texts()  # #, status, queued, queue, started, run, error
+    assert cells[0] == "1" and all(cells[i] != "–" for i in (2, 3, 4, 5)), cells
+    assert cells[5].endswith(" s") and float(cells[5].split()[0]) >= 2.0, cells  # it slept 2 s
+    recorded = wait_run(dev.url, run)["nodes"]["second"]
+    assert {"queued_at", "started_at", "finished_at", "duration_ms", "queue_ms"} <= set(recorded), recorded
     assert page.errors == []
 
 
