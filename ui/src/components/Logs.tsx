@@ -67,7 +67,7 @@ export function Logs({ api, runId, node, attempt, live }: { api: Api; runId: str
   }, [lines.length]);
 
   if (error && lines.length === 0) {
-    return <p className="muted">{error.status === 404 ? "This router keeps no node logs." : error.message}</p>;
+    return <p className="muted">{error.message}</p>;
   }
   return (
     <div className="logs" data-testid="logs">
