@@ -6,7 +6,8 @@
   error body. Retried: 5xx, 408, 429 (and network errors and timeouts, which become 502 and 504). Not
   retried: every other status outside 2xx.
 - `dead_letter_event` stamps an event with Knative's `knativeerrordest`, `knativeerrorcode` and
-  `knativeerrordata` (base64 of the response body, at most 1,024 characters).
+  `knativeerrordata` (base64 of the response body, at most 1,024 characters); knflow's own dead letters
+  also carry a knflow function's whole error body in their data (`failure`), which that cut would lose.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = ["DeliveryOutcome", "dead_letter_event", "is_retryable_status", "split
 
 KNATIVE_ERROR_DATA_MAX_CHARS: Final = 1024
 _ERROR_BODY_MAX_BYTES: Final = KNATIVE_ERROR_DATA_MAX_CHARS // 4 * 3  # its base64 fits in 1,024 chars
+FAILURE_MAX_BYTES: Final = 64 * 1024  # the most of an error body a dead letter's data carries whole
 
 
 def is_retryable_status(status: int) -> bool:
@@ -85,16 +87,31 @@ def error_body_bytes(body: bytes | str | object) -> bytes:
 def dead_letter_event(
     event: CloudEvent, outcome: DeliveryOutcome, destination: str, logs: dict[str, Any] | None = None
 ) -> CloudEvent:
-    """`event` with Knative's error extensions: where it went, the last status, base64 of the body; with the
-    last try's node log lines (`split_logs`) as `logs` in its data, where knflow's dispatchers deliver."""
+    """`event` with Knative's error extensions: where it went, the last status, base64 of the body; where
+    knflow's dispatchers deliver, with the last try's node log lines (`split_logs`) as `logs` in its data, and
+    a knflow function's error body that the extension cuts (a traceback, the try's times) whole as `failure`."""
     attributes = dict(event.get_attributes())  # a copy: the SDK's constructor keeps and mutates it
     attributes[ext.ERROR_DEST] = destination
     attributes[ext.ERROR_CODE] = outcome.status
     attributes[ext.ERROR_DATA] = base64.b64encode(outcome.error_body[:_ERROR_BODY_MAX_BYTES]).decode()
     data = event.get_data()
-    if logs is not None and isinstance(data, dict):
-        data = {**data, "logs": logs}
+    if isinstance(data, dict):
+        if logs is not None:
+            data = {**data, "logs": logs}
+        if (failure := _cut_failure(outcome.error_body)) is not None:
+            data = {**data, "failure": failure}
     return CloudEvent(attributes, data)
+
+
+def _cut_failure(body: bytes) -> dict[str, Any] | None:
+    """A knflow function's error body (`{"error": {...}, "started_at", ...}`) that `knativeerrordata` cuts."""
+    if len(body) <= _ERROR_BODY_MAX_BYTES or len(body) > FAILURE_MAX_BYTES:
+        return None
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict) else None
 
 
 def split_logs(outcome: DeliveryOutcome) -> tuple[DeliveryOutcome, dict[str, Any] | None]:

@@ -129,7 +129,13 @@ async def _dev(args: argparse.Namespace, settings: Settings, files: list[str], m
                     await stack.serve_function(name, url)
             print(
                 f"knflow dev: router on http://{args.host}:{args.port} ({access}), broker {where}, "
-                f"store {mask_url(args.store or settings.store)}",
+                f"store {mask_url(args.store or settings.store)}\n"
+                f"knflow dev: dashboard on http://{args.host}:{args.port}/ui/"
+                + (
+                    ""
+                    if admin_token is None
+                    else " (sign in with KNFLOW_ADMIN_TOKEN or a token from `knflow token create`)"
+                ),
                 file=sys.stderr,
                 flush=True,
             )

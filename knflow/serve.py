@@ -47,6 +47,12 @@ async def serve_app(app: Any, host: str, port: int, ready: asyncio.Event | None 
         def capture_signals(self) -> Any:  # uvicorn's own re-raises the signal after shutdown: no cleanup then
             yield
 
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            stop = getattr(getattr(app, "state", None), "stop_streams", None)
+            if stop is not None:  # the router's event streams end now: uvicorn waits for open responses
+                stop()
+
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
     server = Server(config)
     loop = asyncio.get_running_loop()

@@ -161,12 +161,15 @@ def _reset_items(items: list[ItemState], keep_succeeded: bool) -> tuple[list[Ite
     return out, again
 
 
-def rerun_trigger(run: RunDoc) -> dict[str, Any]:
-    """The stored trigger event a re-run starts from."""
+SAME_DATA: Any = object()  # a re-run keeps the trigger's data
+
+
+def rerun_trigger(run: RunDoc, data: Any = SAME_DATA) -> dict[str, Any]:
+    """The stored trigger event a re-run starts from; with `data`, the same event carrying that data."""
     trigger = run.get("trigger")
     if not isinstance(trigger, dict) or "type" not in trigger:
         raise ReplayRefused(f"run '{run['id']}' has no stored trigger event to re-run from", run_id=run["id"])
-    return trigger
+    return trigger if data is SAME_DATA else {**trigger, "data": data}
 
 
 def plan_cancel(run: RunDoc, now: str, by: str | None = None) -> tuple[list[Transition], RunChange]:

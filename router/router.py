@@ -32,7 +32,8 @@ from router import blobs, engine, node_logs, replay
 from router.hops import MAX_HOPS, HopLimit, hops_of
 from router.pipeline import Pipeline
 from router.result_keys import SECRET_NAME, ResultKey, ResultRefused, new_key, refused
-from router.runs import RUN_FINAL, SCHEDULED, SUCCEEDED, ErrorDoc, RunDoc, Transition, new_run, now_iso, state_of
+from router.runs import RUN_FINAL, SCHEDULED, SUCCEEDED, ErrorDoc, RerunEntry, RunDoc, Transition, new_run, now_iso
+from router.runs import state_of
 from router.runs import apply as apply_transitions
 from router.store.base import RunExists, RunNotFound, RunStore, RunUnreadable
 from router.triggers import pipelines_for, run_id_for, trigger_kind
@@ -109,11 +110,22 @@ def new_run_id() -> str:
 
 
 class EventLog(Protocol):
-    """Where the broker keeps external events for replay (broker.event_log.JetStreamEventLog)."""
+    """Where the broker keeps external events for replay, and dead letters for the dashboard
+    (broker.event_log.JetStreamEventLog)."""
 
     async def record(self, event: CloudEvent) -> None: ...
 
-    async def read(self, since: datetime, event_type: str | None = None) -> list[CloudEvent]: ...
+    async def record_dead_letter(self, event: CloudEvent) -> None: ...
+
+    async def read(
+        self,
+        since: datetime,
+        event_type: str | None = None,
+        max_events: int = ...,
+        batch: int = ...,
+        kind: str = ...,
+        idle_s: float = ...,
+    ) -> list[CloudEvent]: ...
 
 
 class RouterSettings(Protocol):
@@ -280,6 +292,11 @@ class Router:
         addr = events.address(event)
         if refusal := await self._refusal(event, addr, "dead letter"):
             return refusal
+        if self.event_log is not None:
+            try:
+                await self.event_log.record_dead_letter(event)
+            except KnflowError as exc:  # only the dashboard's list misses it: the node still fails below
+                log.warning("dead letter not kept for the dashboard", event_id=event.get_id(), error=exc.message)
         code, reason, error, times = dead_letter_reason(event)
         err = error.copy() if error else error_doc("DeliveryFailed", reason)
         err.setdefault("message", reason)
@@ -447,14 +464,18 @@ class Router:
         )
         return await self.advance(pipeline, run)
 
-    async def rerun(self, run_id: str, by: str | None = None) -> RunDoc:
-        """A new run from the old run's stored trigger event, linked by `replay_of`."""
+    async def rerun(self, run_id: str, by: str | None = None, data: Any = replay.SAME_DATA) -> RunDoc:
+        """A new run from the old run's stored trigger event (its `data` replaced by `data` when given),
+        linked by `replay_of`."""
         old = await self._get(run_id)
         pipeline = await self.pipeline(old["pipeline"])
-        trigger = replay.rerun_trigger(old)
+        trigger = replay.rerun_trigger(old, data)
         run = new_run(new_run_id(), pipeline.name, pipeline.run_nodes, trigger, dict(pipeline.variables))
         run["replay_of"] = run_id
-        run["replays"] = [{"at": now_iso(), "by": by, "kind": "rerun", "of": run_id}]
+        entry: RerunEntry = {"at": now_iso(), "by": by, "kind": "rerun", "of": run_id}
+        if data is not replay.SAME_DATA:
+            entry["edited"] = True
+        run["replays"] = [entry]
         await self.store.create_run(run)
         log.info("run re-run", run=run["id"], replay_of=run_id, pipeline=pipeline.name, by=by)
         metrics.run_started(pipeline.name, "rerun")
@@ -592,7 +613,9 @@ _TYPE = re.compile(r'"type":\s*"((?:[^"\\]|\\.)*)"')
 def dead_letter_reason(event: CloudEvent) -> tuple[int | None, str, ErrorDoc | None, dict[str, Any]]:
     """Knative's `knativeerrorcode`, and `knativeerrordata` (base64 of the last response body; a knflow
     function answers `{"error": {...}, "started_at", "finished_at", "duration_ms"}`), as (HTTP status, reason,
-    error, the try's times). The error is the body's, as the function sent it (not checked further)."""
+    error, the try's times); where the extension cut that body, knflow's dispatchers put it whole in the dead
+    letter's data as `failure` (broker/delivery.py). The error is the body's, as the function sent it (not
+    checked further)."""
     raw_code = str(event.get_extension(ext.ERROR_CODE) or "")
     code = int(raw_code) if raw_code.isdigit() else None
     raw = event.get_extension(ext.ERROR_DATA) or ""
@@ -600,6 +623,9 @@ def dead_letter_reason(event: CloudEvent) -> tuple[int | None, str, ErrorDoc | N
         body = base64.b64decode(raw, validate=True).decode("utf-8", "replace")
     except (binascii.Error, ValueError):
         body = str(raw)
+    invoke = event.get_data()  # knflow's dispatchers: the body whole, where the extension cut it
+    if isinstance(invoke, dict) and isinstance(invoke.get("failure"), dict):
+        body = json.dumps(invoke["failure"])
     error: ErrorDoc | None = None
     times: dict[str, Any] = {}
     try:

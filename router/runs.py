@@ -126,6 +126,7 @@ class RerunEntry(TypedDict):
     by: str | None
     kind: Literal["rerun"]
     of: str
+    edited: NotRequired[bool]  # started with the trigger's data edited
 
 
 ReplayEntry = RedriveEntry | RerunEntry
@@ -189,6 +190,7 @@ class RunRecord(TypedDict):
     error: ErrorDoc | None
     replay_of: str | None
     replays: list[ReplayEntry]
+    trigger: dict[str, Any]  # the event that started the run
     nodes: dict[str, NodeRecord]
 
 
@@ -325,6 +327,7 @@ def record(run: RunDoc) -> RunRecord:
         "error": run.get("error"),
         "replay_of": run.get("replay_of"),
         "replays": run.get("replays") or [],
+        "trigger": run.get("trigger") or {},
         "nodes": {nid: _node_record(state) for nid, state in run["nodes"].items()},
     }
 

@@ -24,7 +24,7 @@ from functions.registry import REGISTRY, load_module
 from knflow.local import EmbeddedStack
 from router.loader import load_string
 from router.node_logs import InvalidLogs, batch_of
-from router.router import StaticPipelines, build_router
+from router.router import StaticPipelines, build_router, dead_letter_reason
 from router.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,6 +183,17 @@ def test_the_broker_takes_a_tries_lines_out_of_its_error_body():
     dead = dead_letter_event(invoke("r", "n", "f", {"a": 1}), outcome, "http://fn/", logs)
     assert dead.get_data() == {"inputs": {"a": 1}, "config": {}, "logs": logs}
     assert json.loads(base64.b64decode(dead.get_extension("knativeerrordata"))) == json.loads(outcome.error_body)
+
+
+def test_a_dead_letter_carries_the_error_body_that_knative_s_extension_cuts():
+    error = {"type": "LookupError", "message": "not ready", "detail": {"traceback": "Traceback ...\n" + "x" * 2000}}
+    body = {"error": error, "started_at": "2026-01-01T00:00:00Z", "duration_ms": 3.5}
+    dead = dead_letter_event(invoke("r", "n", "f", {}), DeliveryOutcome.failed(503, body), "http://fn/")
+    assert len(dead.get_extension("knativeerrordata")) <= 1024  # cut, as Knative cuts it
+    assert dead.get_data()["failure"] == body
+    assert dead_letter_reason(dead) == (503, "not ready", error, {"started_at": body["started_at"], "duration_ms": 3.5})
+    short = dead_letter_event(invoke("r", "n", "f", {}), DeliveryOutcome.failed(503, {"error": {}}), "http://fn/")
+    assert "failure" not in short.get_data()  # whole in the extension already
 
 
 def test_the_router_reads_a_batch_and_counts_what_it_cannot_take():

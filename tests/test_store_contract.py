@@ -225,9 +225,49 @@ async def test_count_runs_counts_one_status_by_pipeline(store):
     for run in runs:
         await store.create_run(run)
     await store.commit(runs[2]["id"], [], RunChange(frozenset({RUNNING}), {"status": FAILED}))
-    assert await store.count_runs(RUNNING) == {"p": 2, "q": 1}
-    assert await store.count_runs(FAILED) == {"p": 1}
-    assert await store.count_runs(SUCCEEDED) == {}
+    assert await store.count_runs(status=RUNNING) == [
+        {"pipeline": "p", "status": RUNNING, "count": 2},
+        {"pipeline": "q", "status": RUNNING, "count": 1},
+    ]
+    assert await store.count_runs(status=FAILED) == [{"pipeline": "p", "status": FAILED, "count": 1}]
+    assert await store.count_runs(status=SUCCEEDED) == []
+
+
+async def test_list_runs_by_time_window_trigger_type_and_offset(store):
+    runs = [
+        a_run(pipeline=p, created_at=f"2026-01-0{day}T00:00:00.000Z")
+        for day, p in enumerate(["p", "q", "p", "p", "q"], 1)
+    ]
+    runs[1]["trigger"] = {"type": "dev.knflow.webhook", "data": {}}
+    runs[3]["trigger"] = {"type": "dev.knflow.webhook", "data": {}}
+    for run in runs:
+        await store.create_run(run)
+
+    def ids(found: list[dict]) -> list[str]:
+        return [r["id"] for r in found]
+
+    window = {"since": "2026-01-02T00:00:00.000Z", "until": "2026-01-04T00:00:00.000Z"}
+    assert ids(await store.list_runs(**window)) == [runs[2]["id"], runs[1]["id"]]
+    assert ids(await store.list_runs(trigger="dev.knflow.webhook")) == [runs[3]["id"], runs[1]["id"]]
+    assert ids(await store.list_runs(trigger="dev.knflow.webhook", pipeline="q")) == [runs[1]["id"]]
+    assert ids(await store.list_runs(limit=2, offset=2)) == [runs[2]["id"], runs[1]["id"]]
+    assert ids(await store.list_runs(limit=2, offset=4)) == [runs[0]["id"]]
+
+
+async def test_count_runs_by_pipeline_and_status_since_a_time(store):
+    runs = [
+        a_run(pipeline=p, created_at=f"2026-01-0{day}T00:00:00.000Z")
+        for day, p in enumerate(["p", "q", "p", "p", "q"], 1)
+    ]
+    for run in runs:
+        await store.create_run(run)
+    await store.commit(runs[2]["id"], [], RunChange(frozenset({RUNNING}), {"status": FAILED}))
+    assert await store.count_runs(since="2026-01-02T00:00:00.000Z") == [
+        {"pipeline": "p", "status": FAILED, "count": 1},
+        {"pipeline": "p", "status": RUNNING, "count": 1},
+        {"pipeline": "q", "status": RUNNING, "count": 2},
+    ]
+    assert await store.count_runs(since="2027-01-01T00:00:00.000Z") == []
 
 
 # --- pipelines --------------------------------------------------------------------------------------------

@@ -50,6 +50,14 @@ NEEDS = {  # every route and the scope it needs
     ("POST", "/tokens"): "admin",
     ("GET", "/tokens"): "admin",
     ("DELETE", "/tokens/{name}"): "admin",
+    ("GET", "/whoami"): "read",  # the dashboard's: what a token may do, its streams and views
+    ("GET", "/runs/stream"): "read",
+    ("GET", "/runs/{run_id}/stream"): "read",
+    ("GET", "/runs/counts"): "read",
+    ("GET", "/runs/{run_id}/nodes/{node}"): "read",
+    ("GET", "/pipelines/{name}/details"): "read",
+    ("POST", "/pipelines/{name}/runs"): "run",
+    ("GET", "/events"): "read",
 }
 OWN_CHECKS = {("POST", "/dead-letter")}  # dead letters: checked by the per-invoke secret
 OPEN = {("GET", "/healthz")}
@@ -109,6 +117,8 @@ def call(router: Process, method: str, path: str, token: str | None) -> tuple[in
                 return resp.status, None
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read())
+    if path == "/runs/stream":  # a stream that never ends: a bad parameter answers once its caller is let in
+        url += "?status=not-a-status"
     if method == "DELETE":  # nothing the other tests use
         url = url.replace("/hooked", "/not-there")
     return http(method, url, b"{}" if method in ("POST", "PUT") else None, {"content-type": "application/json"}, token)

@@ -1,5 +1,6 @@
-"""The app factory: the routes of ingress.py, hooks.py, runs.py, logs.py, pipelines.py and tokens.py over one
-`Service`; or, for a broker-ingress router, only /events, /dead-letter and /healthz (ingress.py's `broker_routes`)."""
+"""The app factory: the routes of ingress.py, events.py, hooks.py, streams.py, runs.py, logs.py, pipelines.py,
+functions.py and tokens.py over one `Service`, and the dashboard at /ui (ui.py);
+or, for a broker-ingress router, only /events, /dead-letter and /healthz (ingress.py's `broker_routes`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ from router.service.metrics import RequestMetrics
 from router.service.metrics import routes as metrics_routes
 from router.service.pipelines import routes as pipeline_routes
 from router.service.functions import routes as function_routes
+from router.service.events import routes as event_routes
 from router.service.runs import routes as run_routes
+from router.service.streams import routes as stream_routes
+from router.service.ui import mount_ui
 from router.service.tokens import routes as token_routes
 from router.service.auth import Auth
 from router.service.context import Service
@@ -64,6 +68,7 @@ def create_app(
     )
     auth = Auth(router.store, admin_token, open_api)
     app.state.service = Service(router, catalog, auth, max_body_bytes, webhook_secret, broker_ingress, metrics_token)
+    app.state.stop_streams = app.state.service.closing.set  # knflow.serve.serve_app calls it at shutdown
     app.add_exception_handler(KnflowError, knflow_error)
     app.add_middleware(RequestMetrics)  # knflow_http_requests_total, knflow_webhook_requests_total
 
@@ -75,8 +80,12 @@ def create_app(
     app.include_router(metrics_routes)
     if broker_ingress:
         app.add_exception_handler(404, not_served)
+        app.add_exception_handler(405, not_served)  # GET /events: the API's, not served here
     else:
-        routes_ = (ingress_routes, hook_routes, run_routes, log_routes, pipeline_routes, function_routes, token_routes)
-        for routes in routes_:
+        # streams before runs: /runs/stream is not a run id
+        routes_ = (ingress_routes, event_routes, hook_routes, stream_routes, run_routes, log_routes, pipeline_routes)
+        for routes in (*routes_, function_routes):
             app.include_router(routes)
+        app.include_router(token_routes)
+        mount_ui(app)
     return app

@@ -1,9 +1,11 @@
 """What every handler gets (`svc: Svc`): the router, the pipeline catalog, who may call (`auth`), whether
-this is a broker-ingress router (ingress.py), the limits, and the request body read within the size limit."""
+this is a broker-ingress router (ingress.py), the limits, the request body read within the size limit, and
+`closing`, set when the server shuts down."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -25,6 +27,7 @@ class Service:
     webhook_secret: str | None = None
     broker_ingress: bool = False  # the cluster-local ingress of broker deliveries: external events need no token
     metrics_token: str | None = None  # KNFLOW_METRICS_TOKEN: GET /metrics takes it as well as a `read` token
+    closing: asyncio.Event = field(default_factory=asyncio.Event)  # set at shutdown: open streams end (streams.py)
 
     async def read_body(self, request: Request) -> bytes:
         """The body, streamed against `max_body_bytes` (413 past it; broker.limits.read_body)."""

@@ -30,7 +30,8 @@ async def scrape(request: Request, svc: Svc) -> Response:
         await svc.auth.caller(request, "read")
     if metrics.enabled():  # every pipeline the catalog knows, 0 when none of its runs is running
         known = dict.fromkeys((p.name for p in await svc.catalog.all()), 0)
-        metrics.set_runs_in_flight(known | await svc.router.store.count_runs("running"))
+        running = await svc.router.store.count_runs(status="running")
+        metrics.set_runs_in_flight(known | {c["pipeline"]: c["count"] for c in running})
     return Response(metrics.exposition_text(), media_type=metrics.CONTENT_TYPE)
 
 

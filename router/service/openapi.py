@@ -70,9 +70,17 @@ EVENT: Final[dict[str, Any]] = {
         "content": {"application/cloudevents+json": {"schema": CLOUDEVENT}, JSON: {"schema": {}}},
     },
 }
+RUN_DATA: Final = _json_body({})  # POST /pipelines/{name}/runs: the trigger's data, an object
 WEBHOOK: Final = {"requestBody": {"required": False, "content": {JSON: {"schema": {}}}}}  # the trigger's data
 EVENT_REPLAY: Final = _json_body({"since": _DURATION, "type": _TEXT}, required=("since",), optional_body=False)
-RUN_REPLAY: Final = _json_body({"from": _TEXT, "new_run": {"type": "boolean"}, "by": _TEXT})
+RUN_REPLAY: Final = _json_body(
+    {
+        "from": _TEXT,
+        "new_run": {"type": "boolean"},
+        "by": _TEXT,
+        "data": {"description": "with new_run: the new run's trigger data, in place of the stored one's"},
+    }
+)
 RUN_CANCEL: Final = _json_body({"by": _TEXT})
 BULK_REPLAY: Final = _json_body(
     {
@@ -187,4 +195,24 @@ PIPELINE_VALIDATE: Final = {
             },
         }
     },
+}
+# GET /runs/stream and /runs/{id}/stream (router/service/streams.py): Server-Sent Events
+EVENT_STREAM: Final[dict[int | str, dict[str, Any]]] = {
+    200: {
+        "description": "Server-Sent Events (`event:`, `id:`, `data:` one line of JSON), heartbeats as comments",
+        "content": {
+            "text/event-stream": {
+                "schema": {  # one event, as OpenAPI 3.2 describes an event stream's items
+                    "type": "object",
+                    "required": ["data"],
+                    "properties": {
+                        "event": {"type": "string", "enum": ["run", "end", "runs", "counts"]},
+                        "data": {"type": "string", "contentMediaType": "application/json"},
+                        "id": {"type": "string"},
+                        "retry": {"type": "integer"},
+                    },
+                }
+            }
+        },
+    }
 }

@@ -13,6 +13,7 @@ from router.runs import RUN_STATES
 MAX_LIST: Final = 1000  # the most runs one request lists or replays; a larger `limit` is capped to it
 MAX_SINCE_S: Final = 3650 * 86400.0  # `since` windows reach back at most ten years
 MAX_TEXT_CHARS: Final = 1024
+MAX_OFFSET: Final = 1_000_000
 
 
 def bad(field: str, expected: str, value: Any) -> InvalidEvent:
@@ -89,3 +90,23 @@ def since_s(value: Any, field: str = "since") -> float | None:
     if seconds > MAX_SINCE_S:
         raise bad(field, "a duration of at most 3650d", value)
     return seconds
+
+
+def offset(value: Any, field: str = "offset") -> int:
+    """How many to skip: an integer of at least 0 (or its decimal text in a query); absent: 0."""
+    if value is None:
+        return 0
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > MAX_OFFSET:
+        raise bad(field, f"an integer from 0 to {MAX_OFFSET}", value)
+    return value
+
+
+def choice(value: Any, field: str, choices: tuple[str, ...], default: str) -> str:
+    """One of `choices`; absent: `default`."""
+    if value is None:
+        return default
+    if value not in choices:
+        raise bad(field, "one of " + ", ".join(choices), value)
+    return str(value)

@@ -1,25 +1,34 @@
-"""The pipeline catalog: `GET /pipelines`, and `GET|PUT|DELETE /pipelines/{name}` (PUT takes YAML or JSON), and
-`POST /pipelines/validate` (a draft in, every problem out, with its line when it came as YAML). Reading and
-validating need scope `read`, changing `admin`."""
+"""The pipeline catalog: `GET /pipelines`, and `GET|PUT|DELETE /pipelines/{name}` (PUT takes YAML or JSON);
+`POST /pipelines/validate` (a draft in, every problem out, with its line when it came as YAML);
+`GET /pipelines/{name}/details` (its YAML, triggers and input fields: router/pipeline_view.py) and
+`POST /pipelines/{name}/runs` (start a run with the body as the trigger's data, as the dashboard's run form
+does). Reading and validating need scope `read`, starting a run `run`, changing `admin`."""
 
 from __future__ import annotations
 
 import re
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
 
+from broker import events
 from broker.errors import InvalidEvent
+from functions.blobs import refuse_blob_refs
 from functions.registry import REGISTRY
 from router.pipeline import Pipeline, PipelineInvalid, Problem
+from router.pipeline_view import input_fields, trigger_views
 from router.pipeline_yaml import parse_yaml
 from router.router import UnknownPipeline
 import router.service.openapi as openapi
-from router.service.auth import Admin, Reader
+from router.service.auth import Admin, Reader, Runner
 from router.service.context import Service, Svc
+from router.triggers import run_id_for
 from router.validation import check
 
 routes = APIRouter()
+MANUAL = "dev.knflow.manual"  # the type of a run's trigger event when a user started it (the run form)
 
 
 @routes.get("/pipelines")
@@ -27,12 +36,43 @@ async def list_pipelines(svc: Svc, caller: Reader) -> list[dict]:
     return [p.to_dict() for p in await svc.catalog.all()]
 
 
-@routes.get("/pipelines/{name}")
-async def get_pipeline(name: str, svc: Svc, caller: Reader) -> dict:
+async def known(svc: Service, name: str) -> Pipeline:
     p = await svc.catalog.get(name)
     if p is None:
         raise UnknownPipeline(f"unknown pipeline '{name}'", pipeline=name)
-    return p.to_dict()
+    return p
+
+
+@routes.get("/pipelines/{name}")
+async def get_pipeline(name: str, svc: Svc, caller: Reader) -> dict:
+    return (await known(svc, name)).to_dict()
+
+
+@routes.get("/pipelines/{name}/details")
+async def pipeline_details(name: str, svc: Svc, caller: Reader) -> dict:
+    """The pipeline, its YAML, each trigger (a webhook's `path`, a cron trigger's `next_at`) and the fields of
+    the trigger's data its templates read (`inputs`)."""
+    p = await known(svc, name)
+    return {
+        "pipeline": p.to_dict(),
+        "yaml": p.to_yaml(),
+        "triggers": trigger_views(p, datetime.now(UTC)),
+        "inputs": input_fields(p),
+    }
+
+
+@routes.post("/pipelines/{name}/runs", status_code=202, openapi_extra=openapi.RUN_DATA)
+async def start_run(name: str, request: Request, svc: Svc, caller: Runner) -> dict:
+    """A run of the pipeline, whatever its triggers: the JSON object in the body is the data of its trigger event
+    (`dev.knflow.manual`), `Idempotency-Key` its event id."""
+    p = await known(svc, name)
+    data = await svc.json_body(request)  # a JSON object ({} when empty), as every JSON route takes
+    refuse_blob_refs(data, "request body")
+    source = f"/pipelines/{name}/runs"
+    event_id = request.headers.get("idempotency-key") or uuid.uuid4().hex
+    event = events.make_event({"type": MANUAL, "source": source, "id": event_id, "datacontenttype": events.JSON}, data)
+    run = await svc.router.start_run(p, event, run_id=run_id_for(name, source, event_id))
+    return {"run": run["id"]}
 
 
 NO_CODE = (

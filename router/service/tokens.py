@@ -1,5 +1,6 @@
 """API tokens: `POST /tokens` (create; the token is in this answer only), `GET /tokens` (no secrets) and
-`DELETE /tokens/{name}` (revoke). All three need scope `admin`."""
+`DELETE /tokens/{name}` (revoke), which need scope `admin`; and `GET /whoami` (any token: its name and the
+scopes it holds, which the dashboard reads to show only the actions the token may take)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from fastapi import APIRouter, Request
 
 from broker.events import now_iso
 import router.service.openapi as openapi
-from router.service.auth import Admin
+from router.service.auth import Admin, Reader
 from router.service.context import Svc
-from router.tokens import TokenNotFound, TokenView, new_record, view
+from router.tokens import SCOPES, TokenNotFound, TokenView, covers, new_record, view
 
 routes = APIRouter()
 
@@ -34,3 +35,15 @@ async def revoke_token(name: str, svc: Svc, caller: Admin) -> dict:
         raise TokenNotFound(f"no token named '{name}'", name=name)
     svc.auth.forget()
     return {"revoked": name}
+
+
+@routes.get("/whoami")
+async def whoami(svc: Svc, caller: Reader) -> dict:
+    """The calling token's name (null on an open router without one), its scope, every scope it holds, and
+    whether this router is open (no token needed)."""
+    return {
+        "name": caller.name,
+        "scope": caller.scope,
+        "scopes": [s for s in SCOPES if covers(caller.scope, s)],
+        "open": svc.auth.open_api,
+    }

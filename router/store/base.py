@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from broker.errors import KnflowError
 from router.node_logs import LogBatch, LogLine
@@ -34,6 +34,12 @@ class RunUnreadable(KnflowError):
         self.run_id = run_id
 
 
+class RunCount(TypedDict):
+    pipeline: str
+    status: str
+    count: int
+
+
 class RunStore(Protocol):
     async def create_run(self, run: RunDoc) -> None:
         """Insert a new run document; RunExists if its id is taken."""
@@ -49,11 +55,23 @@ class RunStore(Protocol):
         Raises RunNotFound.
         """
 
-    async def list_runs(self, pipeline: str | None = None, status: str | None = None, limit: int = 50) -> list[RunDoc]:
-        """Newest first."""
+    async def list_runs(
+        self,
+        pipeline: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        trigger: str | None = None,
+        offset: int = 0,
+    ) -> list[RunDoc]:
+        """Newest first: created at `since` or later and before `until` (ISO times), started by an event of
+        type `trigger`, skipping the first `offset`."""
 
-    async def count_runs(self, status: str) -> dict[str, int]:
-        """How many runs have `status`, by pipeline (pipelines with none left out): knflow_runs_in_flight."""
+    async def count_runs(self, *, since: str | None = None, status: str | None = None) -> list[RunCount]:
+        """How many runs were created at `since` or later (the dashboard's counts) and have `status` (the
+        metric knflow_runs_in_flight), by pipeline and status, ordered so; a pair with no run left out."""
 
     async def get_or_create_secret(self, name: str, value: str) -> str:
         """The secret stored as `name` (one small row), storing `value` first if there is none: insert-if-absent,

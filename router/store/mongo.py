@@ -28,7 +28,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from broker.events import now_iso
 from router.node_logs import LogBatch, LogLine, base_node, node_filter, truncation_key
 from router.runs import RunChange, RunDoc, Transition, apply, split_key
-from router.store.base import RunExists, RunNotFound
+from router.store.base import RunCount, RunExists, RunNotFound
 from router.tokens import TokenExists, TokenRecord
 
 DEFAULT_DATABASE = "knflow"
@@ -107,17 +107,39 @@ class MongoStore:
             raise RunNotFound(f"run '{run_id}' not found", run_id=run_id)
         return _run(doc)
 
-    async def list_runs(self, pipeline: str | None = None, status: str | None = None, limit: int = 50) -> list[RunDoc]:
+    async def list_runs(
+        self,
+        pipeline: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        trigger: str | None = None,
+        offset: int = 0,
+    ) -> list[RunDoc]:
         if limit <= 0:
             return []
-        query = {k: v for k, v in (("pipeline", pipeline), ("status", status)) if v}
-        return [_run(doc) for doc in await self.runs.find(query).sort(NEWEST_FIRST).limit(limit).to_list()]
+        query: dict[str, Any] = {k: v for k, v in (("pipeline", pipeline), ("status", status)) if v}
+        created = {op: v for op, v in (("$gte", since), ("$lt", until)) if v}
+        if created:
+            query["created_at"] = created
+        if trigger:
+            query["trigger.type"] = trigger
+        found = self.runs.find(query).sort(NEWEST_FIRST).skip(max(offset, 0)).limit(limit)
+        return [_run(doc) for doc in await found.to_list()]
 
-    async def count_runs(self, status: str) -> dict[str, int]:
-        groups = await self.runs.aggregate(
-            [{"$match": {"status": status}}, {"$group": {"_id": "$pipeline", "n": {"$sum": 1}}}]
-        )
-        return {str(g["_id"]): int(g["n"]) async for g in groups}
+    async def count_runs(self, *, since: str | None = None, status: str | None = None) -> list[RunCount]:
+        query: dict[str, Any] = {}
+        if since:
+            query["created_at"] = {"$gte": since}
+        if status:
+            query["status"] = status
+        counts: dict[tuple[str, str], int] = {}
+        async for doc in self.runs.find(query, {"pipeline": 1, "status": 1}):
+            key = (str(doc["pipeline"]), str(doc["status"]))
+            counts[key] = counts.get(key, 0) + 1
+        return [RunCount(pipeline=p, status=st, count=n) for (p, st), n in sorted(counts.items())]
 
     async def get_or_create_secret(self, name: str, value: str) -> str:
         with suppress(DuplicateKeyError):  # another router stored it first: its value is the one

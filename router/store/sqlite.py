@@ -28,7 +28,7 @@ import orjson
 
 from router.node_logs import LogBatch, LogLine, base_node, node_filter, truncation_key
 from router.runs import RunChange, RunDoc, Transition, apply
-from router.store.base import RunExists, RunNotFound
+from router.store.base import RunCount, RunExists, RunNotFound
 from router.tokens import TokenExists, TokenRecord
 
 SCHEMA = """
@@ -155,23 +155,45 @@ class SqliteStore:
         await self._committed()  # also when it lost: what it read is then durable too
         return new, won, run_won
 
-    async def list_runs(self, pipeline: str | None = None, status: str | None = None, limit: int = 50) -> list[RunDoc]:
+    async def list_runs(
+        self,
+        pipeline: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        trigger: str | None = None,
+        offset: int = 0,
+    ) -> list[RunDoc]:
         where, args = [], []
-        if pipeline:
-            where.append("pipeline = ?")
-            args.append(pipeline)
-        if status:
-            where.append("status = ?")
-            args.append(status)
+        for clause, value in (
+            ("pipeline = ?", pipeline),
+            ("status = ?", status),
+            ("created_at >= ?", since),
+            ("created_at < ?", until),
+            ("json_extract(CAST(doc AS TEXT), '$.trigger.type') = ?", trigger),  # json_* cannot read a BLOB
+        ):
+            if value:
+                where.append(clause)
+                args.append(value)
         self._commit()
         sql = "SELECT doc FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
-        rows = self._db.execute(sql + " ORDER BY created_at DESC, rowid DESC LIMIT ?", (*args, limit)).fetchall()
+        rows = self._db.execute(
+            sql + " ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?", (*args, limit, max(offset, 0))
+        ).fetchall()
         return [orjson.loads(r[0]) for r in rows]
 
-    async def count_runs(self, status: str) -> dict[str, int]:
+    async def count_runs(self, *, since: str | None = None, status: str | None = None) -> list[RunCount]:
+        where, args = [], []
+        for clause, value in (("created_at >= ?", since), ("status = ?", status)):
+            if value:
+                where.append(clause)
+                args.append(value)
         self._commit()
-        rows = self._db.execute("SELECT pipeline, count(*) FROM runs WHERE status = ? GROUP BY pipeline", (status,))
-        return {pipeline: n for pipeline, n in rows.fetchall()}
+        sql = "SELECT pipeline, status, COUNT(*) FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = self._db.execute(sql + " GROUP BY pipeline, status ORDER BY pipeline, status", args)
+        return [RunCount(pipeline=p, status=st, count=n) for p, st, n in rows]
 
     async def get_or_create_secret(self, name: str, value: str) -> str:
         from router.runs import now_iso
