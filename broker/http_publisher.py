@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import aiohttp
 from cloudevents.core.v1.event import CloudEvent
 
+from broker import tracing
 from broker.codec import encode_binary
 from broker.errors import PublishError
 from broker.redact import mask_url, redact
@@ -37,7 +38,11 @@ class HttpPublisher:
 
     async def publish_many(self, events: Iterable[CloudEvent]) -> None:
         batch = list(events)
+        if tracing.ON:  # a producer span per event, its context in the event's traceparent
+            batch, spans = tracing.publishing(batch, lambda _e: mask_url(self.url), "knative")
         results = await asyncio.gather(*(self._post(e) for e in batch), return_exceptions=True)
+        if tracing.ON:
+            tracing.published(spans, results)
         failed = [(e, r) for e, r in zip(batch, results, strict=True) if r is not None]
         if failed:
             detail = "; ".join(f"{e.get_id()}: {r}" for e, r in failed[:5])
@@ -48,6 +53,8 @@ class HttpPublisher:
 
     async def _post(self, event: CloudEvent) -> str | None:
         headers, body = encode_binary(event)
+        if tracing.ON:
+            tracing.http_headers(headers)
         try:
             async with self._client().post(self.url, data=body, headers=headers) as resp:
                 if 200 <= resp.status < 300:

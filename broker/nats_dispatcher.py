@@ -39,6 +39,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 
+from broker import tracing
 from broker.codec import decode
 from broker.delivery import DeliveryOutcome, dead_letter_event
 from broker.errors import InvalidEvent, KnflowError
@@ -304,11 +305,20 @@ class Dispatcher:
             await msg.term()
             self.stats.terminated += 1
             return
-        assert self._subscriber is not None
         event = with_delivery(event, attempt)  # a retry says so: knflowdelivery = 2, 3 ...
+        if tracing.ON:  # a consumer span; the subscriber gets the event under it
+            with tracing.process(event, msg.subject, "nats", consumer=self.name) as event:
+                return await self._settle(msg, event, attempt)
+        await self._settle(msg, event, attempt)
+
+    async def _settle(self, msg: Msg, event: CloudEvent, attempt: int) -> None:
+        """Deliver `event` (the message `msg`, its `attempt`-th delivery), then ack, nak or dead-letter it."""
+        assert self._subscriber is not None
         outcome = await self._subscriber.deliver(event)
         if outcome.ok and outcome.reply is not None:
             outcome = await self._store_reply(event, outcome)
+        if tracing.ON:
+            tracing.set_outcome(outcome.status, outcome.error_body)
         if outcome.ok:
             await msg.ack()
             self.stats.delivered += 1

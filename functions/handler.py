@@ -20,6 +20,7 @@ from pydantic_core import PydanticSerializationError
 
 from broker import events
 from broker import extensions as ext
+from broker import tracing
 from broker.errors import DeliveryFailed
 from broker.events import ErrorDoc, error_doc
 from functions import blobs
@@ -116,7 +117,15 @@ async def handle_invoke(
     """Answer a `dev.knflow.invoke` CloudEvent with its result event; raises Retryable.
 
     Blob references in the invoke's data are resolved before the input is validated, and an output over
-    the blob store's threshold goes to the store, its reference into the reply (functions.blobs)."""
+    the blob store's threshold goes to the store, its reference into the reply (functions.blobs).
+    With tracing on, under a span `function NAME` whose context the reply carries back."""
+    if tracing.ON:
+        with tracing.function_span(invoke, spec.name):
+            return tracing.reply(await _answer(spec, invoke, source, store))
+    return await _answer(spec, invoke, source, store)
+
+
+async def _answer(spec: FunctionSpec, invoke: CloudEvent, source: str, store: blobs.BlobStore | None) -> CloudEvent:
     addr = events.address(invoke)
     data = invoke.get_data()
     if not isinstance(data, dict) or ("inputs" not in data and "config" not in data):

@@ -4,6 +4,8 @@
 reply event in binary mode: `dev.knflow.node.succeeded`, or `dev.knflow.node.failed` for what a retry
 cannot fix. A failure a retry may fix answers 503 with the error as JSON, and the broker retries.
 A request that is not a valid invoke answers 400 naming the problem. `GET /healthz` answers 200.
+With tracing on (broker/tracing.py), an invoke is handled under a span whose parent is the event's
+`traceparent` extension, else the W3C `traceparent` header (Knative sends both).
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator
 
+from cloudevents.core.v1.event import CloudEvent
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from broker import codec, events, limits
 from broker import extensions as ext
+from broker import tracing
 from broker.codec import MAX_BODY_BYTES
 from broker.errors import InvalidEvent, KnflowError
 from broker.http_errors import BROKER_STATUSES, Statuses, error_body, http_status
@@ -67,9 +71,17 @@ def create_app(spec: FunctionSpec, max_body_bytes: int = MAX_BODY_BYTES, store: 
             raise InvalidEvent(
                 f"this service runs function '{spec.name}', but the event asks for '{fn}' (header ce-{ext.FUNCTION})"
             )
+        if tracing.ON:  # a consumer span: the event's traceparent, else the W3C header's, is its parent
+            with tracing.process(event, spec.name, "knative", headers=request.headers) as event:
+                return await answer(event)
+        return await answer(event)
+
+    async def answer(event: CloudEvent) -> Response:
         try:
             reply = await handle_invoke(spec, event, source, store)
         except Retryable as exc:
+            if tracing.ON:
+                tracing.set_outcome(exc.code, exc.message.encode())
             return JSONResponse({"error": exc.error}, status_code=exc.code)
         headers, body = codec.encode_binary(reply)
         return Response(body, status_code=200, headers=headers)

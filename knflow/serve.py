@@ -71,8 +71,6 @@ async def serve_app(app: Any, host: str, port: int, ready: asyncio.Event | None 
 
 
 def cmd_serve_function(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from functions.registry import REGISTRY
     from functions.server import create_app
 
@@ -84,9 +82,9 @@ def cmd_serve_function(args: argparse.Namespace) -> int:
     spec = REGISTRY.get(name)
     port = args.port or settings.port
     print(f"knflow: function '{spec.name}' on http://{args.host}:{port}", file=sys.stderr, flush=True)
-    uvicorn.run(
-        create_app(spec, settings.max_body_bytes), host=args.host, port=port, log_level="warning", access_log=False
-    )
+    # serve_app, not uvicorn.run: on SIGTERM the process exits by itself (uvicorn.run re-raises the signal),
+    # so that what runs at exit runs (the spans batched for export are flushed: broker/tracing.py)
+    eventloop.run(serve_app(create_app(spec, settings.max_body_bytes), args.host, port))
     return 0
 
 
