@@ -46,7 +46,9 @@ QUICK = {
     "celery_thr": 500,
     "cold": 3,
 }
-KNFLOW_MODES = ("embedded", "nats", "nats-split", "isolated", "mongo")
+# static nodes between the source and the join: as many as a pipeline may hold (router/pipeline_doc.py MAX_NODES)
+STATIC_WIDTH = 498
+KNFLOW_MODES = ("embedded", "nats", "nats-traced", "nats-split", "isolated", "mongo")
 SECTIONS = ("floor", "celery", *KNFLOW_MODES, "coldstart", "memory")
 
 
@@ -67,7 +69,7 @@ async def knflow_mode(mode: str, sizes: dict[str, int], in_flight: int, results:
         pipelines.diamond(),
         pipelines.chain(10),
         pipelines.fanout(1000),
-        pipelines.static_fanout(1000),
+        pipelines.static_fanout(STATIC_WIDTH),
     )
     slow = mode in ("isolated", "mongo")
     async with stacks.mode(mode, [diamond, chain, fanout, static]) as stack:
@@ -79,7 +81,9 @@ async def knflow_mode(mode: str, sizes: dict[str, int], in_flight: int, results:
         results.setdefault("chain10", {})[mode] = {**c, "hop_p50_ms": c["p50_ms"] / 10, "hop_p99_ms": c["p99_ms"] / 10}
         if mode != "mongo":  # 1,002 nodes in one document: the wire server's per-update cost, not knflow's
             results.setdefault("fanout1000", {})[mode] = await fanout_runs(driver.run, fanout, sizes["fanout"])
-            results.setdefault("static1000", {})[mode] = await fanout_runs(driver.run, static, sizes["fanout"])
+            results.setdefault(f"static{STATIC_WIDTH}", {})[mode] = await fanout_runs(
+                driver.run, static, sizes["fanout"]
+            )
         if mode == "nats":
             from bench.transport import hop_floor
 

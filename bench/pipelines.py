@@ -3,7 +3,7 @@
 diamond     a -> (b, c) -> d
 chain10     n1 -> n2 -> ... -> n10
 fanout1000  src -> each (`replicas: 1000`, one invoke per item) -> join
-static1000  src -> (f0 ... f999) -> join     (the same width as 1,000 static nodes, for comparison)
+static498   src -> (f0 ... f497) -> join     (static nodes, as many as a pipeline may hold, for comparison)
 """
 
 from __future__ import annotations

@@ -131,6 +131,19 @@ class RerunEntry(TypedDict):
 ReplayEntry = RedriveEntry | RerunEntry
 
 
+class TraceLink(TypedDict):
+    traceparent: str
+    kind: str  # redrive, rerun, trigger
+
+
+class TraceDoc(TypedDict):
+    """A run's trace, with tracing on (router/run_traces.py): its root span's context, when it began, its links."""
+
+    traceparent: str
+    start_ns: int
+    links: list[TraceLink]
+
+
 class RunDoc(TypedDict):
     """The run document the stores keep (`new_run` makes one)."""
 
@@ -147,6 +160,7 @@ class RunDoc(TypedDict):
     version: int
     replays: NotRequired[list[ReplayEntry]]  # once replayed, oldest first
     cancelled_by: NotRequired[str | None]  # once cancelled
+    trace: NotRequired[TraceDoc]  # with tracing on
 
 
 class RunFields(TypedDict, total=False):
@@ -157,6 +171,7 @@ class RunFields(TypedDict, total=False):
     error: ErrorDoc | None
     replays: list[ReplayEntry]
     cancelled_by: str | None
+    trace: TraceDoc
 
 
 class ItemRecord(Timing):
@@ -190,6 +205,11 @@ class RunRecord(TypedDict):
     replay_of: str | None
     replays: list[ReplayEntry]
     nodes: dict[str, NodeRecord]
+    trace_id: NotRequired[str]  # with tracing on: the run's trace, to look up in the tracing backend
+
+
+class _TraceId(TypedDict, total=False):
+    trace_id: str
 
 
 def new_node() -> NodeState:
@@ -326,7 +346,13 @@ def record(run: RunDoc) -> RunRecord:
         "replay_of": run.get("replay_of"),
         "replays": run.get("replays") or [],
         "nodes": {nid: _node_record(state) for nid, state in run["nodes"].items()},
+        **_trace_id(run),
     }
+
+
+def _trace_id(run: RunDoc) -> _TraceId:
+    trace = run.get("trace")
+    return {"trace_id": trace["traceparent"][3:35]} if trace else {}
 
 
 def _node_record(state: NodeState) -> NodeRecord:
