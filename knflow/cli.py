@@ -53,7 +53,7 @@ def configure_logging(verbose: int, json_logs: bool = False) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso"),
             redact_log_values,
-            tracing.add_trace_ids,
+            *([tracing.add_trace_ids] if tracing.ON else []),  # trace_id and span_id; off, not even a call
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

@@ -11,8 +11,6 @@ one, its trust resting on the cluster network; results and dead letters still ne
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -37,7 +35,10 @@ broker_routes = APIRouter()
 async def post_event(request: Request, svc: Svc) -> Response:
     event = codec.decode(request.headers, await svc.read_body(request), svc.max_body_bytes)
     if event.get_type() in events.RESULT_TYPES:
-        with tracing.process(event, "router", "knative", headers=request.headers) if tracing.ON else nullcontext():
+        if tracing.ON:  # a consumer span: the event's traceparent, else the W3C header's, is its parent
+            with tracing.process(event, "router", "knative", headers=request.headers):
+                refusal = await svc.router.take_result(event)
+        else:
             refusal = await svc.router.take_result(event)
         if refusal:
             raise refusal  # 403, logged and counted: a forged result is not retried by a Knative broker
@@ -78,7 +79,10 @@ async def replay_events(request: Request, svc: Svc, caller: Operator) -> dict:
 @broker_routes.post("/dead-letter", status_code=202, openapi_extra=openapi.EVENT)
 async def dead_letter(request: Request, svc: Svc) -> Response:
     event = codec.decode(request.headers, await svc.read_body(request), svc.max_body_bytes)
-    with tracing.process(event, "router", "knative", headers=request.headers) if tracing.ON else nullcontext():
+    if tracing.ON:
+        with tracing.process(event, "router", "knative", headers=request.headers):
+            refusal = await svc.router.take_dead_letter(event)
+    else:
         refusal = await svc.router.take_dead_letter(event)
     if refusal:
         raise refusal
