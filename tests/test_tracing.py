@@ -297,3 +297,65 @@ def test_http_headers_carry_the_w3c_traceparent_beside_the_cloudevents_one():
     bare = {"ce-id": "1"}
     tracing.http_headers(bare)
     assert bare == {"ce-id": "1"}
+
+
+RETRIED_ON_NATS = """
+metadata: {name: traced-retried}
+functions: [tests.fixtures.noisy]
+nodes: [{id: f, type: nl-fail}]
+"""
+
+
+async def test_on_nats_each_delivery_of_a_retried_node_is_a_failed_span_and_its_lines_stay_node_logs(
+    receiver, nats_server, tmp_path
+):
+    """nl-fail logs a line and fails each of its two tries: one node span, and under its invoke's publish a
+    failed consumer span per delivery, whose error is the function's, not its log lines; the first try's lines
+    go to the router as a `node.logs` event (a publish span of their own), and both tries' lines are stored."""
+    import asyncio
+    import time
+    import uuid
+
+    from broker import events
+    from broker.nats import StreamLayout
+    from knflow.nats_stack import NatsStack
+    from router.loader import load_string
+    from router.router import StaticPipelines
+    from router.runs import record
+    from router.store.sqlite import SqliteStore
+
+    pipeline = load_string(RETRIED_ON_NATS, "traced-retried.yaml")
+    name = f"t{uuid.uuid4().hex[:8]}"
+    store = SqliteStore(tmp_path / "runs.db")
+    try:
+        layout = StreamLayout(stream=name.upper(), prefix=name)
+        async with NatsStack(nats_server.url, store, StaticPipelines([pipeline]), layout=layout) as stack:
+            await stack.serve_function("nl-fail")
+            trigger = events.make_event(
+                {"type": "com.example.t", "source": "/tests", "id": uuid.uuid4().hex, "datacontenttype": events.JSON},
+                {},
+            )
+            run = await stack.router.start_run(pipeline, trigger)
+            deadline = time.monotonic() + 60
+            while (run := await store.get_run(run["id"])) is not None and run["status"] == "running":
+                assert time.monotonic() < deadline, run
+                await asyncio.sleep(0.02)
+        assert run is not None and run["status"] == "failed"
+        lines, _ = await store.read_logs(run["id"], "f")
+    finally:
+        await store.close()
+    assert [line["attempt"] for line in lines if line["message"] == "trying"] == [1, 2], lines
+    trace_id = record(run)["trace_id"]
+    spans = receiver.wait_for(lambda got: any(s.name == "run traced-retried" and s.trace_id == trace_id for s in got))
+    mine = [s for s in spans if s.trace_id == trace_id]
+    node = next(s for s in mine if s.name == "node f")
+    publish = next(s for s in mine if s.name == f"publish {name}.invoke.nl-fail")
+    assert publish.parent_span_id == node.span_id
+    deliveries = sorted((s for s in mine if s.name == f"process {name}.invoke.nl-fail"), key=lambda s: s.start_ns)
+    assert [s.attributes.get("knflow.delivery") for s in deliveries] == [None, "2"]  # a retry says which it is
+    assert all(s.parent_span_id == publish.span_id for s in deliveries)
+    assert all(s.attributes["knflow.delivery.status"] == 503 for s in deliveries)
+    assert all("attempt" in (s.error or "") and "failed" in (s.error or "") for s in deliveries), deliveries
+    assert all("trying" not in (s.error or "") and "printed" not in (s.error or "") for s in deliveries)
+    logs_published = [s for s in mine if s.attributes.get("cloudevents.event_type") == "dev.knflow.node.logs"]
+    assert logs_published and logs_published[0].parent_span_id == deliveries[0].span_id
