@@ -94,6 +94,6 @@ def header(meta: dict[str, Any]) -> str:
         f"({sizes['thr_slow']:,} for isolated and mongo, {sizes['celery_thr']:,} for Celery) with at most "
         f"{meta['in_flight']} runs in flight: latency under load = in-flight / throughput\n"
         f"  chain10: {sizes['chain']} runs one after another, per-hop = run / 10; "
-        f"fanout1000 (a foreach of 1,000 items) and static1000 (1,000 static nodes): {sizes['fanout']} run(s) each; "
+        f"fanout1000 (a foreach of 1,000 items) and static500 (500 static nodes): {sizes['fanout']} run(s) each; "
         f"memory: {sizes['memory']:,} diamond runs per mode; logs at warning level, as `knflow dev` by default"
     )

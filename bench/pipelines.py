@@ -3,7 +3,7 @@
 diamond     a -> (b, c) -> d
 chain10     n1 -> n2 -> ... -> n10
 fanout1000  src -> each (`replicas: 1000`, one invoke per item) -> join
-static498   src -> (f0 ... f497) -> join     (static nodes, as many as a pipeline may hold, for comparison)
+static500   src -> (f0 ... f497) -> join     (500 static nodes, a pipeline's limit, beside the foreach)
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def fanout(width: int = 1000) -> Pipeline:
     return _load(f"bench-fanout{width}", nodes, [("src", "each"), ("each", "join")])
 
 
-def static_fanout(width: int = 1000) -> Pipeline:
+def static_fanout(width: int = 498) -> Pipeline:
     branches = [f"f{i}" for i in range(width)]
     nodes = [{"id": "src", "type": "bench-a", "inputs": {"n": "{{ trigger.data.n }}"}}]
     nodes += [{"id": b, "type": "bench-b", "inputs": {"n": "{{ src.output.n }}"}} for b in branches]

@@ -21,7 +21,7 @@ from broker import tracing
 from broker.errors import KnflowError
 from broker.redact import redact
 from knflow import eventloop
-from knflow.settings import DEFAULT_STORE
+from knflow.settings import DEFAULT_STORE, check_environment
 
 
 def redact_log_values(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -244,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     if tracing.ON:  # OTEL_* set: spans from the start, named after this process (OTEL_SERVICE_NAME wins)
         tracing.configure(service_name(args))
     try:
+        check_environment()  # a bad KNFLOW_* value stops every command here, naming the variable
         return args.fn(args)
     except KnflowError as exc:
         print(f"knflow {args.command}: {redact(str(exc))}", file=sys.stderr)

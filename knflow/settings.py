@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Any
+import sys
+from typing import Any, Final
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,8 +42,8 @@ class Settings(BaseSettings):
     function: str | None = None  # the function a function service runs
     functions: str = ""  # comma-separated modules that define functions
     pipelines: str = ""  # comma-separated pipeline files the router loads at start
-    max_body_bytes: int = MAX_BODY_BYTES
-    max_hops: int = MAX_HOPS  # pipelines started by pipelines' run events: refuse the chain past this depth
+    max_body_bytes: int = Field(MAX_BODY_BYTES, gt=0)
+    max_hops: int = Field(MAX_HOPS, ge=0)  # pipelines started by pipelines' run events: refused past this depth
     webhook_secret: str | None = None  # when set, /hooks/* take it (header or an HMAC signature) instead of a token
     admin_token: str | None = None  # the bootstrap admin token of the router's API (a Secret on Knative)
     # signs each invoke's result secret (router/result_keys.py); the same on every router replica. Unset: the
@@ -53,8 +55,8 @@ class Settings(BaseSettings):
     # service's and a dispatcher's /metrics answer whoever reaches them, as their POST / does
     metrics_token: SecretStr | None = None
     metrics_port: int = Field(0, ge=0, lt=65536)  # `knflow serve dispatcher`'s /metrics; 0: a free port, printed
-    sweep_interval_s: float = 5.0  # how often a router looks for runs a crash left behind
-    sweep_after_s: float = 30.0  # a node `scheduled` this long has its invoke published again
+    sweep_interval_s: float = Field(5.0, gt=0)  # how often a router looks for runs a crash left behind
+    sweep_after_s: float = Field(30.0, gt=0)  # a node `scheduled` this long has its invoke published again
     port: int = Field(8080, validation_alias=AliasChoices("PORT", "KNFLOW_PORT"))
     k_sink: str | None = Field(None, validation_alias=AliasChoices("K_SINK", "KNFLOW_K_SINK"))
     # large payloads (functions.blobs; function processes read the same two variables without this class)
@@ -100,6 +102,66 @@ class Settings(BaseSettings):
     @property
     def pipeline_files(self) -> list[str]:
         return [m.strip() for m in self.pipelines.split(",") if m.strip()]
+
+
+# KNFLOW_* variables read outside Settings (the builtins, the CLI's client); known, so no near miss of them is flagged
+OTHER_VARIABLES: Final = frozenset(
+    {
+        "KNFLOW_TOKEN",
+        "KNFLOW_HTTP_ALLOW_NETS",
+        "KNFLOW_HTTP_CONNECT_TO",
+        "KNFLOW_HTTP_MAX_RESPONSE_BYTES",
+        "KNFLOW_REDIS_URL",
+        "KNFLOW_MONGODB_URL",
+        "KNFLOW_OPENAI_BASE_URL",
+        "KNFLOW_OPENAI_API_KEY",
+        "KNFLOW_OPENAI_MODEL",
+        "KNFLOW_OPENAI_EMBEDDING_MODEL",
+    }
+)
+
+
+def check_environment() -> Settings:
+    """Every command's first step: the settings read and checked at once, so that a bad `KNFLOW_*` value stops
+    the command with SettingsInvalid naming the variable and the form it takes, before any work; a name that
+    is a near miss of a setting's (a typo the settings would ignore) gets a warning on stderr."""
+    from functions import netguard  # the builtins' allow list, read again at each outbound call
+
+    settings = Settings()
+    try:
+        netguard.parse_allow_list(os.environ.get(netguard.SETTING, ""))
+    except KnflowError as exc:
+        raise SettingsInvalid(f"invalid settings: {exc}", variables=[netguard.SETTING]) from None
+    for hint in near_misses(os.environ):
+        print(f"knflow: warning: {hint}", file=sys.stderr)
+    return settings
+
+
+def near_misses(environ: Any) -> list[str]:
+    """`KNFLOW_*` names that no part reads but that are a typo of one that does (two letters off, or the name
+    without its unit, `KNFLOW_SWEEP_INTERVAL` for `KNFLOW_SWEEP_INTERVAL_S`). The tests' `KNFLOW_TEST_*` and
+    a pipeline's own secret variables are far from every setting, so they are left alone."""
+    known = {f"KNFLOW_{name.upper()}" for name in Settings.model_fields} | OTHER_VARIABLES
+    hints = []
+    unknown = sorted(n for n in environ if n.startswith("KNFLOW_") and n not in known)
+    for name in (n for n in unknown if not n.startswith("KNFLOW_TEST_")):
+        if match := next((k for k in sorted(known) if _typo_of(name, k)), None):
+            hints.append(f"{name} is not a knflow setting and is ignored; did you mean {match}?")
+    return hints
+
+
+def _typo_of(name: str, known: str) -> bool:
+    return known.startswith(name + "_") or _edits(name, known) <= 2
+
+
+def _edits(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions)."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
 
 
 def shown(name: str | None, value: Any) -> Any:
