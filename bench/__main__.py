@@ -46,7 +46,7 @@ QUICK = {
     "celery_thr": 500,
     "cold": 3,
 }
-KNFLOW_MODES = ("embedded", "nats", "nats-split", "isolated", "mongo")
+KNFLOW_MODES = ("embedded", "nats", "nats-traced", "nats-split", "isolated", "mongo")
 SECTIONS = ("floor", "celery", *KNFLOW_MODES, "coldstart", "memory")
 
 

@@ -34,11 +34,13 @@ COLUMNS = [  # (header, metric, format)
     ("loaded p50 ms", "loaded_p50_ms", "{:,.0f}"),
     ("x celery", "x_celery", "{:.1f}"),
     ("x floor", "x_floor", "{:.3f}"),
+    ("x untraced", "x_untraced", "{:.3f}"),
 ]
 
 
 def add_ratios(results: Results) -> None:
-    """Throughput as a multiple of Celery's, and as a fraction of the floor's, from the same invocation."""
+    """Throughput as a multiple of Celery's, as a fraction of the floor's, and traced NATS against untraced NATS,
+    all from the same invocation."""
     for modes in results.values():
         celery = modes.get("celery", {}).get("runs_per_s")
         floor = modes.get("floor", {}).get("runs_per_s")
@@ -50,6 +52,9 @@ def add_ratios(results: Results) -> None:
                 metrics["x_celery"] = rate / celery
             if floor:
                 metrics["x_floor"] = rate / floor
+        untraced = modes.get("nats", {}).get("runs_per_s")
+        if untraced and (traced := modes.get("nats-traced", {}).get("runs_per_s")):
+            modes["nats-traced"]["x_untraced"] = traced / untraced  # what tracing costs, in the same run
 
 
 def _cell(metrics: dict[str, float], metric: str, fmt: str) -> str:
@@ -66,10 +71,10 @@ def table(results: Results) -> str:
         for m, metrics in modes.items()
     ]
     cols = [c for c in COLUMNS if any(c[1] in metrics for _w, _m, metrics in runs)]
-    head = f"{'workload':<11} {'mode':<9} " + " ".join(f"{h:>13}" for h, _m, _f in cols)
+    head = f"{'workload':<11} {'mode':<11} " + " ".join(f"{h:>13}" for h, _m, _f in cols)
     lines += [head, "-" * len(head)]
     for w, m, metrics in runs:
-        lines.append(f"{w:<11} {m:<9} " + " ".join(f"{_cell(metrics, metric, fmt):>13}" for _h, metric, fmt in cols))
+        lines.append(f"{w:<11} {m:<11} " + " ".join(f"{_cell(metrics, metric, fmt):>13}" for _h, metric, fmt in cols))
     for m, metrics in results.get("memory", {}).items():
         lines.append(
             f"memory      {m:<9} RSS {metrics['rss_before_mb']:.1f} MB -> {metrics['rss_after_mb']:.1f} MB after "

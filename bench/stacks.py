@@ -2,6 +2,7 @@
 
     embedded   in-memory broker, SQLite file, functions in-process (the embedded default)
     nats       nats-server with file storage, SQLite file, functions in-process through dispatchers
+    nats-traced  the same with OpenTelemetry traces on, exported over OTLP/HTTP to a sink process
     isolated   nats-server, SQLite file, each function its own `knflow serve function` HTTP service
     mongo      nats-server, MongoDB store on the nx-27017 wire server, functions in-process
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -22,7 +24,7 @@ from typing import Any
 from bench.functions import ALL_FUNCTIONS
 from bench.pipelines import FUNCTIONS_MODULE
 
-MODES = ("embedded", "nats", "nats-split", "isolated", "mongo")
+MODES = ("embedded", "nats", "nats-traced", "nats-split", "isolated", "mongo")
 
 
 @contextlib.contextmanager
@@ -174,6 +176,13 @@ async def mode(name: str, pipelines: list[Any]) -> AsyncIterator[Stack]:
                     nats.url, SqliteStore(workdir / "runs.db"), pipelines, split=name == "nats-split"
                 ) as router:
                     yield Stack(router, nats.url)
+            elif name == "nats-traced":
+                from bench.otlp_sink import traced
+
+                with traced() as counted:
+                    async with on_nats(nats.url, SqliteStore(workdir / "runs.db"), pipelines) as router:
+                        yield Stack(router, nats.url)
+                print(f"  nats-traced: {counted['spans']:,} spans exported", file=sys.stderr, flush=True)
             elif name == "isolated":
                 with function_services(ALL_FUNCTIONS) as urls:
                     async with on_nats(nats.url, SqliteStore(workdir / "runs.db"), pipelines, urls) as router:

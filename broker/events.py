@@ -130,7 +130,16 @@ def invoke_event(
     return _own(attrs, {"inputs": inputs, "config": config})
 
 
-_RESULT_CARRIES = (ext.RUN, ext.NODE, ext.ATTEMPT, ext.PIPELINE, ext.FUNCTION, ext.DELIVERY, ext.TOKEN, ext.TRACEPARENT)
+_RESULT_CARRIES = (
+    ext.RUN,
+    ext.NODE,
+    ext.ATTEMPT,
+    ext.PIPELINE,
+    ext.FUNCTION,
+    ext.DELIVERY,
+    ext.TOKEN,
+    *ext.TRACE_CONTEXT,
+)
 
 
 def result_event(invoke: CloudEvent, *, succeeded: bool, data: dict[str, Any], source: str) -> CloudEvent:

@@ -12,7 +12,8 @@
 | `knflowretry` | invoke | the node's own retry policy, a JSON object (`broker.retry.Retry`) |
 | `knflowtimeout` | invoke | the node's own timeout in seconds |
 | `knflowtoken` | invoke, result | the invoke's result secret (router/result_keys.py); its result carries it back |
-| `traceparent` | all | W3C trace context (the CloudEvents distributed-tracing extension) |
+| `traceparent` | all | W3C trace context (the CloudEvents distributed-tracing extension; broker/tracing.py) |
+| `tracestate` | all | its vendor state, when a tracer keeps one |
 | `knativeerrordest` | dead letters | Knative's: the subscriber that failed |
 | `knativeerrorcode` | dead letters | Knative's: its last HTTP status |
 | `knativeerrordata` | dead letters | Knative's: base64 of its last response body (at most 1,024 characters) |
@@ -36,6 +37,8 @@ RETRY: Final = "knflowretry"
 TIMEOUT: Final = "knflowtimeout"
 TOKEN: Final = "knflowtoken"
 TRACEPARENT: Final = "traceparent"
+TRACESTATE: Final = "tracestate"
+TRACE_CONTEXT: Final = (TRACEPARENT, TRACESTATE)
 
 ERROR_DEST: Final = "knativeerrordest"
 ERROR_CODE: Final = "knativeerrorcode"

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import aiohttp
 from cloudevents.core.v1.event import CloudEvent
 
-from broker import metrics
+from broker import metrics, tracing
 from broker.codec import encode_binary
 from broker.errors import PublishError
 from broker.redact import mask_url, redact
@@ -39,9 +39,13 @@ class HttpPublisher:
 
     async def publish_many(self, events: Iterable[CloudEvent]) -> None:
         batch = list(events)
+        if tracing.ON:  # a producer span per event, its context in the event's traceparent
+            batch, spans = tracing.publishing(batch, lambda _e: mask_url(self.url), "knative")
         started = time.perf_counter()
         results = await asyncio.gather(*(self._post(e) for e in batch), return_exceptions=True)
         metrics.published(len(batch), time.perf_counter() - started)
+        if tracing.ON:
+            tracing.published(spans, results)
         failed = [(e, r) for e, r in zip(batch, results, strict=True) if r is not None]
         if failed:
             detail = "; ".join(f"{e.get_id()}: {r}" for e, r in failed[:5])
@@ -52,6 +56,8 @@ class HttpPublisher:
 
     async def _post(self, event: CloudEvent) -> str | None:
         headers, body = encode_binary(event)
+        if tracing.ON:
+            tracing.http_headers(headers)
         try:
             async with self._client().post(self.url, data=body, headers=headers) as resp:
                 if 200 <= resp.status < 300:

@@ -39,7 +39,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import PubAck, RetentionPolicy, StorageType, StreamConfig, StreamInfo
 
 from broker import extensions as ext
-from broker import metrics
+from broker import metrics, tracing
 from broker.codec import encode_binary
 from broker.errors import InvalidEvent, KnflowError, PayloadTooLarge, PublishError
 
@@ -235,6 +235,8 @@ class JetStreamPublisher:
         (one `ack_timeout_s` per chunk of 1,000). Raises `PublishError` if any event was not stored, listing
         them in `fields['failed_ids']`; the others are stored, and publishing all of them again is safe
         (ids dedupe)."""
+        if tracing.ON:  # a producer span per event, its context in the event's traceparent
+            events, spans = tracing.publishing(list(events), self.layout.subject_for, "nats")
         messages = [(event, *self.message(event)) for event in events]
         if not messages:
             return []
@@ -244,6 +246,8 @@ class JetStreamPublisher:
             loop.call_soon(self._send_queued)
         self._queued.append((messages, done))
         results = await done
+        if tracing.ON:
+            tracing.published(spans, results)
         failed = [(m[0], m[1], r) for m, r in zip(messages, results, strict=True) if isinstance(r, BaseException)]
         if failed:
             raise _publish_error(failed, len(messages), self)

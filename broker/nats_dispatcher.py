@@ -41,7 +41,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 
-from broker import metrics
+from broker import metrics, tracing
 from broker.codec import decode
 from broker.delivery import DeliveryOutcome, dead_letter_event, split_logs
 from broker.errors import InvalidEvent, KnflowError
@@ -307,18 +307,29 @@ class Dispatcher:
             await msg.term()
             self.stats.terminated += 1
             return
-        assert self._subscriber is not None
         event = with_delivery(event, attempt)  # a retry says so: knflowdelivery = 2, 3 ...
         metrics.delivery(event)
+        if tracing.ON:  # a consumer span; the subscriber gets the event under it
+            with tracing.process(event, msg.subject, "nats", consumer=self.name) as event:
+                return await self._settle(msg, event, attempt)
+        await self._settle(msg, event, attempt)
+
+    async def _settle(self, msg: Msg, event: CloudEvent, attempt: int) -> None:
+        """Deliver `event` (the message `msg`, its `attempt`-th delivery), then ack, nak or dead-letter it."""
+        assert self._subscriber is not None
         outcome = await self._subscriber.deliver(event)
         if outcome.ok and outcome.reply is not None:
             outcome = await self._store_reply(event, outcome)
         if outcome.ok:
+            if tracing.ON:
+                tracing.set_outcome(outcome.status)
             await msg.ack()
             self.stats.delivered += 1
             return
         fields = dict(event_id=event.get_id(), attempt=attempt, status=outcome.status)
         outcome, logs = split_logs(outcome)  # a knflow function's lines of this try: to the router, either way
+        if tracing.ON:  # the error without the lines: they are the node log's, not the span's
+            tracing.set_outcome(outcome.status, outcome.error_body)
         retry = self._retry_for(event)
         if outcome.should_retry and attempt <= retry.retries:
             if logs is not None:

@@ -21,6 +21,7 @@ from typing import Protocol, TypeAlias
 import aiohttp
 from cloudevents.core.v1.event import CloudEvent
 
+from broker import tracing
 from broker.codec import decode, encode_binary
 from broker.delivery import DeliveryOutcome
 from broker.errors import KnflowError
@@ -77,6 +78,8 @@ class HttpTarget:
     async def deliver(self, event: CloudEvent) -> DeliveryOutcome:
         headers, body = encode_binary(event)
         headers["prefer"] = "reply"
+        if tracing.ON:
+            tracing.http_headers(headers)
         try:
             async with self._session.post(
                 self._url,

@@ -20,7 +20,7 @@ from pydantic_core import PydanticSerializationError
 
 from broker import events
 from broker import extensions as ext
-from broker import limits, metrics
+from broker import limits, metrics, tracing
 from broker.errors import DeliveryFailed
 from broker.events import ErrorDoc, error_doc
 from functions import blobs, node_logs
@@ -161,7 +161,18 @@ async def handle_invoke(
     Blob references in the invoke's data are resolved before the input is validated, and an output over
     the blob store's threshold goes to the store, its reference into the reply (functions.blobs).
     The try's node log lines (`ctx.log`; with `streams`, its stdout and stderr too: functions/node_logs.py)
-    go in the reply's data as `logs`, or with the Retryable."""
+    go in the reply's data as `logs`, or with the Retryable.
+    With tracing on, under a span `function NAME` whose context the reply carries back."""
+    if tracing.ON:
+        with tracing.function_span(invoke, spec.name):
+            return tracing.reply(await _logged(spec, invoke, source, store, streams))
+    return await _logged(spec, invoke, source, store, streams)
+
+
+async def _logged(
+    spec: FunctionSpec, invoke: CloudEvent, source: str, store: blobs.BlobStore | None, streams: bool
+) -> CloudEvent:
+    """The result event of `invoke`, with the try's node log lines."""
     lines = node_logs.Lines(streams)
     token = node_logs.CURRENT.set(lines)
     try:

@@ -9,6 +9,8 @@ Node logs (functions/node_logs.py): what the function writes with `ctx.log`, and
 an invoke is that try's lines; the reply's data carries them (`logs`), and so does the 503 body, for the
 dispatcher to pass on. With `logs_sink` (Knative's broker, `K_SINK`: there the broker retries, and the body
 of a failed try reaches nobody), a failed try's lines are published there as `dev.knflow.node.logs` instead.
+With tracing on (broker/tracing.py), an invoke is handled under a span whose parent is the event's
+`traceparent` extension, else the W3C `traceparent` header (Knative sends both).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 
 from broker import codec, events, limits, metrics
 from broker import extensions as ext
+from broker import tracing
 from broker.codec import MAX_BODY_BYTES
 from broker.errors import InvalidEvent, KnflowError
 from broker.http_errors import BROKER_STATUSES, Statuses, error_body, http_status
@@ -92,20 +95,19 @@ def create_app(
     @app.post("/")
     async def invoke(request: Request) -> Response:
         body = await limits.read_body(request.stream(), max_body_bytes, request.headers.get("content-length"))
-        event = codec.decode(request.headers, body, max_body_bytes)
-        if event.get_type() != events.INVOKE:
-            raise InvalidEvent(
-                f"expected a CloudEvent of type '{events.INVOKE}', got '{event.get_type()}' (header ce-type)"
-            )
-        fn = event.get_extension(ext.FUNCTION)
-        if fn is not None and fn != spec.name:
-            raise InvalidEvent(
-                f"this service runs function '{spec.name}', but the event asks for '{fn}' (header ce-{ext.FUNCTION})"
-            )
+        event = _invoke_for(spec, codec.decode(request.headers, body, max_body_bytes))
+        if tracing.ON:  # a consumer span: the event's traceparent, else the W3C header's, is its parent
+            with tracing.process(event, spec.name, "knative", headers=request.headers) as event:
+                return await answer(event)
+        return await answer(event)
+
+    async def answer(event: CloudEvent) -> Response:
         with metrics.Invocation(spec.name) as call:  # knflow_function_*: status retryable unless set
             try:
                 reply = await handle_invoke(spec, event, source, store, streams=True)
             except Retryable as exc:
+                if tracing.ON:
+                    tracing.set_outcome(exc.code, exc.message.encode())
                 if sink is not None and exc.logs is not None:
                     await publish_logs(sink, events.logs_event(event, exc.logs, source))
                     return JSONResponse(exc.body(with_logs=False), status_code=exc.code)
@@ -115,6 +117,20 @@ def create_app(
         return Response(body, status_code=200, headers=headers)
 
     return app
+
+
+def _invoke_for(spec: FunctionSpec, event: CloudEvent) -> CloudEvent:
+    """`event`, if it is an invoke of this service's function; else InvalidEvent (400) naming the header."""
+    if event.get_type() != events.INVOKE:
+        raise InvalidEvent(
+            f"expected a CloudEvent of type '{events.INVOKE}', got '{event.get_type()}' (header ce-type)"
+        )
+    fn = event.get_extension(ext.FUNCTION)
+    if fn is not None and fn != spec.name:
+        raise InvalidEvent(
+            f"this service runs function '{spec.name}', but the event asks for '{fn}' (header ce-{ext.FUNCTION})"
+        )
+    return event
 
 
 async def publish_logs(sink: HttpPublisher, event: CloudEvent) -> None:

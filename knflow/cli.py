@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from broker import tracing
 from broker.errors import KnflowError
 from broker.redact import redact
 from knflow import eventloop
@@ -52,6 +53,7 @@ def configure_logging(verbose: int, json_logs: bool = False) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso"),
             redact_log_values,
+            *([tracing.add_trace_ids] if tracing.ON else []),  # trace_id and span_id; off, not even a call
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
@@ -239,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     service = args.command in ("serve", "dev")  # services log a story at info level, JSON off a terminal
     configure_logging(args.verbose + (1 if service else 0), json_logs=service and not sys.stderr.isatty())
+    if tracing.ON:  # OTEL_* set: spans from the start, named after this process (OTEL_SERVICE_NAME wins)
+        tracing.configure(service_name(args))
     try:
         check_environment()  # a bad KNFLOW_* value stops every command here, naming the variable
         return args.fn(args)
@@ -250,6 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `knflow runs show ... | head`: the reader left; that is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def service_name(args: argparse.Namespace) -> str:
+    """The tracing `service.name` of a command: knflow-router, knflow-dispatcher, knflow-function-NAME ..."""
+    if args.command != "serve":
+        return f"knflow-{args.command}"
+    name = getattr(args, "name", None) if args.kind == "function" else None
+    return f"knflow-{args.kind}" + (f"-{name}" if name else "")
 
 
 def _count(n: int, noun: str) -> str:

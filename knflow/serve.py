@@ -77,8 +77,6 @@ async def serve_app(app: Any, host: str, port: int, ready: asyncio.Event | None 
 
 
 def cmd_serve_function(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from functions.registry import REGISTRY
     from functions.server import create_app
 
@@ -97,7 +95,9 @@ def cmd_serve_function(args: argparse.Namespace) -> int:
     app = create_app(
         spec, settings.max_body_bytes, logs_sink=settings.k_sink, metrics_token=_secret(settings.metrics_token)
     )
-    uvicorn.run(app, host=args.host, port=port, log_level="warning", access_log=False)
+    # serve_app, not uvicorn.run: on SIGTERM the process exits by itself (uvicorn.run re-raises the signal),
+    # so that what runs at exit runs (the spans batched for export are flushed: broker/tracing.py)
+    eventloop.run(serve_app(app, args.host, port))
     return 0
 
 

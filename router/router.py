@@ -24,11 +24,11 @@ from pydantic import SecretStr
 
 from broker import events
 from broker import extensions as ext
-from broker import faults, metrics
+from broker import faults, metrics, tracing
 from broker.events import error_doc
 from broker.errors import KnflowError, PublishError
 from functions.blobs import BlobStore, default_store
-from router import blobs, engine, node_logs, replay
+from router import blobs, engine, node_logs, replay, run_traces
 from router.hops import MAX_HOPS, HopLimit, hops_of
 from router.pipeline import Pipeline
 from router.result_keys import SECRET_NAME, ResultKey, ResultRefused, new_key, refused
@@ -237,6 +237,8 @@ class Router:
         """Store the run with its trigger event, then schedule its source nodes."""
         trigger_doc = events.event_to_dict(trigger) if isinstance(trigger, CloudEvent) else trigger
         run = new_run(run_id or new_run_id(), pipeline.name, pipeline.run_nodes, trigger_doc, dict(pipeline.variables))
+        if tracing.ON and (trace := run_traces.new_trace(pipeline.name, trigger_doc)):
+            run["trace"] = trace
         # the run is stored as its first advance leaves it (one write, not two), and `run.started` goes out
         # with the first invokes (one publish, not two): the same states and events, in the same order
         step = engine.plan(pipeline, run, now_iso())
@@ -382,6 +384,8 @@ class Router:
             return
         faults.crash_point("result-stored")
         self._observe(run, [transition])
+        if tracing.ON:
+            run_traces.node_ended(run, addr, succeeded, data)
         if succeeded:
             log.info("node succeeded", duration_ms=data.get("duration_ms"), **ctx)
         else:
@@ -418,7 +422,7 @@ class Router:
         invokes = [step.invokes[t.node] for t in winners if t.node in step.invokes]
         if invokes:
             key = self._result_key or await self.result_key()
-            out += [_invoke_event(i, key) for i in await blobs.offload_invokes(self._blobs(), invokes)]
+            out += [_invoke_event(i, key, run) for i in await blobs.offload_invokes(self._blobs(), invokes)]
         if run_won:
             kind = events.RUN_SUCCEEDED if run["status"] == SUCCEEDED else events.RUN_FAILED
             generation = len(run.get("replays") or [])
@@ -440,6 +444,9 @@ class Router:
                 pipeline=run["pipeline"],
                 error=run_error.get("message") if run_error else None,
             )
+        if tracing.ON:  # the run's events in its trace; the spans of what this step ended
+            out = run_traces.stamp(run, out)
+            run_traces.step_ended(pipeline, run, winners, run_won)
         if out:
             await self.publisher.publish_many(out)
             faults.crash_point("step-published")
@@ -450,6 +457,8 @@ class Router:
         run = await self._get(run_id)
         pipeline = await self.pipeline(run["pipeline"])
         transitions, change = replay.plan_redrive(pipeline, run, now_iso(), from_node, by)
+        if tracing.ON and (trace := run_traces.new_trace(pipeline.name, run.get("trigger"), run, "redrive")):
+            change.fields["trace"] = trace  # a trace of its own, linked to the one before
         run, won, run_won = await self.store.commit(run_id, transitions, change)
         if not run_won:
             raise replay.ReplayRefused(f"run '{run_id}' changed while it was being redriven; try again", run_id=run_id)
@@ -476,6 +485,8 @@ class Router:
         if data is not replay.SAME_DATA:
             entry["edited"] = True
         run["replays"] = [entry]
+        if tracing.ON and (trace := run_traces.new_trace(pipeline.name, trigger, old)):
+            run["trace"] = trace
         await self.store.create_run(run)
         log.info("run re-run", run=run["id"], replay_of=run_id, pipeline=pipeline.name, by=by)
         metrics.run_started(pipeline.name, "rerun")
@@ -491,13 +502,15 @@ class Router:
         log.info("run cancelled", run=run_id, pipeline=run["pipeline"], by=by)
         metrics.run_finished(run["pipeline"], run["status"], run["created_at"])
         generation = len(run.get("replays") or [])
-        await self.publisher.publish_many(
-            [
-                events.run_event(
-                    events.RUN_CANCELLED, run_id, run["pipeline"], {"status": run["status"], "by": by}, generation
-                )
-            ]
-        )
+        ended = [
+            events.run_event(
+                events.RUN_CANCELLED, run_id, run["pipeline"], {"status": run["status"], "by": by}, generation
+            )
+        ]
+        if tracing.ON:
+            run_traces.run_ended(run)
+            ended = run_traces.stamp(run, ended)
+        await self.publisher.publish_many(ended)
         return run
 
     async def sweep_forever(self, interval_s: float, older_than_s: float) -> None:
@@ -526,7 +539,7 @@ class Router:
             stale = await blobs.offload_invokes(self._blobs(), replay.stale_invokes(pipeline, view, now_iso(), cutoff))
             if stale:
                 key = await self.result_key()
-                await self.publisher.publish_many([_invoke_event(i, key) for i in stale])
+                await self.publisher.publish_many([_invoke_event(i, key, run) for i in stale])
                 republished += len(stale)
                 metrics.sweeper_republished(len(stale))
                 log.warning(
@@ -589,8 +602,9 @@ def _count_result(kind: str, run: RunDoc, addr: events.Address, won: bool, succe
     metrics.router_event(kind, outcome)
 
 
-def _invoke_event(i: engine.Invoke, key: ResultKey) -> CloudEvent:
-    """The invoke's event, with its result secret (the HMAC of its id: once per invoke published)."""
+def _invoke_event(i: engine.Invoke, key: ResultKey, run: RunDoc) -> CloudEvent:
+    """The invoke's event, with its result secret (the HMAC of its id: once per invoke published) and, with
+    tracing on, the context of its node attempt's span."""
     return events.invoke_event(
         run_id=i.run_id,
         pipeline=i.pipeline,
@@ -602,6 +616,7 @@ def _invoke_event(i: engine.Invoke, key: ResultKey) -> CloudEvent:
         retry=i.retry,
         timeout_s=i.timeout_s,
         token=key.token(events.invoke_id(i.run_id, i.node, i.attempt)),
+        traceparent=run_traces.node_traceparent(run, i.node, i.attempt) if tracing.ON else None,
     )
 
 

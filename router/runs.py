@@ -132,6 +132,19 @@ class RerunEntry(TypedDict):
 ReplayEntry = RedriveEntry | RerunEntry
 
 
+class TraceLink(TypedDict):
+    traceparent: str
+    kind: str  # redrive, rerun, trigger
+
+
+class TraceDoc(TypedDict):
+    """A run's trace, with tracing on (router/run_traces.py): its root span's context, when it began, its links."""
+
+    traceparent: str
+    start_ns: int
+    links: list[TraceLink]
+
+
 class RunDoc(TypedDict):
     """The run document the stores keep (`new_run` makes one)."""
 
@@ -148,6 +161,7 @@ class RunDoc(TypedDict):
     version: int
     replays: NotRequired[list[ReplayEntry]]  # once replayed, oldest first
     cancelled_by: NotRequired[str | None]  # once cancelled
+    trace: NotRequired[TraceDoc]  # with tracing on
 
 
 class RunFields(TypedDict, total=False):
@@ -158,6 +172,7 @@ class RunFields(TypedDict, total=False):
     error: ErrorDoc | None
     replays: list[ReplayEntry]
     cancelled_by: str | None
+    trace: TraceDoc
 
 
 class ItemRecord(Timing):
@@ -192,6 +207,11 @@ class RunRecord(TypedDict):
     replays: list[ReplayEntry]
     trigger: dict[str, Any]  # the event that started the run
     nodes: dict[str, NodeRecord]
+    trace_id: NotRequired[str]  # with tracing on: the run's trace, to look up in the tracing backend
+
+
+class _TraceId(TypedDict, total=False):
+    trace_id: str
 
 
 def new_node() -> NodeState:
@@ -329,7 +349,13 @@ def record(run: RunDoc) -> RunRecord:
         "replays": run.get("replays") or [],
         "trigger": run.get("trigger") or {},
         "nodes": {nid: _node_record(state) for nid, state in run["nodes"].items()},
+        **_trace_id(run),
     }
+
+
+def _trace_id(run: RunDoc) -> _TraceId:
+    trace = run.get("trace")
+    return {"trace_id": trace["traceparent"][3:35]} if trace else {}
 
 
 def _node_record(state: NodeState) -> NodeRecord:

@@ -73,10 +73,11 @@ def wait_run(router: str, run_id: str, timeout_s: float = 30.0) -> dict:
         time.sleep(0.05)
 
 
-def start_fabric(nats_url: str, tmp: Path, store_url: str):
-    """Router + four function services + a dispatcher, on a stream of their own; returns (router, processes)."""
+def start_fabric(nats_url: str, tmp: Path, store_url: str, extra_env: dict[str, str] | None = None):
+    """Router + four function services + a dispatcher, on a stream of their own, with `extra_env` (OTEL_* ...)
+    for all of them; returns (router, processes)."""
     (tmp / "fabric.yaml").write_text(PIPELINE)
-    env = stream_env()
+    env = {**stream_env(), **(extra_env or {})}
     procs = []
     try:
         router_port = free_port()

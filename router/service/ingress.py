@@ -17,6 +17,7 @@ from fastapi.responses import Response
 
 from broker import codec, events
 from broker import extensions as ext
+from broker import tracing
 from broker.errors import InvalidEvent
 import router.service.params as params
 import router.service.openapi as openapi
@@ -34,7 +35,12 @@ broker_routes = APIRouter()
 async def post_event(request: Request, svc: Svc) -> Response:
     event = codec.decode(request.headers, await svc.read_body(request), svc.max_body_bytes)
     if event.get_type() in events.RESULT_TYPES:
-        if refusal := await svc.router.take_result(event):
+        if tracing.ON:  # a consumer span: the event's traceparent, else the W3C header's, is its parent
+            with tracing.process(event, "router", "knative", headers=request.headers):
+                refusal = await svc.router.take_result(event)
+        else:
+            refusal = await svc.router.take_result(event)
+        if refusal:
             raise refusal  # 403, logged and counted: a forged result is not retried by a Knative broker
         return accepted(request, {"id": event.get_id(), "runs": [str(event.get_extension(ext.RUN))]})
     if not svc.broker_ingress:
@@ -73,6 +79,11 @@ async def replay_events(request: Request, svc: Svc, caller: Operator) -> dict:
 @broker_routes.post("/dead-letter", status_code=202, openapi_extra=openapi.EVENT)
 async def dead_letter(request: Request, svc: Svc) -> Response:
     event = codec.decode(request.headers, await svc.read_body(request), svc.max_body_bytes)
-    if refusal := await svc.router.take_dead_letter(event):
+    if tracing.ON:
+        with tracing.process(event, "router", "knative", headers=request.headers):
+            refusal = await svc.router.take_dead_letter(event)
+    else:
+        refusal = await svc.router.take_dead_letter(event)
+    if refusal:
         raise refusal
     return accepted(request, {"id": event.get_id(), "runs": [str(event.get_extension(ext.RUN))]})
