@@ -1,5 +1,5 @@
-"""The app factory: the routes of ingress.py, events.py, hooks.py, streams.py, runs.py, pipelines.py and
-tokens.py over one `Service`, and the dashboard at /ui (ui.py);
+"""The app factory: the routes of ingress.py, events.py, hooks.py, streams.py, runs.py, pipelines.py,
+functions.py and tokens.py over one `Service`, and the dashboard at /ui (ui.py);
 or, for a broker-ingress router, only /events, /dead-letter and /healthz (ingress.py's `broker_routes`)."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from router.service.hooks import routes as hook_routes
 from router.service.ingress import broker_routes
 from router.service.ingress import routes as ingress_routes
 from router.service.pipelines import routes as pipeline_routes
+from router.service.functions import routes as function_routes
 from router.service.events import routes as event_routes
 from router.service.runs import routes as run_routes
 from router.service.streams import routes as stream_routes
@@ -75,7 +76,15 @@ def create_app(
         app.add_exception_handler(405, not_served)  # GET /events: the API's, not served here
     else:
         # streams before runs: /runs/stream is not a run id
-        for routes in (ingress_routes, event_routes, hook_routes, stream_routes, run_routes, pipeline_routes):
+        for routes in (
+            ingress_routes,
+            event_routes,
+            hook_routes,
+            stream_routes,
+            run_routes,
+            pipeline_routes,
+            function_routes,
+        ):
             app.include_router(routes)
         app.include_router(token_routes)
         mount_ui(app)

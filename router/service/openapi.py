@@ -123,6 +123,40 @@ PIPELINE: Final = {  # YAML text, or the same document as JSON
         },
     }
 }
+# POST /pipelines/validate: the same body as PUT, and every problem with its place
+PROBLEM: Final = {
+    "type": "object",
+    "required": ["message", "text"],
+    "properties": {
+        "message": {"type": "string"},
+        "text": {"type": "string", "description": "the problem as `knflow validate` prints it"},
+        "line": {"type": ["integer", "null"], "description": "1-based, when the draft came as YAML"},
+        "node": {"type": ["string", "null"]},
+        "field": {"type": ["string", "null"], "description": "such as inputs.url or edges[1].when"},
+        "edge": {"type": "object", "description": "the edge a problem names: index, from, to"},
+    },
+}
+PIPELINE_VALIDATE: Final = {
+    **PIPELINE,
+    "responses": {
+        "200": {
+            "description": "Whether the draft is valid, and each problem",
+            "content": {
+                JSON: {
+                    "schema": {
+                        "type": "object",
+                        "required": ["valid", "problems"],
+                        "properties": {
+                            "valid": {"type": "boolean"},
+                            "pipeline": {"type": ["string", "null"]},
+                            "problems": {"type": "array", "items": PROBLEM},
+                        },
+                    }
+                }
+            },
+        }
+    },
+}
 # GET /runs/stream and /runs/{id}/stream (router/service/streams.py): Server-Sent Events
 EVENT_STREAM: Final[dict[int | str, dict[str, Any]]] = {
     200: {

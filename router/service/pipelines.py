@@ -1,9 +1,13 @@
 """The pipeline catalog: `GET /pipelines`, and `GET|PUT|DELETE /pipelines/{name}` (PUT takes YAML or JSON);
+`POST /pipelines/validate` (a draft in, every problem out, with its line when it came as YAML);
 `GET /pipelines/{name}/details` (its YAML, triggers and input fields: router/pipeline_view.py) and
 `POST /pipelines/{name}/runs` (start a run with the body as the trigger's data, as the dashboard's run form
-does). Reading needs scope `read`, starting a run `run`, changing `admin`."""
+does). Reading and validating need scope `read`, starting a run `run`, changing `admin`."""
 
 from __future__ import annotations
+
+import re
+from typing import Any
 
 from fastapi import APIRouter, Request
 
@@ -13,15 +17,16 @@ from datetime import UTC, datetime
 from broker import events
 from broker.errors import InvalidEvent
 from functions.blobs import refuse_blob_refs
-from router.loader import parse
+from functions.registry import REGISTRY
+from router.pipeline import Pipeline, PipelineInvalid, Problem
 from router.pipeline_yaml import parse_yaml
 from router.router import UnknownPipeline
 import router.service.openapi as openapi
-from router.pipeline import Pipeline
 from router.pipeline_view import input_fields, trigger_views
 from router.service.auth import Admin, Reader, Runner
 from router.service.context import Service, Svc
 from router.triggers import run_id_for
+from router.validation import check
 
 routes = APIRouter()
 MANUAL = "dev.knflow.manual"  # the type of a run's trigger event when a user started it (the run form)
@@ -71,26 +76,78 @@ async def start_run(name: str, request: Request, svc: Svc, caller: Runner) -> di
     return {"run": run["id"]}
 
 
+NO_CODE = (
+    "a pipeline stored through the API cannot name code: remove 'functions' (the router and the CLI "
+    "import only the modules their own --functions / KNFLOW_FUNCTIONS name)"
+)
+
+
+@routes.post("/pipelines/validate", openapi_extra=openapi.PIPELINE_VALIDATE)
+async def validate_pipeline(request: Request, svc: Svc, caller: Reader) -> dict[str, Any]:
+    """The same validator as `knflow validate` and PUT, on a draft that is not stored: 200 either way."""
+    pipeline, problems = await _checked(svc, request, "draft")
+    return {
+        "valid": not problems,
+        "pipeline": pipeline.name if pipeline is not None else None,
+        "problems": [problem_doc(p, pipeline) for p in problems],
+    }
+
+
 @routes.put("/pipelines/{name}", openapi_extra=openapi.PIPELINE)
 async def put_pipeline(name: str, request: Request, svc: Svc, caller: Admin) -> dict:
+    pipeline, problems = await _checked(svc, request, f"PUT /pipelines/{name}", code_is_an_error=True)
+    if pipeline is not None and pipeline.name != name:
+        raise InvalidEvent(f"the URL names pipeline '{name}' but metadata.name is '{pipeline.name}'")
+    if problems or pipeline is None:
+        raise PipelineInvalid(problems)
+    await svc.catalog.put(pipeline)
+    return {"pipeline": name, "nodes": len(pipeline.nodes)}
+
+
+async def _checked(
+    svc: Service, request: Request, source: str, *, code_is_an_error: bool = False
+) -> tuple[Pipeline | None, list[Problem]]:
+    """The body (YAML or JSON text) as a pipeline, and every problem with it (router/validation.py `check`)."""
     body = await svc.read_body(request)
-    source = f"PUT /pipelines/{name}"
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidEvent(f"pipeline body is not UTF-8 text (byte {exc.start})") from None
-    doc = parse_yaml(text, source)[0] if text.strip() else None  # bounded: size, depth, aliases
-    if isinstance(doc, dict) and doc.get("functions"):
-        raise InvalidEvent(
-            "a pipeline stored through the API cannot name code: remove 'functions' (the router and the CLI "
-            "import only the modules their own --functions / KNFLOW_FUNCTIONS name)",
-            field="functions",
-        )
-    p = parse(doc, source)
-    if p.name != name:
-        raise InvalidEvent(f"the URL names pipeline '{name}' but metadata.name is '{p.name}'")
-    await svc.catalog.put(p)
-    return {"pipeline": name, "nodes": len(p.nodes)}
+    try:
+        doc, lines = parse_yaml(text, source) if text.strip() else (None, {})  # bounded: size, depth, aliases
+    except PipelineInvalid as exc:  # YAML syntax, size or depth: the problems, with their lines
+        return None, exc.problems
+    names_code = isinstance(doc, dict) and bool(doc.get("functions"))
+    if isinstance(doc, dict) and names_code:
+        if code_is_an_error:
+            raise InvalidEvent(NO_CODE, field="functions")
+        doc = {k: v for k, v in doc.items() if k != "functions"}
+    pipeline, problems = check(doc, source, lines, REGISTRY)
+    if names_code:
+        name = pipeline.name if pipeline is not None else None
+        problems.insert(0, Problem(NO_CODE, source, lines.get(("functions",)), name, None, "functions"))
+    return pipeline, problems
+
+
+_EDGE = re.compile(r"^edges\[(\d+)\]")
+
+
+def problem_doc(problem: Problem, pipeline: Pipeline | None) -> dict[str, Any]:
+    """A problem as JSON, with the edge it names (index, from, to) when its field is one of an edge's."""
+    doc: dict[str, Any] = {
+        "message": problem.message,
+        "line": problem.line,
+        "node": problem.node,
+        "field": problem.field,
+        "text": str(problem),
+    }
+    edge = _EDGE.match(problem.field or "")
+    if edge is not None:
+        index = int(edge.group(1))
+        doc["edge"] = {"index": index}
+        if pipeline is not None and index < len(pipeline.edges):
+            doc["edge"] |= {"from": pipeline.edges[index].source, "to": pipeline.edges[index].target}
+    return doc
 
 
 @routes.delete("/pipelines/{name}")
