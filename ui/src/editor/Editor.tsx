@@ -8,6 +8,7 @@ import {
   Background,
   Controls,
   Handle,
+  Panel,
   Position,
   ReactFlow,
   ReactFlowProvider,
@@ -22,7 +23,8 @@ import { useSession } from "../session";
 import { useGet } from "../live";
 import { navigate } from "../nav";
 import { Link, Problem } from "../components/Bits";
-import { edgeLabel, layout, NODE_HEIGHT, NODE_WIDTH } from "../layout";
+import { edgeLabel, elkGraph, loadElk, readLayout, NODE_HEIGHT, NODE_WIDTH, type Layout } from "../layout";
+import type { PipelineDoc } from "../types";
 import type { PipelineDetails } from "../types";
 import { groups, type FunctionInfo } from "./catalogue";
 import {
@@ -45,6 +47,13 @@ import {
 import { EdgeForm, NodeForm, PipelineForm } from "./Forms";
 import { place, type EditorProblem, type Validation } from "./problems";
 import type { Path } from "./yamledit";
+
+/** The run view's layout with room between the layers for the edges' conditions (and a click on them). */
+async function layout(pipeline: PipelineDoc): Promise<Layout> {
+  const graph = elkGraph(pipeline);
+  graph.layoutOptions = { ...graph.layoutOptions, "elk.layered.spacing.nodeNodeBetweenLayers": "150", "elk.spacing.nodeNode": "40" };
+  return readLayout(pipeline, await (await loadElk()).layout(graph));
+}
 
 type Selection = { kind: "node"; id: string } | { kind: "edge"; index: number } | null;
 type XY = { x: number; y: number };
@@ -143,6 +152,7 @@ export default function EditorPage({ name }: { name: string | null }) {
     layout(asPipeline(draft))
       .then((laid) => {
         if (!live) return;
+        if (Object.keys(positions).length === 0) setTimeout(() => window.dispatchEvent(new Event("knflow-fit")), 60);
         setPositions((old) => {
           const next = { ...old };
           for (const n of laid.nodes) if (!next[n.id]) next[n.id] = { x: n.x, y: n.y };
@@ -382,7 +392,17 @@ function Canvas(props: {
   problems: ReturnType<typeof place>;
   change: (how: (t: string) => string) => void;
 }) {
-  const { screenToFlowPosition } = useReactFlow();
+  const { screenToFlowPosition, fitView } = useReactFlow();
+  useEffect(() => {
+    const fit = () => void fitView({ padding: 0.2, maxZoom: 1.1 });
+    window.addEventListener("knflow-fit", fit);
+    return () => window.removeEventListener("knflow-fit", fit);
+  }, [fitView]);
+  const relayout = async () => {
+    const laid = await layout(asPipeline(read(props.text)));
+    props.setPositions(Object.fromEntries(laid.nodes.map((n) => [n.id, { x: n.x, y: n.y }])));
+    setTimeout(() => void fitView({ padding: 0.2, maxZoom: 1.1 }), 60);
+  };
   const draft = read(props.text);
   const list = nodesOf(draft);
   const edgeList = edgesOf(draft);
@@ -438,12 +458,10 @@ function Canvas(props: {
         if (!fn) return;
         e.preventDefault();
         const at = screenToFlowPosition({ x: e.clientX, y: e.clientY });
-        props.change((t) => {
-          const id = freeId(t, fn);
-          props.setPositions((p) => ({ ...p, [id]: { x: at.x - NODE_WIDTH / 2, y: at.y - NODE_HEIGHT / 2 } }));
-          props.setSelected({ kind: "node", id });
-          return addNode(t, id, fn);
-        });
+        const id = freeId(props.text, fn);
+        props.setPositions((p) => ({ ...p, [id]: { x: at.x - NODE_WIDTH / 2, y: at.y - NODE_HEIGHT / 2 } }));
+        props.change((t) => addNode(t, id, fn));
+        props.setSelected({ kind: "node", id });
       }}
     >
       <ReactFlow
@@ -463,6 +481,9 @@ function Canvas(props: {
       >
         <Background gap={20} size={1} />
         <Controls showInteractive={false} />
+        <Panel position="top-right">
+          <button className="small" data-testid="relayout" title="Lay the DAG out again, as the run view does" onClick={() => void relayout()}>Lay out</button>
+        </Panel>
       </ReactFlow>
     </div>
   );

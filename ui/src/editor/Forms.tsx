@@ -39,6 +39,7 @@ export function NodeForm(props: {
 }) {
   const { node, fn, draft } = props;
   const [id, setId] = useState(node.id);
+  const [whereFor, setWhereFor] = useState<Record<string, "config" | "inputs">>({}); // an empty field's choice
   useEffect(() => setId(node.id), [node.id]);
   const ids = nodesOf(draft).map((n) => n.id);
   const idProblem = !id ? "an id is needed" : id !== node.id && ids.includes(id) ? `'${id}' is taken` : null;
@@ -80,7 +81,7 @@ export function NodeForm(props: {
         </Row>
       )}
       {known.map((f) => {
-        const where = f.name in inputs ? "inputs" : "config";
+        const where = f.name in inputs ? "inputs" : f.name in config ? "config" : (whereFor[f.name] ?? "config");
         const value = where === "inputs" ? inputs[f.name] : config[f.name];
         const set = (v: unknown) => props.onSet([where, f.name], v);
         const whereBox = (
@@ -89,7 +90,11 @@ export function NodeForm(props: {
             value={where}
             data-testid={`where-${f.name}`}
             title="config: fixed for the node; inputs: laid over config, usually templates"
-            onChange={(e) => props.onMove(f.name, where, e.target.value)}
+            onChange={(e) => {
+              const to = e.target.value as "config" | "inputs";
+              setWhereFor((w) => ({ ...w, [f.name]: to }));
+              if (value !== undefined) props.onMove(f.name, where, to);
+            }}
           >
             <option value="config">config</option>
             <option value="inputs">inputs</option>
@@ -121,7 +126,7 @@ export function NodeForm(props: {
         <Row label="delay_s"><TemplateBox value={retry.delay_s} kind="number" testId="field-retry.delay_s" onCommit={(v) => props.onSet(["retry", "delay_s"], v)} /></Row>
         <Row label="max_delay_s"><TemplateBox value={retry.max_delay_s} kind="number" testId="field-retry.max_delay_s" onCommit={(v) => props.onSet(["retry", "max_delay_s"], v)} /></Row>
       </div>
-      {fn?.traits?.retry !== undefined && <div className="muted small">the function's own default: {JSON.stringify(fn.traits.retry)}</div>}
+      {fn?.traits?.retry !== undefined && <div className="muted small wrap">the function's own default: {JSON.stringify(fn.traits.retry)}</div>}
       <Row label="foreach" hint="a template that renders to a list: one invoke per item ({{ item }}, {{ index }})">
         <TemplateBox value={node.foreach} testId="field-foreach" suggestions={suggestions} onCommit={(v) => props.onSet(["foreach"], v)} />
       </Row>
