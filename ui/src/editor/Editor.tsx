@@ -110,8 +110,19 @@ export default function EditorPage({ name }: { name: string | null }) {
 
   // load the pipeline's YAML (once per name: not again after this page saved a new one under its name)
   useEffect(() => {
-    if (name === null || loadedFor.current === name) return;
+    if (name === null) {
+      if (loadedFor.current === "") return;
+      loadedFor.current = ""; // from another pipeline's editor to a new one
+      setText(newPipeline());
+      setBase("");
+      setPositions({});
+      setSelected(null);
+      return;
+    }
+    if (loadedFor.current === name) return;
     loadedFor.current = name;
+    setPositions({});
+    setSelected(null);
     api
       .get<PipelineDetails>(`/pipelines/${encodeURIComponent(name)}/details`)
       .then((d) => {
@@ -185,6 +196,13 @@ export default function EditorPage({ name }: { name: string | null }) {
   );
 
   const current = validation && validation.for === text ? validation : null;
+  const dirtyNow = text !== null && base !== null && text !== base;
+  useEffect(() => {
+    if (!dirtyNow) return;
+    const warn = (e: BeforeUnloadEvent) => e.preventDefault(); // unsaved changes: the browser asks first
+    window.addEventListener("beforeunload", warn);
+    return () => window.removeEventListener("beforeunload", warn);
+  }, [dirtyNow]);
   const placed = place(current?.problems ?? [], ids);
   const dirty = text !== null && text !== base;
   const pipelineName = draft?.metadata?.name ?? "";
