@@ -177,23 +177,22 @@ export default function EditorPage({ name }: { name: string | null }) {
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [idsKey]);
 
-  const change = useCallback(
-    (how: (t: string) => string) => {
-      setText((t) => {
-        if (t === null) return t;
-        try {
-          const next = how(t);
-          setEditError(null);
-          setSaved(null);
-          return next;
-        } catch (err) {
-          setEditError((err as Error).message);
-          return t;
-        }
-      });
-    },
-    [],
-  );
+  // every edit goes through here: `how` maps the current text to the next (a throw is shown, not applied)
+  const textRef = useRef(text);
+  textRef.current = text;
+  const change = useCallback((how: (t: string) => string) => {
+    const t = textRef.current;
+    if (t === null) return;
+    try {
+      const next = how(t);
+      textRef.current = next;
+      setText(next);
+      setEditError(null);
+      setSaved(null);
+    } catch (err) {
+      setEditError((err as Error).message);
+    }
+  }, []);
 
   const current = validation && validation.for === text ? validation : null;
   const dirtyNow = text !== null && base !== null && text !== base;
