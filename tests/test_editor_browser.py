@@ -75,7 +75,7 @@ def browser():
         launched.close()
 
 
-def signed_in(browser, dev, path: str):
+def signed_in(browser, dev, path: str | None):
     page = browser.new_page(viewport=VIEWPORT)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -85,7 +85,11 @@ def signed_in(browser, dev, path: str):
     page.get_by_test_id("token").fill(ADMIN_TOKEN)
     page.get_by_test_id("sign-in").click()
     page.get_by_test_id("runs").wait_for()
-    page.evaluate(f"window.history.pushState(null, '', '/ui{path}'); dispatchEvent(new PopStateEvent('popstate'))")
+    if path is None:  # through the pages' own links
+        page.get_by_role("link", name="Pipelines", exact=True).click()
+        page.get_by_role("link", name="New pipeline").click()
+    else:
+        page.evaluate(f"window.history.pushState(null, '', '/ui{path}'); dispatchEvent(new PopStateEvent('popstate'))")
     page.get_by_test_id("editor").wait_for()
     return page
 
@@ -124,7 +128,7 @@ def connect(page, source: str, target: str) -> None:
 
 
 def test_build_the_seeds_article_generator_from_an_empty_canvas(dev, browser):
-    page = signed_in(browser, dev, "/pipelines/new")
+    page = signed_in(browser, dev, None)
     page.get_by_test_id("palette-http-request").wait_for()
     assert "Send one HTTP request" in page.get_by_test_id("palette-http-request").inner_text()
     assert page.get_by_test_id("save").is_disabled()
@@ -212,7 +216,12 @@ def test_change_a_retry_and_an_edge_condition_on_the_canvas_and_the_diff_is_thos
     page.get_by_test_id("field-retry.retries").fill("4")
     page.get_by_test_id("rf__edge-e0").click()
     page.get_by_test_id("edge-form").wait_for()
-    page.get_by_test_id("edge-when").fill('first.output.text == "go"')
+    when = page.get_by_test_id("edge-when")
+    when.fill("")
+    when.press_sequentially("fir")  # CEL names complete too
+    page.get_by_test_id("suggestion").filter(has_text="first.output.text").click()
+    assert when.input_value() == "first.output.text"
+    when.fill('first.output.text == "go"')
     page.get_by_test_id("dirty").wait_for()
     valid(page)
 

@@ -59,6 +59,8 @@ describe("template completion", () => {
     expect(typing("no template", 5)).toBeNull();
     expect(complete("topic: {{ fet", 13, "fetch.output.topic")).toEqual({ text: "topic: {{ fetch.output.topic}}", caret: 30 });
     expect(complete("a {{var}} b", 7, "variables.model").text).toBe("a {{variables.model}} b");
+    expect(typing("size(fet", 8, true)).toEqual({ start: 5, partial: "fet" });
+    expect(complete("size(fet", 8, "fetch.output.items", true)).toEqual({ text: "size(fetch.output.items", caret: 23 });
   });
 });
 

@@ -350,6 +350,7 @@ export default function EditorPage({ name }: { name: string | null }) {
             <EdgeForm
               key={`edge-${selected.index}`}
               draft={draft}
+              catalogue={catalogue}
               index={selected.index}
               problems={placed.byEdge.get(selected.index) ?? []}
               onSet={(key, value) => change((t) => setEdgeField(t, selected.index, key, value))}

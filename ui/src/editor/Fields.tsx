@@ -17,6 +17,7 @@ export function TemplateBox(props: {
   testId: string;
   suggestions?: string[];
   placeholder?: string;
+  cel?: boolean; // a CEL condition: names complete without {{ }}
   onCommit: (value: unknown) => void;
 }) {
   const kind = props.kind ?? "text";
@@ -33,14 +34,14 @@ export function TemplateBox(props: {
   const change = (text: string, caret: number) => {
     setDraft(text);
     props.onCommit(valueFor(kind, text));
-    const t = props.suggestions?.length ? typing(text, caret) : null;
+    const t = props.suggestions?.length ? typing(text, caret, props.cel) : null;
     setOpen(t);
     setActive(0);
   };
   const choose = (name: string) => {
     const el = box.current;
     const caret = el?.selectionStart ?? draft.length;
-    const done = complete(draft, caret, name);
+    const done = complete(draft, caret, name, props.cel);
     setDraft(done.text);
     props.onCommit(valueFor(kind, done.text));
     setOpen(null);

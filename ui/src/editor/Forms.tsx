@@ -150,6 +150,7 @@ export function NodeForm(props: {
 
 export function EdgeForm(props: {
   draft: Draft;
+  catalogue: Map<string, FunctionInfo>;
   index: number;
   problems: EditorProblem[];
   onSet: (key: "when" | "branch", value: string) => void;
@@ -157,12 +158,18 @@ export function EdgeForm(props: {
 }) {
   const edge = edgesOf(props.draft)[props.index];
   if (!edge) return null;
+  const from = nodesOf(props.draft).find((n) => n.id === edge.from);
+  const names = completions({
+    variables: Object.keys(obj(props.draft.variables)),
+    upstream: [edge.from, ...upstream(props.draft, edge.from)].map((u) => ({ id: u, fn: props.catalogue.get(functionOf(nodesOf(props.draft).find((n) => n.id === u) ?? {})) })),
+  }).filter((n) => n !== "$now");
   return (
     <div className="eform" data-testid="edge-form">
       <h3>{edge.from} → {edge.to}</h3>
+      {from && <p className="muted small">after {functionOf(from)}; the condition reads the outputs as NODE.output</p>}
       <Problems problems={props.problems} />
       <Row label="when" hint="a CEL condition over the upstream outputs, such as size(fetch.output.items) > 0">
-        <TemplateBox value={edge.when} testId="edge-when" placeholder="CEL, e.g. fetch.output.status == 200" onCommit={(v) => props.onSet("when", (v as string) ?? "")} />
+        <TemplateBox value={edge.when} testId="edge-when" cel suggestions={names} placeholder="CEL, e.g. fetch.output.status == 200" onCommit={(v) => props.onSet("when", (v as string) ?? "")} />
       </Row>
       <Row label="branch" hint="the source's output branch (a switch case, or a condition's true/false)">
         <TemplateBox value={edge.branch} testId="edge-branch" onCommit={(v) => props.onSet("branch", (v as string) ?? "")} />

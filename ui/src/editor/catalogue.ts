@@ -113,20 +113,21 @@ export function completions(opts: {
   return out;
 }
 
-/** The partial template name being typed at `caret` (after an open `{{`), or null when none is. */
-export function typing(text: string, caret: number): { start: number; partial: string } | null {
+/** The partial template name being typed at `caret` (after an open `{{`; in a CEL condition, any name), or
+ * null when none is. */
+export function typing(text: string, caret: number, cel = false): { start: number; partial: string } | null {
   const before = text.slice(0, caret);
-  const m = /\{\{\s*([\w.$-]*)$/.exec(before);
+  const m = cel ? /(?:^|[^\w.$-])([\w$][\w.$-]*)$/.exec(before) : /\{\{\s*([\w.$-]*)$/.exec(before);
   if (!m) return null;
   return { start: caret - m[1].length, partial: m[1] };
 }
 
-/** `text` with the name being typed at `caret` completed to `name` (and the template closed). */
-export function complete(text: string, caret: number, name: string): { text: string; caret: number } {
-  const t = typing(text, caret);
+/** `text` with the name being typed at `caret` completed to `name` (and a template closed). */
+export function complete(text: string, caret: number, name: string, cel = false): { text: string; caret: number } {
+  const t = typing(text, caret, cel);
   if (!t) return { text, caret };
   const after = text.slice(caret);
-  const close = /^\s*\}\}/.test(after) ? "" : "}}";
+  const close = cel || /^\s*\}\}/.test(after) ? "" : "}}";
   const inserted = name + close;
   return { text: text.slice(0, t.start) + inserted + after, caret: t.start + inserted.length };
 }
