@@ -24,6 +24,18 @@ describe("the YAML round trip", () => {
       nodes.forEach((node, i) => Object.entries(node).forEach(([key, value]) => (same = edit(same, ["nodes", i, key], value))));
       expect(same).toBe(text); // every field set to what it is: not a byte moves
     });
+    it(`${file}: a node and an edge added keep every line there was, in order`, () => {
+      const first = (data(text) as { nodes: { id: string }[] }).nodes[0].id;
+      const after = addEdge(addNode(text, "added", "log"), first, "added");
+      expect((data(after) as { nodes: { id: string }[] }).nodes.map((n) => n.id)).toContain("added");
+      const lines = after.split("\n");
+      let at = 0;
+      for (const line of text.split("\n")) {
+        at = lines.indexOf(line, at);
+        expect(at, `line ${JSON.stringify(line)} was lost`).toBeGreaterThanOrEqual(0);
+        at += 1;
+      }
+    });
     it(`${file}: a retry set on the first node changes only its lines`, () => {
       const after = edit(text, ["nodes", 0, "retry", "retries"], 7);
       expect((data(after) as { nodes: { retry: { retries: number } }[] }).nodes[0].retry.retries).toBe(7);
@@ -82,6 +94,10 @@ describe("edits splice the text", () => {
     text = removeNode(text, "save");
     expect(data(text)).toMatchObject({ nodes: [{ id: "fetch-topic" }] });
     expect((data(text) as { edges?: unknown }).edges).toBeUndefined();
+  });
+  it("adds an edge among flow edges as one more flow edge", () => {
+    const after = addEdge(SMALL, "b", "a");
+    expect(after).toBe(SMALL + "  - {from: b, to: a}\n");
   });
   it("writes flow text as people do", () => {
     expect(flowText({ from: "a", to: "b", when: "x > 1" })).toBe('{from: a, to: b, when: "x > 1"}');

@@ -383,12 +383,14 @@ function Palette({ functions, error, onAdd }: { functions: FunctionInfo[]; error
               className="palette-item"
               draggable
               data-testid={`palette-${fn.name}`}
-              title={fn.description}
+              title={`${fn.description}\n\nDrag onto the canvas (or double-click, or Enter)`}
               onDragStart={(e) => {
                 e.dataTransfer.setData(DRAG_TYPE, fn.name);
                 e.dataTransfer.effectAllowed = "copy";
               }}
+              tabIndex={0}
               onDoubleClick={() => onAdd(fn.name)}
+              onKeyDown={(e) => e.key === "Enter" && onAdd(fn.name)}
             >
               <div className="palette-name">{fn.name}</div>
               <div className="palette-doc">{fn.description.split("\n")[0]}</div>

@@ -170,7 +170,10 @@ function splice(text: string, doc: Document.Parsed, path: Path, value: unknown, 
     if (!last?.range) return null;
     const at = lineEnd(text, last.range[2] - 1);
     const dash = text.lastIndexOf("-", (node.items[0] as Node).range![0]);
-    return text.slice(0, at) + blockItem(newValue, column(text, dash)) + text.slice(at);
+    const item = isFlow(last) && newValue !== null && typeof newValue === "object"
+      ? `${" ".repeat(column(text, dash))}- ${flowText(newValue)}\n` // among flow items, one more of them
+      : blockItem(newValue, column(text, dash));
+    return text.slice(0, at) + item + text.slice(at);
   }
   if (isMap(node)) {
     const [key, ...deeper] = rest;
