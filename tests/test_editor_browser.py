@@ -251,6 +251,12 @@ def test_change_a_retry_and_an_edge_condition_on_the_canvas_and_the_diff_is_thos
     valid(page)
     text = yaml_text(page)
     assert text.startswith("# kept by the editor\n") and "  timeout_s: 5\n" in text and "inputs: {text: hi}" in text
+
+    page.get_by_test_id("node-third").click()
+    page.keyboard.press("Delete")  # the node goes, and the edge into it
+    page.get_by_test_id("node-third").wait_for(state="detached")
+    text = yaml_text(page)
+    assert "third" not in text and text.startswith("# kept by the editor\n")
     assert page.errors == []
 
 

@@ -432,6 +432,7 @@ function Canvas(props: {
     position: props.positions[String(n.id)] ?? { x: 40 + i * 40, y: 40 + i * 30 },
     width: NODE_WIDTH,
     height: NODE_HEIGHT,
+    selected: props.selected?.kind === "node" && props.selected.id === n.id,
     data: {
       id: String(n.id),
       fn: functionOf(n),
@@ -450,6 +451,7 @@ function Canvas(props: {
       target: String(e.to),
       label: bad ? `⚠ ${label ?? props.problems.byEdge.get(i)?.[0].message}` : label,
       className: `edge${bad ? " edge-invalid" : ""}${chosen ? " edge-selected" : ""}`,
+      selected: chosen,
       interactionWidth: 24,
     };
   });
@@ -491,7 +493,21 @@ function Canvas(props: {
         fitView
         fitViewOptions={{ padding: 0.2, maxZoom: 1.1 }}
         minZoom={0.1}
-        deleteKeyCode={null}
+        deleteKeyCode="Delete"
+        onDelete={({ nodes: gone, edges: cut }) => {
+          const removed = new Set(gone.map((n) => n.id));
+          const indexes = cut.map((e) => Number(e.id.slice(1))).sort((a, b) => b - a);
+          props.change((t) => {
+            let out = t;
+            for (const i of indexes) {
+              const e = edgesOf(read(out))[i];
+              if (e && !removed.has(String(e.from)) && !removed.has(String(e.to))) out = removeEdge(out, i);
+            }
+            for (const id of removed) out = removeNode(out, id);
+            return out;
+          });
+          props.setSelected(null);
+        }}
         proOptions={{ hideAttribution: true }}
         onNodesChange={onNodesChange}
         onConnect={(c: Connection) => c.source && c.target && c.source !== c.target && props.change((t) => addEdge(t, c.source, c.target))}
