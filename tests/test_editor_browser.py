@@ -169,6 +169,7 @@ def test_build_the_seeds_article_generator_from_an_empty_canvas(dev, browser):
     valid(page)
     text = yaml_text(page)
     page.get_by_test_id("relayout").click()  # as the run view lays it out
+    page.locator('[data-testid="canvas"][data-fits="1"]').wait_for()
     page.get_by_test_id("node-save-article").click()
     page.get_by_test_id("node-form").get_by_text("save-article").first.wait_for()
     SHOTS.mkdir(parents=True, exist_ok=True)

@@ -413,6 +413,7 @@ function Canvas(props: {
   change: (how: (t: string) => string) => void;
 }) {
   const { screenToFlowPosition, fitView } = useReactFlow();
+  const [fits, setFits] = useState(0); // how often "Lay out" has fitted the view (the browser tests wait on it)
   useEffect(() => {
     const fit = () => void fitView({ padding: 0.2, maxZoom: 1.1 });
     window.addEventListener("knflow-fit", fit);
@@ -421,7 +422,7 @@ function Canvas(props: {
   const relayout = async () => {
     const laid = await layout(asPipeline(read(props.text)));
     props.setPositions(Object.fromEntries(laid.nodes.map((n) => [n.id, { x: n.x, y: n.y }])));
-    setTimeout(() => void fitView({ padding: 0.2, maxZoom: 1.1 }), 60);
+    setTimeout(() => void fitView({ padding: 0.2, maxZoom: 1.1 }).then(() => setFits((f) => f + 1)), 60);
   };
   const draft = read(props.text);
   const list = nodesOf(draft);
@@ -469,6 +470,7 @@ function Canvas(props: {
     <div
       className="dag editor-canvas"
       data-testid="canvas"
+      data-fits={fits}
       onDragOver={(e) => {
         if (e.dataTransfer.types.includes(DRAG_TYPE)) {
           e.preventDefault();
