@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useMemo, useState } from "react";
+import { lazy, Suspense, useCallback, useEffect, useMemo, useState } from "react";
 import { Api, ApiError } from "./api";
 import { navigate, route, usePath, href } from "./nav";
 import { SessionContext, can, saveToken, savedToken, useSession as useSessionSafe, type Session } from "./session";
@@ -10,6 +10,9 @@ import { PipelinesPage } from "./pages/Pipelines";
 import { PipelinePage } from "./pages/Pipeline";
 import { EventsPage } from "./pages/Events";
 import { useShortcuts, ShortcutHelp } from "./components/Shortcuts";
+
+// the editor (and the yaml package) is its own chunk, loaded on the first editor page
+const EditorPage = lazy(() => import("./editor/Editor"));
 
 type Theme = "light" | "dark" | "system";
 
@@ -101,6 +104,8 @@ function Shell({ theme, toggleTheme }: { theme: Theme; toggleTheme: () => void }
   if (name === "runs" && params.length === 0) page = <RunsPage query={query} />;
   else if (name === "runs") page = <RunPage runId={params[0]} node={params[1] === "nodes" ? params[2] : undefined} />;
   else if (name === "pipelines" && params.length === 0) page = <PipelinesPage />;
+  else if (name === "pipelines" && params.length === 1 && params[0] === "new") page = <Suspense fallback={<div className="page muted">loading the editor…</div>}><EditorPage key="editor" name={null} /></Suspense>;
+  else if (name === "pipelines" && params[1] === "edit") page = <Suspense fallback={<div className="page muted">loading the editor…</div>}><EditorPage key="editor" name={params[0]} /></Suspense>;
   else if (name === "pipelines") page = <PipelinePage name={params[0]} />;
   else if (name === "events") page = <EventsPage />;
   else page = <div className="page"><h1>Not found</h1><p>No page at {path}. <a href={href("/runs")}>Runs</a></p></div>;

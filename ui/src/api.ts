@@ -80,6 +80,18 @@ export class Api {
     return error;
   }
 
+  /** A text body (a pipeline's YAML): PUT /pipelines/{name}, POST /pipelines/validate. */
+  async text<T>(method: string, path: string, body: string, signal?: AbortSignal, contentType = "application/yaml"): Promise<T> {
+    let response: Response;
+    try {
+      response = await this.fetchFn(this.base + path, { method, headers: this.headers({ "content-type": contentType }), body, signal });
+    } catch (err) {
+      if ((err as Error).name === "AbortError") throw err;
+      throw new ApiError(0, `cannot reach the router: ${(err as Error).message}`, null);
+    }
+    return this.answer<T>(method, path, response);
+  }
+
   get<T>(path: string, query?: Query, signal?: AbortSignal): Promise<T> {
     return this.request<T>("GET", path, undefined, query, signal);
   }

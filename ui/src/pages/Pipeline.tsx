@@ -10,7 +10,7 @@ import { navigate } from "../nav";
 import type { PipelineDetails, RunSummary, Trigger } from "../types";
 
 export function PipelinePage({ name }: { name: string }) {
-  const { api } = useSession();
+  const { api, can } = useSession();
   const details = useGet<PipelineDetails>(api, `/pipelines/${encodeURIComponent(name)}/details`);
   const runs = useGet<RunSummary[]>(api, "/runs", { pipeline: name, limit: 10, view: "summary" }, 3000);
   const [tab, setTab] = useState("dag");
@@ -24,6 +24,7 @@ export function PipelinePage({ name }: { name: string }) {
         {d.pipeline.metadata.description && <span className="muted">{d.pipeline.metadata.description}</span>}
         <span className="spacer" />
         <Link to={`/runs?pipeline=${encodeURIComponent(name)}`}>all runs →</Link>
+        <Link to={`/pipelines/${encodeURIComponent(name)}/edit`} className="button">{can("admin") ? "Edit" : "Open in the editor"}</Link>
       </div>
       <div className="two">
         <div className="grow">

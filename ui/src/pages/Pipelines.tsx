@@ -10,7 +10,7 @@ export function triggersOf(p: PipelineDoc): Trigger[] {
 }
 
 export function PipelinesPage() {
-  const { api } = useSession();
+  const { api, can } = useSession();
   const pipelines = useGet<PipelineDoc[]>(api, "/pipelines");
   const day = useGet<Counts>(api, "/runs/counts", { since: "24h" }, 10_000);
   const [last, setLast] = useState<Record<string, RunSummary | null>>({});
@@ -29,7 +29,11 @@ export function PipelinesPage() {
   }, [api, pipelines.data]);
   return (
     <div className="page">
-      <h1>Pipelines</h1>
+      <div className="run-head">
+        <h1>Pipelines</h1>
+        <span className="spacer" />
+        {can("admin") && <Link to="/pipelines/new" className="button" >New pipeline</Link>}
+      </div>
       <Problem error={pipelines.error} />
       <table className="grid" data-testid="pipelines">
         <thead><tr><th>pipeline</th><th>trigger</th><th>nodes</th><th>last run</th><th>runs in 24 h</th></tr></thead>
