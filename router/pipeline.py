@@ -18,6 +18,9 @@ from functions.sdk import Retry
 API_VERSIONS = ("knflow.dev/v1", "flume/v1")
 MAX_ITEMS = 10_000  # the most items one fan-out node runs (a foreach list, or replicas)
 ON_FAILURE_NODE = "on-failure"  # the node id of a pipeline's failure handler in a run
+# a pipeline's `status`: `active` (its triggers fire), `paused` (webhooks answer 409, cron ticks and events are
+# skipped and counted), `draft` (no trigger fires; it runs only by hand)
+PIPELINE_STATUSES = ("active", "paused", "draft")
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,24 @@ class Problem:
         if self.field:
             subject.append(f"field '{self.field}'")
         return f"{head}: {' '.join(subject) + ': ' if subject else ''}{self.message}"
+
+
+class PipelineHeld(KnflowError):
+    """A trigger of a pipeline that is `paused` or a `draft` (a 409 for a webhook)."""
+
+    def __init__(self, pipeline: str, status: str) -> None:
+        how = (
+            f"resume it with `knflow pipelines resume {pipeline}` or POST /pipelines/{pipeline}/resume"
+            if status == "paused"
+            else "a draft runs only by hand (POST /pipelines/NAME/runs, knflow run); set status: active to turn "
+            "its triggers on"
+        )
+        super().__init__(
+            f"pipeline '{pipeline}' is {status}: its triggers do not start runs; {how}",
+            pipeline=pipeline,
+            status=status,
+        )
+        self.pipeline, self.status = pipeline, status
 
 
 class PipelineInvalid(KnflowError):
@@ -171,6 +192,7 @@ class Pipeline:
     source: str | None = None
     api_version: str = API_VERSIONS[0]
     on_failure: str | None = None  # a function that receives the failed run, as a node of its own
+    status: str = "active"  # one of PIPELINE_STATUSES
     # where things were in the YAML document: document path -> line, node id -> index in `nodes`
     lines: dict[tuple, int] = field(default_factory=dict, repr=False, compare=False)
     node_index: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
@@ -254,6 +276,8 @@ class Pipeline:
         out: dict[str, Any] = {"apiVersion": self.api_version, "kind": "Pipeline", "metadata": {"name": self.name}}
         if self.description:
             out["metadata"]["description"] = self.description
+        if self.status != "active":
+            out["status"] = self.status
         if self.functions:
             out["functions"] = list(self.functions)
         if len(self.triggers) == 1:

@@ -16,6 +16,7 @@ from router.pipeline import (
     API_VERSIONS,
     MAX_ITEMS,
     ON_FAILURE_NODE,
+    PIPELINE_STATUSES,
     WEBHOOK_SCHEMES,
     Edge,
     Node,
@@ -43,6 +44,7 @@ TOP_FIELDS = {
     "edges",
     "functions",
     "on_failure",
+    "status",
 }
 NODE_FIELDS = {
     "id",
@@ -210,6 +212,7 @@ def from_dict(
             "id",
         )
     edges = _edges(doc.get("edges"), c)
+    status = _status(doc, c)
     pipeline = Pipeline(
         name=c.pipeline or "",
         nodes=nodes,
@@ -223,8 +226,17 @@ def from_dict(
         lines=c.lines,
         node_index=c.node_index,
         on_failure=on_failure,
+        status=status,
     )
     return pipeline, c.problems
+
+
+def _status(doc: dict, c: _Collector) -> str:
+    status = doc.get("status", "active")
+    if status not in PIPELINE_STATUSES:
+        c.add(f"status {status!r} is not one of {', '.join(PIPELINE_STATUSES)}", ("status",), field="status")
+        return "active"
+    return status
 
 
 def _triggers(doc: dict, c: _Collector) -> list[Trigger]:

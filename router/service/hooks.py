@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request
 
 from broker import events, limits
 from functions.blobs import refuse_blob_refs
-from router.pipeline import Pipeline, Trigger, WebhookAuth
+from router.pipeline import Pipeline, PipelineHeld, Trigger, WebhookAuth
 from router.router import UnknownPipeline
 import router.service.openapi as openapi
 from router.service.auth import Unauthorized, bearer
@@ -96,6 +96,9 @@ async def webhook(name: str, request: Request, svc: Svc) -> dict:
         raise UnknownPipeline(f"unknown pipeline '{name}'", pipeline=name)
     if trigger is None:
         raise UnknownPipeline(f"pipeline '{name}' has no webhook trigger", pipeline=name)
+    if p.status != "active":
+        log.info("webhook refused: pipeline not active", pipeline=name, status=p.status)
+        raise PipelineHeld(name, p.status)  # 409, after the caller is checked
     data = limits.loads(body, "webhook body") if body.strip() else {}
     refuse_blob_refs(data, "webhook body")
     event_id = delivery_id or request.headers.get("idempotency-key") or uuid.uuid4().hex
