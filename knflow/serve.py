@@ -103,7 +103,7 @@ def cmd_serve_function(args: argparse.Namespace) -> int:
 
 @contextlib.asynccontextmanager
 async def router_stack(
-    settings: Settings, store_url: str, nats_url: str | None, pipeline_files: list[str]
+    settings: Settings, store_url: str, nats_url: str | None, pipeline_files: list[str], route_results: bool = True
 ) -> AsyncIterator[Any]:
     """A router over the store and the broker the settings name; yields (router, catalog, stack)."""
     from router.catalog import StorePipelines
@@ -117,7 +117,9 @@ async def router_stack(
     if nats_url:
         from knflow.nats_stack import NatsStack
 
-        async with NatsStack(nats_url, store, catalog, layout=_layout(settings), settings=settings) as stack:
+        async with NatsStack(
+            nats_url, store, catalog, layout=_layout(settings), settings=settings, route_results=route_results
+        ) as stack:
             router = stack.router
             assert router is not None  # a NatsStack with a store has a router
             sweeper = asyncio.create_task(router.sweep_forever(settings.sweep_interval_s, settings.sweep_after_s))
@@ -231,7 +233,8 @@ def cmd_serve_router(args: argparse.Namespace) -> int:
         from router.service import create_app
 
         nats_url = args.nats or settings.nats_url
-        async with router_stack(settings, store_url, nats_url, settings.pipeline_files + args.pipelines) as (
+        files = settings.pipeline_files + args.pipelines
+        async with router_stack(settings, store_url, nats_url, files, not args.no_results) as (
             router,
             catalog,
             _,
@@ -323,6 +326,12 @@ def add_commands(sub: Any, functions_arg: Any) -> None:
         help="serve only POST /events and POST /dead-letter for Knative's broker: external events without a token "
         "(the network is the trust boundary: cluster-local only), results by their knflowtoken; no API, no "
         "KNFLOW_ADMIN_TOKEN",
+    )
+    p.add_argument(
+        "--no-results",
+        action="store_true",
+        help="with --nats: take no node results from the stream (the store's other routers apply them); webhooks, "
+        "the API and synchronous webhooks' answers (read from the store) still work",
     )
     functions_arg(p)
     p.set_defaults(fn=cmd_serve_router)

@@ -81,6 +81,9 @@ class WebhookAuth:
 
 
 WEBHOOK_SCHEMES = ("standard-webhooks", "github", "bearer")
+RESPOND_MODES = ("async", "sync")
+SYNC_TIMEOUT_S = 30.0  # how long a `respond: sync` webhook holds its request by default
+MAX_SYNC_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -91,10 +94,14 @@ class Trigger:
     timezone: str | None = None
     data: Any = None
     auth: WebhookAuth | None = None  # webhook triggers only
+    respond: str = "async"  # webhook triggers: `async` (202 with the run id) or `sync` (router/sync_reply.py)
+    timeout_s: float | None = None  # a `sync` webhook's wait for its answer (default SYNC_TIMEOUT_S)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type}
-        for key in ("filter", "schedule", "timezone", "data"):
+        if self.respond != "async":
+            out["respond"] = self.respond
+        for key in ("filter", "schedule", "timezone", "data", "timeout_s"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
         if self.auth is not None:

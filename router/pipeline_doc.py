@@ -16,7 +16,9 @@ from router.pipeline import (
     API_VERSIONS,
     MAX_ITEMS,
     ON_FAILURE_NODE,
+    MAX_SYNC_TIMEOUT_S,
     PIPELINE_STATUSES,
+    RESPOND_MODES,
     WEBHOOK_SCHEMES,
     Edge,
     Node,
@@ -61,7 +63,7 @@ NODE_FIELDS = {
     "concurrency",
 }
 EDGE_FIELDS = {"from", "to", "when", "branch"}
-TRIGGER_FIELDS = {"type", "filter", "schedule", "timezone", "data", "auth"}
+TRIGGER_FIELDS = {"type", "filter", "schedule", "timezone", "data", "auth", "respond", "timeout_s"}
 AUTH_FIELDS = {"scheme", "secret_env"}
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # environment variables a webhook's secret must not take: knflow's and Knative's own, and the process's
@@ -298,7 +300,38 @@ def _trigger(item: dict, c: _Collector, path: Path_, key: str) -> Trigger:
             field=f"{key}.timezone",
         )
     auth = _auth(item["auth"], ttype, c, (*path, "auth"), f"{key}.auth") if item.get("auth") is not None else None
-    return Trigger(ttype, dict(flt), item.get("schedule"), item.get("timezone"), item.get("data"), auth)
+    respond, timeout_s = _respond(item, ttype, c, path, key)
+    return Trigger(
+        ttype, dict(flt), item.get("schedule"), item.get("timezone"), item.get("data"), auth, respond, timeout_s
+    )
+
+
+def _respond(item: dict, ttype: str, c: _Collector, path: Path_, key: str) -> tuple[str, float | None]:
+    """`respond: async | sync` and `timeout_s` (a sync webhook's wait) on a webhook trigger."""
+    respond, timeout_s = item.get("respond", "async"), item.get("timeout_s")
+    if ("respond" in item or "timeout_s" in item) and ttype != "webhook":
+        c.add(f"respond and timeout_s apply to webhook triggers only, not to a {ttype!r} trigger", path, field=key)
+        return "async", None
+    if respond not in RESPOND_MODES:
+        c.add(
+            f"respond {respond!r} is not one of {', '.join(RESPOND_MODES)} (sync holds the request for the answer)",
+            (*path, "respond"),
+            field=f"{key}.respond",
+        )
+        respond = "async"
+    if timeout_s is not None:
+        ok = (
+            isinstance(timeout_s, (int, float))
+            and not isinstance(timeout_s, bool)
+            and 0 < timeout_s <= MAX_SYNC_TIMEOUT_S
+        )
+        if not ok or respond != "sync":
+            why = (
+                "applies with respond: sync only" if ok else f"must be seconds above 0, at most {MAX_SYNC_TIMEOUT_S:g}"
+            )
+            c.add(f"timeout_s {timeout_s!r} {why}", (*path, "timeout_s"), field=f"{key}.timeout_s")
+            timeout_s = None
+    return respond, float(timeout_s) if timeout_s is not None else None
 
 
 def _auth(raw: Any, ttype: str, c: _Collector, path: Path_, field: str) -> WebhookAuth | None:

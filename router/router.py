@@ -580,6 +580,10 @@ class Router:
             raise RunNotFound(f"run '{run_id}' not found", run_id=run_id)
         return run
 
+    def blob_store(self) -> BlobStore:
+        """The blob store of large payloads (KNFLOW_BLOB_URL when none was given)."""
+        return self._blobs()
+
     def _blobs(self) -> BlobStore:
         if self.blobs is None:
             self.blobs = default_store()
