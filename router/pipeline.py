@@ -96,12 +96,22 @@ class Trigger:
     auth: WebhookAuth | None = None  # webhook triggers only
     respond: str = "async"  # webhook triggers: `async` (202 with the run id) or `sync` (router/sync_reply.py)
     timeout_s: float | None = None  # a `sync` webhook's wait for its answer (default SYNC_TIMEOUT_S)
+    every: str | None = None  # a cron trigger's interval ('15m'), instead of a schedule (router/intervals.py)
+
+    @property
+    def cron(self) -> str | None:
+        """A cron trigger's schedule as a cron expression: `schedule`, or the one that says `every`."""
+        if self.schedule or not self.every:
+            return self.schedule
+        from router.intervals import interval_cron
+
+        return interval_cron(self.every)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type}
         if self.respond != "async":
             out["respond"] = self.respond
-        for key in ("filter", "schedule", "timezone", "data", "timeout_s"):
+        for key in ("filter", "schedule", "every", "timezone", "data", "timeout_s"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
         if self.auth is not None:

@@ -63,7 +63,7 @@ NODE_FIELDS = {
     "concurrency",
 }
 EDGE_FIELDS = {"from", "to", "when", "branch"}
-TRIGGER_FIELDS = {"type", "filter", "schedule", "timezone", "data", "auth", "respond", "timeout_s"}
+TRIGGER_FIELDS = {"type", "filter", "schedule", "every", "timezone", "data", "auth", "respond", "timeout_s"}
 AUTH_FIELDS = {"scheme", "secret_env"}
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # environment variables a webhook's secret must not take: knflow's and Knative's own, and the process's
@@ -285,8 +285,14 @@ def _trigger(item: dict, c: _Collector, path: Path_, key: str) -> Trigger:
             path,
             field=f"{key}.filter",
         )
-    if ttype == "cron" and not isinstance(item.get("schedule"), str):
-        c.add("a cron trigger needs schedule, e.g. '0 9 * * *'", path, field=f"{key}.schedule")
+    if ttype == "cron" and "every" in item:
+        _every(item, c, path, key)
+    elif "every" in item:
+        c.add(
+            f"every applies to cron triggers only, not to a {ttype!r} trigger", (*path, "every"), field=f"{key}.every"
+        )
+    elif ttype == "cron" and not isinstance(item.get("schedule"), str):
+        c.add("a cron trigger needs schedule, e.g. '0 9 * * *', or every, e.g. '15m'", path, field=f"{key}.schedule")
     elif ttype == "cron" and not _valid_cron(item["schedule"]):
         c.add(
             f"schedule {item['schedule']!r} is not a cron expression of 5 fields (minute hour day month weekday)",
@@ -301,9 +307,22 @@ def _trigger(item: dict, c: _Collector, path: Path_, key: str) -> Trigger:
         )
     auth = _auth(item["auth"], ttype, c, (*path, "auth"), f"{key}.auth") if item.get("auth") is not None else None
     respond, timeout_s = _respond(item, ttype, c, path, key)
+    every = item.get("every") if isinstance(item.get("every"), str) else None
     return Trigger(
-        ttype, dict(flt), item.get("schedule"), item.get("timezone"), item.get("data"), auth, respond, timeout_s
+        ttype, dict(flt), item.get("schedule"), item.get("timezone"), item.get("data"), auth, respond, timeout_s, every
     )
+
+
+def _every(item: dict, c: _Collector, path: Path_, key: str) -> None:
+    """`every: 15m` on a cron trigger: instead of a schedule, and one that a cron expression says."""
+    from router.intervals import interval_cron
+
+    if "schedule" in item:
+        c.add("give a cron trigger either schedule or every, not both", (*path, "every"), field=f"{key}.every")
+    try:
+        interval_cron(item["every"])
+    except ValueError as exc:
+        c.add(str(exc), (*path, "every"), field=f"{key}.every")
 
 
 def _respond(item: dict, ttype: str, c: _Collector, path: Path_, key: str) -> tuple[str, float | None]:
