@@ -87,13 +87,9 @@ def routers(nats_server, mongo_server, tmp_path_factory):
         p.stop()
 
 
-def post(url: str, body: dict, timeout_s: float = 30) -> tuple[int, dict[str, str], bytes]:
-    req = urllib.request.Request(
-        url,
-        json.dumps(body).encode(),
-        {"content-type": "application/json", "authorization": f"Bearer {ADMIN_TOKEN}"},
-        method="POST",
-    )
+def post(url: str, body: dict, key: str | None = None, timeout_s: float = 30) -> tuple[int, dict[str, str], bytes]:
+    headers = {"content-type": "application/json", "authorization": f"Bearer {ADMIN_TOKEN}"}
+    req = urllib.request.Request(url, json.dumps(body).encode(), headers | ({"idempotency-key": key} if key else {}))
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
@@ -135,3 +131,12 @@ def test_past_its_timeout_a_sync_webhook_answers_504_with_the_run_to_poll(router
     doc = json.loads(body)
     assert status == 504 and doc["status"] == "running" and doc["poll"] == f"/runs/{doc['run']}"
     assert "timeout_s" in doc["error"] and headers["knflow-run"] == doc["run"]
+
+
+def test_a_sync_webhook_sent_twice_with_one_idempotency_key_answers_from_the_same_run(routers):
+    a, b = routers
+    key = f"order-{uuid.uuid4().hex[:6]}"
+    first = post(f"{a.url}/hooks/plain", {"name": "once"}, key)
+    second = post(f"{b.url}/hooks/plain", {"name": "twice"}, key)  # the other router: the same run, its answer
+    assert first[0] == second[0] == 200 and first[1]["knflow-run"] == second[1]["knflow-run"]
+    assert json.loads(first[2]) == json.loads(second[2]) and json.loads(second[2])["message"] == "once"
