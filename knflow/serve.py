@@ -228,6 +228,10 @@ def cmd_serve_router(args: argparse.Namespace) -> int:
     else:
         admin_token, open_api = api_access(settings, args.insecure, where)
     _load(settings.function_modules + args.functions)
+    if args.no_results and not (args.nats or settings.nats_url):
+        raise KnflowError(
+            "--no-results needs --nats URL (or KNFLOW_NATS_URL): only on NATS do routers share the results' stream"
+        )
 
     async def main() -> None:
         from router.service import create_app

@@ -177,3 +177,38 @@ def test_knflow_run_with_an_id_returns_the_same_run_twice(tmp_path):
     assert other["id"] != first["id"]
     listed = knflow("runs", "list", "--store", store).stdout
     assert listed.count(first["id"]) == 1
+
+
+async def test_knflow_devs_scheduler_skips_a_paused_interval_pipelines_ticks_and_counts_them(tmp_path):
+    import asyncio
+    from datetime import UTC, datetime
+
+    from broker import metrics
+    from knflow.dev import fire_schedules
+    from knflow.local import EmbeddedStack
+    from router.catalog import StorePipelines
+    from router.store.sqlite import SqliteStore
+
+    name = f"every-{uuid.uuid4().hex[:6]}"
+    text = TICK.replace("name: tick", f"name: {name}").replace("schedule: '*/5 * * * *'", "every: 1m")
+    store = SqliteStore(tmp_path / "k.db")
+    catalog = StorePipelines(store)
+    await catalog.put(load_string("status: paused\n" + text, "every.yaml"))
+    just_before_a_minute = datetime(2026, 1, 1, 8, 59, 59, 990000, tzinfo=UTC)
+
+    def count() -> float:
+        labels = {"pipeline": name, "trigger": "cron", "status": "paused"}
+        return metrics.REGISTRY.get_sample_value("knflow_triggers_skipped_total", labels) or 0.0
+
+    async with EmbeddedStack(store, pipelines=catalog) as stack:
+        ticker = asyncio.create_task(fire_schedules(stack.router, catalog, clock=lambda: just_before_a_minute))
+        try:
+            for _ in range(500):
+                if count() >= 1:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            ticker.cancel()
+        assert count() >= 1
+        assert await store.list_runs(pipeline=name) == []
+    await store.close()
