@@ -111,7 +111,10 @@ async def router_stack(
     if nats_url:
         from knflow.nats_stack import NatsStack
 
-        async with NatsStack(nats_url, store, catalog, layout=_layout(settings), settings=settings) as stack:
+        # NATS unreachable: the router serves anyway (/healthz 503 with the reason) and connects in the background
+        async with NatsStack(
+            nats_url, store, catalog, layout=_layout(settings), settings=settings, connect_in_background=True
+        ) as stack:
             router = stack.router
             assert router is not None  # a NatsStack with a store has a router
             sweeper = asyncio.create_task(router.sweep_forever(settings.sweep_interval_s, settings.sweep_after_s))
@@ -228,7 +231,7 @@ def cmd_serve_router(args: argparse.Namespace) -> int:
         async with router_stack(settings, store_url, nats_url, settings.pipeline_files + args.pipelines) as (
             router,
             catalog,
-            _,
+            stack,
         ):
             await serve_app(
                 create_app(
@@ -240,6 +243,7 @@ def cmd_serve_router(args: argparse.Namespace) -> int:
                     open_api=open_api,
                     broker_ingress=args.broker_ingress,
                     metrics_token=_secret(settings.metrics_token),
+                    not_ready=getattr(stack, "not_ready", None),  # a NatsStack's: why NATS is not usable yet
                 ),
                 args.host,
                 args.port or settings.port,

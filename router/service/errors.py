@@ -20,7 +20,9 @@ from router.store.base import RunExists, RunNotFound, RunUnreadable
 from router.templates import TemplateError
 from router.tokens import InvalidToken, TokenExists, TokenNotFound
 
-__all__ = ["ROUTER_STATUSES", "Forbidden", "Unauthorized", "knflow_error"]
+__all__ = ["RETRY_AFTER", "ROUTER_STATUSES", "Forbidden", "Unauthorized", "knflow_error"]
+
+RETRY_AFTER = {"retry-after": "1"}  # on a 503: the broker or the store is not usable yet
 
 ROUTER_STATUSES: Statuses = {
     **FUNCTION_STATUSES,
@@ -46,4 +48,6 @@ ROUTER_STATUSES: Statuses = {
 async def knflow_error(request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, KnflowError):  # registered for KnflowError only
         raise exc
-    return JSONResponse(error_body(exc), status_code=http_status(exc, ROUTER_STATUSES))
+    status = http_status(exc, ROUTER_STATUSES)
+    headers = RETRY_AFTER if status == 503 else None  # the broker or the store is down: try again
+    return JSONResponse(error_body(exc), status_code=status, headers=headers)

@@ -1,0 +1,141 @@
+"""Parts that go away, with real processes: nats-server unreachable when the router starts and lost mid-run
+(stopped and started again on the same port and store). The router serves anyway, /healthz says why it
+is not ready, webhooks are stored (202) and run once NATS is back, external events answer 503."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from broker.natsserver import NatsServer, current_nats_server
+from broker.redact import MASK
+from tests.processes import Process, free_port
+from tests.test_fabric_e2e import http, stream_env, wait_run
+from tests.tokens import ROUTER_ENV
+
+ROOT = Path(__file__).resolve().parent.parent
+FUNCS = str(ROOT / "tests/fixtures/failing.py")
+SECRET = "pw-never-logged-7c1e"
+PIPELINE = """
+metadata: {name: away}
+trigger: {type: webhook}
+nodes:
+  - {id: a, type: ff-step, inputs: {key: "{{ $run }}", n: 1}}
+  - {id: b, type: ff-step, inputs: "{{ a.output }}"}
+edges: [{from: a, to: b}]
+"""
+# a stored run's invokes are published by the sweeper once NATS is up: sweep often in tests
+SWEEP_ENV = {"KNFLOW_SWEEP_INTERVAL_S": "0.5", "KNFLOW_SWEEP_AFTER_S": "1"}
+
+
+def router_process(tmp: Path, nats_url: str, store_url: str, env: dict, pipelines: list[Path]) -> Process:
+    port = free_port()
+    args = ["serve", "router", "--nats", nats_url, "--store", store_url, "--functions", FUNCS]
+    args += ["--pipelines", *map(str, pipelines), "--port", str(port), "--host", "127.0.0.1"]
+    return Process(args, tmp / "router.log", port, {**env, **ROUTER_ENV})
+
+
+def dispatcher_process(tmp: Path, nats_url: str, router: Process, env: dict, functions: list[str]) -> Process:
+    """A dispatcher for `functions` (NAME in-process, NAME=URL to a function service)."""
+    args = [
+        "serve",
+        "dispatcher",
+        "--nats",
+        nats_url,
+        "--functions",
+        FUNCS,
+        "--dead-letter",
+        f"{router.url}/dead-letter",
+    ]
+    args += [a for f in functions for a in ("--function", f)]
+    return Process(args, tmp / "dispatcher.log", None, env)
+
+
+def healthz(url: str) -> tuple[int, dict, str | None]:
+    try:
+        with urllib.request.urlopen(url + "/healthz", timeout=2) as r:
+            return r.status, json.loads(r.read()), r.headers.get("retry-after")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read()), err.headers.get("retry-after")
+
+
+def wait_for(what: str, check: Callable[[], object], timeout_s: float = 30.0) -> object:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            got = check()
+        except OSError:
+            got = None
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s} s")
+        time.sleep(0.05)
+
+
+def health_is(url: str, status: int) -> Callable[[], object]:
+    def check() -> object:
+        got = healthz(url)
+        return got if got[0] == status else None
+
+    return check
+
+
+def test_router_starts_without_nats_and_recovers_when_it_comes_and_goes(tmp_path):
+    binary = current_nats_server()
+    if binary is None:
+        pytest.skip("no nats-server binary")
+    port = free_port()
+    server = NatsServer(binary, tmp_path / "nats", port=port)  # not started yet
+    nats_url = f"nats://knflow:{SECRET}@127.0.0.1:{port}"
+    (tmp_path / "away.yaml").write_text(PIPELINE)
+    env = {**stream_env(), **SWEEP_ENV, "KNFLOW_TEST_STATE": str(tmp_path / "state")}
+    router = router_process(tmp_path, nats_url, f"sqlite:///{tmp_path}/runs.db", env, [tmp_path / "away.yaml"])
+    router.launch()
+    dispatcher = dispatcher_process(tmp_path, nats_url, router, env, ["ff-step"])
+    try:
+        # NATS down at start: the HTTP service is up, not ready, and says why (the URL masked)
+        status, body, retry_after = wait_for("router answers /healthz", health_is(router.url, 503))  # type: ignore[misc]
+        assert body["status"] == "not ready" and retry_after == "1", body
+        assert body["reason"].startswith(f"NATS at nats://knflow:{MASK}@127.0.0.1:{port} unreachable: "), body
+        assert "Connection refused" in body["reason"], body
+        # a webhook is stored (the 202 is a promise); an external event, which the stream keeps, is refused
+        status, accepted = http("POST", f"{router.url}/hooks/away", b"{}")
+        assert status == 202, accepted
+        status, run = http("GET", f"{router.url}/runs/{accepted['run']}")
+        assert status == 200 and run["status"] == "running" and run["nodes"]["a"]["status"] == "scheduled", run
+        event = {"content-type": "application/json", "ce-specversion": "1.0", "ce-id": "e1", "ce-source": "t"}
+        status, refused = http("POST", f"{router.url}/events", b"{}", {**event, "ce-type": "com.example.x"})
+        assert status == 503 and "unreachable" in refused["error"], refused
+
+        # NATS comes: the router connects without a restart, and the stored run runs
+        server.start()
+        wait_for("router ready once NATS is up", health_is(router.url, 200))
+        assert healthz(router.url)[1] == {"status": "ok"}
+        dispatcher.start()
+        run = wait_run(router.url, accepted["run"])
+        assert run["status"] == "succeeded" and run["nodes"]["b"]["output"]["n"] == 3, run
+
+        # NATS goes away mid-run: not ready while disconnected, then back; a run started after finishes
+        server.stop()
+        status, body, _ = wait_for("router not ready without NATS", health_is(router.url, 503))  # type: ignore[misc]
+        assert "disconnected, reconnecting" in body["reason"], body
+        server.start()
+        wait_for("router ready again", health_is(router.url, 200))
+        status, accepted = http("POST", f"{router.url}/hooks/away", b"{}")
+        assert status == 202, accepted
+        assert wait_run(router.url, accepted["run"])["status"] == "succeeded"
+
+        log = router.output(max_chars=10**6)
+        assert "nats unreachable, retrying" in log and f"127.0.0.1:{port}" in log
+        for output in (log, dispatcher.output(max_chars=10**6)):
+            assert SECRET not in output
+    finally:
+        dispatcher.stop()
+        router.stop()
+        server.stop()
