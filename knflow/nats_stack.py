@@ -70,7 +70,7 @@ class NatsConnection:
             log.warning("nats connection error", url=mask_url(self.url), error=self.problem)
 
     async def _on_disconnected(self) -> None:
-        if self.ready:
+        if self.ready and not (self.nc.is_closed or self.nc.is_draining):  # not our own drain at the end
             log.warning("nats disconnected, reconnecting", url=mask_url(self.url), error=self.problem)
 
     async def _on_reconnected(self) -> None:
@@ -105,6 +105,7 @@ class NatsConnection:
                     await self.connect_once()
                 await setup()
                 self.ready = True
+                self.problem = "connection lost"  # until error_cb says more
                 if attempt > 1:
                     log.info("nats connected", url=mask_url(self.url), attempts=attempt)
                 return

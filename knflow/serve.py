@@ -97,9 +97,14 @@ def cmd_serve_function(args: argparse.Namespace) -> int:
 
 @contextlib.asynccontextmanager
 async def router_stack(
-    settings: Settings, store_url: str, nats_url: str | None, pipeline_files: list[str]
+    settings: Settings,
+    store_url: str,
+    nats_url: str | None,
+    pipeline_files: list[str],
+    connect_in_background: bool = False,
 ) -> AsyncIterator[Any]:
-    """A router over the store and the broker the settings name; yields (router, catalog, stack)."""
+    """A router over the store and the broker the settings name; yields (router, catalog, stack).
+    `connect_in_background` (`knflow serve router`): NATS unreachable, it yields at once and connects later."""
     from router.catalog import StorePipelines
     from router.store import open_store
     from router.loader import load
@@ -111,9 +116,13 @@ async def router_stack(
     if nats_url:
         from knflow.nats_stack import NatsStack
 
-        # NATS unreachable: the router serves anyway (/healthz 503 with the reason) and connects in the background
         async with NatsStack(
-            nats_url, store, catalog, layout=_layout(settings), settings=settings, connect_in_background=True
+            nats_url,
+            store,
+            catalog,
+            layout=_layout(settings),
+            settings=settings,
+            connect_in_background=connect_in_background,
         ) as stack:
             router = stack.router
             assert router is not None  # a NatsStack with a store has a router
@@ -228,7 +237,9 @@ def cmd_serve_router(args: argparse.Namespace) -> int:
         from router.service import create_app
 
         nats_url = args.nats or settings.nats_url
-        async with router_stack(settings, store_url, nats_url, settings.pipeline_files + args.pipelines) as (
+        # NATS unreachable: the router serves anyway (/healthz 503 with the reason) and connects in the background
+        files = settings.pipeline_files + args.pipelines
+        async with router_stack(settings, store_url, nats_url, files, connect_in_background=True) as (
             router,
             catalog,
             stack,

@@ -5,28 +5,31 @@ is not ready, webhooks are stored (202) and run once NATS is back, external even
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from broker.natsserver import NatsServer, current_nats_server
 from broker.redact import MASK
+from tests.mongo_fixture import MongoWireServer, nx_27017_binary
 from tests.processes import Process, free_port
 from tests.test_fabric_e2e import http, stream_env, wait_run
 from tests.tokens import ROUTER_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
-FUNCS = str(ROOT / "tests/fixtures/failing.py")
+FUNCS = str(ROOT / "tests/fixtures/away.py")
 SECRET = "pw-never-logged-7c1e"
 PIPELINE = """
 metadata: {name: away}
 trigger: {type: webhook}
 nodes:
-  - {id: a, type: ff-step, inputs: {key: "{{ $run }}", n: 1}}
-  - {id: b, type: ff-step, inputs: "{{ a.output }}"}
+  - {id: a, type: aw-step, inputs: {key: "{{ $run }}", n: 1}}
+  - {id: b, type: aw-step, inputs: "{{ a.output }}"}
 edges: [{from: a, to: b}]
 """
 # a stored run's invokes are published by the sweeper once NATS is up: sweep often in tests
@@ -64,7 +67,7 @@ def healthz(url: str) -> tuple[int, dict, str | None]:
         return err.code, json.loads(err.read()), err.headers.get("retry-after")
 
 
-def wait_for(what: str, check: Callable[[], object], timeout_s: float = 30.0) -> object:
+def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 30.0) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -97,10 +100,10 @@ def test_router_starts_without_nats_and_recovers_when_it_comes_and_goes(tmp_path
     env = {**stream_env(), **SWEEP_ENV, "KNFLOW_TEST_STATE": str(tmp_path / "state")}
     router = router_process(tmp_path, nats_url, f"sqlite:///{tmp_path}/runs.db", env, [tmp_path / "away.yaml"])
     router.launch()
-    dispatcher = dispatcher_process(tmp_path, nats_url, router, env, ["ff-step"])
+    dispatcher = dispatcher_process(tmp_path, nats_url, router, env, ["aw-step"])
     try:
         # NATS down at start: the HTTP service is up, not ready, and says why (the URL masked)
-        status, body, retry_after = wait_for("router answers /healthz", health_is(router.url, 503))  # type: ignore[misc]
+        status, body, retry_after = wait_for("router answers /healthz", health_is(router.url, 503))
         assert body["status"] == "not ready" and retry_after == "1", body
         assert body["reason"].startswith(f"NATS at nats://knflow:{MASK}@127.0.0.1:{port} unreachable: "), body
         assert "Connection refused" in body["reason"], body
@@ -123,7 +126,7 @@ def test_router_starts_without_nats_and_recovers_when_it_comes_and_goes(tmp_path
 
         # NATS goes away mid-run: not ready while disconnected, then back; a run started after finishes
         server.stop()
-        status, body, _ = wait_for("router not ready without NATS", health_is(router.url, 503))  # type: ignore[misc]
+        status, body, _ = wait_for("router not ready without NATS", health_is(router.url, 503))
         assert "disconnected, reconnecting" in body["reason"], body
         server.start()
         wait_for("router ready again", health_is(router.url, 200))
@@ -139,3 +142,135 @@ def test_router_starts_without_nats_and_recovers_when_it_comes_and_goes(tmp_path
         dispatcher.stop()
         router.stop()
         server.stop()
+
+
+WAIT_PIPELINE = """
+metadata: {name: wait}
+trigger: {type: webhook}
+nodes:
+  - {id: a, type: aw-wait, inputs: {key: "{{ $run }}", n: 1}}
+  - {id: b, type: aw-step, inputs: "{{ a.output }}"}
+edges: [{from: a, to: b}]
+"""
+RUNS = 10
+
+
+def calls(state: Path, function: str) -> list[str]:
+    path = state / f"{function}.calls"
+    return path.read_text().split() if path.exists() else []
+
+
+def start_runs(router: Process, pipeline: str, n: int) -> list[str]:
+    ids = []
+    for _ in range(n):
+        status, body = http("POST", f"{router.url}/hooks/{pipeline}", b"{}")
+        assert status == 202, body
+        ids.append(body["run"])
+    return ids
+
+
+def finished(router: Process, run_id: str) -> Callable[[], dict | None]:
+    """The run once it ended; None before, or while the router cannot read its store (a 5xx, not JSON)."""
+
+    def check() -> dict | None:
+        try:
+            status, run = http("GET", f"{router.url}/runs/{run_id}")
+        except ValueError:  # a 500 page while the store's client reconnects
+            return None
+        return run if status == 200 and isinstance(run, dict) and run["status"] != "running" else None
+
+    return check
+
+
+def check_all_finished_once(router: Process, run_ids: list[str]) -> None:
+    """Every run succeeded, each node applied once (its first attempt's result, n counted once per node)."""
+    for run_id in run_ids:
+        run = wait_for(f"run {run_id} finished", finished(router, run_id), timeout_s=90)
+        assert run["status"] == "succeeded", run
+        assert run["nodes"]["b"]["output"] == {"key": run_id, "n": 3}, run
+        assert all(n["attempt"] == 1 and n["status"] == "succeeded" for n in run["nodes"].values()), run["nodes"]
+
+
+class _Store:
+    """A store that goes away mid-run: `down()` then `up()`; `store_url` for the router."""
+
+    store_url: str
+
+    def down(self) -> None: ...
+
+    def up(self) -> None: ...
+
+
+class LockedSqlite(_Store):
+    """SQLite that another connection holds an exclusive transaction on: the router's writes wait for its
+    busy timeout (10 s), then fail with `database is locked`."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.path = tmp / "runs.db"
+        self.store_url = f"sqlite:///{self.path}"
+        self.lock: sqlite3.Connection | None = None
+
+    def down(self) -> None:
+        self.lock = sqlite3.connect(self.path, isolation_level=None)
+        self.lock.execute("BEGIN EXCLUSIVE")
+
+    def up(self) -> None:
+        assert self.lock is not None
+        self.lock.execute("ROLLBACK")
+        self.lock.close()
+
+
+class StoppedMongo(_Store):
+    """The MongoDB wire server on files (`--data-dir`), stopped (SIGTERM) and started again on its port."""
+
+    def __init__(self, tmp: Path, binary: str) -> None:
+        self.server = FileMongo(binary, tmp)
+        self.server.start()
+        self.store_url = self.server.database_url("knflow_away")
+
+    def down(self) -> None:
+        self.server.stop()
+
+    def up(self) -> None:
+        self.server.start(port=self.server.port)
+
+
+class FileMongo(MongoWireServer):
+    @property
+    def argv(self) -> list[str]:
+        argv = super().argv
+        at = argv.index("--db")
+        return [*argv[:at], "--data-dir", str(self.workdir / "data"), *argv[at + 2 :]]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "mongodb"])
+def test_results_wait_while_the_store_is_unreachable_and_every_run_finishes(kind, nats_server, tmp_path):
+    if kind == "sqlite":
+        store: _Store = LockedSqlite(tmp_path)
+    else:
+        binary = nx_27017_binary()
+        if binary is None:
+            pytest.skip("no nx-27017 binary")
+        store = StoppedMongo(tmp_path, binary)
+    state = tmp_path / "state"
+    (tmp_path / "wait.yaml").write_text(WAIT_PIPELINE)
+    env = {**stream_env(), "KNFLOW_TEST_STATE": str(state)}
+    router = router_process(tmp_path, nats_server.url, store.store_url, env, [tmp_path / "wait.yaml"])
+    dispatcher = dispatcher_process(tmp_path, nats_server.url, router, env, ["aw-wait", "aw-step"])
+    try:
+        router.start()
+        dispatcher.start()
+        run_ids = start_runs(router, "wait", RUNS)
+        wait_for("every run's first node invoked", lambda: len(set(calls(state, "aw-wait"))) == RUNS)
+        store.down()
+        (state / "go").touch()  # the results of `a` come now, while the store cannot take them
+        # the router's result consumer fails to apply them and naks them (a retry with a delay), never acks
+        wait_for("a result retried", lambda: "delivery retry" in router.output(10**6), timeout_s=90)
+        store.up()
+        check_all_finished_once(router, run_ids)
+        assert len(calls(state, "aw-step")) >= RUNS  # at least once each (a redelivery may run one again)
+    finally:
+        dispatcher.stop()
+        router.stop()
+        if isinstance(store, StoppedMongo):
+            store.server.stop()
