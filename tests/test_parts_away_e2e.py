@@ -274,3 +274,57 @@ def test_results_wait_while_the_store_is_unreachable_and_every_run_finishes(kind
         router.stop()
         if isinstance(store, StoppedMongo):
             store.server.stop()
+
+
+def one_node(name: str, node: str, function: str) -> str:
+    return f"""
+metadata: {{name: {name}}}
+trigger: {{type: webhook}}
+nodes:
+  - {{id: {node}, type: {function}, inputs: {{key: "{{{{ $run }}}}"}}}}
+"""
+
+
+def test_a_function_service_that_hangs_or_is_gone_fails_the_run_naming_node_and_cause(nats_server, tmp_path):
+    """aw-hang sleeps past its timeout_s (0.5 s) in a real uvicorn service; aw-closed's port has no listener.
+    Each is tried twice (retries: 1), then dead-lettered: the run fails with the node and the cause."""
+    state = tmp_path / "state"
+    env = {**stream_env(), "KNFLOW_TEST_STATE": str(state)}
+    files = []
+    for name, node, function in [("hang", "slow", "aw-hang"), ("gone", "missing", "aw-closed")]:
+        files.append(tmp_path / f"{name}.yaml")
+        files[-1].write_text(one_node(name, node, function))
+    service_port, closed_port = free_port(), free_port()
+    service = Process(
+        ["serve", "function", "aw-hang", "--functions", FUNCS, "--port", str(service_port), "--host", "127.0.0.1"],
+        tmp_path / "aw-hang.log",
+        service_port,
+        env,
+    )
+    router = router_process(tmp_path, nats_server.url, f"sqlite:///{tmp_path}/runs.db", env, files)
+    targets = [f"aw-hang=http://127.0.0.1:{service_port}", f"aw-closed=http://127.0.0.1:{closed_port}"]
+    dispatcher = dispatcher_process(tmp_path, nats_server.url, router, env, targets)
+    try:
+        service.start()
+        router.start()
+        dispatcher.start()
+        hang, gone = start_runs(router, "hang", 1)[0], start_runs(router, "gone", 1)[0]
+
+        run = wait_for("the hanging node's run failed", finished(router, hang))
+        node = run["nodes"]["slow"]
+        assert run["status"] == "failed" and run["error"]["node"] == "slow", run
+        assert node["status"] == "failed" and node["attempt"] == 2, node
+        assert node["error"]["http_status"] == 504, node
+        assert f"no response from http://127.0.0.1:{service_port}" in node["error"]["message"], node
+        assert "within timeout_s=0.5" in node["error"]["message"], node
+        assert calls(state, "aw-hang") == [hang, hang]  # the service got both tries
+
+        run = wait_for("the missing service's run failed", finished(router, gone))
+        node = run["nodes"]["missing"]
+        assert run["status"] == "failed" and run["error"]["node"] == "missing", run
+        assert node["status"] == "failed" and node["attempt"] == 2, node
+        assert f"127.0.0.1:{closed_port}" in node["error"]["message"], node
+    finally:
+        dispatcher.stop()
+        router.stop()
+        service.stop()
