@@ -15,7 +15,7 @@ external event, which the stream keeps, answers 503). Once connected, nats-py re
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import nats.errors
@@ -95,7 +95,7 @@ class NatsConnection:
             raise
         self.nc.options["max_reconnect_attempts"] = -1  # nats-py reads it on each reconnect
 
-    async def connect_forever(self, setup: Any) -> None:
+    async def connect_forever(self, setup: Callable[[], Awaitable[None]]) -> None:
         """Connect, then `await setup()` (the stream, the consumers); both again, with backoff, until done."""
         attempt = 0
         while True:
@@ -112,11 +112,12 @@ class NatsConnection:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if self.nc.is_connected:  # connected, but the setup failed: JetStream off, a bad stream
+                connected = self.nc.is_connected  # connected, but the setup failed: JetStream off, a bad stream
+                if connected:
                     self.problem = redact(f"setting up JetStream failed: {type(exc).__name__}: {exc}")
                 delay = CONNECT_BACKOFF.delay_before_s(attempt)
                 log.warning(
-                    "nats unreachable, retrying",
+                    "nats set-up failed, retrying" if connected else "nats unreachable, retrying",
                     url=mask_url(self.url),
                     error=self.problem,
                     attempt=attempt,
