@@ -265,6 +265,9 @@ def test_results_wait_while_the_store_is_unreachable_and_every_run_finishes(kind
         run_ids = start_runs(router, "wait", RUNS)
         wait_for("every run's first node invoked", lambda: len(set(calls(state, "aw-wait"))) == RUNS)
         store.down()
+        if kind == "mongodb":  # a webhook now is refused, clearly, to be sent again (SQLite: it waits for the lock)
+            status, body = http("POST", f"{router.url}/hooks/wait", b"{}")
+            assert status == 503 and body["error"].startswith("the run store is unreachable, try again: "), body
         (state / "go").touch()  # the results of `a` come now, while the store cannot take them
         # the router's result consumer fails to apply them and naks them (a retry with a delay), never acks
         wait_for("a result retried", lambda: "delivery retry" in router.output(10**6), timeout_s=90)

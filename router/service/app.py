@@ -25,7 +25,7 @@ from router.service.runs import routes as run_routes
 from router.service.tokens import routes as token_routes
 from router.service.auth import Auth
 from router.service.context import Service
-from router.service.errors import RETRY_AFTER, knflow_error
+from router.service.errors import RETRY_AFTER, STORE_UNREACHABLE, knflow_error, store_unreachable
 from router.service.openapi import ERROR_RESPONSES
 
 NOT_SERVED = (
@@ -70,6 +70,8 @@ def create_app(
     auth = Auth(router.store, admin_token, open_api)
     app.state.service = Service(router, catalog, auth, max_body_bytes, webhook_secret, broker_ingress, metrics_token)
     app.add_exception_handler(KnflowError, knflow_error)
+    for store_error in STORE_UNREACHABLE:
+        app.add_exception_handler(store_error, store_unreachable)
     app.add_middleware(RequestMetrics)  # knflow_http_requests_total, knflow_webhook_requests_total
 
     @app.get("/healthz")
