@@ -101,6 +101,7 @@ def test_router_starts_without_nats_and_recovers_when_it_comes_and_goes(tmp_path
     router = router_process(tmp_path, nats_url, f"sqlite:///{tmp_path}/runs.db", env, [tmp_path / "away.yaml"])
     router.launch()
     dispatcher = dispatcher_process(tmp_path, nats_url, router, env, ["aw-step"])
+    dispatcher.launch()  # a dispatcher started without NATS waits for it, trying again with backoff
     try:
         # NATS down at start: the HTTP service is up, not ready, and says why (the URL masked)
         status, body, retry_after = wait_for("router answers /healthz", health_is(router.url, 503))
@@ -117,12 +118,13 @@ def test_router_starts_without_nats_and_recovers_when_it_comes_and_goes(tmp_path
         assert status == 503 and "unreachable" in refused["error"], refused
 
         # each failed try is logged with the masked URL and the wait before the next
-        wait_for("a retry logged", lambda: "nats unreachable, retrying" in router.output(10**6))
+        for process in (router, dispatcher):
+            wait_for("a retry logged", lambda p=process: "nats unreachable, retrying" in p.output(10**6))
         # NATS comes: the router connects without a restart, and the stored run runs
         server.start()
         wait_for("router ready once NATS is up", health_is(router.url, 200))
         assert healthz(router.url)[1] == {"status": "ok"}
-        dispatcher.start()
+        dispatcher.wait_ready()
         run = wait_run(router.url, accepted["run"])
         assert run["status"] == "succeeded" and run["nodes"]["b"]["output"]["n"] == 3, run
 
