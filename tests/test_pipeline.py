@@ -236,7 +236,10 @@ edges:
 
 def test_an_unknown_key_far_from_any_known_one_lists_what_is_expected():
     joined = "\n".join(problems_of(HEAD + "nodes: [{id: a, type: log, inputs: {message: hi}, colour: red}]\n"))
-    assert "node 'a' field 'colour': unknown field 'colour'; expected one of concurrency, config, description" in joined
+    assert (
+        "node 'a' field 'colour': unknown field 'colour'; expected one of concurrency, config, deploy, description"
+        in joined
+    )
 
 
 SIGNED = HEAD + "nodes: [{id: a, type: split-words, inputs: {text: x}}]\n"
