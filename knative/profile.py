@@ -240,7 +240,7 @@ class Profile(_Strict):
 
     @model_validator(mode="after")
     def _pools(self) -> Profile:
-        if self.gpu_pools and "gpu" in self.model_fields_set:
+        if self.gpu_pools and self.gpu != GpuProfile():
             raise ValueError("give gpu (one pool) or gpu_pools (named pools), not both; move gpu into gpu_pools")
         for name in self.gpu_pools:
             if not DNS_LABEL.match(name) or len(name) > 63:
