@@ -194,7 +194,7 @@ def _place(plan: FunctionPlan, profile: Profile) -> list[Problem]:
                     "deploy.gpu",
                 )
             ]
-        return []
+        return _clashes(plan, profile)
     chosen, why = choose_pool(profile, plan.deploy)
     if chosen is None:
         return [use.problem(f"function '{plan.name}' {why}", "deploy.gpu")]
