@@ -339,6 +339,8 @@ def function(
         {k: v for k, v in settings.items() if v is not None}, allow_gpu_count=False
     )
     gpu_count = gpu.get("count", 1) if isinstance(gpu, dict) else gpu
+    if gpu_count == 0 and gpu_memory is not None:  # asking for GPU memory is asking for a GPU
+        gpu_count = 1
 
     def decorate(target: Callable[..., Any]) -> FunctionSpec:
         fname = name or target.__name__.replace("_", "-").lower()
