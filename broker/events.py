@@ -85,8 +85,10 @@ def _own(attributes: dict[str, Any], data: Any) -> CloudEvent:
 
 
 def with_delivery(event: CloudEvent, delivery: int) -> CloudEvent:
-    """`event` as delivered for the `delivery`-th time (the same id: a retry, not a new event)."""
-    if delivery <= 1:
+    """`event` as delivered for the `delivery`-th time (the same id: a retry, not a new event). A result
+    (`dev.knflow.node.*`) is returned as it is: its knflowdelivery counts its invoke's deliveries, which the
+    router counts the node's tries by, not the result's own redeliveries (a store that was down)."""
+    if delivery <= 1 or event.get_type() in RESULT_TYPES:
         return event
     return trusted_event({**event.get_attributes(), ext.DELIVERY: str(delivery)}, event.get_data())
 

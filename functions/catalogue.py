@@ -35,10 +35,18 @@ def describe(spec: FunctionSpec) -> dict[str, Any]:
         "description": spec.description,
         "category": category(spec),
         "builtin": spec.name in BUILTINS,
-        "traits": asdict(spec.traits),
+        "traits": _traits(spec),
         "input_schema": spec.input_model.model_json_schema(),
         "output_schema": spec.output_model.model_json_schema(),
     }
+
+
+def _traits(spec: FunctionSpec) -> dict[str, Any]:
+    """The traits, deployment settings in their YAML form (as a node's `deploy:` writes them), if any."""
+    out = {k: v for k, v in asdict(spec.traits).items() if k != "deploy"}
+    if spec.traits.deploy:
+        out["deploy"] = spec.traits.deploy.to_dict()
+    return out
 
 
 def catalogue(registry: Registry) -> list[dict[str, Any]]:

@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from pydantic import BaseModel
 
 from broker.retry import Retry
+from functions import deployment
+from functions.deployment import Deployment
 from functions.errors import InvalidFunction
 
 if typing.TYPE_CHECKING:
@@ -51,6 +53,8 @@ class Traits:
     min_scale: int = 0
     max_scale: int = 0
     concurrency: int = 0
+    # image, env, volumes, placement and pod metadata of the function's Service (functions/deployment.py)
+    deploy: Deployment = field(default_factory=Deployment)
 
     def problems(self) -> list[str]:
         out = list(self.retry.problems())
@@ -271,12 +275,21 @@ def function(
     retries: int | Retry = 0,
     cpu: str | None = None,
     memory: str | None = None,
-    gpu: int = 0,
+    gpu: int | dict[str, Any] = 0,
     min_scale: int = 0,
     max_scale: int = 0,
     concurrency: int = 0,
     description: str | None = None,
     register: bool = True,
+    image: str | None = None,
+    env: dict[str, Any] | None = None,
+    volumes: list[dict[str, Any]] | None = None,
+    node_selector: dict[str, str] | None = None,
+    tolerations: list[dict[str, Any]] | None = None,
+    service_account: str | None = None,
+    annotations: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    gpu_memory: str | None = None,
 ) -> Callable[[Callable[_P, _R]], FunctionSpec[_P, _R]]: ...
 
 
@@ -288,17 +301,46 @@ def function(
     retries: int | Retry = 0,
     cpu: str | None = None,
     memory: str | None = None,
-    gpu: int = 0,
+    gpu: int | dict[str, Any] = 0,
     min_scale: int = 0,
     max_scale: int = 0,
     concurrency: int = 0,
     description: str | None = None,
     register: bool = True,
+    image: str | None = None,
+    env: dict[str, Any] | None = None,
+    volumes: list[dict[str, Any]] | None = None,
+    node_selector: dict[str, str] | None = None,
+    tolerations: list[dict[str, Any]] | None = None,
+    service_account: str | None = None,
+    annotations: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    gpu_memory: str | None = None,
 ) -> Any:
     """Declare a knflow function: `async def f(inp: Model, ctx: Context) -> Model`.
 
     Every problem with the signature or the traits is reported at once, when the decorator is applied.
+    `gpu` is a count or `{count: 1, pool: NAME}`; `image` ... `gpu_memory` are the function's deployment
+    settings (functions/deployment.py), which a node's `deploy:` in YAML can override.
     """
+    settings = {
+        "image": image,
+        "env": env,
+        "volumes": volumes,
+        "node_selector": node_selector,
+        "tolerations": tolerations,
+        "service_account": service_account,
+        "annotations": annotations,
+        "labels": labels,
+        "gpu": gpu if isinstance(gpu, dict) else None,
+        "gpu_memory": gpu_memory,
+    }
+    deploy, deploy_problems = deployment.parse(
+        {k: v for k, v in settings.items() if v is not None}, allow_gpu_count=False
+    )
+    gpu_count = gpu.get("count", 1) if isinstance(gpu, dict) else gpu
+    if gpu_count == 0 and gpu_memory is not None:  # asking for GPU memory is asking for a GPU
+        gpu_count = 1
 
     def decorate(target: Callable[..., Any]) -> FunctionSpec:
         fname = name or target.__name__.replace("_", "-").lower()
@@ -309,8 +351,8 @@ def function(
                 f"at most {NAME_MAX_CHARS} characters (it names a Knative Service)"
             )
         retry = retries if isinstance(retries, Retry) else Retry(retries=retries)
-        traits = Traits(timeout_s, retry, cpu, memory, gpu, min_scale, max_scale, concurrency)
-        problems += traits.problems()
+        traits = Traits(timeout_s, retry, cpu, memory, gpu_count, min_scale, max_scale, concurrency, deploy)
+        problems += [*traits.problems(), *(msg for _, msg in deploy_problems)]
         if problems:
             count = "1 reason" if len(problems) == 1 else f"{len(problems)} reasons"
             raise InvalidFunction(f"function '{fname}' is invalid for {count}: " + "; ".join(problems), function=fname)

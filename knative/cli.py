@@ -37,7 +37,7 @@ def add_commands(
     def cluster(p: argparse.ArgumentParser) -> None:
         p.add_argument("--namespace", help="namespace for everything knflow creates (default: the profile's, knflow)")
         p.add_argument(
-            "--profile", metavar="FILE", help="cluster profile YAML: GPU pool, broker class, router, Serving limits"
+            "--profile", metavar="FILE", help="cluster profile YAML: GPU pools, broker class, router, Serving limits"
         )
 
     def generation(p: argparse.ArgumentParser) -> None:
@@ -49,7 +49,7 @@ def add_commands(
         p.add_argument(
             "--features-patch",
             action="store_true",
-            help="add a config-features patch enabling the Serving flags GPU Services need",
+            help="add a config-features patch enabling the Serving flags the function Services need",
         )
         functions(p)
 

@@ -38,3 +38,7 @@ class ManifestsRejected(KnativeError):
 
 class ClusterError(KnativeError):
     """The Kubernetes API server could not be reached, or refused a request."""
+
+
+class DeploymentInvalid(KnativeError):
+    """A function's deployment settings (image, volumes, GPU pool, ...) do not fit the cluster profile."""

@@ -97,7 +97,7 @@ def _config_map(name: str, namespace: str, profile: Profile, data: dict[str, str
 
 
 def delivery_timeout_s(plan: FunctionPlan, profile: Profile) -> int:
-    cold = profile.gpu.cold_start_s if plan.gpu else profile.cold_start_s
+    cold = plan.gpu_profile(profile).cold_start_s if plan.gpu else profile.cold_start_s
     return plan.autoscaling.timeout_s + cold
 
 

@@ -43,6 +43,7 @@ VOLUME_FLAGS: dict[str, str | None] = {
     "ephemeral": "kubernetes.podspec-volumes-ephemeral",
     "image": "kubernetes.podspec-volumes-image",
 }
+PVC_WRITE = "kubernetes.podspec-persistent-volume-write"  # a PVC mounted without readOnly
 ADD_CAPABILITIES = "kubernetes.containerspec-addcapabilities"  # capabilities.add beyond NET_BIND_SERVICE
 # flags a fresh install has on (serving config-features' defaults)
 ON_BY_DEFAULT = frozenset({"kubernetes.podspec-volumes-emptydir", "multi-container"})
@@ -55,10 +56,21 @@ def flags_needed(manifests: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
         if m.get("kind") != "Service" or not m.get("apiVersion", "").startswith("serving.knative.dev/"):
             continue
         pod = m.get("spec", {}).get("template", {}).get("spec", {})
-        for fld, flag in FLAG_FIELDS.items():
-            if pod.get(fld):
-                out.setdefault(flag, []).append(m["metadata"]["name"])
+        flags = [flag for fld, flag in FLAG_FIELDS.items() if pod.get(fld)]
+        flags += volume_flags(pod)
+        for flag in dict.fromkeys(flags):
+            out.setdefault(flag, []).append(m["metadata"]["name"])
     return dict(sorted(out.items()))
+
+
+def volume_flags(pod: dict[str, Any]) -> list[str]:
+    """The flags a pod's volumes need: their types', and PVC write for a claim mounted read-write."""
+    out = [flag for vol in pod.get("volumes") or [] for src in vol if (flag := VOLUME_FLAGS.get(src))]
+    claims = {v["name"] for v in pod.get("volumes") or [] if "persistentVolumeClaim" in v}
+    for ctr in pod.get("containers") or []:
+        if any(vm.get("name") in claims and not vm.get("readOnly") for vm in ctr.get("volumeMounts") or []):
+            out.append(PVC_WRITE)
+    return out
 
 
 def enabled_flags(profile: Profile) -> set[str]:
@@ -85,13 +97,13 @@ def feature_notes(needed: dict[str, list[str]], profile: Profile, patched: bool)
     lines = [f"    {flag}  (for {', '.join(services)})" for flag, services in missing.items()]
     if patched:
         head = (
-            "GPU Services need these Knative Serving feature flags; "
+            "Function Services need these Knative Serving feature flags; "
             "the output enables them with a config-features patch (knative-serving):"
         )
         tail = "Knative warns that these flags cannot safely be disabled once enabled."
     else:
         head = (
-            "GPU Services need these Knative Serving feature flags, off in a fresh install; "
+            "Function Services need these Knative Serving feature flags, off in a fresh install; "
             "the Serving webhook rejects the Services until they are enabled:"
         )
         flags = ",".join(f'"{f}":"enabled"' for f in missing)

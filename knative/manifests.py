@@ -171,7 +171,9 @@ def _notes(plans: list[FunctionPlan], profile: Profile) -> list[str]:
     )
     used: dict[tuple[str, str, bool], set[str]] = {}
     for plan in plans:
-        for env in services.builtin_secret_env(plan, profile):
+        for env in services.builtin_secret_env(plan, profile) + services.deploy_env(plan):
+            if "valueFrom" not in env:
+                continue
             ref = env["valueFrom"]["secretKeyRef"]
             used.setdefault((ref["name"], ref["key"], ref.get("optional", False)), set()).add(plan.name)
     for (name, key, optional), functions in sorted(used.items()):
@@ -180,6 +182,7 @@ def _notes(plans: list[FunctionPlan], profile: Profile) -> list[str]:
             f"is read by {', '.join(sorted(functions))}, "
             f"never written here: kubectl create secret generic {name} -n {profile.namespace} --from-literal={key}=..."
         )
+    out += _deploy_notes(plans, profile)
     if not profile.blob_url:
         out.append(
             "Outputs over 256 KiB go to the blob store, which is each pod's own disk unless the profile sets "
@@ -203,6 +206,34 @@ def _notes(plans: list[FunctionPlan], profile: Profile) -> list[str]:
         out.append(
             "The native NatsJetStreamBroker has no knativebrokerttl hop limit; the router stops run chains after "
             f"{r.max_hops} hops (KNFLOW_MAX_HOPS)."
+        )
+    return out
+
+
+def _deploy_notes(plans: list[FunctionPlan], profile: Profile) -> list[str]:
+    """What the functions' own images, volumes and pools ask of the cluster (nothing here creates them)."""
+    out = []
+    for plan in plans:
+        if plan.deploy.image and plan.deploy.image != profile.image:
+            out.append(
+                f"function '{plan.name}' runs its own image {plan.deploy.image}: build it FROM the project image "
+                f"({profile.image}) so that it has knflow and {plan.module or 'the builtins'}; its command stays "
+                "`knflow serve function`."
+            )
+        if plan.gpu and plan.pool and len(profile.pools()) > 1:
+            pool = plan.gpu_profile(profile)
+            memory = f", {pool.memory} per GPU" if pool.memory else ""
+            out.append(f"function '{plan.name}' runs on GPU pool '{plan.pool}' ({plan.gpu} GPU{memory}).")
+    claims: dict[tuple[str, bool], list[str]] = {}
+    for plan in plans:
+        for v in plan.volumes():
+            if v.kind == "claim":
+                claims.setdefault((v.source, v.read_only), []).append(plan.name)
+    for (claim, read_only), functions in sorted(claims.items()):
+        mode = "read-only" if read_only else "read-write (ReadWriteMany when several pods share it)"
+        out.append(
+            f"PersistentVolumeClaim '{claim}' is mounted {mode} by {', '.join(sorted(functions))}; it must exist "
+            f"in namespace {profile.namespace} (knflow never creates it), writable by the image's non-root user."
         )
     return out
 

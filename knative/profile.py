@@ -8,11 +8,18 @@ A YAML file (every key optional; snake_case; durations in seconds, named `*_s`):
       name: knflow
       class: MTChannelBasedBroker          # or NatsJetStreamBroker (eventing-natss' native broker)
       nats_url: nats://nats.nats-io.svc.cluster.local:4222
-    gpu:
+    gpu:                                   # the one GPU pool, when gpu_pools names none
       node_selector: {karpenter.sh/nodepool: gpu-nodepool}
       tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
       runtime_class_name: nvidia
       cold_start_s: 900
+    gpu_pools:                             # or named pools: a function asks for one, or for GPU memory
+      l4:
+        node_selector: {cloud.google.com/gke-accelerator: nvidia-l4}
+        memory: 24Gi                       # of one GPU: `gpu_memory: 20Gi` gets the smallest pool that fits
+        cache: {claim: models-l4, mount: /models}   # a model cache PVC on each pod of the pool
+      a100-80gb: {node_selector: {cloud.google.com/gke-accelerator: nvidia-a100-80gb}, memory: 80Gi}
+    default_gpu_pool: l4                   # for `runOn: gpu` and `gpu: 1`; the smallest pool when not given
     router:
       min_scale: 1
       mongodb_secret: {name: knflow-mongodb, key: url}
@@ -37,8 +44,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from functions import deployment
 from knative.errors import ProfileInvalid
 from router.hops import MAX_HOPS
 
@@ -72,7 +80,32 @@ class BrokerProfile(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class PoolCache(_Strict):
+    """A model cache on every pod of a GPU pool: a PersistentVolumeClaim mounted at `mount`, which is also
+    the pod's XDG_CACHE_HOME (Hugging Face and torch hub keep their downloads under it)."""
+
+    claim: str
+    mount: str = "/models"
+    read_only: bool = False
+
+    @field_validator("claim")
+    @classmethod
+    def _claim(cls, value: str) -> str:
+        if not deployment.DNS_SUBDOMAIN.match(value) or len(value) > 253:
+            raise ValueError(f"claim {value!r} must be a PersistentVolumeClaim name (DNS-1123)")
+        return value
+
+    @field_validator("mount")
+    @classmethod
+    def _mount(cls, value: str) -> str:
+        if not value.startswith("/") or ".." in value.split("/"):
+            raise ValueError(f"mount {value!r} must be an absolute path without '..'")
+        return value
+
+
 class GpuProfile(_Strict):
+    """One GPU pool: what its nodes need (selector, tolerations, runtime class) and what one GPU has."""
+
     node_selector: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
     tolerations: list[dict[str, Any]] = Field(
         default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
@@ -85,6 +118,43 @@ class GpuProfile(_Strict):
     progress_deadline_s: int = Field(1800, gt=0)
     # keep the last GPU pod this long after traffic stops (a node scale-up is slow); "" for none
     retention_period: str = "10m"
+    # the memory of one GPU (24Gi for an L4): what `gpu_memory` requests are matched against
+    memory: str | None = None
+    cache: PoolCache | None = None
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str | None) -> str | None:
+        if value is not None:
+            deployment.quantity(value)
+        return value
+
+    @field_validator("node_selector")
+    @classmethod
+    def _selector(cls, value: dict[str, str]) -> dict[str, str]:
+        _raise(deployment.parse({"node_selector": value})[1])
+        return value
+
+    @field_validator("tolerations")
+    @classmethod
+    def _tolerations(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        _raise(deployment.parse({"tolerations": value})[1])
+        return value
+
+    @field_validator("resource_name")
+    @classmethod
+    def _resource(cls, value: str) -> str:
+        if deployment._qualified_key(value) or "/" not in value:
+            raise ValueError(f"resource_name {value!r} must be an extended resource such as nvidia.com/gpu")
+        return value
+
+    def memory_bytes(self) -> Any:
+        return deployment.quantity(self.memory) if self.memory else None
+
+
+def _raise(problems: deployment.Problems) -> None:
+    if problems:
+        raise ValueError("; ".join(msg for _, msg in problems))
 
 
 class RouterProfile(_Strict):
@@ -144,6 +214,9 @@ class Profile(_Strict):
     labels: dict[str, str] = Field(default_factory=dict)
     broker: BrokerProfile = BrokerProfile()
     gpu: GpuProfile = GpuProfile()
+    # named GPU pools (a function asks for one with gpu: {pool: NAME}, or for gpu_memory); `gpu` when empty
+    gpu_pools: dict[str, GpuProfile] = Field(default_factory=dict)
+    default_gpu_pool: str | None = None
     router: RouterProfile = RouterProfile()
     serving: ServingProfile = ServingProfile()
     secrets: SecretsProfile = SecretsProfile()
@@ -164,6 +237,23 @@ class Profile(_Strict):
         if not DNS_LABEL.match(value) or len(value) > 63:
             raise ValueError(f"namespace {value!r} must be a DNS label: lowercase letters, digits and '-'")
         return value
+
+    @model_validator(mode="after")
+    def _pools(self) -> Profile:
+        if self.gpu_pools and self.gpu != GpuProfile():
+            raise ValueError("give gpu (one pool) or gpu_pools (named pools), not both; move gpu into gpu_pools")
+        for name in self.gpu_pools:
+            if not DNS_LABEL.match(name) or len(name) > 63:
+                raise ValueError(f"gpu_pools: pool name {name!r} must be a DNS label such as 'a100-80gb'")
+        if self.default_gpu_pool is not None and self.default_gpu_pool not in self.pools():
+            raise ValueError(
+                f"default_gpu_pool {self.default_gpu_pool!r} is not a pool of gpu_pools ({', '.join(self.pools())})"
+            )
+        return self
+
+    def pools(self) -> dict[str, GpuProfile]:
+        """The GPU pools by name: gpu_pools, or the one `gpu` pool, named 'default'."""
+        return dict(self.gpu_pools) if self.gpu_pools else {"default": self.gpu}
 
     def broker_ingress_url(self) -> str:
         if self.broker.ingress_url:

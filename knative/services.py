@@ -28,7 +28,8 @@ from typing import Any
 import yaml
 
 from knative import monitoring, naming
-from knative.plan import FunctionPlan
+from functions.deployment import SecretEnv
+from knative.plan import CACHE_VOLUME, FunctionPlan
 from knative.profile import Profile, SecretRef
 from knative.scaling import KPA, PREFIX
 from router.pipeline import Pipeline
@@ -57,10 +58,10 @@ PIPELINES_DIGEST = "knflow.dev/pipelines-digest"
 
 
 def function_service(plan: FunctionPlan, profile: Profile) -> dict[str, Any]:
-    auto = plan.autoscaling
-    annotations = auto.annotations() | monitoring.scrape_annotations(profile)
+    auto, deploy, pool = plan.autoscaling, plan.deploy, plan.gpu_profile(profile)
+    annotations = auto.annotations() | monitoring.scrape_annotations(profile) | dict(deploy.annotations)
     if plan.gpu:
-        annotations[PROGRESS_DEADLINE] = f"{profile.gpu.progress_deadline_s}s"
+        annotations[PROGRESS_DEADLINE] = f"{pool.progress_deadline_s}s"
     env = [{"name": "KNFLOW_FUNCTION", "value": plan.name}]
     if plan.module:
         env.append({"name": "KNFLOW_FUNCTIONS", "value": plan.module})
@@ -70,9 +71,14 @@ def function_service(plan: FunctionPlan, profile: Profile) -> dict[str, Any]:
         + [_secret_env("KNFLOW_METRICS_TOKEN", profile.metrics_token_secret)]
     )
     env.append({"name": "K_SINK", "value": profile.broker_ingress_url()})  # where a failed try's log lines go
-    container = _container("function", profile, env)
-    container["volumeMounts"] = _scratch_mounts(profile)
-    resources = _resources(plan.spec.traits.cpu, plan.spec.traits.memory, plan.gpu, profile)
+    env += deploy_env(plan)
+    volumes = plan.volumes()
+    cache = next((v for v in volumes if v.name == CACHE_VOLUME), None)
+    if cache is not None and "XDG_CACHE_HOME" not in deploy.env:  # where model downloads go
+        env.append({"name": "XDG_CACHE_HOME", "value": cache.mount})
+    container = _container("function", profile, env, image=deploy.image)
+    container["volumeMounts"] = _scratch_mounts(profile) + [v.volume_mount() for v in volumes]
+    resources = _resources(plan.spec.traits.cpu, plan.spec.traits.memory, plan.gpu, pool.resource_name)
     if resources:
         container["resources"] = resources
     spec: dict[str, Any] = {
@@ -81,17 +87,19 @@ def function_service(plan: FunctionPlan, profile: Profile) -> dict[str, Any]:
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,
     }
-    if profile.service_account:
-        spec["serviceAccountName"] = profile.service_account
+    account = deploy.service_account or profile.service_account
+    if account:
+        spec["serviceAccountName"] = account
     spec["containers"] = [container]
-    spec["volumes"] = _scratch_volumes(profile)
-    if plan.gpu:
-        if profile.gpu.node_selector:
-            spec["nodeSelector"] = dict(profile.gpu.node_selector)
-        if profile.gpu.tolerations:
-            spec["tolerations"] = [dict(t) for t in profile.gpu.tolerations]
-        if profile.gpu.runtime_class_name:
-            spec["runtimeClassName"] = profile.gpu.runtime_class_name
+    spec["volumes"] = _scratch_volumes(profile) + [v.volume() for v in volumes]
+    selector = {**(pool.node_selector if plan.gpu else {}), **deploy.node_selector}
+    if selector:
+        spec["nodeSelector"] = selector
+    tolerations = [*(pool.tolerations if plan.gpu else []), *(deploy.tolerations or ())]
+    if tolerations:
+        spec["tolerations"] = [dict(t) for t in tolerations]
+    if plan.gpu and pool.runtime_class_name:
+        spec["runtimeClassName"] = pool.runtime_class_name
     name = naming.function_service(plan.name)
     component = "function"
     return {
@@ -108,13 +116,24 @@ def function_service(plan: FunctionPlan, profile: Profile) -> dict[str, Any]:
         "spec": {
             "template": {
                 "metadata": {
-                    "labels": {naming.FUNCTION_LABEL: plan.name, **monitoring.pod_labels()},
+                    "labels": {**deploy.labels, naming.FUNCTION_LABEL: plan.name, **monitoring.pod_labels()},
                     "annotations": annotations,
                 },
                 "spec": spec,
             }
         },
     }
+
+
+def deploy_env(plan: FunctionPlan) -> list[dict[str, Any]]:
+    """The function's own `env`: plain values, and Secret keys by reference."""
+    out: list[dict[str, Any]] = []
+    for name, value in plan.deploy.env.items():
+        if isinstance(value, SecretEnv):
+            out.append(_secret_env(name, SecretRef(name=value.secret, key=value.key, optional=value.optional)))
+        else:
+            out.append({"name": name, "value": value})
+    return out
 
 
 def router_service(
@@ -176,7 +195,7 @@ def _router(
         {"name": "pipelines", "mountPath": PIPELINES_DIR, "readOnly": True},
         *_scratch_mounts(profile),
     ]
-    resources = _resources(r.cpu, r.memory, 0, profile)
+    resources = _resources(r.cpu, r.memory, 0, "")
     if resources:
         container["resources"] = resources
     annotations = {
@@ -226,9 +245,13 @@ def pipelines_config_map(pipelines: Iterable[Pipeline], profile: Profile) -> dic
 
 
 def _container(
-    name: str, profile: Profile, env: list[dict[str, Any]], command: list[str] | None = None
+    name: str,
+    profile: Profile,
+    env: list[dict[str, Any]],
+    command: list[str] | None = None,
+    image: str | None = None,
 ) -> dict[str, Any]:
-    container: dict[str, Any] = {"name": name, "image": profile.image}
+    container: dict[str, Any] = {"name": name, "image": image or profile.image}
     if profile.image_pull_policy:
         container["imagePullPolicy"] = profile.image_pull_policy
     if command:
@@ -260,14 +283,14 @@ def _scratch_mounts(profile: Profile) -> list[dict[str, Any]]:
     return out
 
 
-def _resources(cpu: str | None, memory: str | None, gpu: int, profile: Profile) -> dict[str, Any]:
+def _resources(cpu: str | None, memory: str | None, gpu: int, gpu_resource: str) -> dict[str, Any]:
     requests, limits = {}, {}
     if cpu:
         requests["cpu"] = str(cpu)
     if memory:
         requests["memory"] = limits["memory"] = str(memory)
     if gpu:
-        limits[profile.gpu.resource_name] = str(gpu)
+        limits[gpu_resource] = str(gpu)
     out = {}
     if requests:
         out["requests"] = requests

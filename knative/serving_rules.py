@@ -10,7 +10,8 @@ import re
 from typing import Any
 
 from knative.durations import parse_go_duration_s
-from knative.features import ADD_CAPABILITIES, FLAG_FIELDS, VOLUME_FLAGS
+from functions import deployment
+from knative.features import ADD_CAPABILITIES, FLAG_FIELDS, PVC_WRITE, VOLUME_FLAGS
 from knative.rules import Cluster, rule, template_of
 from knative.scaling import PREFIX
 
@@ -308,6 +309,101 @@ def volume_flags(m: dict, c: Cluster) -> list[tuple[str, str]]:
                         f"a {source} volume needs the Serving feature flag {flag} (config-features in knative-serving)",
                     )
                 )
+    return out
+
+
+@rule("Service")
+def volumes_and_mounts(m: dict, c: Cluster) -> list[tuple[str, str]]:
+    """Serving's validateVolume / validateVolumeMounts (k8s_validation.go): one source per volume, unique
+    DNS-label names, every volume mounted and every mount a volume's, absolute and unique mount paths,
+    read-only mounts but for emptyDir and PVC, an emptyDir's medium and sizeLimit."""
+    spec, out = template_of(m)[1], []
+    volumes: dict[str, dict] = {}
+    for i, vol in enumerate(spec.get("volumes") or []):
+        out += _volume_problems(f"spec.template.spec.volumes[{i}]", vol, volumes)
+        volumes[str(vol.get("name"))] = vol
+    mounted: set[str] = set()
+    for ci, ctr in enumerate(spec.get("containers") or []):
+        seen: set[str] = set()
+        for i, vm in enumerate(ctr.get("volumeMounts") or []):
+            mounted.add(vm.get("name", ""))
+            out += _mount_problems(f"spec.template.spec.containers[{ci}].volumeMounts[{i}]", vm, volumes, seen)
+    out += [("spec.template.spec.volumes", f"volume with name {n!r} not mounted") for n in volumes if n not in mounted]
+    return out
+
+
+def _volume_problems(at: str, vol: dict, before: dict[str, dict]) -> list[tuple[str, str]]:
+    out, name = [], vol.get("name")
+    sources = [k for k in vol if k != "name"]
+    if len(sources) != 1:
+        out.append((at, f"volume {name!r} must have exactly one source, got {sources or 'none'}"))
+    if not isinstance(name, str) or not DNS_LABEL.match(name) or len(name) > 63:
+        out.append((f"{at}.name", f"volume name {name!r} must be a DNS label"))
+    elif name in before:
+        out.append((f"{at}.name", f"volume name {name!r} is used twice"))
+    ed = vol.get("emptyDir")
+    if isinstance(ed, dict):
+        if ed.get("medium") not in (None, "", "Memory"):
+            out.append((f"{at}.emptyDir.medium", f"medium {ed['medium']!r} must be Memory or empty"))
+        if ed.get("sizeLimit") is not None:
+            try:
+                if deployment.quantity(ed["sizeLimit"]) <= 0:
+                    out.append((f"{at}.emptyDir.sizeLimit", "sizeLimit must be greater than zero"))
+            except ValueError as exc:
+                out.append((f"{at}.emptyDir.sizeLimit", str(exc)))
+    return out
+
+
+def _mount_problems(at: str, vm: dict, volumes: dict[str, dict], seen: set[str]) -> list[tuple[str, str]]:
+    vol, path = volumes.get(vm.get("name", "")), str(vm.get("mountPath", ""))
+    if vol is None:
+        return [(f"{at}.name", f"volumeMount {vm.get('name')!r} has no matching volume")]
+    out = []
+    if not path.startswith("/"):
+        out.append((f"{at}.mountPath", f"mountPath {path!r} must be an absolute path"))
+    clean = path.rstrip("/") or "/"
+    if clean in seen:
+        out.append((f"{at}.mountPath", f"mountPath {path!r} must be unique"))
+    seen.add(clean)
+    writable = "emptyDir" in vol or "persistentVolumeClaim" in vol
+    if not vm.get("readOnly") and (not writable or (vol.get("persistentVolumeClaim") or {}).get("readOnly")):
+        out.append((f"{at}.readOnly", "volume mount should be readOnly for this type of volume"))
+    return out
+
+
+@rule("Service", warning=True)
+def pvc_write(m: dict, c: Cluster) -> list[tuple[str, str]]:
+    spec = template_of(m)[1]
+    claims = {v.get("name") for v in spec.get("volumes") or [] if "persistentVolumeClaim" in v}
+    if c.has(PVC_WRITE):
+        return []
+    return [
+        (
+            f"spec.template.spec.containers[{ci}].volumeMounts[{i}]",
+            f"persistentVolumeClaim {vm['name']!r} mounted read-write needs the Serving feature flag {PVC_WRITE}",
+        )
+        for ci, ctr in enumerate(spec.get("containers") or [])
+        for i, vm in enumerate(ctr.get("volumeMounts") or [])
+        if vm.get("name") in claims and not vm.get("readOnly")
+    ]
+
+
+@rule("Service")
+def scheduling_fields(m: dict, c: Cluster) -> list[tuple[str, str]]:
+    """What the API server checks in nodeSelector (label keys and values) and tolerations (operator,
+    effect, value with Exists, tolerationSeconds with NoExecute), and serviceAccountName's form."""
+    spec, out = template_of(m)[1], []
+    selector = spec.get("nodeSelector") or {}
+    out += [
+        (f"spec.template.spec.nodeSelector[{key}]", msg)
+        for key, msg in deployment.parse({"node_selector": selector})[1]
+    ]
+    problems: deployment.Problems = []
+    deployment.tolerations(spec.get("tolerations") or [], "spec.template.spec.tolerations", problems)
+    out += problems
+    account = spec.get("serviceAccountName")
+    if account is not None and (not isinstance(account, str) or not deployment.DNS_SUBDOMAIN.match(account)):
+        out.append(("spec.template.spec.serviceAccountName", f"serviceAccountName {account!r} must be a DNS-1123 name"))
     return out
 
 

@@ -103,9 +103,15 @@ def cmd_serve_function(args: argparse.Namespace) -> int:
 
 @contextlib.asynccontextmanager
 async def router_stack(
-    settings: Settings, store_url: str, nats_url: str | None, pipeline_files: list[str], route_results: bool = True
+    settings: Settings,
+    store_url: str,
+    nats_url: str | None,
+    pipeline_files: list[str],
+    connect_in_background: bool = False,
+    route_results: bool = True,
 ) -> AsyncIterator[Any]:
-    """A router over the store and the broker the settings name; yields (router, catalog, stack)."""
+    """A router over the store and the broker the settings name; yields (router, catalog, stack).
+    `connect_in_background` (`knflow serve router`): NATS unreachable, it yields at once and connects later."""
     from router.catalog import StorePipelines
     from router.store import open_store
     from router.loader import load
@@ -118,7 +124,13 @@ async def router_stack(
         from knflow.nats_stack import NatsStack
 
         async with NatsStack(
-            nats_url, store, catalog, layout=_layout(settings), settings=settings, route_results=route_results
+            nats_url,
+            store,
+            catalog,
+            layout=_layout(settings),
+            settings=settings,
+            connect_in_background=connect_in_background,
+            route_results=route_results,
         ) as stack:
             router = stack.router
             assert router is not None  # a NatsStack with a store has a router
@@ -237,11 +249,14 @@ def cmd_serve_router(args: argparse.Namespace) -> int:
         from router.service import create_app
 
         nats_url = args.nats or settings.nats_url
+        # NATS unreachable: the router serves anyway (/healthz 503 with the reason) and connects in the background
         files = settings.pipeline_files + args.pipelines
-        async with router_stack(settings, store_url, nats_url, files, not args.no_results) as (
+        async with router_stack(
+            settings, store_url, nats_url, files, connect_in_background=True, route_results=not args.no_results
+        ) as (
             router,
             catalog,
-            _,
+            stack,
         ):
             await serve_app(
                 create_app(
@@ -253,6 +268,7 @@ def cmd_serve_router(args: argparse.Namespace) -> int:
                     open_api=open_api,
                     broker_ingress=args.broker_ingress,
                     metrics_token=_secret(settings.metrics_token),
+                    not_ready=getattr(stack, "not_ready", None),  # a NatsStack's: why NATS is not usable yet
                 ),
                 args.host,
                 args.port or settings.port,

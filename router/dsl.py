@@ -10,7 +10,8 @@
 
 A result's attributes are lookups into its output (`text.text` -> `{{ transcribe.output.text }}`).
 Keyword arguments starting with `_` set node options: `_id`, `_when` (CEL, on every incoming edge),
-`_config`, `_retry`, `_timeout_s`, `_run_on`; fan-out with `_foreach=fetch.items` (or `_loop`, its alias)
+`_config`, `_retry`, `_timeout_s`, `_run_on`, `_deploy` (a node's `deploy:` settings); fan-out with
+`_foreach=fetch.items` (or `_loop`, its alias)
 or `_replicas=4`, and `_concurrency=K`, the item read as `item` / `index` (`from router.dsl import item`);
 `_branch=(route, "positive")` adds the edge route -> node taken when `route` (a `switch` or `condition`)
 picks that branch. The calls record the document the YAML form holds (nodes, edges, the line of each call),
@@ -38,6 +39,7 @@ OPTIONS = {
     "_retry",
     "_timeout_s",
     "_run_on",
+    "_deploy",
     "_foreach",
     "_loop",
     "_replicas",
@@ -125,6 +127,7 @@ class _Recorder:
             "runOn": options.get("_run_on"),
             "retry": vars(retry) if retry is not None else None,
             "timeout_s": options.get("_timeout_s"),
+            "deploy": options.get("_deploy"),
             "replicas": options.get("_replicas"),
             "concurrency": options.get("_concurrency"),
         }

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from broker.errors import KnflowError
+from functions.deployment import Deployment
 from functions.sdk import Retry
 
 API_VERSIONS = ("knflow.dev/v1", "flume/v1")
@@ -129,6 +130,8 @@ class Node:
     retry: Retry | None = None
     timeout_s: float | None = None
     scaling: dict[str, Any] = field(default_factory=dict)
+    # `deploy:` image, env, volumes, placement over the function's own (functions/deployment.py)
+    deploy: Deployment = field(default_factory=Deployment)
     description: str = ""
     # fan-out: one invoke per item of `foreach` (a template that renders to a list, or a literal list), or
     # per index in 0..replicas-1; `foreach_key` is how the YAML spelled it (`foreach` or its alias `loop`)
@@ -157,6 +160,8 @@ class Node:
             out["timeout_s"] = self.timeout_s
         if self.scaling:
             out["scaling"] = self.scaling
+        if self.deploy:
+            out["deploy"] = self.deploy.to_dict()
         if self.foreach is not None:
             out[self.foreach_key] = self.foreach
         if self.replicas is not None:

@@ -11,6 +11,8 @@ import difflib
 import re
 from typing import Any, Final
 
+from functions import deployment
+from functions.deployment import Deployment
 from functions.sdk import Retry
 from router.pipeline import (
     API_VERSIONS,
@@ -58,6 +60,7 @@ NODE_FIELDS = {
     "retry",
     "timeout_s",
     "scaling",
+    "deploy",
     "description",
     *FANOUT_FIELDS,
     "concurrency",
@@ -468,6 +471,7 @@ def _node(item: dict, c: _Collector, path: Path_, nid: str) -> Node:
         retry=_retry(item.get("retry"), c, path, nid),
         timeout_s=_positive(item.get("timeout_s"), c, (*path, "timeout_s"), nid, "timeout_s"),
         scaling=item["scaling"] if isinstance(item.get("scaling"), dict) else {},
+        deploy=_deploy(item.get("deploy"), c, path, nid),
         description=str(item.get("description") or ""),
         **_fanout(item, c, path, nid),
     )
@@ -517,6 +521,16 @@ def _fanout(item: dict, c: _Collector, path: Path_, nid: str) -> dict[str, Any]:
     else:
         out["concurrency"] = concurrency
     return out
+
+
+def _deploy(raw: Any, c: _Collector, path: Path_, nid: str) -> Deployment:
+    """A node's `deploy:` settings, checked as the cluster will check them (functions/deployment.py)."""
+    settings, problems = deployment.parse(raw)
+    for where, message in problems:
+        key = where.split(".")[0].split("[")[0]
+        at = (*path, "deploy", key) if key and isinstance(raw, dict) and key in raw else (*path, "deploy")
+        c.add(f"deploy: {message}", at, nid, f"deploy.{where}" if where else "deploy")
+    return settings
 
 
 def _retry(raw: Any, c: _Collector, path: Path_, nid: str) -> Retry | None:

@@ -19,3 +19,19 @@ def store_url(tmp_path: Path) -> str:
 from tests.nats_fixture import nats_server, nats_server_each  # noqa: E402,F401  (session-scoped servers)
 from tests.mongo_fixture import mongo_server, mongo_url  # noqa: E402,F401  (a MongoDB wire server; a database per test)
 from tests.store_fixture import backend, store  # noqa: E402,F401  (a run store on SQLite and on MongoDB)
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's, which make installs; Playwright's own download cannot run here
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Playwright's Chromium: Debian's, for the browser tests (tests/test_ui_browser.py, test_editor_browser.py)."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"the browser tests drive Debian's chromium at {CHROMIUM}: apt-get install chromium (make does)")
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()

@@ -118,8 +118,9 @@ class ServerProcess:
     def ping(self) -> bool:
         raise NotImplementedError
 
-    def start(self, timeout_s: float = STARTUP_TIMEOUT_S, poll_interval_s: float = 0.02) -> Self:
-        self.port = free_port()
+    def start(self, timeout_s: float = STARTUP_TIMEOUT_S, poll_interval_s: float = 0.02, port: int = 0) -> Self:
+        """Start on `port` (0: a free one; a restart passes its old one, so that clients reconnect)."""
+        self.port = port or free_port()
         with open(self.workdir / "output.txt", "wb") as out:
             self._proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s

@@ -1,5 +1,5 @@
 """Crash safety under load, on SQLite with one router and on MongoDB (the wire server, or a real MongoDB with
-KNFLOW_TEST_MONGODB_URL) with two routers: 500 runs in flight while a router is killed (-9), the function
+KNFLOW_TEST_MONGODB_URL) with two and with three routers: 500 runs in flight while a router is killed (-9), the function
 service is killed (-9), and nats-server (file storage) is killed (-9) and started again on its store.
 
 Every accepted run ends `succeeded` with the right output. What "applied once" means is checked on the
@@ -47,7 +47,11 @@ edges: [{from: a, to: b}, {from: a, to: c}, {from: b, to: d}, {from: c, to: d}]
 RESCUE = ('"event": "run stored, publishing deferred to the sweeper"', '"event": "invokes published again"')
 
 
-@pytest.mark.parametrize("backend,routers", [("sqlite", 1), ("mongo", 2)], ids=["sqlite-1-router", "mongo-2-routers"])
+@pytest.mark.parametrize(
+    "backend,routers",
+    [("sqlite", 1), ("mongo", 2), ("mongo", 3)],
+    ids=["sqlite-1-router", "mongo-2-routers", "mongo-3-routers"],
+)
 def test_kill_a_router_the_function_and_nats_under_load(tmp_path, request, capsys, backend, routers):
     (tmp_path / "crash.yaml").write_text(PIPELINE)
     store_url = f"sqlite:///{tmp_path}/runs.db" if backend == "sqlite" else request.getfixturevalue("mongo_url")

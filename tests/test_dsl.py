@@ -157,3 +157,17 @@ def test_an_unknown_option_gets_a_did_you_mean():
         @pipeline(name="dsl-retries")
         def retries(trigger):
             inc(trigger, _retries=3)
+
+
+def test_deploy_option_sets_a_nodes_deployment_settings():
+    @pipeline(name="dsl-deploy")
+    def deployed(trigger):
+        inc(trigger, _id="a", _deploy={"gpu": {"pool": "l4"}, "labels": {"team": "ml"}})
+
+    node = deployed.nodes["a"]
+    assert node.deploy.gpu_pool == "l4" and node.deploy.labels == {"team": "ml"}
+    with pytest.raises(PipelineInvalid, match=r"field 'deploy.image'.*not an image reference"):
+
+        @pipeline(name="dsl-deploy-bad")
+        def bad(trigger):
+            inc(trigger, _id="a", _deploy={"image": "Not An Image"})

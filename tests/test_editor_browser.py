@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.processes import Process, free_port
 from tests.test_fabric_e2e import http, wait_run
-from tests.test_ui_browser import CHROMIUM, PIPELINES, SHOTS, VIEWPORT, WAIT_MS
-from tests.tokens import ADMIN_TOKEN, ROUTER_ENV
+from tests.test_ui_browser import PIPELINES, SHOTS, start_dev
+from tests.test_ui_browser import signed_in as ui_signed_in
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "examples" / "article-generator.yaml"
@@ -45,46 +44,13 @@ EXISTING = {
 
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("editor")
-    env = {
-        **ROUTER_ENV,
-        "PYTHONPATH": str(ROOT),
-        "KNFLOW_TEST_STATE": str(tmp / "state"),
-        "KNFLOW_HTTP_ALLOW_NETS": "127.0.0.0/8",
-        "KNFLOW_NATS_URL": "",
-        "KNFLOW_STORE": "",
-        "KNFLOW_BLOB_URL": (tmp / "blobs").as_uri(),
-    }
-    port = free_port()
-    args = ["dev", str(PIPELINES / "slow.yaml"), "--functions", "tests.fixtures.ui_functions"]
-    args += ["--isolate", "--port", str(port), "--store", f"sqlite:///{tmp}/runs.db"]
-    proc = Process(args, tmp / "dev.log", port, env, cwd=tmp).start(timeout_s=90)
+    proc = start_dev(tmp_path_factory.mktemp("editor"), [PIPELINES / "slow.yaml"])
     yield proc
     proc.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"the browser tests drive Debian's chromium at {CHROMIUM}: apt-get install chromium (make does)")
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
-
-
 def signed_in(browser, dev, path: str | None):
-    page = browser.new_page(viewport=VIEWPORT)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.errors = errors
-    page.set_default_timeout(WAIT_MS)
-    page.goto(f"{dev.url}/ui/")
-    page.get_by_test_id("token").fill(ADMIN_TOKEN)
-    page.get_by_test_id("sign-in").click()
-    page.get_by_test_id("runs").wait_for()
+    page = ui_signed_in(browser, dev)
     if path is None:  # through the pages' own links
         page.get_by_role("link", name="Pipelines", exact=True).click()
         page.get_by_role("link", name="New pipeline").click()

@@ -274,6 +274,18 @@ def schema_errors(m: dict[str, Any]) -> list[str]:
     ]
 
 
+def profile_for(example: str, name: str) -> dict[str, Any]:
+    """One of PROFILES, with the GPU pools of the example's own profile (examples/profiles/NAME) over it."""
+    doc = dict(PROFILES[name])
+    own = ROOT / "examples" / "profiles" / example.replace(".py", ".yaml")
+    if own.exists():
+        pools = {k: v for k, v in yaml.safe_load(own.read_text()).items() if k in ("gpu_pools", "default_gpu_pool")}
+        if pools:
+            doc.pop("gpu", None)
+        doc |= pools
+    return doc
+
+
 def pipelines_of(example: str) -> list[Pipeline]:
     if example == "article-generator.yaml":
         return [article_pipeline()]
@@ -284,7 +296,7 @@ def pipelines_of(example: str) -> list[Pipeline]:
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_every_manifest_of_every_example_validates_against_the_crds(example, profile):
     registry = ARTICLE_REGISTRY if example == "article-generator.yaml" else REGISTRY
-    bundle = build(pipelines_of(example), registry, parse_profile(PROFILES[profile]), ROOT)
+    bundle = build(pipelines_of(example), registry, parse_profile(profile_for(example, profile)), ROOT)
     kinds = {m["kind"] for m in bundle.manifests}
     assert {"Service", "Trigger", "Broker", "ConfigMap"} <= kinds
     problems = {f"{m['kind']}/{m['metadata']['name']}": schema_errors(m) for m in bundle.manifests}
@@ -293,7 +305,7 @@ def test_every_manifest_of_every_example_validates_against_the_crds(example, pro
 
 def test_all_examples_together_validate():
     pipelines = [p for e in EXAMPLES for p in pipelines_of(e)]
-    bundle = build(pipelines, ARTICLE_REGISTRY, parse_profile(PROFILES["gpu-pool"]), ROOT)
+    bundle = build(pipelines, ARTICLE_REGISTRY, parse_profile(profile_for("media-gpu.yaml", "gpu-pool")), ROOT)
     assert {m["kind"] for m in bundle.manifests} == {
         "Namespace",
         "ConfigMap",

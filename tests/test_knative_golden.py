@@ -1,4 +1,5 @@
-"""Golden files: the whole output for a CPU pipeline, a GPU pipeline and a cron pipeline, each with its
+"""Golden files: the whole output for a CPU pipeline, a GPU pipeline, a cron pipeline and the media pipeline on
+two named GPU pools (own images, volumes, model caches), each with its
 profile (tests/golden/knative/NAME.profile.yaml). A change to the manifests shows up here as a diff.
 
 Regenerate after an intended change, then read the diff:
@@ -32,7 +33,7 @@ def compare(path, text: str) -> None:
     )
 
 
-@pytest.mark.parametrize("name", ["hello", "gpu-summarize", "cron-digest"])
+@pytest.mark.parametrize("name", ["hello", "gpu-summarize", "cron-digest", "media-gpu"])
 def test_golden(name):
     bundle = build(
         [load(ROOT / "examples" / f"{name}.yaml")], REGISTRY, load_profile(GOLDEN / f"{name}.profile.yaml"), ROOT
@@ -53,3 +54,10 @@ def test_goldens_show_what_each_case_is_for():
     assert "kind: PingSource" in cron and "eventing.knative.dev/broker.class: NatsJetStreamBroker" in cron
     cpu = (GOLDEN / "hello.yaml").read_text()
     assert "nvidia" not in cpu and "kind: NatsJetStreamChannel" in cpu and "PingSource" not in cpu
+    media = (GOLDEN / "media-gpu.yaml").read_text()
+    assert "image: ghcr.io/acme/knflow-whisper:0.1.0" in media and "claimName: models-l4" in media
+    assert "cloud.google.com/gke-accelerator: nvidia-a100-80gb" in media and "sizeLimit: 20Gi" in media
+    notes = (GOLDEN / "media-gpu.notes.txt").read_text()
+    assert (
+        "kubernetes.podspec-persistent-volume-claim" in notes and "kubernetes.podspec-persistent-volume-write" in notes
+    )

@@ -12,7 +12,7 @@ import copy
 from typing import Any
 
 import pytest
-from test_knative_crds import EXAMPLES, PROFILES, pipelines_of, schema_errors
+from test_knative_crds import EXAMPLES, PROFILES, pipelines_of, profile_for, schema_errors
 from test_knative_manifests import ARTICLE_REGISTRY
 
 from functions.registry import REGISTRY
@@ -105,7 +105,10 @@ def bundles() -> list[tuple[str, Any]]:
         for example in EXAMPLES:
             registry = ARTICLE_REGISTRY if example == "article-generator.yaml" else REGISTRY
             out.append(
-                (f"{example}/{profile}", build(pipelines_of(example), registry, parse_profile(PROFILES[profile])))
+                (
+                    f"{example}/{profile}",
+                    build(pipelines_of(example), registry, parse_profile(profile_for(example, profile))),
+                )
             )
     return out
 

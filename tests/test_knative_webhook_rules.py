@@ -434,6 +434,85 @@ CASES: list[Case] = [
         "is a CloudEvents attribute",
         "no core attributes",
     ),
+    (
+        "service",
+        "volumes_and_mounts",
+        lambda m: pod(m)["volumes"].append({"name": "unused", "emptyDir": {}}),
+        "not mounted",
+        "every volume is mounted",
+    ),
+    (
+        "service",
+        "volumes_and_mounts",
+        lambda m: container(m)["volumeMounts"].append({"name": "nothing", "mountPath": "/x"}),
+        "no matching volume",
+        "every mount names a volume",
+    ),
+    (
+        "service",
+        "volumes_and_mounts",
+        lambda m: (
+            pod(m)["volumes"].append({"name": "cfg", "configMap": {"name": "cfg"}}),
+            container(m)["volumeMounts"].append({"name": "cfg", "mountPath": "/etc/cfg"}),
+        ),
+        "should be readOnly",
+        "configMap and secret mounts are read-only",
+    ),
+    (
+        "service",
+        "volumes_and_mounts",
+        lambda m: (
+            pod(m)["volumes"].append({"name": "cfg", "configMap": {"name": "cfg"}}),
+            container(m)["volumeMounts"].append({"name": "cfg", "mountPath": "etc/cfg", "readOnly": True}),
+        ),
+        "absolute path",
+        "mount paths are absolute",
+    ),
+    (
+        "service",
+        "volumes_and_mounts",
+        lambda m: (
+            pod(m)["volumes"].append({"name": "cfg", "configMap": {"name": "cfg"}}),
+            container(m)["volumeMounts"].append({"name": "cfg", "mountPath": "/knflow/tmp/", "readOnly": True}),
+        ),
+        "must be unique",
+        "mount paths are unique",
+    ),
+    (
+        "service",
+        "volumes_and_mounts",
+        lambda m: pod(m)["volumes"][0]["emptyDir"].update(sizeLimit="0"),
+        "greater than zero",
+        "an emptyDir's sizeLimit",
+    ),
+    (
+        "service",
+        "volumes_and_mounts",
+        lambda m: pod(m)["volumes"][0].update(configMap={"name": "x"}),
+        "exactly one source",
+        "one source per volume",
+    ),
+    (
+        "service",
+        "scheduling_fields",
+        lambda m: pod(m)["tolerations"][0].update(operator="Exists", value="yes"),
+        "must be empty when operator is Exists",
+        "a toleration's value with Exists",
+    ),
+    (
+        "service",
+        "scheduling_fields",
+        lambda m: pod(m)["tolerations"][0].update(effect="NoRun"),
+        "must be one of NoSchedule",
+        "a toleration's effect",
+    ),
+    (
+        "service",
+        "scheduling_fields",
+        lambda m: pod(m)["nodeSelector"].update({"bad key!": "x"}),
+        "node_selector key",
+        "nodeSelector keys are label keys",
+    ),
 ]
 
 
@@ -475,13 +554,18 @@ def test_cluster_settings_from_the_profile_change_the_verdict(good):
 def test_flagged_volumes_and_capabilities_warn_until_their_flags_are_on(good):
     m = copy.deepcopy(good["router"])
     pod(m)["volumes"].append({"name": "data", "persistentVolumeClaim": {"claimName": "data"}})
+    container(m)["volumeMounts"].append({"name": "data", "mountPath": "/data"})
     container(m)["securityContext"]["capabilities"]["add"] = ["NET_BIND_SERVICE", "NET_RAW"]
     problems = check([m], Cluster())
     assert {(p.rule, p.severity, p.message.split(" needs")[0]) for p in problems} == {
         ("volume_flags", "warning", "a persistentVolumeClaim volume"),
+        ("pvc_write", "warning", "persistentVolumeClaim 'data' mounted read-write"),
         ("add_capabilities", "warning", "adding NET_RAW"),
     }
     on = frozenset({"kubernetes.podspec-persistent-volume-claim", "kubernetes.containerspec-addcapabilities"})
+    assert [p.rule for p in check([m], Cluster(features=on))] == ["pvc_write"]
+    assert check([m], Cluster(features=on | {"kubernetes.podspec-persistent-volume-write"})) == []
+    container(m)["volumeMounts"][-1]["readOnly"] = True  # read-only: no write flag
     assert check([m], Cluster(features=on)) == []
     # emptyDir is on in a fresh install; a profile that turns it off is told
     off = Cluster.from_profile(
@@ -494,6 +578,6 @@ def test_flagged_volumes_and_capabilities_warn_until_their_flags_are_on(good):
 
 
 def test_every_rule_has_a_test():
-    tested = {c[1] for c in CASES} | {"feature_flags", "volume_flags", "add_capabilities"}
+    tested = {c[1] for c in CASES} | {"feature_flags", "volume_flags", "pvc_write", "add_capabilities"}
     rules = {fn.__name__ for fns in webhook_rules.RULES.values() for fn in fns}
     assert rules - tested == set()

@@ -236,7 +236,10 @@ edges:
 
 def test_an_unknown_key_far_from_any_known_one_lists_what_is_expected():
     joined = "\n".join(problems_of(HEAD + "nodes: [{id: a, type: log, inputs: {message: hi}, colour: red}]\n"))
-    assert "node 'a' field 'colour': unknown field 'colour'; expected one of concurrency, config, description" in joined
+    assert (
+        "node 'a' field 'colour': unknown field 'colour'; expected one of concurrency, config, deploy, description"
+        in joined
+    )
 
 
 SIGNED = HEAD + "nodes: [{id: a, type: split-words, inputs: {text: x}}]\n"
@@ -304,3 +307,24 @@ def test_the_python_dsl_takes_the_same_auth_and_the_same_rules():
             split_words(trigger)
 
     assert "auth scheme 'hmac' is not known (did you mean 'github'?)" in str(err.value)
+
+
+def test_a_nodes_deploy_settings_are_checked_and_kept():
+    text = HEAD + (
+        "nodes:\n  - id: a\n    type: log\n    inputs: {message: hi}\n"
+        "    deploy:\n      image: ghcr.io/acme/log:1\n      gpu: {count: 1, pool: l4}\n"
+        "      volumes: [{name: models, claim: models-l4, mount: /models}]\n"
+    )
+    p = load_string(text, "p.yaml")
+    node = p.nodes["a"]
+    assert node.deploy.image == "ghcr.io/acme/log:1" and node.deploy.gpu_pool == "l4"
+    assert node.to_dict()["deploy"]["volumes"] == [{"name": "models", "claim": "models-l4", "mount": "/models"}]
+    bad = HEAD + (
+        "nodes:\n  - id: a\n    type: log\n    inputs: {message: hi}\n"
+        "    deploy:\n      volumes: [{name: m, claim: m, mount: models}]\n      colour: red\n"
+    )
+    problems = problems_of(bad)
+    assert any(
+        "p.yaml:10" in x and "field 'deploy.volumes[0].mount'" in x and "absolute path" in x for x in problems
+    ), problems
+    assert any("'colour' is not a deployment setting" in x for x in problems), problems

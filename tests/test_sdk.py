@@ -337,3 +337,46 @@ async def test_an_invoke_with_a_bad_timeout_fails_naming_the_extension(raw):
     assert reply.get_type() == events.NODE_FAILED
     error = reply.get_data()["error"]
     assert error["type"] == "InvalidEvent" and "extension 'knflowtimeout' must be a positive number" in error["message"]
+
+
+def test_deployment_settings_are_traits_of_the_function():
+    @function(
+        name="sdk-deployed",
+        gpu={"count": 2, "pool": "a100-80gb"},
+        image="ghcr.io/acme/heavy:1",
+        env={"MODEL": "large", "TOKEN": {"secret": "hf", "key": "token"}},
+        volumes=[{"name": "models", "claim": "models", "mount": "/models"}],
+        node_selector={"zone": "a"},
+        tolerations=[{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+        service_account="heavy",
+        annotations={"acme.dev/owner": "ml"},
+        labels={"team": "ml"},
+        register=False,
+    )
+    async def deployed(inp: In) -> Out:
+        return Out(y=inp.x)
+
+    t = deployed.traits
+    assert t.gpu == 2 and t.deploy.gpu_pool == "a100-80gb" and t.deploy.gpu_count is None
+    assert t.deploy.image == "ghcr.io/acme/heavy:1" and t.deploy.volumes[0].source == "models"
+    assert t.deploy.service_account == "heavy" and t.deploy.labels == {"team": "ml"}
+
+
+def test_deployment_settings_are_checked_when_the_decorator_is_applied():
+    with pytest.raises(InvalidFunction) as err:
+
+        @function(
+            name="sdk-bad-deploy",
+            image="Has Spaces",
+            volumes=[{"name": "m", "claim": "m", "mount": "relative"}],
+            tolerations=[{"key": "k", "operator": "Maybe"}],
+            gpu_memory="lots",
+            register=False,
+        )
+        async def bad(inp: In) -> Out:
+            return Out(y=1)
+
+    text = str(err.value)
+    assert "is invalid for 4 reasons" in text
+    assert "not an image reference" in text and "absolute path" in text and "Exists or Equal" in text
+    assert "gpu_memory" in text

@@ -29,16 +29,14 @@ SHOTS = (
     if os.environ.get("KNFLOW_UPDATE_SCREENSHOTS") == "1"
     else Path(tempfile.gettempdir()) / "knflow-ui-screenshots"
 )
-CHROMIUM = "/usr/bin/chromium"
 VIEWPORT = {"width": 1366, "height": 768}  # a laptop screen
 WAIT_MS = 20_000
 
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture(scope="module")
-def dev(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ui")
+def start_dev(tmp: Path, pipeline_files: list[Path]) -> Process:
+    """`knflow dev --isolate` on the pipelines, with the UI's test functions and the bootstrap admin token."""
     env = {
         **ROUTER_ENV,
         "PYTHONPATH": str(ROOT),
@@ -49,24 +47,18 @@ def dev(tmp_path_factory):
         "KNFLOW_BLOB_URL": (tmp / "blobs").as_uri(),
     }
     port = free_port()
-    args = ["dev", *(str(p) for p in sorted(PIPELINES.glob("*.yaml"))), "--functions", "tests.fixtures.ui_functions"]
+    args = ["dev", *map(str, pipeline_files), "--functions", "tests.fixtures.ui_functions"]
     args += ["--isolate", "--port", str(port), "--store", f"sqlite:///{tmp}/runs.db"]
-    proc = Process(args, tmp / "dev.log", port, env, cwd=tmp).start(timeout_s=90)
-    proc.state = tmp / "state"  # type: ignore[attr-defined]
-    yield proc
-    proc.stop()
+    return Process(args, tmp / "dev.log", port, env, cwd=tmp).start(timeout_s=90)
 
 
 @pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"the browser tests drive Debian's chromium at {CHROMIUM}: apt-get install chromium (make does)")
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
+def dev(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ui")
+    proc = start_dev(tmp, sorted(PIPELINES.glob("*.yaml")))
+    proc.state = tmp / "state"  # type: ignore[attr-defined]
+    yield proc
+    proc.stop()
 
 
 def signed_in(browser, dev, token: str = ADMIN_TOKEN):

@@ -4,6 +4,9 @@ or, for a broker-ingress router, only /events, /dead-letter and /healthz (ingres
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -26,7 +29,7 @@ from router.service.ui import mount_ui
 from router.service.tokens import routes as token_routes
 from router.service.auth import Auth
 from router.service.context import Service
-from router.service.errors import knflow_error
+from router.service.errors import RETRY_AFTER, STORE_UNREACHABLE, knflow_error, store_unreachable
 from router.service.openapi import ERROR_RESPONSES
 
 NOT_SERVED = (
@@ -49,6 +52,7 @@ def create_app(
     open_api: bool = False,
     broker_ingress: bool = False,
     metrics_token: str | None = None,
+    not_ready: Callable[[], str | None] | None = None,
 ) -> FastAPI:
     """The router's API. Every route but /healthz needs a bearer token (auth.py), unless `open_api`.
 
@@ -56,7 +60,8 @@ def create_app(
     POST /dead-letter, /healthz and /metrics (every other path, the OpenAPI document included, is a 404), takes
     external events without a token, and still checks each result's and dead letter's `knflowtoken`; it
     knows no API token (`admin_token` and `open_api` must be left unset). `GET /metrics` (both kinds) takes a
-    `read` token or `metrics_token` (KNFLOW_METRICS_TOKEN)."""
+    `read` token or `metrics_token` (KNFLOW_METRICS_TOKEN). `not_ready` (a NatsStack's) says why the broker
+    is not usable yet: /healthz then answers 503 with that reason and a Retry-After."""
     if broker_ingress and (admin_token or open_api):
         raise ValueError("a broker-ingress router serves no API: it takes no admin token and cannot be open")
     app = FastAPI(
@@ -70,10 +75,15 @@ def create_app(
     app.state.service = Service(router, catalog, auth, max_body_bytes, webhook_secret, broker_ingress, metrics_token)
     app.state.stop_streams = app.state.service.closing.set  # knflow.serve.serve_app calls it at shutdown
     app.add_exception_handler(KnflowError, knflow_error)
+    for store_error in STORE_UNREACHABLE:
+        app.add_exception_handler(store_error, store_unreachable)
     app.add_middleware(RequestMetrics)  # knflow_http_requests_total, knflow_webhook_requests_total
 
     @app.get("/healthz")
-    async def healthz() -> dict:
+    async def healthz() -> Any:
+        reason = not_ready() if not_ready is not None else None
+        if reason:
+            return JSONResponse({"status": "not ready", "reason": reason}, status_code=503, headers=RETRY_AFTER)
         return {"status": "ok"}
 
     app.include_router(broker_routes)

@@ -3,11 +3,15 @@ service's map, broker/http_errors.py), and the handler that renders every `Knflo
 
 from __future__ import annotations
 
+import sqlite3
+
+import pymongo.errors
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from broker.errors import KnflowError
 from broker.http_errors import Statuses, error_body, http_status
+from broker.redact import redact
 from functions.server import FUNCTION_STATUSES
 from router.conditions import ConditionError
 from router.hops import HopLimit
@@ -20,7 +24,19 @@ from router.store.base import RunExists, RunNotFound, RunUnreadable
 from router.templates import TemplateError
 from router.tokens import InvalidToken, TokenExists, TokenNotFound
 
-__all__ = ["ROUTER_STATUSES", "Forbidden", "Unauthorized", "knflow_error"]
+__all__ = [
+    "RETRY_AFTER",
+    "ROUTER_STATUSES",
+    "STORE_UNREACHABLE",
+    "Forbidden",
+    "Unauthorized",
+    "knflow_error",
+    "store_unreachable",
+]
+
+RETRY_AFTER = {"retry-after": "1"}  # on a 503: the broker or the store is not usable yet
+# the run store's driver errors that a retry may fix: SQLite locked or busy, MongoDB unreachable
+STORE_UNREACHABLE: tuple[type[Exception], ...] = (sqlite3.OperationalError, pymongo.errors.ConnectionFailure)
 
 ROUTER_STATUSES: Statuses = {
     **FUNCTION_STATUSES,
@@ -47,4 +63,12 @@ ROUTER_STATUSES: Statuses = {
 async def knflow_error(request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, KnflowError):  # registered for KnflowError only
         raise exc
-    return JSONResponse(error_body(exc), status_code=http_status(exc, ROUTER_STATUSES))
+    status = http_status(exc, ROUTER_STATUSES)
+    headers = RETRY_AFTER if status == 503 else None  # the broker or the store is down: try again
+    return JSONResponse(error_body(exc), status_code=status, headers=headers)
+
+
+async def store_unreachable(request: Request, exc: Exception) -> JSONResponse:
+    """503 with Retry-After, not a bare 500: nothing was stored, so nothing was promised; the sender retries."""
+    message = f"the run store is unreachable, try again: {type(exc).__name__}: {redact(str(exc))}"
+    return JSONResponse({"error": message}, status_code=503, headers=RETRY_AFTER)
