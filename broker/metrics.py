@@ -172,6 +172,11 @@ ROUTER_EVENTS = _counter(
     "outcome applied|duplicate|late|refused|unknown|unmatched.",
     ("type", "outcome"),
 )
+TRIGGERS_SKIPPED = _counter(
+    "knflow_triggers_skipped_total",
+    "Trigger events (cron ticks, CloudEvents) not started as runs because the pipeline is paused or a draft.",
+    ("pipeline", "trigger", "status"),
+)
 STORE_SECONDS = _histogram(
     "knflow_store_operation_seconds", "Run store calls of the router.", ("operation",), IO_BUCKETS
 )
@@ -279,6 +284,11 @@ def dead_letter(pipeline: str, node: str, function: str | None) -> None:
 def router_event(kind: str, outcome: str) -> None:
     if _on:
         ROUTER_EVENTS.inc(kind, outcome)
+
+
+def trigger_skipped(pipeline: str, trigger: str, status: str) -> None:
+    if _on:
+        TRIGGERS_SKIPPED.inc(pipeline, trigger, status)
 
 
 def sweeper_republished(count: int) -> None:

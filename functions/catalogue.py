@@ -12,6 +12,7 @@ from functions.sdk import FunctionSpec
 # the README's table of builtins, by the module that defines them
 CATEGORIES = {
     "functions.builtins.http": "HTTP",
+    "functions.builtins.http_response": "HTTP",
     "functions.builtins.transform": "transform",
     "functions.builtins.logic": "logic",
     "functions.builtins.ai": "AI",

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 # builtin function name -> module that defines it
 BUILTINS: dict[str, str] = {
     "http-request": "functions.builtins.http",
+    "http-response": "functions.builtins.http_response",
     "json-transform": "functions.builtins.transform",
     "template": "functions.builtins.transform",
     "condition": "functions.builtins.logic",

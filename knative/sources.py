@@ -31,7 +31,7 @@ def ping_sources(pipelines: list[Pipeline], profile: Profile) -> list[dict[str, 
                 )
             suffix = f"-{i + 1}" if len(crons) > 1 else ""
             name = f"knflow-cron-{naming.slug(p.name, naming.MAX_NAME - 12 - len(suffix))}{suffix}"
-            spec: dict[str, Any] = {"schedule": t.schedule}
+            spec: dict[str, Any] = {"schedule": t.cron}  # `every: 15m` is `*/15 * * * *` (router/intervals.py)
             if t.timezone:
                 spec["timezone"] = t.timezone
             spec["contentType"] = "application/json"

@@ -138,10 +138,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     data = _data(args)
     if args.node:
         return eventloop.run(_run_node(pipeline, args.node, data, args.json))
-    return eventloop.run(_run(pipeline, data, args.store, args.json))
+    return eventloop.run(_run(pipeline, data, args.store, args.json, args.id))
 
 
-async def _run(pipeline: Any, data: Any, store_url: str, as_json: bool) -> int:
+RUN_KEY_SOURCE = "/knflow/run"  # the trigger event's source of a `knflow run --id KEY`: its run id derives from both
+
+
+async def _run(pipeline: Any, data: Any, store_url: str, as_json: bool, key: str | None = None) -> int:
     from knflow.local import EmbeddedStack
     from knflow.logs import StoreLogs, tail
     from knflow.progress import FAILED_LINES, Progress, failed_try, print_result
@@ -152,7 +155,9 @@ async def _run(pipeline: Any, data: Any, store_url: str, as_json: bool) -> int:
     store = open_store(store_url)
     await store.put_pipeline(pipeline.name, pipeline.to_dict())  # so that `knflow replay` finds it
     async with EmbeddedStack(store, observer=progress) as stack:
-        run_id = await stack.start(pipeline, data)
+        run_id = await stack.start(
+            pipeline, data, event=_keyed_trigger(pipeline, key, data), run_id=_run_id(pipeline, key)
+        )
         rec = record(await stack.wait(run_id))
         failed = None if as_json else failed_try(rec)
         if failed is not None:  # the failed try's last lines under its error (embedded: what ctx.log wrote)
@@ -164,6 +169,27 @@ async def _run(pipeline: Any, data: Any, store_url: str, as_json: bool) -> int:
     else:
         print_result(rec)
     return 0 if rec["status"] == SUCCEEDED else 1
+
+
+def _run_id(pipeline: Any, key: str | None) -> str | None:
+    """`--id KEY`: the run's id, derived from the pipeline and the key as a webhook's Idempotency-Key's is, so that a
+    second `knflow run --id KEY` finds the first run (and prints it) instead of starting another."""
+    from router.triggers import run_id_for
+
+    if key is None:
+        return None
+    if not key.strip() or len(key) > 255:
+        raise KnflowError(f"--id {key!r}: give a key of 1 to 255 characters (an order number, a date)")
+    return run_id_for(pipeline.name, RUN_KEY_SOURCE, key)
+
+
+def _keyed_trigger(pipeline: Any, key: str | None, data: Any) -> Any:
+    from broker import events
+
+    if key is None:
+        return None
+    attributes = {"type": "dev.knflow.manual", "source": RUN_KEY_SOURCE, "id": key, "datacontenttype": events.JSON}
+    return events.make_event(attributes, data if data is not None else {})
 
 
 async def _run_node(pipeline: Any, node_id: str, data: Any, as_json: bool) -> int:
@@ -215,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", metavar="ID", help="run this node alone, with --data as its input")
     p.add_argument("--store", default=DEFAULT_STORE, help=f"run store URL (default {DEFAULT_STORE})")
     p.add_argument("--json", action="store_true", help="print the run record as JSON on stdout")
+    p.add_argument("--id", metavar="KEY", help="the run's key: a second run with the same KEY returns the first run")
     functions_arg(p)
     p.set_defaults(fn=cmd_run)
 
@@ -225,11 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_export)
 
     from knative.cli import add_commands as knative_commands
-    from knflow import client, dev, logs, replay, serve, tokens
+    from knflow import client, dev, logs, pipelines, replay, serve, tokens
 
     client.add_commands(sub)
     logs.add_command(sub)
     tokens.add_command(sub)
+    pipelines.add_command(sub)
     knative_commands(sub, functions_arg)
     replay.add_commands(sub, functions_arg)
     serve.add_commands(sub, functions_arg)

@@ -91,7 +91,10 @@ class EmbeddedStack:
             },
             data if data is not None else {},
         )
-        await self.router.start_run(pipeline, trigger, run_id=run_id)
+        run = await self.router.start_run(pipeline, trigger, run_id=run_id)
+        fut = self._waiting.get(run_id)
+        if run["status"] != RUNNING and fut is not None and not fut.done():  # a keyed run that had ended already
+            fut.set_result(run["status"])
         return run_id
 
     async def redrive(

@@ -108,6 +108,7 @@ async def router_stack(
     nats_url: str | None,
     pipeline_files: list[str],
     connect_in_background: bool = False,
+    route_results: bool = True,
 ) -> AsyncIterator[Any]:
     """A router over the store and the broker the settings name; yields (router, catalog, stack).
     `connect_in_background` (`knflow serve router`): NATS unreachable, it yields at once and connects later."""
@@ -129,6 +130,7 @@ async def router_stack(
             layout=_layout(settings),
             settings=settings,
             connect_in_background=connect_in_background,
+            route_results=route_results,
         ) as stack:
             router = stack.router
             assert router is not None  # a NatsStack with a store has a router
@@ -238,6 +240,10 @@ def cmd_serve_router(args: argparse.Namespace) -> int:
     else:
         admin_token, open_api = api_access(settings, args.insecure, where)
     _load(settings.function_modules + args.functions)
+    if args.no_results and not (args.nats or settings.nats_url):
+        raise KnflowError(
+            "--no-results needs --nats URL (or KNFLOW_NATS_URL): only on NATS do routers share the results' stream"
+        )
 
     async def main() -> None:
         from router.service import create_app
@@ -245,7 +251,9 @@ def cmd_serve_router(args: argparse.Namespace) -> int:
         nats_url = args.nats or settings.nats_url
         # NATS unreachable: the router serves anyway (/healthz 503 with the reason) and connects in the background
         files = settings.pipeline_files + args.pipelines
-        async with router_stack(settings, store_url, nats_url, files, connect_in_background=True) as (
+        async with router_stack(
+            settings, store_url, nats_url, files, connect_in_background=True, route_results=not args.no_results
+        ) as (
             router,
             catalog,
             stack,
@@ -338,6 +346,12 @@ def add_commands(sub: Any, functions_arg: Any) -> None:
         help="serve only POST /events and POST /dead-letter for Knative's broker: external events without a token "
         "(the network is the trust boundary: cluster-local only), results by their knflowtoken; no API, no "
         "KNFLOW_ADMIN_TOKEN",
+    )
+    p.add_argument(
+        "--no-results",
+        action="store_true",
+        help="with --nats: take no node results from the stream (the store's other routers apply them); webhooks, "
+        "the API and synchronous webhooks' answers (read from the store) still work",
     )
     functions_arg(p)
     p.set_defaults(fn=cmd_serve_router)

@@ -52,6 +52,20 @@ class StorePipelines:
         self._cache[pipeline.name] = (time.monotonic(), pipeline)
         self._all = None
 
+    async def set_status(self, name: str, status: str) -> Pipeline | None:
+        """Store `status` (router/pipeline.py PIPELINE_STATUSES) on the stored pipeline `name`; None if there is none.
+        Other routers see it when their cache of it expires (`ttl_s`)."""
+        doc = await self.store.get_pipeline(name)
+        if doc is None:
+            return None
+        doc = {**doc, "status": status}
+        if status == "active":
+            doc.pop("status")
+        await self.store.put_pipeline(name, doc)
+        self._cache.pop(name, None)
+        self._all = None
+        return await self.get(name)
+
     async def delete(self, name: str) -> bool:
         self._cache.pop(name, None)
         self._all = None

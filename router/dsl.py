@@ -226,6 +226,7 @@ def pipeline(
     variables: dict[str, Any] | None = None,
     trigger: dict[str, Any] | None = None,
     on_failure: FunctionSpec | str | None = None,
+    status: str | None = None,
 ) -> Any:
     """Record a pipeline from a function body that calls `@function`s; returns the validated Pipeline."""
 
@@ -251,6 +252,7 @@ def pipeline(
             "variables": dict(variables or {}),
             "functions": _modules(list(dict.fromkeys(specs)), source),
             "on_failure": handler,
+            "status": status,
             "nodes": list(recorder.nodes.values()),
             "edges": recorder.edges,
         }

@@ -19,6 +19,9 @@ from functions.sdk import Retry
 API_VERSIONS = ("knflow.dev/v1", "flume/v1")
 MAX_ITEMS = 10_000  # the most items one fan-out node runs (a foreach list, or replicas)
 ON_FAILURE_NODE = "on-failure"  # the node id of a pipeline's failure handler in a run
+# a pipeline's `status`: `active` (its triggers fire), `paused` (webhooks answer 409, cron ticks and events are
+# skipped and counted), `draft` (no trigger fires; it runs only by hand)
+PIPELINE_STATUSES = ("active", "paused", "draft")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,24 @@ class Problem:
         return f"{head}: {' '.join(subject) + ': ' if subject else ''}{self.message}"
 
 
+class PipelineHeld(KnflowError):
+    """A trigger of a pipeline that is `paused` or a `draft` (a 409 for a webhook)."""
+
+    def __init__(self, pipeline: str, status: str) -> None:
+        how = (
+            f"resume it with `knflow pipelines resume {pipeline}` or POST /pipelines/{pipeline}/resume"
+            if status == "paused"
+            else "a draft runs only by hand (POST /pipelines/NAME/runs, knflow run); set status: active to turn "
+            "its triggers on"
+        )
+        super().__init__(
+            f"pipeline '{pipeline}' is {status}: its triggers do not start runs; {how}",
+            pipeline=pipeline,
+            status=status,
+        )
+        self.pipeline, self.status = pipeline, status
+
+
 class PipelineInvalid(KnflowError):
     def __init__(self, problems: list[Problem]):
         self.problems = problems
@@ -61,6 +82,9 @@ class WebhookAuth:
 
 
 WEBHOOK_SCHEMES = ("standard-webhooks", "github", "bearer")
+RESPOND_MODES = ("async", "sync")
+SYNC_TIMEOUT_S = 30.0  # how long a `respond: sync` webhook holds its request by default
+MAX_SYNC_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -71,10 +95,24 @@ class Trigger:
     timezone: str | None = None
     data: Any = None
     auth: WebhookAuth | None = None  # webhook triggers only
+    respond: str = "async"  # webhook triggers: `async` (202 with the run id) or `sync` (router/sync_reply.py)
+    timeout_s: float | None = None  # a `sync` webhook's wait for its answer (default SYNC_TIMEOUT_S)
+    every: str | None = None  # a cron trigger's interval ('15m'), instead of a schedule (router/intervals.py)
+
+    @property
+    def cron(self) -> str | None:
+        """A cron trigger's schedule as a cron expression: `schedule`, or the one that says `every`."""
+        if self.schedule or not self.every:
+            return self.schedule
+        from router.intervals import interval_cron
+
+        return interval_cron(self.every)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type}
-        for key in ("filter", "schedule", "timezone", "data"):
+        if self.respond != "async":
+            out["respond"] = self.respond
+        for key in ("filter", "schedule", "every", "timezone", "data", "timeout_s"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
         if self.auth is not None:
@@ -176,6 +214,7 @@ class Pipeline:
     source: str | None = None
     api_version: str = API_VERSIONS[0]
     on_failure: str | None = None  # a function that receives the failed run, as a node of its own
+    status: str = "active"  # one of PIPELINE_STATUSES
     # where things were in the YAML document: document path -> line, node id -> index in `nodes`
     lines: dict[tuple, int] = field(default_factory=dict, repr=False, compare=False)
     node_index: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
@@ -259,6 +298,8 @@ class Pipeline:
         out: dict[str, Any] = {"apiVersion": self.api_version, "kind": "Pipeline", "metadata": {"name": self.name}}
         if self.description:
             out["metadata"]["description"] = self.description
+        if self.status != "active":
+            out["status"] = self.status
         if self.functions:
             out["functions"] = list(self.functions)
         if len(self.triggers) == 1:

@@ -18,6 +18,9 @@ from router.pipeline import (
     API_VERSIONS,
     MAX_ITEMS,
     ON_FAILURE_NODE,
+    MAX_SYNC_TIMEOUT_S,
+    PIPELINE_STATUSES,
+    RESPOND_MODES,
     WEBHOOK_SCHEMES,
     Edge,
     Node,
@@ -45,6 +48,7 @@ TOP_FIELDS = {
     "edges",
     "functions",
     "on_failure",
+    "status",
 }
 NODE_FIELDS = {
     "id",
@@ -62,7 +66,7 @@ NODE_FIELDS = {
     "concurrency",
 }
 EDGE_FIELDS = {"from", "to", "when", "branch"}
-TRIGGER_FIELDS = {"type", "filter", "schedule", "timezone", "data", "auth"}
+TRIGGER_FIELDS = {"type", "filter", "schedule", "every", "timezone", "data", "auth", "respond", "timeout_s"}
 AUTH_FIELDS = {"scheme", "secret_env"}
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # environment variables a webhook's secret must not take: knflow's and Knative's own, and the process's
@@ -213,6 +217,7 @@ def from_dict(
             "id",
         )
     edges = _edges(doc.get("edges"), c)
+    status = _status(doc, c)
     pipeline = Pipeline(
         name=c.pipeline or "",
         nodes=nodes,
@@ -226,8 +231,17 @@ def from_dict(
         lines=c.lines,
         node_index=c.node_index,
         on_failure=on_failure,
+        status=status,
     )
     return pipeline, c.problems
+
+
+def _status(doc: dict, c: _Collector) -> str:
+    status = doc.get("status", "active")
+    if status not in PIPELINE_STATUSES:
+        c.add(f"status {status!r} is not one of {', '.join(PIPELINE_STATUSES)}", ("status",), field="status")
+        return "active"
+    return status
 
 
 def _triggers(doc: dict, c: _Collector) -> list[Trigger]:
@@ -274,8 +288,14 @@ def _trigger(item: dict, c: _Collector, path: Path_, key: str) -> Trigger:
             path,
             field=f"{key}.filter",
         )
-    if ttype == "cron" and not isinstance(item.get("schedule"), str):
-        c.add("a cron trigger needs schedule, e.g. '0 9 * * *'", path, field=f"{key}.schedule")
+    if ttype == "cron" and "every" in item:
+        _every(item, c, path, key)
+    elif "every" in item:
+        c.add(
+            f"every applies to cron triggers only, not to a {ttype!r} trigger", (*path, "every"), field=f"{key}.every"
+        )
+    elif ttype == "cron" and not isinstance(item.get("schedule"), str):
+        c.add("a cron trigger needs schedule, e.g. '0 9 * * *', or every, e.g. '15m'", path, field=f"{key}.schedule")
     elif ttype == "cron" and not _valid_cron(item["schedule"]):
         c.add(
             f"schedule {item['schedule']!r} is not a cron expression of 5 fields (minute hour day month weekday)",
@@ -289,7 +309,51 @@ def _trigger(item: dict, c: _Collector, path: Path_, key: str) -> Trigger:
             field=f"{key}.timezone",
         )
     auth = _auth(item["auth"], ttype, c, (*path, "auth"), f"{key}.auth") if item.get("auth") is not None else None
-    return Trigger(ttype, dict(flt), item.get("schedule"), item.get("timezone"), item.get("data"), auth)
+    respond, timeout_s = _respond(item, ttype, c, path, key)
+    every = item.get("every") if isinstance(item.get("every"), str) else None
+    return Trigger(
+        ttype, dict(flt), item.get("schedule"), item.get("timezone"), item.get("data"), auth, respond, timeout_s, every
+    )
+
+
+def _every(item: dict, c: _Collector, path: Path_, key: str) -> None:
+    """`every: 15m` on a cron trigger: instead of a schedule, and one that a cron expression says."""
+    from router.intervals import interval_cron
+
+    if "schedule" in item:
+        c.add("give a cron trigger either schedule or every, not both", (*path, "every"), field=f"{key}.every")
+    try:
+        interval_cron(item["every"])
+    except ValueError as exc:
+        c.add(str(exc), (*path, "every"), field=f"{key}.every")
+
+
+def _respond(item: dict, ttype: str, c: _Collector, path: Path_, key: str) -> tuple[str, float | None]:
+    """`respond: async | sync` and `timeout_s` (a sync webhook's wait) on a webhook trigger."""
+    respond, timeout_s = item.get("respond", "async"), item.get("timeout_s")
+    if ("respond" in item or "timeout_s" in item) and ttype != "webhook":
+        c.add(f"respond and timeout_s apply to webhook triggers only, not to a {ttype!r} trigger", path, field=key)
+        return "async", None
+    if respond not in RESPOND_MODES:
+        c.add(
+            f"respond {respond!r} is not one of {', '.join(RESPOND_MODES)} (sync holds the request for the answer)",
+            (*path, "respond"),
+            field=f"{key}.respond",
+        )
+        respond = "async"
+    if timeout_s is not None:
+        ok = (
+            isinstance(timeout_s, (int, float))
+            and not isinstance(timeout_s, bool)
+            and 0 < timeout_s <= MAX_SYNC_TIMEOUT_S
+        )
+        if not ok or respond != "sync":
+            why = (
+                "applies with respond: sync only" if ok else f"must be seconds above 0, at most {MAX_SYNC_TIMEOUT_S:g}"
+            )
+            c.add(f"timeout_s {timeout_s!r} {why}", (*path, "timeout_s"), field=f"{key}.timeout_s")
+            timeout_s = None
+    return respond, float(timeout_s) if timeout_s is not None else None
 
 
 def _auth(raw: Any, ttype: str, c: _Collector, path: Path_, field: str) -> WebhookAuth | None:

@@ -196,6 +196,11 @@ class Router:
             await self.event_log.record(event)
         runs = []
         for p in pipelines:
+            if p.status != "active":  # a paused pipeline's (or a draft's) cron ticks and events: counted, logged
+                kind = trigger_kind(events.event_to_dict(event))
+                metrics.trigger_skipped(p.name, kind, p.status)
+                log.info("trigger skipped", pipeline=p.name, status=p.status, trigger=kind, event_id=event.get_id())
+                continue
             key = event.get_id() if replay_id is None else f"{event.get_id()}#{replay_id}"
             run = await self.start_run(p, event, run_id=run_id_for(p.name, event.get_source(), key))
             runs.append(run["id"])
@@ -574,6 +579,10 @@ class Router:
         if run is None:
             raise RunNotFound(f"run '{run_id}' not found", run_id=run_id)
         return run
+
+    def blob_store(self) -> BlobStore:
+        """The blob store of large payloads (KNFLOW_BLOB_URL when none was given)."""
+        return self._blobs()
 
     def _blobs(self) -> BlobStore:
         if self.blobs is None:

@@ -47,9 +47,9 @@ def next_ticks(pipelines: Iterable[Pipeline], after: datetime) -> list[tuple[dat
     out = []
     for p in pipelines:
         for t in p.triggers:
-            if t.type == "cron" and t.schedule:
+            if t.type == "cron" and t.cron:  # a schedule, or the cron expression of an interval (`every`)
                 zone = ZoneInfo(t.timezone) if t.timezone else UTC
-                out.append((croniter(t.schedule, after.astimezone(zone)).get_next(datetime), p, t))
+                out.append((croniter(t.cron, after.astimezone(zone)).get_next(datetime), p, t))
     return sorted(out, key=lambda x: x[0])
 
 

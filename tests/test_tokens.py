@@ -58,6 +58,8 @@ NEEDS = {  # every route and the scope it needs
     ("GET", "/pipelines/{name}/details"): "read",
     ("POST", "/pipelines/{name}/runs"): "run",
     ("GET", "/events"): "read",
+    ("POST", "/pipelines/{name}/pause"): "operate",  # resume comes next: 'hooked' ends active
+    ("POST", "/pipelines/{name}/resume"): "operate",
 }
 OWN_CHECKS = {("POST", "/dead-letter")}  # dead letters: checked by the per-invoke secret
 OPEN = {("GET", "/healthz")}

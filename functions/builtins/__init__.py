@@ -3,6 +3,7 @@
 | module        | functions                  |
 |---------------|----------------------------|
 | `http`        | `http-request`             |
+| `http_response` | `http-response` (a synchronous webhook's answer) |
 | `transform`   | `json-transform`, `template` |
 | `logic`       | `condition`, `switch`      |
 | `utility`     | `delay`, `log`, `error`    |

@@ -15,7 +15,7 @@ from broker.redact import redact
 from functions.server import FUNCTION_STATUSES
 from router.conditions import ConditionError
 from router.hops import HopLimit
-from router.pipeline import PipelineInvalid
+from router.pipeline import PipelineHeld, PipelineInvalid
 from router.replay import InvalidDuration, ReplayRefused
 from router.result_keys import ResultRefused
 from router.router import UnknownPipeline
@@ -54,6 +54,7 @@ ROUTER_STATUSES: Statuses = {
     HopLimit: 422,
     ResultRefused: 403,  # a Knative broker does not retry a 4xx other than 404, 408, 409, 429
     PipelineInvalid: 422,
+    PipelineHeld: 409,
     TemplateError: 422,
     ConditionError: 422,
 }

@@ -15,15 +15,17 @@ import uuid
 
 import structlog
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
 
 from broker import events, limits
 from functions.blobs import refuse_blob_refs
-from router.pipeline import Pipeline, Trigger, WebhookAuth
+from router.pipeline import SYNC_TIMEOUT_S, Pipeline, PipelineHeld, Trigger, WebhookAuth
 from router.router import UnknownPipeline
 import router.service.openapi as openapi
 from router.service.auth import Unauthorized, bearer
 from router.service.context import Service, Svc
 from router.tokens import covers
+from router.sync_reply import Reply, await_reply
 from router.triggers import run_id_for
 from router.webhook_auth import WebhookRefused, verify_webhook
 
@@ -81,8 +83,8 @@ async def check_caller(svc: Service, request: Request, body: bytes) -> None:
         raise Unauthorized(REFUSED, scope="run")
 
 
-@routes.post("/hooks/{name}", status_code=202, openapi_extra=openapi.WEBHOOK)
-async def webhook(name: str, request: Request, svc: Svc) -> dict:
+@routes.post("/hooks/{name}", status_code=202, response_model=None, openapi_extra=openapi.WEBHOOK)
+async def webhook(name: str, request: Request, svc: Svc) -> dict | Response:
     p = await svc.catalog.get(name)
     request.state.pipeline = p.name if p is not None else ""  # knflow_webhook_requests_total's label
     trigger = webhook_trigger(p)
@@ -96,6 +98,9 @@ async def webhook(name: str, request: Request, svc: Svc) -> dict:
         raise UnknownPipeline(f"unknown pipeline '{name}'", pipeline=name)
     if trigger is None:
         raise UnknownPipeline(f"pipeline '{name}' has no webhook trigger", pipeline=name)
+    if p.status != "active":
+        log.info("webhook refused: pipeline not active", pipeline=name, status=p.status)
+        raise PipelineHeld(name, p.status)  # 409, after the caller is checked
     data = limits.loads(body, "webhook body") if body.strip() else {}
     refuse_blob_refs(data, "webhook body")
     event_id = delivery_id or request.headers.get("idempotency-key") or uuid.uuid4().hex
@@ -104,4 +109,18 @@ async def webhook(name: str, request: Request, svc: Svc) -> dict:
         data,
     )
     run = await svc.router.start_run(p, event, run_id=run_id_for(name, f"/hooks/{name}", event_id))
-    return {"run": run["id"]}
+    if trigger.respond != "sync":
+        return {"run": run["id"]}
+    timeout_s = trigger.timeout_s or SYNC_TIMEOUT_S
+    reply = await await_reply(svc.router.store, svc.router.blob_store(), p, run["id"], timeout_s)
+    log.info("sync webhook answered", pipeline=name, run=run["id"], status=reply.status)
+    return sync_response(reply, run["id"])
+
+
+def sync_response(reply: Reply, run_id: str) -> Response:
+    """A synchronous webhook's answer: a string body as text, anything else as JSON; `Knflow-Run` names the run."""
+    headers = {**reply.headers, "knflow-run": run_id}
+    if isinstance(reply.body, str):
+        media = next((v for k, v in headers.items() if k.lower() == "content-type"), "text/plain; charset=utf-8")
+        return Response(reply.body, status_code=reply.status, headers=headers, media_type=media)
+    return JSONResponse(reply.body, status_code=reply.status, headers=headers)

@@ -71,7 +71,18 @@ EVENT: Final[dict[str, Any]] = {
     },
 }
 RUN_DATA: Final = _json_body({})  # POST /pipelines/{name}/runs: the trigger's data, an object
-WEBHOOK: Final = {"requestBody": {"required": False, "content": {JSON: {"schema": {}}}}}  # the trigger's data
+WEBHOOK: Final = {  # the body is the trigger's data
+    "requestBody": {"required": False, "content": {JSON: {"schema": {}}}},
+    "responses": {
+        "202": {"description": "`{run}`: the run started (`respond: async`, the default)"},
+        "200": {
+            "description": "`respond: sync`: the http-response node's status, headers and body, else the run's "
+            "output; a failed run is a 500 `{run, status, error, node}`; header `Knflow-Run` names the run"
+        },
+        "409": {"description": "the pipeline is paused or a draft: `{error, pipeline, status}`"},
+        "504": {"description": "`respond: sync` past the trigger's timeout_s: `{run, status, error, poll}`"},
+    },
+}
 EVENT_REPLAY: Final = _json_body({"since": _DURATION, "type": _TEXT}, required=("since",), optional_body=False)
 RUN_REPLAY: Final = _json_body(
     {

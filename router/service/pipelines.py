@@ -2,7 +2,9 @@
 `POST /pipelines/validate` (a draft in, every problem out, with its line when it came as YAML);
 `GET /pipelines/{name}/details` (its YAML, triggers and input fields: router/pipeline_view.py) and
 `POST /pipelines/{name}/runs` (start a run with the body as the trigger's data, as the dashboard's run form
-does). Reading and validating need scope `read`, starting a run `run`, changing `admin`."""
+does); `POST /pipelines/{name}/pause|resume` (its status: a paused pipeline's triggers start no runs).
+Reading and validating need scope `read`, starting a run `run`, pausing and resuming `operate`, changing
+`admin`."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from fastapi import APIRouter, Request
 
 from broker import events
@@ -22,12 +25,13 @@ from router.pipeline_view import input_fields, trigger_views
 from router.pipeline_yaml import parse_yaml
 from router.router import UnknownPipeline
 import router.service.openapi as openapi
-from router.service.auth import Admin, Reader, Runner
+from router.service.auth import Admin, Operator, Reader, Runner
 from router.service.context import Service, Svc
 from router.triggers import run_id_for
 from router.validation import check
 
 routes = APIRouter()
+log = structlog.get_logger("knflow.router")
 MANUAL = "dev.knflow.manual"  # the type of a run's trigger event when a user started it (the run form)
 
 
@@ -154,3 +158,23 @@ async def delete_pipeline(name: str, svc: Svc, caller: Admin) -> dict:
     if not await svc.catalog.delete(name):
         raise UnknownPipeline(f"unknown pipeline '{name}'", pipeline=name)
     return {"deleted": name}
+
+
+@routes.post("/pipelines/{name}/pause")
+async def pause_pipeline(name: str, svc: Svc, caller: Operator) -> dict:
+    """Pause a stored pipeline: its webhooks answer 409, its cron ticks and events are skipped (and counted)."""
+    return await _set_status(svc, name, "paused")
+
+
+@routes.post("/pipelines/{name}/resume")
+async def resume_pipeline(name: str, svc: Svc, caller: Operator) -> dict:
+    """Make a paused pipeline (or a draft) active again: its triggers start runs."""
+    return await _set_status(svc, name, "active")
+
+
+async def _set_status(svc: Service, name: str, status: str) -> dict:
+    p = await svc.catalog.set_status(name, status)
+    if p is None:
+        raise UnknownPipeline(f"unknown pipeline '{name}'", pipeline=name)
+    log.info("pipeline status changed", pipeline=name, status=status)
+    return {"pipeline": name, "status": p.status}
