@@ -161,14 +161,17 @@ async def delete_pipeline(name: str, svc: Svc, caller: Admin) -> dict:
 
 
 @routes.post("/pipelines/{name}/pause")
-async def pause_pipeline(name: str, svc: Svc, caller: Operator) -> dict:
-    """Pause a stored pipeline: its webhooks answer 409, its cron ticks and events are skipped (and counted)."""
+async def pause_pipeline(name: str, request: Request, svc: Svc, caller: Operator) -> dict:
+    """Pause a stored pipeline: its webhooks answer 409, its cron ticks and events are skipped (and counted).
+    The body, if any, is a JSON object (nothing in it is read yet), as on every other POST route."""
+    await svc.json_body(request)
     return await _set_status(svc, name, "paused")
 
 
 @routes.post("/pipelines/{name}/resume")
-async def resume_pipeline(name: str, svc: Svc, caller: Operator) -> dict:
+async def resume_pipeline(name: str, request: Request, svc: Svc, caller: Operator) -> dict:
     """Make a paused pipeline (or a draft) active again: its triggers start runs."""
+    await svc.json_body(request)
     return await _set_status(svc, name, "active")
 
 
