@@ -27,11 +27,22 @@ from broker import extensions as ext
 from broker.events import error_doc
 from broker.errors import KnflowError, PublishError
 from functions.blobs import BlobStore, default_store
-from router import blobs, engine, node_logs, replay
+from router import blobs, engine, node_logs, replay, run_items
 from router.hops import MAX_HOPS, HopLimit, hops_of
 from router.pipeline import Pipeline
 from router.result_keys import SECRET_NAME, ResultKey, ResultRefused, new_key, refused
-from router.runs import RUN_FINAL, SCHEDULED, SUCCEEDED, ErrorDoc, RunDoc, Transition, new_run, now_iso, state_of
+from router.runs import (
+    RUN_FINAL,
+    SCHEDULED,
+    SUCCEEDED,
+    ErrorDoc,
+    RunDoc,
+    Transition,
+    fan_nodes,
+    new_run,
+    now_iso,
+    state_of,
+)
 from router.runs import apply as apply_transitions
 from router.store.base import RunExists, RunNotFound, RunStore, RunUnreadable
 from router.triggers import pipelines_for, run_id_for
@@ -363,14 +374,16 @@ class Router:
     async def advance(self, pipeline: Pipeline, run: RunDoc) -> RunDoc:
         """Move every node that can move; publish the invokes this writer won; end the run when done."""
         while True:
-            step = engine.plan(pipeline, await blobs.resolved_view(pipeline, run, self._blobs()), now_iso())
+            view = await run_items.loaded_view(pipeline, run, self.store)
+            step = engine.plan(pipeline, await blobs.resolved_view(pipeline, view, self._blobs()), now_iso())
             if not step:
                 return run
             run, won, run_won = await self.store.commit(run["id"], step.transitions, step.run_change)
-            if all(won) or run["status"] in RUN_FINAL:
+            if run["status"] in RUN_FINAL or (all(won) and not step.joined):
                 return await self._publish_step(pipeline, run, step, won, run_won)
             await self._publish_step(pipeline, run, step, won, run_won)
-            # another writer moved part of this run meanwhile: decide again from the stored state
+            # another writer moved part of this run meanwhile, or a fan-out node joined (its successors read
+            # its items' outputs, loaded for the next step): decide again from the stored state
 
     async def _publish_step(
         self,
@@ -485,7 +498,10 @@ class Router:
             if pipeline is None:
                 continue
             run = await self.advance(pipeline, run)
-            view = await blobs.resolved_view(pipeline, run, self._blobs(), statuses=(SCHEDULED,))
+            if fan_nodes(run) and run["status"] not in RUN_FINAL:  # the items that stayed scheduled: in the full run
+                run = await self._get(run["id"])
+            view = await run_items.loaded_view(pipeline, run, self.store, statuses=(SCHEDULED,))
+            view = await blobs.resolved_view(pipeline, view, self._blobs(), statuses=(SCHEDULED,))
             stale = await blobs.offload_invokes(self._blobs(), replay.stale_invokes(pipeline, view, now_iso(), cutoff))
             if stale:
                 key = await self.result_key()

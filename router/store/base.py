@@ -6,7 +6,7 @@ from typing import Any, Protocol
 
 from broker.errors import KnflowError
 from router.node_logs import LogBatch, LogLine
-from router.runs import RunChange, RunDoc, Transition
+from router.runs import ItemState, RunChange, RunDoc, Transition
 from router.tokens import TokenRecord
 
 
@@ -38,19 +38,24 @@ class RunStore(Protocol):
     async def create_run(self, run: RunDoc) -> None:
         """Insert a new run document; RunExists if its id is taken."""
 
-    async def get_run(self, run_id: str) -> RunDoc | None: ...
+    async def get_run(self, run_id: str) -> RunDoc | None:
+        """The full run: with its fan-out nodes' items (and a succeeded one's output list)."""
+
+    async def get_items(self, run_id: str, node: str) -> list[ItemState]:
+        """The items of fan-out node `node` of a run, in order, with their outputs ([] if none)."""
 
     async def commit(
         self, run_id: str, transitions: list[Transition], run_change: RunChange | None = None
     ) -> tuple[RunDoc, list[bool], bool]:
         """Store a step: compare-and-set each transition; the run change wins only if every transition won.
 
-        Returns the run after the writes, which transitions won, whether the run change won.
-        Raises RunNotFound.
+        Returns the light run after the writes (router/runs.py `light`: no items, the counters instead),
+        which transitions won, whether the run change won. An item transition reads and writes that item
+        alone, and its node's counters. Raises RunNotFound.
         """
 
     async def list_runs(self, pipeline: str | None = None, status: str | None = None, limit: int = 50) -> list[RunDoc]:
-        """Newest first."""
+        """Newest first; light runs (no items)."""
 
     async def get_or_create_secret(self, name: str, value: str) -> str:
         """The secret stored as `name` (one small row), storing `value` first if there is none: insert-if-absent,
