@@ -115,13 +115,13 @@ class MongoStore:
             return None
         bare = doc.pop("items", None) or {}
         outputs = await self._outputs({"run_id": run_id})
-        items = {n: _items(m, outputs) for n, m in bare.items()}
+        items = {n: _items(run_id, n, m, outputs) for n, m in bare.items()}
         return with_items(_run(doc), items)
 
     async def get_items(self, run_id: str, node: str) -> list[ItemState]:
         doc = await self.runs.find_one({"_id": run_id}, {"items": 1})
         bare = ((doc or {}).get("items") or {}).get(node) or {}
-        return _items(bare, await self._outputs({"run_id": run_id, "node": node}))
+        return _items(run_id, node, bare, await self._outputs({"run_id": run_id, "node": node}))
 
     async def _outputs(self, query: dict[str, Any]) -> dict[str, Any]:
         return {d["_id"]: d.get("output") for d in await self.items.find(query).to_list()}
@@ -416,18 +416,26 @@ def _bare(run_id: str, node: str, index: str, item: ItemState, outputs: list[dic
         if value is None:
             bare["output_key"] = None
         else:
-            digest = hashlib.blake2b(bson.encode({"v": value}), digest_size=12).hexdigest()
-            key = bare["output_key"] = f"{run_id}/{node}/{index}/{item.get('attempt', 0)}/{digest}"
-            outputs.append({"_id": key, "run_id": run_id, "node": node, "output": value})
+            digest = hashlib.blake2b(bson.encode({"v": value}), digest_size=9).hexdigest()
+            key = bare["output_key"] = f"{item.get('attempt', 0)}/{digest}"
+            outputs.append(
+                {"_id": _output_id(run_id, node, index, key), "run_id": run_id, "node": node, "output": value}
+            )
     return bare
 
 
-def _items(bare: dict[str, Any], outputs: dict[str, Any]) -> list[ItemState]:
+def _output_id(run_id: str, node: str, index: str, key: str) -> str:
+    """The `_id` in `run_items` of an item's output: `output_key` (ATTEMPT/HASH) says which."""
+    return f"{run_id}/{node}/{index}/{key}"
+
+
+def _items(run_id: str, node: str, bare: dict[str, Any], outputs: dict[str, Any]) -> list[ItemState]:
     """A node's item states, in order, each with its output."""
     out: list[ItemState] = []
     for k in sorted(bare, key=int):
         state = {f: v for f, v in bare[k].items() if f != "output_key"}
-        state["output"] = outputs.get(bare[k].get("output_key"))
+        key = bare[k].get("output_key")
+        state["output"] = None if key is None else outputs.get(_output_id(run_id, node, k, key))
         out.append(cast(ItemState, state))
     return out
 
