@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from broker.codec import MAX_BODY_BYTES
@@ -13,6 +13,7 @@ from broker.errors import KnflowError
 from broker.redact import MASK, redact
 from functions import blobs
 from router.hops import MAX_HOPS
+from router.retention import DEFAULT_RETENTION
 
 DEFAULT_STORE = "sqlite:///knflow.db"  # the run store when no flag or variable names one (`knflow run`, `knflow dev`)
 # settings whose whole value is a secret: never shown, not even masked in part
@@ -49,6 +50,8 @@ class Settings(BaseSettings):
     result_key: SecretStr | None = None
     sweep_interval_s: float = 5.0  # how often a router looks for runs a crash left behind
     sweep_after_s: float = 30.0  # a node `scheduled` this long has its invoke published again
+    # how long runs are kept (`7d`, `12h`) when their pipeline sets no `retention:` (router/retention.py)
+    retention: str = DEFAULT_RETENTION
     port: int = Field(8080, validation_alias=AliasChoices("PORT", "KNFLOW_PORT"))
     k_sink: str | None = Field(None, validation_alias=AliasChoices("K_SINK", "KNFLOW_K_SINK"))
     # large payloads (functions.blobs; function processes read the same two variables without this class)
@@ -69,6 +72,24 @@ class Settings(BaseSettings):
         """`repr(settings)` and `str(settings)`: secret settings as ****, URLs with their passwords masked."""
         for name, value in super().__repr_args__():
             yield name, shown(name, value)
+
+    @field_validator("retention")
+    @classmethod
+    def _a_duration(cls, value: str) -> str:
+        from router.replay import InvalidDuration, parse_duration_s
+
+        try:
+            if parse_duration_s(value) <= 0:
+                raise ValueError("expected a duration longer than nothing, such as 30d")
+        except InvalidDuration:
+            raise ValueError("expected a number and a unit: 12h, 7d, 30d") from None
+        return value
+
+    @property
+    def retention_s(self) -> float:
+        from router.replay import parse_duration_s
+
+        return parse_duration_s(self.retention)
 
     @model_validator(mode="after")
     def _blobs_fit_the_broker(self) -> Settings:

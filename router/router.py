@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import re
+import time
 import uuid
 from datetime import datetime, timedelta, UTC
 from typing import Any, Protocol, cast
@@ -27,7 +28,7 @@ from broker import extensions as ext
 from broker.events import error_doc
 from broker.errors import KnflowError, PublishError
 from functions.blobs import BlobStore, default_store
-from router import blobs, engine, node_logs, replay, run_items
+from router import blobs, engine, node_logs, replay, retention, run_items
 from router.hops import MAX_HOPS, HopLimit, hops_of
 from router.pipeline import Pipeline
 from router.result_keys import SECRET_NAME, ResultKey, ResultRefused, new_key, refused
@@ -48,6 +49,7 @@ from router.store.base import RunExists, RunNotFound, RunStore, RunUnreadable
 from router.triggers import pipelines_for, run_id_for
 
 log = structlog.get_logger("knflow.router")
+DEFAULT_RETENTION_S = 30 * 86400.0  # router/retention.py DEFAULT_RETENTION
 
 Observer = Callable[[RunDoc, list[Transition]], None]
 
@@ -105,6 +107,7 @@ def build_router(
         event_log=event_log,
         blobs=blobs,
         max_hops=MAX_HOPS if settings is None else settings.max_hops,
+        retention_s=DEFAULT_RETENTION_S if settings is None else settings.retention_s,
         result_key=None if settings is None or settings.result_key is None else settings.result_key.get_secret_value(),
     )
 
@@ -132,6 +135,9 @@ class RouterSettings(Protocol):
     max_hops: int
     result_key: SecretStr | None
 
+    @property
+    def retention_s(self) -> float: ...
+
 
 class Router:
     """One router over a store, a publisher and the pipelines; build it with `build_router`.
@@ -156,6 +162,7 @@ class Router:
         blobs: BlobStore | None = None,
         max_hops: int = MAX_HOPS,
         result_key: str | None = None,
+        retention_s: float | None = None,
     ) -> None:
         self.store = store
         self.publisher = publisher
@@ -164,6 +171,8 @@ class Router:
         self.event_log = event_log
         self.blobs = blobs
         self.max_hops = max_hops
+        self.retention_s = DEFAULT_RETENTION_S if retention_s is None else retention_s  # a pipeline's own wins
+        self._pruned_at = 0.0  # when this router last deleted expired runs (time.monotonic)
         self._result_key = None if result_key is None else ResultKey(result_key)  # bad KNFLOW_RESULT_KEY: here
         self.refused_results = 0  # results without their invoke's knflowtoken, dropped
         self.refused_dead_letters = 0  # the same for dead letters
@@ -233,6 +242,7 @@ class Router:
         """Store the run with its trigger event, then schedule its source nodes."""
         trigger_doc = events.event_to_dict(trigger) if isinstance(trigger, CloudEvent) else trigger
         run = new_run(run_id or new_run_id(), pipeline.name, pipeline.run_nodes, trigger_doc, dict(pipeline.variables))
+        run["expires_at"] = retention.expires_at(run["created_at"], pipeline.retention_s or self.retention_s)
         # the run is stored as its first advance leaves it (one write, not two), and `run.started` goes out
         # with the first invokes (one publish, not two): the same states and events, in the same order
         step = engine.plan(pipeline, run, now_iso())
@@ -454,6 +464,7 @@ class Router:
         run = new_run(new_run_id(), pipeline.name, pipeline.run_nodes, trigger, dict(pipeline.variables))
         run["replay_of"] = run_id
         run["replays"] = [{"at": now_iso(), "by": by, "kind": "rerun", "of": run_id}]
+        run["expires_at"] = retention.expires_at(run["created_at"], pipeline.retention_s or self.retention_s)
         await self.store.create_run(run)
         log.info("run re-run", run=run["id"], replay_of=run_id, pipeline=pipeline.name, by=by)
         return await self.advance(pipeline, run)
@@ -477,13 +488,22 @@ class Router:
         return run
 
     async def sweep_forever(self, interval_s: float, older_than_s: float) -> None:
-        """Sweep every `interval_s` (a task of each router replica; duplicates are dropped by id)."""
+        """Sweep every `interval_s` (a task of each router replica; duplicates are dropped by id), and delete
+        the runs that expired once an hour (router/retention.py)."""
         while True:
             await asyncio.sleep(interval_s)
             try:
                 await self.sweep(older_than_s)
+                if time.monotonic() - self._pruned_at >= retention.PRUNE_INTERVAL_S:
+                    self._pruned_at = time.monotonic()
+                    await self.prune()
             except Exception as exc:  # the store or the broker is down: try again next time
                 log.warning("sweep failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def prune(self, older_than_s: float | None = None, dry_run: bool = False) -> list[RunDoc]:
+        """Delete runs with their node logs, items and blobs: those that expired (their pipeline's or this
+        router's retention), or with `older_than_s` those created longer ago than that (`prune_runs`)."""
+        return await prune_runs(self.store, self._blobs(), self.retention_s, older_than_s, dry_run)
 
     async def sweep(self, older_than_s: float, limit: int = 1000) -> int:
         """Recover what a crash left: advance running runs and publish again the invokes of nodes that stayed
@@ -548,6 +568,37 @@ class Router:
     def _observe(self, run: RunDoc, transitions: list[Transition]) -> None:
         if self.observer is not None and transitions:
             self.observer(run, transitions)
+
+
+async def prune_runs(
+    store: RunStore,
+    blob_store: BlobStore,
+    retention_s: float,
+    older_than_s: float | None = None,
+    dry_run: bool = False,
+    batch: int = 1000,
+) -> list[RunDoc]:
+    """Delete runs with their node logs, items and blobs, `batch` at a time until none is left: those that
+    expired (a run stored before `expires_at` existed: created more than `retention_s` ago), or with
+    `older_than_s` those created longer ago than that. Returns the runs deleted (with `dry_run`: that would
+    be, up to 100,000)."""
+    now = now_iso()
+    expired, undated, created = (
+        (now, iso_before(retention_s), None) if older_than_s is None else (None, None, iso_before(older_than_s))
+    )
+    if dry_run:
+        return await store.prune_runs(expired, undated, created, dry_run=True, limit=100_000)
+    deleted: list[RunDoc] = []
+    while True:
+        runs = await store.prune_runs(expired, undated, created, limit=batch)
+        for run in runs:
+            await blob_store.delete_run(run["id"])
+        deleted += runs
+        if len(runs) < batch:
+            break
+    if deleted:
+        log.info("runs deleted", runs=len(deleted), older_than_s=older_than_s, retention_s=retention_s)
+    return deleted
 
 
 def _invoke_event(i: engine.Invoke, key: ResultKey) -> CloudEvent:

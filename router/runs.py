@@ -169,6 +169,7 @@ class RunDoc(TypedDict):
     version: int
     replays: NotRequired[list[ReplayEntry]]  # once replayed, oldest first
     cancelled_by: NotRequired[str | None]  # once cancelled
+    expires_at: NotRequired[str]  # when the run is deleted (router/retention.py); absent from runs stored before
 
 
 class RunFields(TypedDict, total=False):

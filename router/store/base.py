@@ -57,6 +57,18 @@ class RunStore(Protocol):
     async def list_runs(self, pipeline: str | None = None, status: str | None = None, limit: int = 50) -> list[RunDoc]:
         """Newest first; light runs (no items)."""
 
+    async def prune_runs(
+        self,
+        expired_by: str | None,
+        undated_before: str | None,
+        created_before: str | None,
+        dry_run: bool = False,
+        limit: int = 1000,
+    ) -> list[RunDoc]:
+        """Delete at most `limit` runs with their node logs and items (light runs, oldest first): those whose
+        `expires_at` is at or before `expired_by`, those without one created before `undated_before`, and
+        those created before `created_before`. With `dry_run`, only list them."""
+
     async def get_or_create_secret(self, name: str, value: str) -> str:
         """The secret stored as `name` (one small row), storing `value` first if there is none: insert-if-absent,
         so routers that race on an empty store all get the one that was stored first."""

@@ -54,6 +54,7 @@ from router.runs import (
     split_key,
     with_items,
 )
+from router.retention import ttl_time
 from router.store.base import RunExists, RunNotFound
 from router.tokens import TokenExists, TokenRecord
 
@@ -62,6 +63,8 @@ RUN_INDEXES = [
     IndexModel([("pipeline", ASCENDING), ("created_at", ASCENDING)]),
     IndexModel("status"),
     IndexModel("created_at"),
+    IndexModel("expires_at"),
+    IndexModel("expire_at", expireAfterSeconds=0),  # TTL: a run no router pruned (router/retention.py)
 ]
 NEWEST_FIRST = [("created_at", DESCENDING), ("_id", DESCENDING)]
 _NODE_ID = re.compile(r"[A-Za-z0-9_-]+")  # safe inside a field path: no '.', no '$'
@@ -99,6 +102,8 @@ class MongoStore:
         doc, items = light(run)
         outputs: list[dict[str, Any]] = []
         stored = {k: v for k, v in doc.items() if k != "id"}
+        if run.get("expires_at"):
+            stored["expire_at"] = ttl_time(run["expires_at"])
         if items:
             stored["items"] = {
                 n: {k: _bare(run["id"], n, k, v, outputs) for k, v in m.items()} for n, m in items.items()
@@ -181,6 +186,36 @@ class MongoStore:
         query = {k: v for k, v in (("pipeline", pipeline), ("status", status)) if v}
         found = await self.runs.find(query, NO_ITEMS).sort(NEWEST_FIRST).limit(limit).to_list()
         return [_run(doc) for doc in found]
+
+    async def prune_runs(
+        self,
+        expired_by: str | None,
+        undated_before: str | None,
+        created_before: str | None,
+        dry_run: bool = False,
+        limit: int = 1000,
+    ) -> list[RunDoc]:
+        """Children go first: a router that dies half-way leaves runs that the next prune deletes again."""
+        either: list[dict[str, Any]] = []
+        if expired_by is not None:
+            either.append({"expires_at": {"$lte": expired_by}})
+        if undated_before is not None:
+            either.append({"expires_at": {"$exists": False}, "created_at": {"$lt": undated_before}})
+        if created_before is not None:
+            either.append({"created_at": {"$lt": created_before}})
+        if not either or limit <= 0:
+            return []
+        found = await self.runs.find({"$or": either}, NO_ITEMS).sort("created_at", ASCENDING).limit(limit).to_list()
+        runs = [_run(doc) for doc in found]
+        if dry_run or not runs:
+            return runs
+        ids = [run["id"] for run in runs]
+        await self.items.delete_many({"run_id": {"$in": ids}})
+        await self.node_logs.delete_many({"run_id": {"$in": ids}})
+        await self.log_batches.delete_many({"run_id": {"$in": ids}})
+        await self.log_batches.delete_many({"_id": {"$in": [f"n:{i}" for i in ids]}})
+        await self.runs.delete_many({"_id": {"$in": ids}})
+        return runs
 
     async def get_or_create_secret(self, name: str, value: str) -> str:
         with suppress(DuplicateKeyError):  # another router stored it first: its value is the one
@@ -453,7 +488,8 @@ def _with_bare_items(doc: dict[str, Any]) -> RunDoc:
 
 
 def _run(doc: dict[str, Any]) -> RunDoc:
-    """The run document of a stored one: its `_id` as `id`, first."""
+    """The run document of a stored one: its `_id` as `id`, first (without the TTL index's `expire_at`)."""
+    doc.pop("expire_at", None)
     return cast(RunDoc, {"id": doc.pop("_id"), **doc})
 
 

@@ -43,6 +43,8 @@ CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at);
 CREATE TABLE IF NOT EXISTS run_items (
   run_id TEXT NOT NULL, node TEXT NOT NULL, idx INTEGER NOT NULL, state BLOB NOT NULL, PRIMARY KEY (run_id, node, idx)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS run_expiry (run_id TEXT PRIMARY KEY, expires_at TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS run_expiry_by_time ON run_expiry (expires_at);
 CREATE TABLE IF NOT EXISTS pipelines (name TEXT PRIMARY KEY, doc BLOB NOT NULL, updated_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
   name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, scope TEXT NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT
@@ -149,6 +151,10 @@ class SqliteStore:
             )
         except sqlite3.IntegrityError:
             raise RunExists(f"run '{run['id']}' already exists", run_id=run["id"]) from None
+        if run.get("expires_at"):
+            self._db.execute(
+                "INSERT INTO run_expiry (run_id, expires_at) VALUES (?, ?)", (run["id"], run["expires_at"])
+            )
         for node, states in items.items():
             self._replaced.add((run["id"], node))
             self._keep(run["id"], node, states)
@@ -245,6 +251,44 @@ class SqliteStore:
         sql = "SELECT doc FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
         rows = self._db.execute(sql + " ORDER BY created_at DESC, rowid DESC LIMIT ?", (*args, limit)).fetchall()
         return [orjson.loads(r[0]) for r in rows]
+
+    async def prune_runs(
+        self,
+        expired_by: str | None,
+        undated_before: str | None,
+        created_before: str | None,
+        dry_run: bool = False,
+        limit: int = 1000,
+    ) -> list[RunDoc]:
+        where: list[str] = []
+        args: list[str | int] = []
+        if expired_by is not None:
+            where.append("e.expires_at <= ?")
+            args.append(expired_by)
+        if undated_before is not None:
+            where.append("(e.expires_at IS NULL AND r.created_at < ?)")
+            args.append(undated_before)
+        if created_before is not None:
+            where.append("r.created_at < ?")
+            args.append(created_before)
+        if not where:
+            return []
+        self._commit()
+        rows = self._db.execute(
+            "SELECT r.id, r.doc FROM runs r LEFT JOIN run_expiry e ON e.run_id = r.id "
+            f"WHERE {' OR '.join(where)} ORDER BY r.created_at LIMIT ?",
+            (*args, limit),
+        ).fetchall()
+        runs = [orjson.loads(doc) for _, doc in rows]
+        if dry_run or not runs:
+            return runs
+        ids = [(run_id,) for run_id, _ in rows]
+        self._begin()
+        self._db.executemany("DELETE FROM runs WHERE id = ?", ids)
+        for table in ("run_items", "run_expiry", "node_logs", "node_log_batches"):
+            self._db.executemany(f"DELETE FROM {table} WHERE run_id = ?", ids)
+        await self._committed()
+        return runs
 
     async def get_or_create_secret(self, name: str, value: str) -> str:
         from router.runs import now_iso
