@@ -96,3 +96,46 @@ async def test_concurrent_results_of_many_items_each_apply_exactly_once(backend,
     assert [item["output"] for item in item_states(final["nodes"]["a"])] == [outputs[k] for k in range(ITEMS)]
     assert final["version"] == ITEMS
     assert final["nodes"]["a"]["fan"] == {**final["nodes"]["a"]["fan"], "running": 0, "left": 0, "next": ITEMS}
+
+
+async def test_mongo_an_item_result_is_an_output_insert_then_one_guarded_update_and_a_crash_between_is_safe(
+    mongo_url,
+):
+    """The output goes first, keyed by its content; the item's state names it in the one guarded update. An
+    output a router stored before dying (never named) is never read; the same result again stores nothing."""
+    from pymongo import AsyncMongoClient, monitoring
+
+    from router.store.mongo import MongoStore, _bare
+
+    class Commands(monitoring.CommandListener):
+        def __init__(self) -> None:
+            self.names: list[str] = []
+
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            if event.command_name in ("findAndModify", "update", "find", "insert"):
+                self.names.append(event.command_name)
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    seen = Commands()
+    store = MongoStore(AsyncMongoClient(mongo_url, directConnection=True, event_listeners=[seen]))
+    try:
+        run = a_run(a=fan_node(3))
+        await store.create_run(run)
+        orphan: list[dict] = []  # what a router that died after its insert left
+        _bare(run["id"], "a", "0", {"status": SUCCEEDED, "attempt": 1, "output": "lost"}, orphan)
+        await store._put_outputs(orphan)
+        seen.names.clear()
+        light_run, won, _ = await store.commit(run["id"], [finish("a[0]", "kept")])
+        assert won == [True] and seen.names == ["insert", "findAndModify"] and "items" not in light_run
+        assert light_run["nodes"]["a"]["fan"]["left"] == 2
+        _, won, _ = await store.commit(run["id"], [finish("a[0]", "kept")])  # delivered again
+        assert won == [False]
+        assert [i["output"] for i in await store.get_items(run["id"], "a")] == ["kept", None, None]
+        assert await store.items.count_documents({"run_id": run["id"]}) == 2  # the orphan, and "kept" once
+    finally:
+        await store.close()
