@@ -43,6 +43,7 @@ TOP_FIELDS = {
     "edges",
     "functions",
     "on_failure",
+    "retention",
 }
 NODE_FIELDS = {
     "id",
@@ -210,6 +211,7 @@ def from_dict(
             "id",
         )
     edges = _edges(doc.get("edges"), c)
+    retention, retention_s = _retention(doc.get("retention"), c)
     pipeline = Pipeline(
         name=c.pipeline or "",
         nodes=nodes,
@@ -223,8 +225,31 @@ def from_dict(
         lines=c.lines,
         node_index=c.node_index,
         on_failure=on_failure,
+        retention=retention,
+        retention_s=retention_s,
     )
     return pipeline, c.problems
+
+
+def _retention(raw: Any, c: _Collector) -> tuple[str | None, float | None]:
+    """The pipeline's `retention:` (a duration such as `7d`), and its seconds."""
+    if raw is None:
+        return None, None
+    from router.replay import InvalidDuration, parse_duration_s
+
+    try:
+        seconds = parse_duration_s(str(raw))
+    except InvalidDuration:
+        c.add(
+            f"retention {raw!r} is not a duration; expected a number and a unit: 12h, 7d, 90d",
+            ("retention",),
+            field="retention",
+        )
+        return None, None
+    if seconds <= 0:
+        c.add(f"retention {raw!r} must be longer than nothing", ("retention",), field="retention")
+        return None, None
+    return str(raw), seconds
 
 
 def _triggers(doc: dict, c: _Collector) -> list[Trigger]:
