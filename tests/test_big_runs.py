@@ -107,3 +107,19 @@ def test_a_foreach_of_thousands_of_items_is_whole_to_templates_and_the_api(route
     # the outputs (over 1 KB each) are not in the document: on MongoDB the item states (about 200 bytes
     # each) are, on SQLite not even those; the trigger's list of items is (a few bytes each)
     assert size < (10_000 + 250 * items if router.kind == "mongo" else 10_000 + 10 * items), size
+    # the router counted each item's result as applied, with its item's queue time (a commit returns the run
+    # without its items: the router reads the one item), none as unknown
+    assert each["progress"] == {"total": items, "done": items, "failed": 0, "running": 0, "pending": 0}
+    scraped = scrape(router)
+    assert scraped.get('knflow_router_events_total{outcome="unknown",type="result"}', 0.0) == 0.0
+    assert scraped['knflow_router_events_total{outcome="applied",type="result"}'] == items + 2
+    labels = 'function="big-piece",node="each",pipeline="big",status="succeeded"'
+    assert scraped["knflow_node_duration_seconds_count{" + labels + "}"] == items
+
+
+def scrape(router) -> dict[str, float]:
+    """The router's `GET /metrics` samples, by name and labels as Prometheus writes them."""
+    req = urllib.request.Request(f"{router.url}/metrics", headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        lines = resp.read().decode().splitlines()
+    return {name: float(v) for name, _, v in (line.rpartition(" ") for line in lines if line and line[0] != "#")}

@@ -1,7 +1,8 @@
 """The items of fan-out nodes in both run stores: a compare-and-set per item (`gen[2]`), as `router.runs.apply`.
 
 The stores keep items out of the run document: `commit` gives the light document (the node's counters, no
-items), `get_run` the full one, `get_items` one node's items (router/runs.py `light`).
+items), `get_run` the full one (with `light`, the light one), `get_items` one node's items, `get_item` one
+item (router/runs.py `light`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,19 @@ async def test_an_item_transition_wins_on_its_own_status_and_attempt_only(store)
     expected, _, _ = apply(run, [finish("a[1]", "one")])
     assert full["nodes"]["a"]["items"] == expected["nodes"]["a"]["items"]
     assert light(full)[0] == got
+
+
+async def test_one_item_and_the_light_run_are_read_alone(store):
+    run = a_run(a=fan_node(3))
+    await store.create_run(run)
+    await store.commit(run["id"], [finish("a[2]", {"big": "x" * 100})])
+    item = await store.get_item(run["id"], "a", 2)
+    assert item is not None and item["status"] == SUCCEEDED and item["attempt"] == 1 and "output" not in item
+    assert await store.get_item(run["id"], "a", 7) is None and await store.get_item(run["id"], "b", 0) is None
+    assert await store.get_item("nope", "a", 0) is None
+    got = await store.get_run(run["id"], light=True)
+    assert got is not None and "items" not in got["nodes"]["a"] and got["nodes"]["a"]["fan"]["left"] == 2
+    assert await store.get_run("nope", light=True) is None
 
 
 async def test_a_node_transition_that_sets_items_then_item_transitions_in_one_commit(store):

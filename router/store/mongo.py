@@ -129,8 +129,11 @@ class MongoStore:
     async def get_item(self, run_id: str, node: str, index: int) -> ItemState | None:
         if not _NODE_ID.fullmatch(node):
             return None
-        doc = await self.runs.find_one({"_id": run_id}, {f"items.{node}.{index}": 1})
-        bare = (((doc or {}).get("items") or {}).get(node) or {}).get(str(index))
+        # that one item only (an aggregation's field path: a projection's is read differently by some servers)
+        found = await (
+            await self.runs.aggregate([{"$match": {"_id": run_id}}, {"$project": {"item": f"$items.{node}.{index}"}}])
+        ).to_list()
+        bare = found[0].get("item") if found else None
         return None if bare is None else cast(ItemState, {k: v for k, v in bare.items() if k != "output_key"})
 
     async def get_items(self, run_id: str, node: str) -> list[ItemState]:
