@@ -712,7 +712,7 @@ def dead_letter_reason(event: CloudEvent) -> tuple[int | None, str, ErrorDoc | N
     letter's data as `failure` (broker/delivery.py). The error is the body's, as the function sent it (not
     checked further)."""
     raw_code = str(event.get_extension(ext.ERROR_CODE) or "")
-    code = int(raw_code) if raw_code.isdigit() else None
+    code = int(raw_code) if raw_code.isascii() and raw_code.isdigit() else None
     raw = event.get_extension(ext.ERROR_DATA) or ""
     try:
         body = base64.b64decode(raw, validate=True).decode("utf-8", "replace")

@@ -128,6 +128,11 @@ def test_streams_need_a_token_and_refuse_bad_parameters(router):
     assert http("GET", f"{router.url}/runs/nope/stream")[0] == 404
     status, body = http("GET", f"{router.url}/runs/stream?status=exploded")
     assert status == 400 and body["field"] == "status", body
+    for query, field in (("limit=%C2%B9", "limit"), ("offset=%D9%A1", "offset")):  # digits, not decimal ones
+        status, body = http(
+            "GET", f"{router.url}/runs/stream?{query}" if field == "limit" else f"{router.url}/runs?{query}"
+        )
+        assert status == 400 and body["field"] == field, body
     reader = create_token(router.url, "dash-reader", "read")
     with httpx.stream("GET", f"{router.url}/runs/stream", headers=bearer(reader), timeout=10) as response:
         assert response.status_code == 200
