@@ -74,8 +74,29 @@ async def bench_collect(inp: Items) -> Num:
     return Num(n=sum(item.n for item in inp.items))
 
 
+class Blob(BaseModel):
+    n: int
+    text: str
+
+
+@function(timeout_s=30)
+async def bench_kb(inp: Num) -> Blob:
+    """An output of about 2 KB (the foreach10k workload)."""
+    return Blob(n=inp.n, text=f"{inp.n:08d}" * 256)
+
+
+class Blobs(BaseModel):
+    items: list[Blob]
+
+
+@function(timeout_s=30)
+async def bench_count(inp: Blobs) -> Num:
+    """How many items came in, checking each is the one its position asks for."""
+    return Num(n=sum(1 for i, item in enumerate(inp.items) if item.n == i))
+
+
 DIAMOND_FUNCTIONS = ["bench-a", "bench-b", "bench-c", "bench-d"]
-ALL_FUNCTIONS = [*DIAMOND_FUNCTIONS, "bench-sum", "bench-collect"]
+ALL_FUNCTIONS = [*DIAMOND_FUNCTIONS, "bench-sum", "bench-collect", "bench-kb", "bench-count"]
 
 
 def diamond_expected(n: int) -> int:

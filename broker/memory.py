@@ -2,6 +2,10 @@
 retries and backoff, a dead-letter sink (events stamped with `knativeerror*` as Knative does), replies
 published back, as a Knative Trigger would do.
 
+Deliveries in flight are bounded (`max_in_flight`, 512): past it, events wait in order in `queued` and
+start as deliveries end, so a foreach that schedules 10,000 items at once holds 512 tries (and their
+results) in memory, not 10,000 (issue 16: a big run's memory grows with its store, not its width).
+
 Nothing is dropped silently: an event no subscription matches is logged and kept in `unrouted` (the
 last 1,000 of them, so that a long-running embedded router does not grow with every run it starts;
 `unrouted_total` counts them all).
@@ -32,6 +36,7 @@ DeadLetter = Callable[[CloudEvent], Awaitable[None]]
 
 NO_RETRY = Retry()
 UNROUTED_KEPT = 1000
+MAX_IN_FLIGHT = 512
 
 
 def matches(event: CloudEvent, filter_: dict[str, str]) -> bool:
@@ -67,6 +72,8 @@ class InMemoryBroker:
     subscriptions: list[Subscription] = field(default_factory=list)
     unrouted: deque[CloudEvent] = field(default_factory=lambda: deque(maxlen=UNROUTED_KEPT))
     unrouted_total: int = 0
+    max_in_flight: int = MAX_IN_FLIGHT  # deliveries at once; more wait in `queued`
+    queued: deque[tuple[Subscription, CloudEvent]] = field(default_factory=deque)
     _tasks: set[asyncio.Task] = field(default_factory=set)
     _by_type: dict[str, list[Subscription]] = field(default_factory=dict)  # the subscriptions an event type may match
 
@@ -99,7 +106,8 @@ class InMemoryBroker:
         for event in events:
             self._route(event)
 
-    def _route(self, event: CloudEvent) -> list[asyncio.Task]:
+    def _route(self, event: CloudEvent, now: bool = False) -> list[asyncio.Task]:
+        """Deliver `event` to its subscribers: at once when `now` or under `max_in_flight`, else queued."""
         event_type = event.get_type()
         candidates = self._by_type.get(event_type)
         if candidates is None:
@@ -113,11 +121,23 @@ class InMemoryBroker:
             log.debug("event has no subscriber", event_id=event.get_id(), type=event.get_type())
         tasks = []
         for sub in targets:
-            task = asyncio.create_task(self._deliver(sub, event))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            tasks.append(task)
+            if not now and len(self._tasks) >= self.max_in_flight:
+                self.queued.append((sub, event))
+            else:
+                tasks.append(self._start(sub, event))
         return tasks
+
+    def _start(self, sub: Subscription, event: CloudEvent) -> asyncio.Task:
+        task = asyncio.create_task(self._deliver(sub, event))
+        self._tasks.add(task)
+        task.add_done_callback(self._ended)
+        return task
+
+    def _ended(self, task: asyncio.Task) -> None:
+        """A delivery ended: the next queued ones start (before `idle` can see nothing in flight)."""
+        self._tasks.discard(task)
+        while self.queued and len(self._tasks) < self.max_in_flight:
+            self._start(*self.queued.popleft())
 
     async def _deliver(self, sub: Subscription, event: CloudEvent) -> None:
         retry = sub.policy_for(event)
@@ -141,7 +161,7 @@ class InMemoryBroker:
                 outcome, logs = split_logs(DeliveryOutcome.from_exception(failure))  # the try's node log lines
                 if failure.retryable and attempt <= retry.retries:
                     if logs is not None:  # delivered before the retry, as the NATS dispatcher publishes them
-                        await asyncio.gather(*self._route(logs_event(delivered, logs, f"python:{sub.name}")))
+                        await asyncio.gather(*self._route(logs_event(delivered, logs, f"python:{sub.name}"), now=True))
                     delay_s = retry.delay_before_s(attempt)
                     log.info(
                         "delivery retry",
@@ -186,6 +206,7 @@ class InMemoryBroker:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def close(self) -> None:
+        self.queued.clear()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)

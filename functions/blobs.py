@@ -192,6 +192,23 @@ class BlobStore:
             ) from None
         return url
 
+    async def delete_run(self, run_id: str) -> None:
+        """Delete every blob of a run (`runs/RUN/`: outputs, invokes, files), once the run itself is deleted
+        (router/retention.py). Nothing there is not an error."""
+        import asyncio
+
+        fs, root = self._filesystem()
+        path = f"{root}/runs/{segment(run_id)}"
+        try:
+            if await asyncio.to_thread(fs.exists, path):
+                await asyncio.to_thread(fs.rm, path, recursive=True)
+        except Exception as exc:
+            raise BlobError(
+                f"blobs of run {run_id!r} under {self.url!r} cannot be deleted: {type(exc).__name__}: {exc}",
+                url=self.url,
+                retryable=True,
+            ) from None
+
     async def read(self, url: str) -> bytes:
         """The bytes of the blob at `url`. Raises BlobError: not retryable when it is missing."""
         path = self._path(url)

@@ -68,6 +68,8 @@ def token_arg(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    if args.action == "prune":
+        return prune(args)
     if args.router:
         client = RouterClient(args.router, args.token)
         return _runs(args, client.list_runs, client.get_run)
@@ -93,6 +95,45 @@ def cmd_runs(args: argparse.Namespace) -> int:
             return _runs(args, listed, get)
         finally:
             loop.run(store.close())
+
+
+def prune(args: argparse.Namespace) -> int:
+    """`knflow runs prune --older-than 7d [--dry-run]`: delete old runs of a store, with their node logs,
+    items and blobs (router/retention.py)."""
+    import asyncio
+
+    from broker.redact import mask_url
+    from functions.blobs import default_store
+    from router.replay import parse_duration_s
+    from router.router import iso_before, prune_runs
+    from router.store import open_store
+
+    if args.router:
+        raise KnflowError("knflow runs prune deletes from a store: give --store URL, not --router")
+    if not args.older_than:
+        raise KnflowError("knflow runs prune needs --older-than DURATION, such as --older-than 7d")
+    seconds = parse_duration_s(args.older_than)
+    cutoff = iso_before(seconds)
+
+    async def go() -> list[Any]:
+        store = open_store(args.store)
+        try:
+            return await prune_runs(store, default_store(), seconds, seconds, args.dry_run)
+        finally:
+            await store.close()
+
+    runs = asyncio.run(go())
+    what = f"created before {cutoff} (older than {args.older_than}) in {mask_url(args.store)}"
+    if not runs:
+        print(f"no runs {what}")
+        return 0
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} {len(runs)} run{'s' if len(runs) != 1 else ''} {what}, with their node logs, items and blobs:")
+    for run in runs:
+        print(f"  {run['id']}  {run['status']:<10} {run['pipeline']:<24} {run['created_at']}")
+    if args.dry_run:
+        print("nothing was deleted (--dry-run)")
+    return 0
 
 
 async def _opened(open_store: Callable[[str], Any], url: str) -> Any:
@@ -177,8 +218,8 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    p = sub.add_parser("runs", help="list, show or watch runs (of a router, or in a store)")
-    p.add_argument("action", choices=["list", "show", "watch"], nargs="?", default="list")
+    p = sub.add_parser("runs", help="list, show, watch or prune runs (of a router, or in a store)")
+    p.add_argument("action", choices=["list", "show", "watch", "prune"], nargs="?", default="list")
     p.add_argument("run_id", nargs="?")
     p.add_argument("--router", help=f"a router's URL, e.g. {DEFAULT_ROUTER}; without it, read --store")
     p.add_argument("--store", default=DEFAULT_STORE)
@@ -186,6 +227,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--status")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--interval-s", type=float, default=0.25, help="watch: seconds between polls")
+    p.add_argument("--older-than", metavar="DURATION", help="prune: runs created longer ago than this (7d, 12h)")
+    p.add_argument("--dry-run", action="store_true", help="prune: list what would be deleted, delete nothing")
     token_arg(p)
     p.set_defaults(fn=cmd_runs)
 

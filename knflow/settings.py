@@ -7,7 +7,7 @@ import re
 import sys
 from typing import Any, Final
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from broker.codec import MAX_BODY_BYTES
@@ -15,6 +15,7 @@ from broker.errors import KnflowError
 from broker.redact import MASK, redact
 from functions import blobs
 from router.hops import MAX_HOPS
+from router.retention import DEFAULT_RETENTION
 
 DEFAULT_STORE = "sqlite:///knflow.db"  # the run store when no flag or variable names one (`knflow run`, `knflow dev`)
 # settings whose whole value is a secret: never shown, not even masked in part
@@ -57,6 +58,8 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, lt=65536)  # `knflow serve dispatcher`'s /metrics; 0: a free port, printed
     sweep_interval_s: float = Field(5.0, gt=0)  # how often a router looks for runs a crash left behind
     sweep_after_s: float = Field(30.0, gt=0)  # a node `scheduled` this long has its invoke published again
+    # how long runs are kept (`7d`, `12h`) when their pipeline sets no `retention:` (router/retention.py)
+    retention: str = DEFAULT_RETENTION
     port: int = Field(8080, validation_alias=AliasChoices("PORT", "KNFLOW_PORT"))
     k_sink: str | None = Field(None, validation_alias=AliasChoices("K_SINK", "KNFLOW_K_SINK"))
     # large payloads (functions.blobs; function processes read the same two variables without this class)
@@ -77,6 +80,24 @@ class Settings(BaseSettings):
         """`repr(settings)` and `str(settings)`: secret settings as ****, URLs with their passwords masked."""
         for name, value in super().__repr_args__():
             yield name, shown(name, value)
+
+    @field_validator("retention")
+    @classmethod
+    def _a_duration(cls, value: str) -> str:
+        from router.replay import InvalidDuration, parse_duration_s
+
+        try:
+            if parse_duration_s(value) <= 0:
+                raise ValueError("expected a duration longer than nothing, such as 30d")
+        except InvalidDuration:
+            raise ValueError("expected a number and a unit: 12h, 7d, 30d") from None
+        return value
+
+    @property
+    def retention_s(self) -> float:
+        from router.replay import parse_duration_s
+
+        return parse_duration_s(self.retention)
 
     @model_validator(mode="after")
     def _blobs_fit_the_broker(self) -> Settings:

@@ -14,8 +14,11 @@ final the run ends `failed` if any node failed or was cancelled, else `succeeded
 
 A fan-out node (`foreach`, `loop`, `replicas`; router/fanout.py) goes `running` with one state per item
 instead of `scheduled`; while it runs, each step schedules the items its `concurrency` allows and,
-once every item is final, joins them: `succeeded` with the list of outputs, or `failed`. What the join
-decides is seen by the rest of the same step, so its successors are scheduled at once.
+once every item is final, joins them: `succeeded` (its output is the list of its items' outputs), or
+`failed`. It decides from the node's counters (`fan`, router/runs.py), never from the list of its items, so
+a step costs the same for 10 items as for 10,000. The items' outputs are not in the run the engine sees
+(the router loads them, router/run_items.py, for the nodes about to read them): the successors of a node
+joined in a step wait for the next step (`Step.joined`), which the router plans at once.
 """
 
 from __future__ import annotations
@@ -39,15 +42,17 @@ from router.runs import (
     SKIPPED,
     SUCCEEDED,
     ErrorDoc,
-    ItemState,
+    FanState,
     NodeFields,
     NodeState,
     RunChange,
     RunDoc,
     Transition,
+    count_move,
     item_key,
     item_map,
     item_states,
+    new_fan,
     split_key,
     state_of,
 )
@@ -79,6 +84,7 @@ class Step:
         default_factory=dict
     )  # node id (or item key `gen[2]`) -> invoke, for scheduled ones
     run_change: RunChange | None = None
+    joined: set[str] = field(default_factory=set)  # fan-out nodes that succeeded in this step: plan again after it
 
     def __bool__(self) -> bool:
         return bool(self.transitions or self.run_change)
@@ -101,7 +107,7 @@ def plan(p: Pipeline, run: RunDoc, now: str) -> Step:
         if status[n] != PENDING:
             continue
         preds = p.predecessors[n]
-        if any(status[x] not in NODE_FINAL for x in preds):
+        if any(status[x] not in NODE_FINAL or x in step.joined for x in preds):
             continue
         broken = [x for x in preds if status[x] in (FAILED, CANCELLED)]
         if broken:
@@ -110,7 +116,7 @@ def plan(p: Pipeline, run: RunDoc, now: str) -> Step:
             step.transitions.append(_finish(n, CANCELLED, now, error_doc("UpstreamFailed", msg)))
             continue
         if preds:
-            live, err = _live(p, n, run, nodes, status)
+            live, err = _live(p, n, run, nodes, status, outputs)
             if err is not None:
                 status[n] = FAILED
                 step.transitions.append(_finish(n, FAILED, now, err))
@@ -173,56 +179,101 @@ def _fan(
     now: str,
 ) -> None:
     """Start a pending fan-out node, or move a running one on: schedule the items its concurrency allows,
-    join them once all are final."""
+    join them once all are final. The items are taken in order from the counters, so a step that schedules
+    nothing costs the same however many items there are."""
     node, state = p.nodes[n], nodes[n]
+    values: list[Any] | None = None
     try:
-        values = fanout.values(node, scope)
+        if state["status"] == PENDING:
+            values = fanout.values(node, scope)
+            if not values:
+                _decide(n, state, SUCCEEDED, [], None, nodes, status, outputs, step, now)
+                return
+            state = nodes[n] = _start(n, state, len(values), step, now)
+            status[n] = RUNNING
+        fan = _counters(state)
+        todo = fan["todo"]
+        room = (fan["count"] if todo is None else len(todo)) - fan["next"]
+        if node.concurrency is not None:
+            room = min(room, node.concurrency - fan["running"])
+        if room > 0:
+            values = fanout.values(node, scope) if values is None else values
+            for pos in range(fan["next"], fan["next"] + room):
+                _take(p, run, n, pos if todo is None else todo[pos], fan, values, scope, step, now)
     except fanout.FanoutError as exc:
         _decide(n, state, FAILED, None, error_doc("FanoutError", str(exc)), nodes, status, outputs, step, now)
         return
-    if state["status"] == PENDING and not values:
-        _decide(n, state, SUCCEEDED, [], None, nodes, status, outputs, step, now)
-        return
-    if state["status"] == PENDING:
-        attempt = state["attempt"] + 1
-        items = fanout.fresh_items(len(values), item_states(state))
-        fields: NodeFields = {
-            "status": RUNNING,
-            "attempt": attempt,
-            "queued_at": now,
-            "output": None,
-            "error": None,
-            "items": item_map(items),
-        }
-        step.transitions.append(Transition(n, _PENDING, fields, attempt=state["attempt"]))
-        state = nodes[n] = {**state, **fields}
-        status[n] = RUNNING
-    items = item_states(state)
-    for i in fanout.schedulable(items, node.concurrency):
-        key, item = item_key(n, i), items[i]
-        try:
-            invoke = _invoke(p, run["id"], n, item["attempt"] + 1, replace(scope, item=values[i], index=i), key)
-        except templates.TemplateError as exc:
-            fields = {
-                "status": FAILED,
-                "finished_at": now,
-                "output": None,
-                "error": error_doc("TemplateError", f"node '{n}' item {i}: {exc}"),
-            }
+    if fan["left"] == 0:
+        if fan["failed"] == 0:  # the output stays with the items (the stores keep it there, not in the node)
+            _decide(n, state, SUCCEEDED, None, None, nodes, status, outputs, step, now)
+            if "items" in state:  # a full document: the outputs are at hand for the rest of the step
+                outputs[n] = [item.get("output") for item in item_states(state)]
+            else:  # the next step reads them (router/run_items.py loads them)
+                step.joined.add(n)
         else:
-            fields = {
-                "status": SCHEDULED,
-                "attempt": invoke.attempt,
-                "queued_at": now,
-                "output": None,
-                "error": None,
-            }
-            step.invokes[key] = invoke
-        step.transitions.append(Transition(key, _PENDING, fields, attempt=item["attempt"]))
-        items[i] = cast(ItemState, {**item, **fields})  # an item's fields only
-    done = fanout.joined(n, items)
-    if done is not None:
-        _decide(n, {**state, "items": item_map(items)}, *done, nodes, status, outputs, step, now)
+            _decide(
+                n, state, FAILED, None, fanout.failed(n, fan, state.get("items")), nodes, status, outputs, step, now
+            )
+
+
+def _start(n: str, state: NodeState, count: int, step: Step, now: str) -> NodeState:
+    """The transition that starts a pending fan-out node of `count` items; the state it leads to."""
+    fields: NodeFields = {
+        "status": RUNNING,
+        "attempt": state["attempt"] + 1,
+        "queued_at": now,
+        "output": None,
+        "error": None,
+    }
+    kept = state.get("fan")  # a redrive's: the items it left to run again
+    if kept is None or kept["count"] != count:
+        base = kept["base"] if kept is not None else 0
+        items = fanout.fresh_items(count, base)
+        fields["items"] = item_map(items)
+        fields["fan"] = new_fan(items, None, base)
+    step.transitions.append(Transition(n, _PENDING, fields, attempt=state["attempt"]))
+    return {**state, **fields}
+
+
+def _take(
+    p: Pipeline,
+    run: RunDoc,
+    n: str,
+    i: int,
+    fan: FanState,
+    values: list[Any],
+    scope: templates.Scope,
+    step: Step,
+    now: str,
+) -> None:
+    """Schedule item `i` (pending at the node's base attempt), or fail it if its templates do not render;
+    `fan` counts it."""
+    key = item_key(n, i)
+    fields: NodeFields
+    try:
+        invoke = _invoke(p, run["id"], n, fan["base"] + 1, replace(scope, item=values[i], index=i), key)
+    except (templates.TemplateError, IndexError) as exc:
+        fields = {
+            "status": FAILED,
+            "finished_at": now,
+            "output": None,
+            "error": error_doc("TemplateError", f"node '{n}' item {i}: {exc}"),
+        }
+    else:
+        fields = {"status": SCHEDULED, "attempt": invoke.attempt, "queued_at": now, "output": None, "error": None}
+        step.invokes[key] = invoke
+    step.transitions.append(Transition(key, _PENDING, fields, attempt=fan["base"]))
+    count_move(fan, PENDING, fields["status"])
+
+
+def _counters(state: NodeState) -> FanState:
+    """A copy of a running fan-out node's counters (made from its items for a document stored without them)."""
+    fan = state.get("fan")
+    if fan is None:
+        items = item_states(state)
+        pending = [item["attempt"] for item in items if item["status"] == PENDING]
+        return new_fan(items, None, min(pending, default=0))
+    return cast(FanState, dict(fan))
 
 
 def _decide(
@@ -344,7 +395,7 @@ def _outputs(run: RunDoc, status: dict[str, str]) -> dict[str, Any]:
 
 
 def _live(
-    p: Pipeline, n: str, run: RunDoc, nodes: dict[str, NodeState], status: dict[str, str]
+    p: Pipeline, n: str, run: RunDoc, nodes: dict[str, NodeState], status: dict[str, str], outputs: dict[str, Any]
 ) -> tuple[bool, ErrorDoc | None]:
     live = False
     view = None
@@ -356,7 +407,7 @@ def _live(
             live = True
             continue
         if view is None:
-            view = {x: {"output": s.get("output"), "status": status[x]} for x, s in nodes.items()}
+            view = {x: {"output": outputs.get(x, s.get("output")), "status": status[x]} for x, s in nodes.items()}
         try:
             if conditions.compile_condition(condition).evaluate(
                 run.get("trigger") or {}, run.get("variables") or {}, view

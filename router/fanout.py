@@ -11,8 +11,9 @@ cycle would break the deterministic invoke ids (`{run}:{node}[{i}]:{attempt}`) t
 exactly-once and replay precise. Repeat work by listing it (`loop: "{{ plan.output.steps }}"`).
 
 `concurrency: K` limits the items scheduled or in flight at once. The rule is safe when routers race on
-one run: item i may be scheduled only while fewer than K items below i are unfinished (pending or in
-flight). Finished items stay finished, so whatever the interleaving, at most K are ever in flight.
+one run: items are taken in order (the node's counters say how many are taken and how many in flight),
+each by a compare-and-set on its own state, so routers that read the same counters take the same items,
+and whatever the interleaving, at most K are ever in flight.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from functions.values import as_text
 from router import templates
 from router.pipeline import MAX_ITEMS, Node
-from router.runs import FAILED, IN_FLIGHT, NODE_FINAL, PENDING, SUCCEEDED, ErrorDoc, ItemState
+from router.runs import PENDING, SUCCEEDED, ErrorDoc, FanState, ItemState
 
 _ERRORS_SHOWN = 5
 
@@ -54,53 +55,26 @@ def values(node: Node, scope: templates.Scope) -> list[Any]:
     return value
 
 
-def fresh_items(count: int, old: list[ItemState]) -> list[ItemState]:
-    """Item states for a (re)start of the node: an item that succeeded in an earlier attempt keeps its
-    state and output (a redrive re-runs only what failed); the others are pending, their attempt numbers
-    going on from the earlier ones, so that their invoke ids are new."""
-    old = old if len(old) == count else []
-    out: list[ItemState] = []
-    for i in range(count):
-        prev = old[i] if i < len(old) else None
-        if prev is not None and prev.get("status") == SUCCEEDED:
-            out.append(prev)
-        else:
-            attempt = prev.get("attempt", 0) if prev is not None else 0
-            out.append({"status": PENDING, "attempt": attempt, "output": None, "error": None})
-    return out
+def fresh_items(count: int, attempt: int = 0) -> list[ItemState]:
+    """Item states for a start of the node: all pending at `attempt` (the highest of an earlier attempt's
+    items, so that their next invoke ids are new). A redrive that keeps succeeded items makes its own
+    (router/replay.py)."""
+    return [{"status": PENDING, "attempt": attempt, "output": None, "error": None} for _ in range(count)]
 
 
-def schedulable(items: list[ItemState], limit: int | None) -> list[int]:
-    """The pending items that may be scheduled now, in order (see the module docstring for the rule)."""
-    out = []
-    unfinished = 0  # items below the one looked at that are pending or in flight
-    for i, item in enumerate(items):
-        if limit is not None and unfinished >= limit:
-            break
-        status = item["status"]
-        if status == PENDING:
-            out.append(i)
-        if status not in NODE_FINAL:
-            unfinished += 1
-    return out
-
-
-def in_flight(items: list[ItemState]) -> int:
-    return sum(1 for item in items if item["status"] in IN_FLIGHT)
-
-
-def joined(node: str, items: list[ItemState]) -> tuple[str, Any, ErrorDoc | None] | None:
-    """(status, output, error) of the node once every item is final; None while some are not."""
-    if any(item["status"] not in NODE_FINAL for item in items):
-        return None
-    bad = [i for i, item in enumerate(items) if item["status"] != SUCCEEDED]
+def failed(node: str, fan: FanState, items: dict[str, ItemState] | None) -> ErrorDoc:
+    """The error of a fan-out node whose items all ended, some not succeeded: it names the first failed items
+    and the first one's error when the items are at hand (router/run_items.py loads them for the join)."""
+    total = fan["count"] if fan["todo"] is None else len(fan["todo"])
+    message = f"node '{node}': {fan['failed']} of {total} items failed"
+    if items is None:
+        return {"type": "ItemsFailed", "message": message, "detail": {"failed_items": None, "errors": {}}}
+    order = range(fan["count"]) if fan["todo"] is None else fan["todo"]
+    bad = [i for i in order if str(i) in items and items[str(i)]["status"] != SUCCEEDED]
     if not bad:
-        return SUCCEEDED, [item.get("output") for item in items], None
-    first: ErrorDoc | dict[str, Any] = items[bad[0]].get("error") or {}
+        return {"type": "ItemsFailed", "message": message, "detail": {"failed_items": None, "errors": {}}}
+    first: ErrorDoc | dict[str, Any] = items[str(bad[0])].get("error") or {}
     shown = ", ".join(str(i) for i in bad[:_ERRORS_SHOWN]) + (", …" if len(bad) > _ERRORS_SHOWN else "")
-    message = (
-        f"node '{node}': {len(bad)} of {len(items)} items failed (item {shown}); "
-        f"item {bad[0]}: {first.get('message') or first.get('type') or 'failed'}"
-    )
-    detail = {"failed_items": bad, "errors": {str(i): items[i].get("error") for i in bad[:_ERRORS_SHOWN]}}
-    return FAILED, None, {"type": "ItemsFailed", "message": message, "detail": detail}
+    message += f" (item {shown}); item {bad[0]}: {first.get('message') or first.get('type') or 'failed'}"
+    detail = {"failed_items": bad, "errors": {str(i): items[str(i)].get("error") for i in bad[:_ERRORS_SHOWN]}}
+    return {"type": "ItemsFailed", "message": message, "detail": detail}

@@ -25,4 +25,4 @@ class HopLimit(KnflowError):
 def hops_of(trigger: dict[str, Any]) -> int:
     """How many run events deep a trigger is (`knflowhops`; 0 for an event from outside)."""
     raw = str(trigger.get(ext.HOPS) or "0")
-    return int(raw) if raw.isdigit() else 0
+    return int(raw) if raw.isascii() and raw.isdigit() else 0

@@ -215,6 +215,8 @@ class Pipeline:
     api_version: str = API_VERSIONS[0]
     on_failure: str | None = None  # a function that receives the failed run, as a node of its own
     status: str = "active"  # one of PIPELINE_STATUSES
+    retention: str | None = None  # how long its runs are kept (`7d`); None: the router's (router/retention.py)
+    retention_s: float | None = None  # the same, in seconds
     # where things were in the YAML document: document path -> line, node id -> index in `nodes`
     lines: dict[tuple, int] = field(default_factory=dict, repr=False, compare=False)
     node_index: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
@@ -310,6 +312,8 @@ class Pipeline:
             out["variables"] = self.variables
         if self.on_failure:
             out["on_failure"] = self.on_failure
+        if self.retention:
+            out["retention"] = self.retention
         out["nodes"] = [n.to_dict() for n in self.nodes.values()]
         out["edges"] = [e.to_dict() for e in self.edges]
         return out

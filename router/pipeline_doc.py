@@ -49,6 +49,7 @@ TOP_FIELDS = {
     "functions",
     "on_failure",
     "status",
+    "retention",
 }
 NODE_FIELDS = {
     "id",
@@ -218,6 +219,7 @@ def from_dict(
         )
     edges = _edges(doc.get("edges"), c)
     status = _status(doc, c)
+    retention, retention_s = _retention(doc.get("retention"), c)
     pipeline = Pipeline(
         name=c.pipeline or "",
         nodes=nodes,
@@ -232,6 +234,8 @@ def from_dict(
         node_index=c.node_index,
         on_failure=on_failure,
         status=status,
+        retention=retention,
+        retention_s=retention_s,
     )
     return pipeline, c.problems
 
@@ -242,6 +246,27 @@ def _status(doc: dict, c: _Collector) -> str:
         c.add(f"status {status!r} is not one of {', '.join(PIPELINE_STATUSES)}", ("status",), field="status")
         return "active"
     return status
+
+
+def _retention(raw: Any, c: _Collector) -> tuple[str | None, float | None]:
+    """The pipeline's `retention:` (a duration such as `7d`), and its seconds."""
+    if raw is None:
+        return None, None
+    from router.replay import InvalidDuration, parse_duration_s
+
+    try:
+        seconds = parse_duration_s(str(raw))
+    except InvalidDuration:
+        c.add(
+            f"retention {raw!r} is not a duration; expected a number and a unit: 12h, 7d, 90d",
+            ("retention",),
+            field="retention",
+        )
+        return None, None
+    if seconds <= 0:
+        c.add(f"retention {raw!r} must be longer than nothing", ("retention",), field="retention")
+        return None, None
+    return str(raw), seconds
 
 
 def _triggers(doc: dict, c: _Collector) -> list[Trigger]:

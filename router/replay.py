@@ -40,6 +40,7 @@ from router.runs import (
     item_key,
     item_map,
     item_states,
+    new_fan,
     ms_between,
 )
 
@@ -111,9 +112,12 @@ def plan_redrive(
             "duration_ms": None,
             "queued_at": None,
         }
-        if isinstance(state.get("items"), dict):
-            items, again = _reset_items(item_states(state), keep_succeeded=n not in whole)
+        if isinstance(state.get("items"), dict):  # a full document's (the router reads one to redrive)
+            old = item_states(state)
+            base = max((item.get("attempt", 0) for item in old), default=0)
+            items, again = _reset_items(old, keep_succeeded=n not in whole, attempt=base)
             fields["items"] = item_map(items)
+            fields["fan"] = new_fan(items, None if len(again) == len(items) else again, base)
             items_reset += [item_key(n, i) for i in again]
         transitions.append(Transition(n, frozenset({state["status"]}), fields, attempt=state["attempt"]))
     entry: RedriveEntry = {
@@ -147,16 +151,16 @@ def _attempt_entry(state: ItemState) -> AttemptEntry:
     }
 
 
-def _reset_items(items: list[ItemState], keep_succeeded: bool) -> tuple[list[ItemState], list[int]]:
-    """Items back to `pending` (keeping their attempt numbers, so that their next invoke ids are new), and
-    which ones; succeeded items stay as they are when `keep_succeeded`."""
+def _reset_items(items: list[ItemState], keep_succeeded: bool, attempt: int) -> tuple[list[ItemState], list[int]]:
+    """Items back to `pending` at `attempt` (the highest of the node's items, so that their next invoke ids are
+    new), and which ones; succeeded items stay as they are when `keep_succeeded`."""
     out: list[ItemState] = []
     again: list[int] = []
     for i, item in enumerate(items):
         if keep_succeeded and item["status"] == SUCCEEDED:
             out.append(item)
             continue
-        out.append({"status": PENDING, "attempt": item.get("attempt", 0), "output": None, "error": None})
+        out.append({"status": PENDING, "attempt": attempt, "output": None, "error": None})
         again.append(i)
     return out, again
 

@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import re
+import time
 import uuid
 from datetime import datetime, timedelta, UTC
 from typing import Any, Protocol, cast
@@ -28,17 +29,31 @@ from broker import faults, metrics, tracing
 from broker.events import error_doc
 from broker.errors import KnflowError, PublishError
 from functions.blobs import BlobStore, default_store
-from router import blobs, engine, node_logs, replay, run_traces
+from router import blobs, engine, node_logs, replay, retention, run_items, run_traces
 from router.hops import MAX_HOPS, HopLimit, hops_of
 from router.pipeline import Pipeline
 from router.result_keys import SECRET_NAME, ResultKey, ResultRefused, new_key, refused
-from router.runs import RUN_FINAL, SCHEDULED, SUCCEEDED, ErrorDoc, RerunEntry, RunDoc, Transition, new_run, now_iso
-from router.runs import state_of
+from router.runs import (
+    RUN_FINAL,
+    SCHEDULED,
+    SUCCEEDED,
+    ErrorDoc,
+    ItemState,
+    RerunEntry,
+    RunDoc,
+    Transition,
+    fan_nodes,
+    new_run,
+    now_iso,
+    split_key,
+    state_of,
+)
 from router.runs import apply as apply_transitions
 from router.store.base import RunExists, RunNotFound, RunStore, RunUnreadable
 from router.triggers import pipelines_for, run_id_for, trigger_kind
 
 log = structlog.get_logger("knflow.router")
+DEFAULT_RETENTION_S = 30 * 86400.0  # router/retention.py DEFAULT_RETENTION
 
 Observer = Callable[[RunDoc, list[Transition]], None]
 
@@ -96,6 +111,7 @@ def build_router(
         event_log=event_log,
         blobs=blobs,
         max_hops=MAX_HOPS if settings is None else settings.max_hops,
+        retention_s=DEFAULT_RETENTION_S if settings is None else settings.retention_s,
         result_key=None if settings is None or settings.result_key is None else settings.result_key.get_secret_value(),
     )
 
@@ -134,6 +150,9 @@ class RouterSettings(Protocol):
     max_hops: int
     result_key: SecretStr | None
 
+    @property
+    def retention_s(self) -> float: ...
+
 
 class Router:
     """One router over a store, a publisher and the pipelines; build it with `build_router`.
@@ -158,6 +177,7 @@ class Router:
         blobs: BlobStore | None = None,
         max_hops: int = MAX_HOPS,
         result_key: str | None = None,
+        retention_s: float | None = None,
     ) -> None:
         self.store = metrics.timed_store(store)  # knflow_store_operation_seconds
         self.publisher = publisher
@@ -166,6 +186,8 @@ class Router:
         self.event_log = event_log
         self.blobs = blobs
         self.max_hops = max_hops
+        self.retention_s = DEFAULT_RETENTION_S if retention_s is None else retention_s  # a pipeline's own wins
+        self._pruned_at = 0.0  # when this router last deleted expired runs (time.monotonic)
         self._result_key = None if result_key is None else ResultKey(result_key)  # bad KNFLOW_RESULT_KEY: here
         self.refused_results = 0  # results without their invoke's knflowtoken, dropped
         self.refused_dead_letters = 0  # the same for dead letters
@@ -244,6 +266,7 @@ class Router:
         run = new_run(run_id or new_run_id(), pipeline.name, pipeline.run_nodes, trigger_doc, dict(pipeline.variables))
         if tracing.ON and (trace := run_traces.new_trace(pipeline.name, trigger_doc)):
             run["trace"] = trace
+        run["expires_at"] = retention.expires_at(run["created_at"], pipeline.retention_s or self.retention_s)
         # the run is stored as its first advance leaves it (one write, not two), and `run.started` goes out
         # with the first invokes (one publish, not two): the same states and events, in the same order
         step = engine.plan(pipeline, run, now_iso())
@@ -377,9 +400,9 @@ class Router:
             metrics.router_event(kind, "unknown")
             log.warning("result for unknown run ignored", **ctx)
             return
-        _count_result(kind, run, addr, won[0], succeeded)
+        state = await self._state_of(run, addr.node) if not won[0] or metrics.enabled() or tracing.ON else None
+        _count_result(kind, run, state, addr, won[0], succeeded)
         if not won[0]:
-            state = state_of(run, addr.node)  # a node's, or an item's (`gen[2]`)
             if state is None:
                 log.warning("result for unknown node ignored", **ctx)
                 return
@@ -390,25 +413,36 @@ class Router:
         faults.crash_point("result-stored")
         self._observe(run, [transition])
         if tracing.ON:
-            run_traces.node_ended(run, addr, succeeded, data)
+            run_traces.node_ended(run, state, addr, succeeded, data)
         if succeeded:
             log.info("node succeeded", duration_ms=data.get("duration_ms"), **ctx)
         else:
             log.info("node failed", error=(data.get("error") or {}).get("message"), **ctx)
         await self.advance(await self.pipeline(run["pipeline"]), run)
 
+    async def _state_of(self, run: RunDoc, key: str) -> ItemState | None:
+        """The state `key` names: a node's, or an item's (`gen[2]`), which the light run that `commit`
+        returns does not hold (its node has the counters): that one item is read from the store."""
+        state = state_of(run, key)
+        node, index = split_key(key)
+        if state is None and index is not None and "fan" in run["nodes"].get(node, {}):
+            return await self.store.get_item(run["id"], node, index)
+        return state
+
     async def advance(self, pipeline: Pipeline, run: RunDoc) -> RunDoc:
         """Move every node that can move; publish the invokes this writer won; end the run when done."""
         while True:
-            step = engine.plan(pipeline, await blobs.resolved_view(pipeline, run, self._blobs()), now_iso())
+            view = await run_items.loaded_view(pipeline, run, self.store)
+            step = engine.plan(pipeline, await blobs.resolved_view(pipeline, view, self._blobs()), now_iso())
             if not step:
                 return run
             run, won, run_won = await self.store.commit(run["id"], step.transitions, step.run_change)
             faults.crash_point("step-stored")
-            if all(won) or run["status"] in RUN_FINAL:
+            if run["status"] in RUN_FINAL or (all(won) and not step.joined):
                 return await self._publish_step(pipeline, run, step, won, run_won)
             await self._publish_step(pipeline, run, step, won, run_won)
-            # another writer moved part of this run meanwhile: decide again from the stored state
+            # another writer moved part of this run meanwhile, or a fan-out node joined (its successors read
+            # its items' outputs, loaded for the next step): decide again from the stored state
 
     async def _publish_step(
         self,
@@ -492,6 +526,7 @@ class Router:
         run["replays"] = [entry]
         if tracing.ON and (trace := run_traces.new_trace(pipeline.name, trigger, old)):
             run["trace"] = trace
+        run["expires_at"] = retention.expires_at(run["created_at"], pipeline.retention_s or self.retention_s)
         await self.store.create_run(run)
         log.info("run re-run", run=run["id"], replay_of=run_id, pipeline=pipeline.name, by=by)
         metrics.run_started(pipeline.name, "rerun")
@@ -519,13 +554,22 @@ class Router:
         return run
 
     async def sweep_forever(self, interval_s: float, older_than_s: float) -> None:
-        """Sweep every `interval_s` (a task of each router replica; duplicates are dropped by id)."""
+        """Sweep every `interval_s` (a task of each router replica; duplicates are dropped by id), and delete
+        the runs that expired once an hour (router/retention.py)."""
         while True:
             await asyncio.sleep(interval_s)
             try:
                 await self.sweep(older_than_s)
+                if time.monotonic() - self._pruned_at >= retention.PRUNE_INTERVAL_S:
+                    self._pruned_at = time.monotonic()
+                    await self.prune()
             except Exception as exc:  # the store or the broker is down: try again next time
                 log.warning("sweep failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def prune(self, older_than_s: float | None = None, dry_run: bool = False) -> list[RunDoc]:
+        """Delete runs with their node logs, items and blobs: those that expired (their pipeline's or this
+        router's retention), or with `older_than_s` those created longer ago than that (`prune_runs`)."""
+        return await prune_runs(self.store, self._blobs(), self.retention_s, older_than_s, dry_run)
 
     async def sweep(self, older_than_s: float, limit: int = 1000) -> int:
         """Recover what a crash left: advance running runs and publish again the invokes of nodes that stayed
@@ -540,7 +584,10 @@ class Router:
             if pipeline is None:
                 continue
             run = await self.advance(pipeline, run)
-            view = await blobs.resolved_view(pipeline, run, self._blobs(), statuses=(SCHEDULED,))
+            if fan_nodes(run) and run["status"] not in RUN_FINAL:  # the items that stayed scheduled: in the full run
+                run = await self._get(run["id"])
+            view = await run_items.loaded_view(pipeline, run, self.store, statuses=(SCHEDULED,))
+            view = await blobs.resolved_view(pipeline, view, self._blobs(), statuses=(SCHEDULED,))
             stale = await blobs.offload_invokes(self._blobs(), replay.stale_invokes(pipeline, view, now_iso(), cutoff))
             if stale:
                 key = await self.result_key()
@@ -594,11 +641,13 @@ class Router:
             self.observer(run, transitions)
 
 
-def _count_result(kind: str, run: RunDoc, addr: events.Address, won: bool, succeeded: bool) -> None:
-    """knflow_router_events_total by outcome; for one applied, the node's duration (and a dead letter)."""
+def _count_result(
+    kind: str, run: RunDoc, state: ItemState | None, addr: events.Address, won: bool, succeeded: bool
+) -> None:
+    """knflow_router_events_total by outcome; for one applied, the node's (or item's: `state`) duration
+    (and a dead letter)."""
     if not metrics.enabled():
         return
-    state = state_of(run, addr.node)
     if state is None:
         outcome = "unknown"
     elif not won:  # the same attempt's result again, or one for an attempt the node has moved past
@@ -609,6 +658,37 @@ def _count_result(kind: str, run: RunDoc, addr: events.Address, won: bool, succe
         if kind == "dead_letter":
             metrics.dead_letter(run["pipeline"], addr.node, addr.function)
     metrics.router_event(kind, outcome)
+
+
+async def prune_runs(
+    store: RunStore,
+    blob_store: BlobStore,
+    retention_s: float,
+    older_than_s: float | None = None,
+    dry_run: bool = False,
+    batch: int = 1000,
+) -> list[RunDoc]:
+    """Delete runs with their node logs, items and blobs, `batch` at a time until none is left: those that
+    expired (a run stored before `expires_at` existed: created more than `retention_s` ago), or with
+    `older_than_s` those created longer ago than that. Returns the runs deleted (with `dry_run`: that would
+    be, up to 100,000)."""
+    now = now_iso()
+    expired, undated, created = (
+        (now, iso_before(retention_s), None) if older_than_s is None else (None, None, iso_before(older_than_s))
+    )
+    if dry_run:
+        return await store.prune_runs(expired, undated, created, dry_run=True, limit=100_000)
+    deleted: list[RunDoc] = []
+    while True:
+        runs = await store.prune_runs(expired, undated, created, limit=batch)
+        for run in runs:
+            await blob_store.delete_run(run["id"])
+        deleted += runs
+        if len(runs) < batch:
+            break
+    if deleted:
+        log.info("runs deleted", runs=len(deleted), older_than_s=older_than_s, retention_s=retention_s)
+    return deleted
 
 
 def _invoke_event(i: engine.Invoke, key: ResultKey, run: RunDoc) -> CloudEvent:
@@ -641,7 +721,7 @@ def dead_letter_reason(event: CloudEvent) -> tuple[int | None, str, ErrorDoc | N
     letter's data as `failure` (broker/delivery.py). The error is the body's, as the function sent it (not
     checked further)."""
     raw_code = str(event.get_extension(ext.ERROR_CODE) or "")
-    code = int(raw_code) if raw_code.isdigit() else None
+    code = int(raw_code) if raw_code.isascii() and raw_code.isdigit() else None
     raw = event.get_extension(ext.ERROR_DATA) or ""
     try:
         body = base64.b64decode(raw, validate=True).decode("utf-8", "replace")

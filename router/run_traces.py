@@ -29,7 +29,7 @@ from broker import events, tracing
 from broker import extensions as ext
 from broker.codec import trusted_event
 from router.pipeline import Pipeline
-from router.runs import NODE_FINAL, RunDoc, TraceDoc, Transition, split_key, state_of
+from router.runs import NODE_FINAL, ItemState, RunDoc, TraceDoc, Transition, split_key
 
 _NS_PER_MS = 1_000_000
 
@@ -82,11 +82,13 @@ def stamp(run: RunDoc, out: list[CloudEvent]) -> list[CloudEvent]:
     ]
 
 
-def node_ended(run: RunDoc, addr: events.Address, succeeded: bool, data: dict[str, Any]) -> None:
-    """Emit the span of the node attempt (or item) that `addr`'s result just ended."""
+def node_ended(
+    run: RunDoc, state: ItemState | None, addr: events.Address, succeeded: bool, data: dict[str, Any]
+) -> None:
+    """Emit the span of the node attempt (or item) that `addr`'s result just ended; `state` is its state
+    after the result (an item's is not in the light run that `commit` returns)."""
     trace = run.get("trace")
     own = node_traceparent(run, addr.node, addr.attempt)
-    state = state_of(run, addr.node)
     if not trace or own is None or state is None:
         return
     node, index = split_key(addr.node)

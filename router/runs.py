@@ -4,12 +4,17 @@ A run is one JSON document (as in the Flume seed's `runs` collection) with a `no
 a `Transition` guarded by the node's current status and attempt, so stores apply it as compare-and-set
 and a duplicated or late result never changes a finished node.
 
-A fan-out node (`foreach`, `loop`, `replicas`) keeps one state per item in its own entry, as
-`nodes[NODE].items["i"]` (status, attempt, output, error, ...): a map from the index as text, not a list,
-so that the item's field path `nodes.NODE.items.i` means the same to every MongoDB server (and its
-wire-compatible test servers). A transition on the key `NODE[i]` is a compare-and-set on that item
-alone, so the results of a thousand items racing on one run each apply exactly once; the key is also the
-`knflownode` of the item's events, which makes its invoke id `{run}:NODE[i]:{attempt}`.
+A fan-out node (`foreach`, `loop`, `replicas`) keeps one state per item (status, attempt, output, error,
+...), as `nodes[NODE].items["i"]` in the *full* document: a map from the index as text. A transition on
+the key `NODE[i]` is a compare-and-set on that item alone, so the results of a thousand items racing on
+one run each apply exactly once; the key is also the `knflownode` of the item's events, which makes its
+invoke id `{run}:NODE[i]:{attempt}`.
+
+Big runs at linear cost: the stores keep the items out of the run document (`light`: SQLite's `run_items`
+table, MongoDB's `items` field and `run_items` collection), and the node keeps counters instead
+(`nodes[NODE].fan`, a `FanState`), which `apply` moves with each item transition it lets win. The engine
+decides from the counters alone, so a result costs the same with 10 items as with 10,000; `commit` takes
+and gives the light document (with only the items its transitions touch), `get_run` the full one.
 
 The documents are typed (`RunDoc`, `NodeState`, `ItemState`, `ErrorDoc`, ...) for the type checker
 only: they are plain dicts, read from and written to the stores as they are, never validated or copied
@@ -82,11 +87,27 @@ class AttemptEntry(TypedDict):
     queue_ms: NotRequired[float | None]
 
 
+class FanState(TypedDict):
+    """A fan-out node's counters, `nodes[NODE].fan`, over the items its current attempt runs (`todo`, in
+    order; None: all `count`). Items are taken in that order: `next` of them are taken (scheduled, or failed
+    to render), `running` are in flight, `left` are not final, `failed` ended other than succeeded. Every
+    pending item has the attempt `base`, so that its next invoke id is new."""
+
+    count: int
+    todo: list[int] | None
+    next: int
+    running: int
+    left: int
+    failed: int
+    base: int
+
+
 class NodeState(ItemState):
     """A node's state in `nodes[NODE]`."""
 
     attempts: NotRequired[list[AttemptEntry]]  # once redriven
-    items: NotRequired[dict[str, ItemState]]  # a fan-out node, once started: item states by index, as text
+    items: NotRequired[dict[str, ItemState]]  # a fan-out node in a full document: item states by index, as text
+    fan: NotRequired[FanState]  # a fan-out node, once started: its counters
 
 
 class NodeFields(TypedDict, total=False):
@@ -102,6 +123,7 @@ class NodeFields(TypedDict, total=False):
     duration_ms: float | None
     attempts: list[AttemptEntry]
     items: dict[str, ItemState]
+    fan: FanState
 
 
 # a redrive in place, in `replays` (router/replay.py); `from` is a keyword, hence the functional syntax
@@ -162,6 +184,7 @@ class RunDoc(TypedDict):
     replays: NotRequired[list[ReplayEntry]]  # once replayed, oldest first
     cancelled_by: NotRequired[str | None]  # once cancelled
     trace: NotRequired[TraceDoc]  # with tracing on
+    expires_at: NotRequired[str]  # when the run is deleted (router/retention.py); absent from runs stored before
 
 
 class RunFields(TypedDict, total=False):
@@ -192,6 +215,7 @@ class NodeRecord(Timing):
     attempt: int
     attempts: NotRequired[list[AttemptEntry]]
     items: NotRequired[list[ItemRecord]]  # a fan-out node: each item's state (the outputs are in `output`)
+    progress: NotRequired[FanProgress]  # a fan-out node: its items by state (in every record, light or not)
 
 
 class RunRecord(TypedDict):
@@ -302,10 +326,12 @@ def apply(
     """Pure compare-and-set: a new run document, which transitions won, whether the run change won.
 
     The run change is applied only if every transition won: it was decided from the state they lead to.
+    An item transition that wins moves its node's counters (`fan`) too, when the node has them. `run` may
+    hold only some of a node's items (the ones its transitions touch): the others are not read.
     """
     new = run.copy()  # shallow, as copy.copy, at a third of its cost
     new["nodes"] = run["nodes"].copy()
-    copied: set[str] = set()  # fan-out nodes whose items list this call already copied
+    copied: set[str] = set()  # fan-out nodes whose items map (and counters) this call already copied
     won = []
     for t in transitions:
         node, index = split_key(t.node)
@@ -315,7 +341,7 @@ def apply(
             if state is not None and t.allowed(state):
                 ok = True
                 new["nodes"][t.node] = {**state, **t.fields}
-                copied.discard(node)  # the fields may have replaced the items list
+                copied.discard(node)  # the fields may have replaced the items map
         else:
             item = state_of(new, t.node)
             if item is not None and t.allowed(item):
@@ -323,9 +349,14 @@ def apply(
                 if node not in copied:
                     parent = new["nodes"][node]
                     new["nodes"][node] = {**parent, "items": dict(parent["items"])}
+                    if "fan" in parent:
+                        new["nodes"][node]["fan"] = cast(FanState, dict(parent["fan"]))
                     copied.add(node)
                 # an item's transition sets only an item's fields (NodeFields also has a node's own)
-                new["nodes"][node]["items"][str(index)] = cast(ItemState, {**item, **t.fields})
+                changed = cast(ItemState, {**item, **t.fields})
+                new["nodes"][node]["items"][str(index)] = changed
+                if (fan := new["nodes"][node].get("fan")) is not None:
+                    count_move(fan, item["status"], changed["status"])
         won.append(ok)
     run_won = False
     if run_change is not None and all(won) and new["status"] in run_change.expect:
@@ -334,6 +365,101 @@ def apply(
     if any(won) or run_won:
         new["version"] = run.get("version", 0) + 1
     return new, won, run_won
+
+
+def count_move(fan: FanState, old: str, new: str) -> None:
+    """Move a node's counters for one of its items going from status `old` to `new` (in place)."""
+    for key, delta in fan_deltas(old, new).items():
+        fan[key] += delta  # type: ignore[literal-required]  # one of FanState's counters
+
+
+def fan_deltas(old: str, new: str) -> dict[str, int]:
+    """What an item going from `old` to `new` adds to its node's counters (the MongoDB store `$inc`s these)."""
+    out: dict[str, int] = {}
+    if old == PENDING and new != PENDING:
+        out["next"] = 1
+    running = (new in IN_FLIGHT) - (old in IN_FLIGHT)
+    if running:
+        out["running"] = running
+    if new in NODE_FINAL and old not in NODE_FINAL:
+        out["left"] = -1
+        if new != SUCCEEDED:
+            out["failed"] = 1
+    return out
+
+
+def new_fan(items: list[ItemState], todo: list[int] | None = None, base: int = 0) -> FanState:
+    """The counters of a fan-out node (re)started with these items, running `todo` (None: all)."""
+    chosen = range(len(items)) if todo is None else todo
+    states = [items[i]["status"] for i in chosen]
+    return {
+        "count": len(items),
+        "todo": todo,
+        "next": sum(1 for s in states if s != PENDING),
+        "running": sum(1 for s in states if s in IN_FLIGHT),
+        "left": sum(1 for s in states if s not in NODE_FINAL),
+        "failed": sum(1 for s in states if s in NODE_FINAL and s != SUCCEEDED),
+        "base": base,
+    }
+
+
+class FanProgress(TypedDict):
+    """A fan-out node's items by state, from its counters (the dashboard's progress): `failed` is every item
+    that ended other than succeeded; an item its current attempt does not run (a redrive's) counts as done."""
+
+    total: int
+    done: int
+    failed: int
+    running: int  # scheduled or running
+    pending: int
+
+
+def fan_progress(fan: FanState) -> FanProgress:
+    return {
+        "total": fan["count"],
+        "done": fan["count"] - fan["left"] - fan["failed"],
+        "failed": fan["failed"],
+        "running": fan["running"],
+        "pending": fan["left"] - fan["running"],
+    }
+
+
+def light(run: RunDoc) -> tuple[RunDoc, dict[str, dict[str, ItemState]]]:
+    """Split a (full or partial) run document: the document without items (a fan-out node's output is in its
+    items, so it is None here), and the items by node. A node with items but no counters gets them."""
+    out: dict[str, dict[str, ItemState]] = {}
+    nodes = dict(run["nodes"])
+    for n, state in run["nodes"].items():
+        items = state.get("items")
+        if items is None and "fan" not in state:
+            continue
+        rest = cast(NodeState, {k: v for k, v in state.items() if k != "items"})
+        if items is not None:
+            out[n] = items
+            if "fan" not in rest:
+                rest["fan"] = new_fan(item_states(state))
+        rest["output"] = None
+        nodes[n] = rest
+    return {**run, "nodes": nodes}, out
+
+
+def with_items(run: RunDoc, items: dict[str, list[ItemState]]) -> RunDoc:
+    """The full run document: a light one with its fan-out nodes' items, and a succeeded one's output (the
+    list of its items' outputs)."""
+    nodes = dict(run["nodes"])
+    for n, states in items.items():
+        if n not in nodes:
+            continue
+        state: NodeState = {**nodes[n], "items": item_map(states)}
+        if state["status"] == SUCCEEDED:
+            state["output"] = [item.get("output") for item in states]
+        nodes[n] = state
+    return {**run, "nodes": nodes}
+
+
+def fan_nodes(run: RunDoc) -> list[str]:
+    """The fan-out nodes of a run that have items."""
+    return [n for n, s in run["nodes"].items() if "fan" in s or "items" in s]
 
 
 def record(run: RunDoc) -> RunRecord:
@@ -358,10 +484,17 @@ def _trace_id(run: RunDoc) -> _TraceId:
     return {"trace_id": trace["traceparent"][3:35]} if trace else {}
 
 
+def node_output(state: NodeState) -> Any:
+    """A node's output: a succeeded fan-out node's is the list of its items' outputs (when they are at hand)."""
+    if state.get("status") == SUCCEEDED and state.get("output") is None and isinstance(state.get("items"), dict):
+        return [item.get("output") for item in item_states(state)]
+    return state.get("output")
+
+
 def _node_record(state: NodeState) -> NodeRecord:
     out: NodeRecord = {
         "status": state["status"],
-        "output": state.get("output"),
+        "output": node_output(state),
         "error": state.get("error"),
         "attempt": state["attempt"],
     }
@@ -369,11 +502,13 @@ def _node_record(state: NodeState) -> NodeRecord:
     if (attempts := state.get("attempts")) is not None:
         out["attempts"] = attempts
     if state.get("items") is not None:  # a fan-out node: each item's state (outputs are in `output`)
-        out["items"] = [_item_record(item) for item in item_states(state)]
+        out["items"] = [item_record(item) for item in item_states(state)]
+    if (fan := state.get("fan")) is not None:
+        out["progress"] = fan_progress(fan)
     return out
 
 
-def _item_record(item: ItemState) -> ItemRecord:
+def item_record(item: ItemState) -> ItemRecord:
     out: ItemRecord = {"status": item["status"], "attempt": item["attempt"], "error": item.get("error")}
     out.update(timing(item))
     return out

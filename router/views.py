@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-from router.runs import RunDoc, item_states
+from router.runs import RunDoc, fan_progress, item_states
 
 
 class TriggerSummary(TypedDict):
@@ -25,7 +25,8 @@ class RunSummary(TypedDict):
     replays: int
     trigger: TriggerSummary
     nodes: dict[str, int]  # how many nodes are in each state
-    items: dict[str, int]  # how many fan-out items are in each state (empty without fan-out nodes)
+    items: dict[str, int]  # how many fan-out items are in each state (empty without fan-out nodes); from the
+    # counters: succeeded, failed (every other end), running (scheduled too), pending
     version: int
 
 
@@ -34,6 +35,14 @@ def run_summary(run: RunDoc) -> RunSummary:
     items: dict[str, int] = {}
     for state in run["nodes"].values():
         nodes[state["status"]] = nodes.get(state["status"], 0) + 1
+        if (fan := state.get("fan")) is not None:  # the counters: a list reads light runs, never items
+            p = fan_progress(fan)
+            for status, n in (("succeeded", p["done"]), ("failed", p["failed"]), ("running", p["running"])):
+                if n:
+                    items[status] = items.get(status, 0) + n
+            if p["pending"]:
+                items["pending"] = items.get("pending", 0) + p["pending"]
+            continue
         for item in item_states(state):
             items[item["status"]] = items.get(item["status"], 0) + 1
     trigger = run.get("trigger") or {}

@@ -24,6 +24,8 @@ PIPELINES = {
     "  - {id: wait, type: delay, inputs: {seconds: 0.6}}\n"
     "  - {id: say, type: log, inputs: {message: '{{ trigger.data.m }}'}}\n"
     "edges: [{from: wait, to: say}]\n",
+    "fan": "metadata: {name: fan}\ntrigger: {type: webhook}\nnodes:\n"
+    "  - {id: each, type: log, foreach: '{{ trigger.data.items }}', inputs: {message: '{{ item }}'}}\n",
     "ticking": "metadata: {name: ticking}\ntrigger: {type: cron, schedule: '*/5 * * * *'}\n"
     "nodes: [{id: say, type: log, inputs: {message: tick}}]\n",
 }
@@ -80,6 +82,21 @@ def test_a_run_stream_sends_each_change_then_the_end_and_closes(router):
         assert [name for name, _ in events(response)] == ["run", "end"]  # a finished run: its state, the end
 
 
+def test_a_fan_out_node_streams_its_counters_and_its_node_view_lists_its_items(router):
+    run = hook(router, "fan", {"items": list(range(7))})
+    with httpx.stream("GET", f"{router.url}/runs/{run}/stream", headers=bearer(), timeout=10) as response:
+        got = [data for name, data in events(response) if name == "run"]
+    done = {"total": 7, "done": 7, "failed": 0, "running": 0, "pending": 0}
+    assert got[-1]["nodes"]["each"]["progress"] == done and "items" not in got[-1]["nodes"]["each"]  # a light poll
+    full = http("GET", f"{router.url}/runs/{run}")[1]
+    assert full["nodes"]["each"]["progress"] == done and len(full["nodes"]["each"]["items"]) == 7
+    view = http("GET", f"{router.url}/runs/{run}/nodes/each")[1]
+    assert [item["status"] for item in view["items"]] == ["succeeded"] * 7
+    assert http("GET", f"{router.url}/runs/{run}/nodes/each%5B3%5D")[1]["state"]["status"] == "succeeded"
+    summary = http("GET", f"{router.url}/runs?pipeline=fan&view=summary")[1]
+    assert summary[0]["items"] == {"succeeded": 7}
+
+
 def test_the_runs_stream_sends_new_runs_and_counts(router):
     with httpx.stream("GET", f"{router.url}/runs/stream?pipeline=quick", headers=bearer(), timeout=10) as response:
         lines = response.iter_lines()
@@ -111,6 +128,11 @@ def test_streams_need_a_token_and_refuse_bad_parameters(router):
     assert http("GET", f"{router.url}/runs/nope/stream")[0] == 404
     status, body = http("GET", f"{router.url}/runs/stream?status=exploded")
     assert status == 400 and body["field"] == "status", body
+    for query, field in (("limit=%C2%B9", "limit"), ("offset=%D9%A1", "offset")):  # digits, not decimal ones
+        status, body = http(
+            "GET", f"{router.url}/runs/stream?{query}" if field == "limit" else f"{router.url}/runs?{query}"
+        )
+        assert status == 400 and body["field"] == field, body
     reader = create_token(router.url, "dash-reader", "read")
     with httpx.stream("GET", f"{router.url}/runs/stream", headers=bearer(reader), timeout=10) as response:
         assert response.status_code == 200

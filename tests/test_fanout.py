@@ -8,7 +8,20 @@ from router import engine, replay
 from router.loader import load_string
 from router.pipeline import PipelineInvalid
 from router.pipeline_doc import from_dict
-from router.runs import FAILED, RUNNING, SCHEDULED, SKIPPED, SUCCEEDED, apply, item_states, new_run, record, state_of
+from router.runs import (
+    FAILED,
+    RUNNING,
+    SCHEDULED,
+    SKIPPED,
+    SUCCEEDED,
+    apply,
+    item_states,
+    new_run,
+    node_output,
+    record,
+    state_of,
+    with_items,
+)
 from router.validation import validate
 
 NOW = "2026-01-01T00:00:00.000Z"
@@ -67,7 +80,12 @@ def test_foreach_runs_once_per_item_with_ids_and_joins_outputs_in_order():
         assert inv == [] and run["nodes"]["gen"]["status"] == RUNNING
     run, inv = finish(p, run, "gen[1]", "GEN[1]")
     assert run["nodes"]["gen"]["status"] == SUCCEEDED
-    assert run["nodes"]["gen"]["output"] == ["GEN[0]", "GEN[1]", "GEN[2]"]
+    assert [item["output"] for item in item_states(run["nodes"]["gen"])] == ["GEN[0]", "GEN[1]", "GEN[2]"]
+    assert record(with_items(run, {"gen": item_states(run["nodes"]["gen"])}))["nodes"]["gen"]["output"] == [
+        "GEN[0]",
+        "GEN[1]",
+        "GEN[2]",
+    ]
     assert [i.node for i in inv] == ["z"] and inv[0].inputs == {"all": ["GEN[0]", "GEN[1]", "GEN[2]"]}
     assert record(run)["nodes"]["gen"]["items"][1] == {
         "status": SUCCEEDED,
@@ -99,7 +117,7 @@ def test_concurrency_limits_items_in_flight():
     assert [i.node for i in inv] == ["gen[3]"] and in_flight(run) == 2
     for key in ("gen[2]", "gen[3]", "gen[4]"):
         run, inv = finish(p, run, key, int(key[4]))
-    assert run["nodes"]["gen"]["output"] == [0, 1, 2, 3, 4] and [i.node for i in inv] == ["z"]
+    assert node_output(run["nodes"]["gen"]) == [0, 1, 2, 3, 4] and [i.node for i in inv] == ["z"]
 
 
 def test_concurrency_holds_when_routers_race_on_stale_states():
@@ -116,7 +134,7 @@ def test_concurrency_holds_when_routers_race_on_stale_states():
 def test_an_empty_list_succeeds_with_no_invokes():
     p = fan(foreach="{{ a.output.items }}")
     run, inv = through_a(p, [])
-    assert run["nodes"]["gen"]["status"] == SUCCEEDED and run["nodes"]["gen"]["output"] == []
+    assert run["nodes"]["gen"]["status"] == SUCCEEDED and node_output(run["nodes"]["gen"]) == []
     assert [i.node for i in inv] == ["z"] and inv[0].inputs == {"all": []}
 
 
@@ -157,7 +175,7 @@ def test_redrive_reruns_only_failed_items_with_new_attempts():
     assert run["nodes"]["gen"]["attempt"] == 2 and run["nodes"]["a"]["attempt"] == 1
     run, _ = finish(p, run, "gen[1]", 11)
     run, inv = finish(p, run, "gen[3]", 31)
-    assert run["nodes"]["gen"]["output"] == [0, 11, 20, 31] and [i.node for i in inv] == ["z"]
+    assert node_output(run["nodes"]["gen"]) == [0, 11, 20, 31] and [i.node for i in inv] == ["z"]
 
 
 def test_redrive_from_the_node_reruns_every_item():
@@ -183,7 +201,9 @@ def test_cancel_stops_items_not_yet_started_and_a_redrive_runs_them():
     assert inv == [] and item_states(run["nodes"]["gen"])[0]["status"] == SUCCEEDED and run["status"] == "cancelled"
     run, _, _ = apply(run, *replay.plan_redrive(p, run, NOW))
     run, inv = step(p, run)
-    assert [i.id for i in inv] == ["r:gen[1]:1"]  # item 0 kept its output; concurrency 1 still holds
+    # item 0 kept its output; concurrency 1 still holds; the items run again go on from the node's highest
+    # item attempt (1), so that every pending item has one attempt and its invoke id is new
+    assert [i.id for i in inv] == ["r:gen[1]:2"]
 
 
 def test_sweeper_republishes_stale_item_invokes_under_the_same_ids():
@@ -209,7 +229,7 @@ def test_loop_is_an_alias_of_foreach():
     assert [i.id for i in inv] == ["r:gen[0]:1"]
     run, inv = finish(p, run, "gen[0]", "P")
     run, inv = finish(p, run, "gen[1]", "Q")
-    assert run["nodes"]["gen"]["output"] == ["P", "Q"]
+    assert node_output(run["nodes"]["gen"]) == ["P", "Q"]
 
 
 def test_a_condition_on_an_edge_from_a_foreach_node_sees_its_output_list():

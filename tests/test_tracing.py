@@ -346,7 +346,13 @@ async def test_on_nats_each_delivery_of_a_retried_node_is_a_failed_span_and_its_
         await store.close()
     assert [line["attempt"] for line in lines if line["message"] == "trying"] == [1, 2], lines
     trace_id = record(run)["trace_id"]
-    spans = receiver.wait_for(lambda got: any(s.name == "run traced-retried" and s.trace_id == trace_id for s in got))
+    delivered = f"process {name}.invoke.nl-fail"
+    spans = receiver.wait_for(  # the run's span, and both deliveries' (the dispatcher exports them on its own)
+        lambda got: (
+            any(s.name == "run traced-retried" and s.trace_id == trace_id for s in got)
+            and sum(s.name == delivered and s.trace_id == trace_id for s in got) >= 2
+        )
+    )
     mine = [s for s in spans if s.trace_id == trace_id]
     node = next(s for s in mine if s.name == "node f")
     publish = next(s for s in mine if s.name == f"publish {name}.invoke.nl-fail")

@@ -7,7 +7,7 @@ from typing import Any
 
 from broker.errors import InvalidEvent
 from router import engine
-from router.runs import RunDoc, now_iso, split_key, state_of
+from router.runs import RunDoc, item_record, item_states, now_iso, split_key, state_of
 from router.service.context import Service
 
 
@@ -27,8 +27,8 @@ async def node_view(svc: Service, run: RunDoc, key: str) -> dict[str, Any]:
             why = "its inputs do not render yet: what they read is not in the run (yet)"
         else:
             inputs = invoke.inputs
-    shown_state = {k: v for k, v in state.items() if k != "items"}  # items: in the run record, one per line
-    return {
+    shown_state = {k: v for k, v in state.items() if k != "items"}  # items: below, one per line
+    out = {
         "run": run["id"],
         "node": key,
         "item": index,
@@ -37,3 +37,6 @@ async def node_view(svc: Service, run: RunDoc, key: str) -> dict[str, Any]:
         "inputs": inputs,
         "inputs_error": why,
     }
+    if index is None and "items" in state:  # a fan-out node: its items' states (the run stream has counters only)
+        out["items"] = [item_record(item) for item in item_states(state)]  # type: ignore[arg-type]
+    return out

@@ -50,7 +50,7 @@ def limit(value: Any, field: str = "limit", default: int = MAX_LIST) -> int:
     """A count of at least 1 (an integer, or its decimal text in a query); above MAX_LIST it is capped to it."""
     if value is None:
         return default
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise bad(field, f"an integer of at least 1 (at most {MAX_LIST} are returned)", value)
@@ -61,7 +61,7 @@ def count(value: Any, field: str, minimum: int = 0) -> int | None:
     """An integer of at least `minimum` (its decimal text in a query), at most 64 bits; None when absent."""
     if value is None:
         return None
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value < 2**63:
         raise bad(field, f"an integer of at least {minimum}", value)
@@ -96,7 +96,7 @@ def offset(value: Any, field: str = "offset") -> int:
     """How many to skip: an integer of at least 0 (or its decimal text in a query); absent: 0."""
     if value is None:
         return 0
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > MAX_OFFSET:
         raise bad(field, f"an integer from 0 to {MAX_OFFSET}", value)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 
 from functions.blobs import refuse_blob_refs
 from router.router import iso_before
-from router.runs import RunRecord, record
+from router.runs import RunDoc, RunRecord, fan_nodes, record
 from router.views import RunSummary, counts_by_status, run_summary
 from router.service.nodes import node_view
 import router.service.params as params
@@ -88,13 +88,21 @@ async def replay_run(run_id: str, request: Request, svc: Svc, caller: Operator) 
         run = await svc.router.rerun(run_id, by(caller, body), **edited_data(body))
     else:
         run = await svc.router.redrive(run_id, params.text(body, "from"), by(caller, body))
-    return record(run)
+    return await full_record(svc, run)
 
 
 @routes.post("/runs/{run_id}/cancel", response_model=None, openapi_extra=openapi.RUN_CANCEL)
 async def cancel_run(run_id: str, request: Request, svc: Svc, caller: Operator) -> RunRecord:
     body = await svc.json_body(request)
-    return record(await svc.router.cancel(run_id, by(caller, body)))
+    return await full_record(svc, await svc.router.cancel(run_id, by(caller, body)))
+
+
+async def full_record(svc: Svc, run: RunDoc) -> RunRecord:
+    """The record of a run the router just changed, with its fan-out nodes' items (the router's own copy of
+    it has their counters only: router/runs.py `light`)."""
+    if not fan_nodes(run):
+        return record(run)
+    return record(await svc.router.store.get_run(run["id"]) or run)
 
 
 @routes.post("/replay", status_code=202, openapi_extra=openapi.BULK_REPLAY)

@@ -5,11 +5,13 @@ stays in a header).
 
 The router keeps no state, and several may serve one store: each stream polls the store every
 `POLL_INTERVAL_S` and sends only what changed, by the run's `version`. A run's stream sends `run` (the run
-record, as `GET /runs/{id}`) at once and after each change, then `end` once the run is final, and closes.
-The runs stream sends `runs` (`{"runs": [summaries that changed], "order": [the ids, newest first]}`) and,
-every `COUNTS_INTERVAL_S` when they changed, `counts` (as `GET /runs/counts`). Both send a comment every
-`HEARTBEAT_S`, and close after `MAX_STREAM_S`, when the client goes away, or when the server shuts down
-(`Service.closing`), so that uvicorn never waits on them; the client reconnects.
+record, as `GET /runs/{id}`, but a fan-out node's `progress` without its `items`: a poll reads the light run,
+never 10,000 items; the node view `GET /runs/{id}/nodes/{node}` lists them) at once and after each change,
+then `end` once the run is final, and closes. The runs stream sends `runs` (`{"runs": [summaries that
+changed], "order": [the ids, newest first]}`) and, every `COUNTS_INTERVAL_S` when they changed, `counts` (as
+`GET /runs/counts`). Both send a comment every `HEARTBEAT_S`, and close after `MAX_STREAM_S`, when the client
+goes away, or when the server shuts down (`Service.closing`), so that uvicorn never waits on them; the client
+reconnects.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ async def runs_stream(
 
 @routes.get("/runs/{run_id}/stream", response_class=StreamingResponse, responses=openapi.EVENT_STREAM)
 async def run_stream(run_id: str, request: Request, svc: Svc, caller: Reader) -> StreamingResponse:
-    if await svc.router.store.get_run(run_id) is None:
+    if await svc.router.store.get_run(run_id, light=True) is None:
         raise RunNotFound(f"run '{run_id}' not found", run_id=run_id)
     return stream(_run_events(svc, request, run_id))
 
@@ -74,7 +76,7 @@ async def _run_events(svc: Service, request: Request, run_id: str) -> AsyncItera
     yield sse.retry(RECONNECT_MS)
     version = None
     async for beat in _ticks(svc, request):
-        run = await svc.router.store.get_run(run_id)
+        run = await svc.router.store.get_run(run_id, light=True)  # fan-out nodes' counters, not their items
         if run is None:
             yield sse.event("end", {"run": run_id, "status": None, "error": f"run '{run_id}' not found"})
             return

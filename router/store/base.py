@@ -6,7 +6,7 @@ from typing import Any, Protocol, TypedDict
 
 from broker.errors import KnflowError
 from router.node_logs import LogBatch, LogLine
-from router.runs import RunChange, RunDoc, Transition
+from router.runs import ItemState, RunChange, RunDoc, Transition
 from router.tokens import TokenRecord
 
 
@@ -44,15 +44,24 @@ class RunStore(Protocol):
     async def create_run(self, run: RunDoc) -> None:
         """Insert a new run document; RunExists if its id is taken."""
 
-    async def get_run(self, run_id: str) -> RunDoc | None: ...
+    async def get_run(self, run_id: str, *, light: bool = False) -> RunDoc | None:
+        """The full run: with its fan-out nodes' items (and a succeeded one's output list); with `light`,
+        the light run (router/runs.py `light`: the counters only), what a poll of a big run reads."""
+
+    async def get_item(self, run_id: str, node: str, index: int) -> ItemState | None:
+        """One item's state of a fan-out node (without its output); None if there is none."""
+
+    async def get_items(self, run_id: str, node: str) -> list[ItemState]:
+        """The items of fan-out node `node` of a run, in order, with their outputs ([] if none)."""
 
     async def commit(
         self, run_id: str, transitions: list[Transition], run_change: RunChange | None = None
     ) -> tuple[RunDoc, list[bool], bool]:
         """Store a step: compare-and-set each transition; the run change wins only if every transition won.
 
-        Returns the run after the writes, which transitions won, whether the run change won.
-        Raises RunNotFound.
+        Returns the light run after the writes (router/runs.py `light`: no items, the counters instead),
+        which transitions won, whether the run change won. An item transition reads and writes that item
+        alone, and its node's counters. Raises RunNotFound.
         """
 
     async def list_runs(
@@ -66,12 +75,24 @@ class RunStore(Protocol):
         trigger: str | None = None,
         offset: int = 0,
     ) -> list[RunDoc]:
-        """Newest first: created at `since` or later and before `until` (ISO times), started by an event of
-        type `trigger`, skipping the first `offset`."""
+        """Newest first, light runs (no items): created at `since` or later and before `until` (ISO times),
+        started by an event of type `trigger`, skipping the first `offset`."""
 
     async def count_runs(self, *, since: str | None = None, status: str | None = None) -> list[RunCount]:
         """How many runs were created at `since` or later (the dashboard's counts) and have `status` (the
         metric knflow_runs_in_flight), by pipeline and status, ordered so; a pair with no run left out."""
+
+    async def prune_runs(
+        self,
+        expired_by: str | None,
+        undated_before: str | None,
+        created_before: str | None,
+        dry_run: bool = False,
+        limit: int = 1000,
+    ) -> list[RunDoc]:
+        """Delete at most `limit` runs with their node logs and items (light runs, oldest first): those whose
+        `expires_at` is at or before `expired_by`, those without one created before `undated_before`, and
+        those created before `created_before`. With `dry_run`, only list them."""
 
     async def get_or_create_secret(self, name: str, value: str) -> str:
         """The secret stored as `name` (one small row), storing `value` first if there is none: insert-if-absent,

@@ -13,21 +13,48 @@ a router that dies mid-commit leaves the old state or the new one, never half of
   `version`; a concurrent commit in between makes it read and decide again.
 The results are those of `router.runs.apply` (tests/test_store_contract.py proves it); `version` goes up
 once per `commit` that changed something, as there.
+
+Fan-out items (big runs): the run document holds each item's state without its output, in a top-level
+`items` map (`items.NODE.i`: status, attempt, error, times; about 150 bytes an item, so 10,000 items stay
+far under the 16 MB document limit), and the node's counters (`nodes.NODE.fan`), which the same guarded
+update `$inc`s; reads leave `items` out (a projection), so a result costs the same for 10 items as for
+10,000. Item outputs are documents of their own in `run_items`, keyed by their content
+(`_id` "RUN/NODE/i/ATTEMPT/HASH"), inserted before the run's update (insert-if-absent), and the item's
+state names its output by that key (`output_key`), set by the same guarded update as its status: a router
+that dies between the two writes leaves an output no state names (never read; it goes with the run), and
+the same result delivered again stores nothing new. So the one guarded update still decides everything.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from contextlib import suppress
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
+import bson
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from broker.events import now_iso
 from router.node_logs import LogBatch, LogLine, base_node, node_filter, truncation_key
-from router.runs import RunChange, RunDoc, Transition, apply, split_key
+from router.runs import (
+    IN_FLIGHT,
+    NODE_FINAL,
+    PENDING,
+    ItemState,
+    NodeState,
+    RunChange,
+    RunDoc,
+    Transition,
+    apply,
+    fan_deltas,
+    light,
+    split_key,
+    with_items,
+)
+from router.retention import ttl_time
 from router.store.base import RunCount, RunExists, RunNotFound
 from router.tokens import TokenExists, TokenRecord
 
@@ -36,12 +63,15 @@ RUN_INDEXES = [
     IndexModel([("pipeline", ASCENDING), ("created_at", ASCENDING)]),
     IndexModel("status"),
     IndexModel("created_at"),
+    IndexModel("expires_at"),
+    IndexModel("expire_at", expireAfterSeconds=0),  # TTL: a run no router pruned (router/retention.py)
 ]
 NEWEST_FIRST = [("created_at", DESCENDING), ("_id", DESCENDING)]
 _NODE_ID = re.compile(r"[A-Za-z0-9_-]+")  # safe inside a field path: no '.', no '$'
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 _TOPOLOGY_OPTIONS = {"directconnection", "replicaset", "loadbalanced"}
 _DUPLICATE_KEY = 11000
+NO_ITEMS = {"items": 0}  # the light run document: without its items (router/runs.py `light`)
 
 
 class MongoStore:
@@ -53,6 +83,7 @@ class MongoStore:
         self.secrets = client[database]["router_secrets"]
         self.node_logs = client[database]["node_logs"]  # _id = "RUN/SEQ"; router/node_logs.py
         self.log_batches = client[database]["node_log_batches"]  # each try's batch, and each run's line count
+        self.items = client[database]["run_items"]  # item outputs, _id = "RUN/NODE/i/ATTEMPT"
         self._indexed = False
         self._tokens_indexed = False
         self._logs_indexed = False
@@ -66,43 +97,98 @@ class MongoStore:
     async def create_run(self, run: RunDoc) -> None:
         if not self._indexed:
             await self.runs.create_indexes(RUN_INDEXES)
+            await self.items.create_indexes([IndexModel([("run_id", ASCENDING), ("node", ASCENDING)])])
             self._indexed = True
+        doc, items = light(run)
+        outputs: list[dict[str, Any]] = []
+        stored = {k: v for k, v in doc.items() if k != "id"}
+        if run.get("expires_at"):
+            stored["expire_at"] = ttl_time(run["expires_at"])
+        if items:
+            stored["items"] = {
+                n: {k: _bare(run["id"], n, k, v, outputs) for k, v in m.items()} for n, m in items.items()
+            }
+        await self._put_outputs(outputs)
         try:
-            await self.runs.insert_one({"_id": run["id"], **{k: v for k, v in run.items() if k != "id"}})
+            await self.runs.insert_one({"_id": run["id"], **stored})
         except DuplicateKeyError:
             raise RunExists(f"run '{run['id']}' already exists", run_id=run["id"]) from None
 
-    async def get_run(self, run_id: str) -> RunDoc | None:
+    async def get_run(self, run_id: str, *, light: bool = False) -> RunDoc | None:
+        if light:
+            found = await self.runs.find_one({"_id": run_id}, NO_ITEMS)
+            return None if found is None else _run(found)
         doc = await self.runs.find_one({"_id": run_id})
-        return None if doc is None else _run(doc)
+        if doc is None:
+            return None
+        bare = doc.pop("items", None) or {}
+        outputs = await self._outputs({"run_id": run_id})
+        items = {n: _items(run_id, n, m, outputs) for n, m in bare.items()}
+        return with_items(_run(doc), items)
+
+    async def get_item(self, run_id: str, node: str, index: int) -> ItemState | None:
+        if not _NODE_ID.fullmatch(node):
+            return None
+        # that one item only (an aggregation's field path: a projection's is read differently by some servers)
+        found = await (
+            await self.runs.aggregate([{"$match": {"_id": run_id}}, {"$project": {"item": f"$items.{node}.{index}"}}])
+        ).to_list()
+        bare = found[0].get("item") if found else None
+        return None if bare is None else cast(ItemState, {k: v for k, v in bare.items() if k != "output_key"})
+
+    async def get_items(self, run_id: str, node: str) -> list[ItemState]:
+        doc = await self.runs.find_one({"_id": run_id}, {"items": 1})
+        bare = ((doc or {}).get("items") or {}).get(node) or {}
+        return _items(run_id, node, bare, await self._outputs({"run_id": run_id, "node": node}))
+
+    async def _outputs(self, query: dict[str, Any]) -> dict[str, Any]:
+        return {d["_id"]: d.get("output") for d in await self.items.find(query).to_list()}
+
+    async def _put_outputs(self, docs: list[dict[str, Any]]) -> None:
+        """Store item outputs (insert-if-absent, by key), before the run document that names them."""
+        if not docs:
+            return
+        try:
+            await self.items.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:  # stored already: a result delivered again, or written before a crash
+            if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
 
     async def commit(
         self, run_id: str, transitions: list[Transition], run_change: RunChange | None = None
     ) -> tuple[RunDoc, list[bool], bool]:
         if not transitions and run_change is None:
             return await self._read(run_id), [], False
-        one = _guarded_update(transitions, run_change)
+        one = _guarded_update(run_id, transitions, run_change)
         if one is not None:
-            where, update = one
+            where, update, outputs = one
+            await self._put_outputs(outputs)
             doc = await self.runs.find_one_and_update(
-                {"_id": run_id, **where}, update, return_document=ReturnDocument.AFTER
+                {"_id": run_id, **where}, update, projection=NO_ITEMS, return_document=ReturnDocument.AFTER
             )
             if doc is not None:
                 return _run(doc), [True] * len(transitions), run_change is not None
         while True:  # decide on the stored run, write what won if nobody wrote in between
-            run = await self._read(run_id)
+            stored = await self.runs.find_one({"_id": run_id})
+            if stored is None:
+                raise RunNotFound(f"run '{run_id}' not found", run_id=run_id)
+            run = _with_bare_items(stored)
             new, won, run_won = apply(run, transitions, run_change)
             if not any(won) and not run_won:
-                return run, won, False
-            update = {"$set": _changed(new, transitions, won, run_change if run_won else None)}
+                return light(run)[0], won, False
+            update, outputs = _changed(run_id, new, transitions, won, run_change if run_won else None)
+            await self._put_outputs(outputs)
             doc = await self.runs.find_one_and_update(
-                {"_id": run_id, "version": run.get("version", 0)}, update, return_document=ReturnDocument.AFTER
+                {"_id": run_id, "version": run.get("version", 0)},
+                {"$set": update},
+                projection=NO_ITEMS,
+                return_document=ReturnDocument.AFTER,
             )
             if doc is not None:
                 return _run(doc), won, run_won
 
     async def _read(self, run_id: str) -> RunDoc:
-        doc = await self.runs.find_one({"_id": run_id})
+        doc = await self.runs.find_one({"_id": run_id}, NO_ITEMS)
         if doc is None:
             raise RunNotFound(f"run '{run_id}' not found", run_id=run_id)
         return _run(doc)
@@ -126,7 +212,7 @@ class MongoStore:
             query["created_at"] = created
         if trigger:
             query["trigger.type"] = trigger
-        found = self.runs.find(query).sort(NEWEST_FIRST).skip(max(offset, 0)).limit(limit)
+        found = self.runs.find(query, NO_ITEMS).sort(NEWEST_FIRST).skip(max(offset, 0)).limit(limit)
         return [_run(doc) for doc in await found.to_list()]
 
     async def count_runs(self, *, since: str | None = None, status: str | None = None) -> list[RunCount]:
@@ -140,6 +226,36 @@ class MongoStore:
             key = (str(doc["pipeline"]), str(doc["status"]))
             counts[key] = counts.get(key, 0) + 1
         return [RunCount(pipeline=p, status=st, count=n) for (p, st), n in sorted(counts.items())]
+
+    async def prune_runs(
+        self,
+        expired_by: str | None,
+        undated_before: str | None,
+        created_before: str | None,
+        dry_run: bool = False,
+        limit: int = 1000,
+    ) -> list[RunDoc]:
+        """Children go first: a router that dies half-way leaves runs that the next prune deletes again."""
+        either: list[dict[str, Any]] = []
+        if expired_by is not None:
+            either.append({"expires_at": {"$lte": expired_by}})
+        if undated_before is not None:
+            either.append({"expires_at": {"$exists": False}, "created_at": {"$lt": undated_before}})
+        if created_before is not None:
+            either.append({"created_at": {"$lt": created_before}})
+        if not either or limit <= 0:
+            return []
+        found = await self.runs.find({"$or": either}, NO_ITEMS).sort("created_at", ASCENDING).limit(limit).to_list()
+        runs = [_run(doc) for doc in found]
+        if dry_run or not runs:
+            return runs
+        ids = [run["id"] for run in runs]
+        await self.items.delete_many({"run_id": {"$in": ids}})
+        await self.node_logs.delete_many({"run_id": {"$in": ids}})
+        await self.log_batches.delete_many({"run_id": {"$in": ids}})
+        await self.log_batches.delete_many({"_id": {"$in": [f"n:{i}" for i in ids]}})
+        await self.runs.delete_many({"_id": {"$in": ids}})
+        return runs
 
     async def get_or_create_secret(self, name: str, value: str) -> str:
         with suppress(DuplicateKeyError):  # another router stored it first: its value is the one
@@ -282,64 +398,138 @@ class MongoStore:
 
 
 def _guarded_update(
-    transitions: list[Transition], run_change: RunChange | None
-) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """Pure: the filter and update of a commit in which every transition wins, or None when two of its
-    transitions touch one state (one key twice, or an item and its node): those see each other's writes, so
-    only the stored run can decide them. Distinct items of one node are independent."""
+    run_id: str, transitions: list[Transition], run_change: RunChange | None
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]] | None:
+    """Pure: the filter and update of a commit in which every transition wins, and the item outputs to store
+    first; or None when two of its transitions touch one state (one key twice, or an item and a node
+    transition that sets its node's items or counters): those see each other's writes, so only the stored run
+    can decide them. Distinct items of one node are independent; each moves its node's counters by `$inc`."""
     where: dict[str, Any] = {}
     fields: dict[str, Any] = {}
+    incs: dict[str, int] = {}
+    outputs: list[dict[str, Any]] = []
     keys: set[str] = set()
-    nodes: set[str] = set()  # nodes with a transition of their own
+    whole: set[str] = set()  # nodes whose items or counters a node transition sets
     items_of: set[str] = set()  # nodes with a transition on one of their items
     for t in transitions:
         node, index = split_key(t.node)
-        mine, other = (nodes, items_of) if index is None else (items_of, nodes)
-        if not _NODE_ID.fullmatch(node) or t.node in keys or node in other:
+        if not _NODE_ID.fullmatch(node) or t.node in keys:
             return None
         keys.add(t.node)
-        mine.add(node)
-        at = f"nodes.{node}" if index is None else f"nodes.{node}.items.{index}"
+        if index is None:
+            if "items" in t.fields or "fan" in t.fields:
+                if node in items_of:
+                    return None
+                whole.add(node)
+            at = f"nodes.{node}"
+            fields.update({f"{at}.{k}": v for k, v in t.fields.items() if k != "items"})
+            if "items" in t.fields:
+                fields[f"items.{node}"] = {k: _bare(run_id, node, k, v, outputs) for k, v in t.fields["items"].items()}
+        else:
+            old = _one_class(t.expect)
+            if node in whole or old is None or ("output" in t.fields and t.attempt is None):
+                return None
+            items_of.add(node)
+            at = f"items.{node}.{index}"
+            state = cast(ItemState, {"attempt": t.attempt, **t.fields})
+            fields.update({f"{at}.{k}": v for k, v in _bare(run_id, node, str(index), state, outputs).items()})
+            where[f"nodes.{node}.fan"] = {"$exists": True}  # a node without counters: `apply` decides
+            for k, delta in fan_deltas(old, t.fields.get("status", old)).items():
+                incs[f"nodes.{node}.fan.{k}"] = incs.get(f"nodes.{node}.fan.{k}", 0) + delta
         where[f"{at}.status"] = {"$in": sorted(t.expect)}
         if t.attempt is not None:
             where[f"{at}.attempt"] = t.attempt
-        fields.update({f"{at}.{k}": v for k, v in t.fields.items()})
     if run_change is not None:
         where["status"] = {"$in": sorted(run_change.expect)}
         fields.update(run_change.fields)
-    update: dict[str, Any] = {"$inc": {"version": 1}}
+    update: dict[str, Any] = {"$inc": {"version": 1, **incs}}
     if fields:
         update["$set"] = fields
-    return where, update
+    return where, update, outputs
+
+
+def _one_class(expect: frozenset[str]) -> str | None:
+    """A status that stands for every status in `expect` as far as the counters go (pending, in flight or
+    final), or None when `expect` mixes them."""
+    for group in (frozenset({PENDING}), IN_FLIGHT, NODE_FINAL):
+        if expect <= group:
+            return min(expect)
+    return None
 
 
 def _changed(
-    new: RunDoc, transitions: list[Transition], won: list[bool], run_change: RunChange | None
-) -> dict[str, Any]:
-    """Pure: a `$set` of what the transitions that won (and the run change) wrote, read from `new`; a path
-    under another that is set whole (items under their node's new `items`) is left to that one."""
-    paths: list[tuple[str, ...]] = []
-    for t, ok in zip(transitions, won, strict=True):
-        if ok:
-            node, index = split_key(t.node)
-            at = ("nodes", node) if index is None else ("nodes", node, "items", str(index))
-            paths += [(*at, k) for k in t.fields]
-    if run_change is not None:
-        paths += [(k,) for k in run_change.fields]
-    whole = set(paths)
+    run_id: str, new: RunDoc, transitions: list[Transition], won: list[bool], run_change: RunChange | None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Pure: a `$set` of what the transitions that won (and the run change) wrote, read from `new` (whole node
+    states, whole items), and the item outputs to store first."""
     out: dict[str, Any] = {"version": new.get("version", 0)}
-    for path in paths:
-        if any(path[:n] in whole for n in range(1, len(path))):
+    outputs: list[dict[str, Any]] = []
+    replaced = {t.node for t, ok in zip(transitions, won, strict=True) if ok and "items" in t.fields}
+    nodes = light(new)[0]["nodes"]  # node states as the document keeps them
+    for t, ok in zip(transitions, won, strict=True):
+        if not ok:
             continue
-        value: Any = new
-        for part in path:
-            value = value[part]
-        out[".".join(path)] = value
+        node, index = split_key(t.node)
+        out[f"nodes.{node}"] = nodes[node]
+        if index is not None and node not in replaced:
+            item = new["nodes"][node]["items"][str(index)]
+            out[f"items.{node}.{index}"] = _bare(run_id, node, str(index), item, outputs)
+    for node in replaced:
+        items = new["nodes"][node].get("items") or {}
+        out[f"items.{node}"] = {k: _bare(run_id, node, k, v, outputs) for k, v in items.items()}
+    if run_change is not None:
+        out.update(run_change.fields)
+    return out, outputs
+
+
+def _bare(run_id: str, node: str, index: str, item: ItemState, outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """An item's state as the run document keeps it: its output replaced by the key of its document in
+    `run_items` (appended to `outputs`, to store first); one without an `output` field keeps its key."""
+    bare: dict[str, Any] = {k: v for k, v in item.items() if k != "output"}
+    if "output" in item:
+        value = item["output"]
+        if value is None:
+            bare["output_key"] = None
+        else:
+            digest = hashlib.blake2b(bson.encode({"v": value}), digest_size=9).hexdigest()
+            key = bare["output_key"] = f"{item.get('attempt', 0)}/{digest}"
+            outputs.append(
+                {"_id": _output_id(run_id, node, index, key), "run_id": run_id, "node": node, "output": value}
+            )
+    return bare
+
+
+def _output_id(run_id: str, node: str, index: str, key: str) -> str:
+    """The `_id` in `run_items` of an item's output: `output_key` (ATTEMPT/HASH) says which."""
+    return f"{run_id}/{node}/{index}/{key}"
+
+
+def _items(run_id: str, node: str, bare: dict[str, Any], outputs: dict[str, Any]) -> list[ItemState]:
+    """A node's item states, in order, each with its output."""
+    out: list[ItemState] = []
+    for k in sorted(bare, key=int):
+        state = {f: v for f, v in bare[k].items() if f != "output_key"}
+        key = bare[k].get("output_key")
+        state["output"] = None if key is None else outputs.get(_output_id(run_id, node, k, key))
+        out.append(cast(ItemState, state))
     return out
 
 
+def _with_bare_items(doc: dict[str, Any]) -> RunDoc:
+    """The run with each fan-out node's items as the document keeps them (no outputs), for `apply`."""
+    bare = doc.pop("items", None) or {}
+    run = _run(doc)
+    for node, items in bare.items():
+        if node in run["nodes"]:
+            run["nodes"][node] = cast(
+                NodeState, {**run["nodes"][node], "items": {k: dict(v) for k, v in items.items()}}
+            )
+    return run
+
+
 def _run(doc: dict[str, Any]) -> RunDoc:
-    """The run document of a stored one: its `_id` as `id`, first."""
+    """The run document of a stored one: its `_id` as `id`, first (without the TTL index's `expire_at`)."""
+    doc.pop("expire_at", None)
     return cast(RunDoc, {"id": doc.pop("_id"), **doc})
 
 

@@ -1,7 +1,10 @@
 """The SQLite store (stdlib sqlite3, WAL): the embedded default, one file under the working directory.
 
-Each run is one JSON document. `commit` reads, applies the pure compare-and-set of `router.runs` and
-writes back inside a `BEGIN IMMEDIATE` transaction, so several processes on one file stay correct.
+Each run is one JSON document, without its fan-out nodes' items: those are rows of `run_items` (one per
+item, keyed by run, node and index), so a result of one item of 10,000 reads and writes that item's row
+and the (small) run document, never the other items (router/runs.py `light`). `commit` reads, applies
+the pure compare-and-set of `router.runs` and writes back inside a `BEGIN IMMEDIATE` transaction, so
+several processes on one file stay correct, and an item and its node's counters change together.
 Calls are short and synchronous on the event loop's thread.
 
 Group commit: the writes of one event-loop tick share one transaction, committed by a callback at the
@@ -22,12 +25,13 @@ import sqlite3
 import threading
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from router.node_logs import LogBatch, LogLine, base_node, node_filter, truncation_key
-from router.runs import RunChange, RunDoc, Transition, apply
+from router.runs import ItemState, RunChange, RunDoc, Transition, apply, split_key, with_items
+from router.runs import light as _light
 from router.store.base import RunCount, RunExists, RunNotFound
 from router.tokens import TokenExists, TokenRecord
 
@@ -38,6 +42,11 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_by_pipeline ON runs (pipeline, created_at);
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at);
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, pipeline);
+CREATE TABLE IF NOT EXISTS run_items (
+  run_id TEXT NOT NULL, node TEXT NOT NULL, idx INTEGER NOT NULL, state BLOB NOT NULL, PRIMARY KEY (run_id, node, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS run_expiry (run_id TEXT PRIMARY KEY, expires_at TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS run_expiry_by_time ON run_expiry (expires_at);
 CREATE TABLE IF NOT EXISTS pipelines (name TEXT PRIMARY KEY, doc BLOB NOT NULL, updated_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
   name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, scope TEXT NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT
@@ -68,8 +77,11 @@ class SqliteStore:
         self._db.executescript(SCHEMA)
         self._open = False  # a tick transaction is open
         self._waiters: list[asyncio.Future[None]] = []  # its writers, woken by its commit
-        self._docs: dict[str, RunDoc] = {}  # runs as this transaction has them
+        self._docs: dict[str, RunDoc] = {}  # runs as this transaction has them (light: no items)
         self._dirty: set[str] = set()  # of those, the ones to write at the commit
+        self._items: dict[tuple[str, str, int], ItemState] = {}  # items as this transaction has them
+        self._dirty_items: set[tuple[str, str, int]] = set()  # of those, the ones to write at the commit
+        self._replaced: set[tuple[str, str]] = set()  # (run, node) whose items were set anew: old rows go
         self._thread = threading.get_ident()
 
     @classmethod
@@ -97,11 +109,20 @@ class SqliteStore:
         _OPEN.discard(self)
         waiters, self._waiters = self._waiters, []
         docs, dirty, self._docs, self._dirty = self._docs, self._dirty, {}, set()
+        items, dirty_items, replaced = self._items, self._dirty_items, self._replaced
+        self._items, self._dirty_items, self._replaced = {}, set(), set()
         try:
             if dirty:
                 self._db.executemany(
                     "UPDATE runs SET status = ?, doc = ? WHERE id = ?",
                     [(docs[run_id]["status"], orjson.dumps(docs[run_id]), run_id) for run_id in dirty],
+                )
+            if replaced:
+                self._db.executemany("DELETE FROM run_items WHERE run_id = ? AND node = ?", sorted(replaced))
+            if dirty_items:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO run_items (run_id, node, idx, state) VALUES (?, ?, ?, ?)",
+                    [(*key, orjson.dumps(items[key])) for key in sorted(dirty_items)],
                 )
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -124,19 +145,65 @@ class SqliteStore:
 
     async def create_run(self, run: RunDoc) -> None:
         self._begin()
+        doc, items = _light(run)
         try:
             self._db.execute(
                 "INSERT INTO runs (id, pipeline, status, created_at, doc) VALUES (?, ?, ?, ?, ?)",
-                (run["id"], run["pipeline"], run["status"], run["created_at"], orjson.dumps(run)),
+                (run["id"], run["pipeline"], run["status"], run["created_at"], orjson.dumps(doc)),
             )
         except sqlite3.IntegrityError:
             raise RunExists(f"run '{run['id']}' already exists", run_id=run["id"]) from None
+        if run.get("expires_at"):
+            self._db.execute(
+                "INSERT INTO run_expiry (run_id, expires_at) VALUES (?, ?)", (run["id"], run["expires_at"])
+            )
+        for node, states in items.items():
+            self._replaced.add((run["id"], node))
+            self._keep(run["id"], node, states)
         await self._committed()
 
-    async def get_run(self, run_id: str) -> RunDoc | None:
+    async def get_run(self, run_id: str, *, light: bool = False) -> RunDoc | None:
         self._commit()
         row = self._db.execute("SELECT doc FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return orjson.loads(row[0]) if row else None
+        if row is None:
+            return None
+        doc, inline = _light(orjson.loads(row[0]))  # a document stored with its items (before run_items) too
+        if light:
+            return doc
+        items: dict[str, list[ItemState]] = {n: [m[k] for k in sorted(m, key=int)] for n, m in inline.items()}
+        rows = self._db.execute("SELECT node, state FROM run_items WHERE run_id = ? ORDER BY node, idx", (run_id,))
+        for node, state in rows:
+            items.setdefault(node, []).append(orjson.loads(state))
+        return with_items(doc, items)
+
+    async def get_items(self, run_id: str, node: str) -> list[ItemState]:
+        self._commit()
+        rows = self._db.execute(
+            "SELECT state FROM run_items WHERE run_id = ? AND node = ? ORDER BY idx", (run_id, node)
+        ).fetchall()
+        return [orjson.loads(r[0]) for r in rows]
+
+    def _keep(self, run_id: str, node: str, states: dict[str, ItemState]) -> None:
+        for index, state in states.items():
+            key = (run_id, node, int(index))
+            self._items[key] = state
+            self._dirty_items.add(key)
+
+    async def get_item(self, run_id: str, node: str, index: int) -> ItemState | None:
+        self._commit()
+        item = self._item(run_id, node, index)
+        return None if item is None else cast(ItemState, {k: v for k, v in item.items() if k != "output"})
+
+    def _item(self, run_id: str, node: str, index: int) -> ItemState | None:
+        key = (run_id, node, index)
+        if key not in self._items:
+            row = self._db.execute(
+                "SELECT state FROM run_items WHERE run_id = ? AND node = ? AND idx = ?", key
+            ).fetchone()
+            if row is None:
+                return None
+            self._items[key] = orjson.loads(row[0])
+        return self._items[key]
 
     async def commit(
         self, run_id: str, transitions: list[Transition], run_change: RunChange | None = None
@@ -148,12 +215,38 @@ class SqliteStore:
             if row is None:
                 raise RunNotFound(f"run '{run_id}' not found", run_id=run_id)
             run = orjson.loads(row[0])
-        new, won, run_won = apply(run, transitions, run_change)  # a new document; `run` stays as it is
+        work = self._with_touched_items(run, transitions)
+        new, won, run_won = apply(work, transitions, run_change)  # a new document; `run` stays as it is
+        doc, items = _light(new)
         if any(won) or run_won:
             self._dirty.add(run_id)
-        self._docs[run_id] = new
+            for t, ok in zip(transitions, won, strict=True):
+                if ok and "items" in t.fields and split_key(t.node)[1] is None:
+                    self._replaced.add((run_id, t.node))
+            for node, states in items.items():
+                if (run_id, node) not in self._replaced:  # only the items that changed (`apply` made them anew)
+                    states = {k: v for k, v in states.items() if self._items.get((run_id, node, int(k))) is not v}
+                self._keep(run_id, node, states)
+        self._docs[run_id] = doc
         await self._committed()  # also when it lost: what it read is then durable too
-        return new, won, run_won
+        return doc, won, run_won
+
+    def _with_touched_items(self, run: RunDoc, transitions: list[Transition]) -> RunDoc:
+        """`run` with the items its item transitions name (those that exist), for `apply` to decide on."""
+        touched: dict[str, dict[str, ItemState]] = {}
+        for t in transitions:
+            node, index = split_key(t.node)
+            if index is None or node not in run["nodes"]:
+                continue
+            item = self._item(run["id"], node, index)
+            if item is not None:
+                touched.setdefault(node, {})[str(index)] = item
+        if not touched:
+            return run
+        nodes = dict(run["nodes"])
+        for node, found in touched.items():
+            nodes[node] = {**nodes[node], "items": {**(nodes[node].get("items") or {}), **found}}
+        return {**run, "nodes": nodes}
 
     async def list_runs(
         self,
@@ -194,6 +287,44 @@ class SqliteStore:
         sql = "SELECT pipeline, status, COUNT(*) FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
         rows = self._db.execute(sql + " GROUP BY pipeline, status ORDER BY pipeline, status", args)
         return [RunCount(pipeline=p, status=st, count=n) for p, st, n in rows]
+
+    async def prune_runs(
+        self,
+        expired_by: str | None,
+        undated_before: str | None,
+        created_before: str | None,
+        dry_run: bool = False,
+        limit: int = 1000,
+    ) -> list[RunDoc]:
+        where: list[str] = []
+        args: list[str | int] = []
+        if expired_by is not None:
+            where.append("e.expires_at <= ?")
+            args.append(expired_by)
+        if undated_before is not None:
+            where.append("(e.expires_at IS NULL AND r.created_at < ?)")
+            args.append(undated_before)
+        if created_before is not None:
+            where.append("r.created_at < ?")
+            args.append(created_before)
+        if not where:
+            return []
+        self._commit()
+        rows = self._db.execute(
+            "SELECT r.id, r.doc FROM runs r LEFT JOIN run_expiry e ON e.run_id = r.id "
+            f"WHERE {' OR '.join(where)} ORDER BY r.created_at LIMIT ?",
+            (*args, limit),
+        ).fetchall()
+        runs = [orjson.loads(doc) for _, doc in rows]
+        if dry_run or not runs:
+            return runs
+        ids = [(run_id,) for run_id, _ in rows]
+        self._begin()
+        self._db.executemany("DELETE FROM runs WHERE id = ?", ids)
+        for table in ("run_items", "run_expiry", "node_logs", "node_log_batches"):
+            self._db.executemany(f"DELETE FROM {table} WHERE run_id = ?", ids)
+        await self._committed()
+        return runs
 
     async def get_or_create_secret(self, name: str, value: str) -> str:
         from router.runs import now_iso

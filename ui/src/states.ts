@@ -77,7 +77,13 @@ export function progressText(p: Progress): string {
 }
 
 export function isFanout(node: NodeRecord | undefined): boolean {
-  return Array.isArray(node?.items);
+  return Array.isArray(node?.items) || node?.progress !== undefined;
+}
+
+/** A fan-out node's progress: from its counters (the run stream's record), else from its items. */
+export function progressOf(node: NodeRecord): Progress {
+  const c = node.progress;
+  return c ? { total: c.total, done: c.done, failed: c.failed, running: c.running, pending: c.pending, other: 0 } : progress(node.items);
 }
 
 /** The share of each part of a fan-out's items, for the bar under the node (fractions 0..1). */

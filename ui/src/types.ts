@@ -44,7 +44,16 @@ export interface NodeRecord {
   duration_ms?: number;
   queue_ms?: number;
   attempts?: Attempt[];
-  items?: ItemRecord[];
+  items?: ItemRecord[]; // GET /runs/{id}; the run stream sends `progress` only
+  progress?: FanProgress; // a fan-out node: its items by state, from the router's counters
+}
+
+export interface FanProgress {
+  total: number;
+  done: number;
+  failed: number; // every end other than succeeded
+  running: number;
+  pending: number;
 }
 
 export interface ReplayEntry {
@@ -173,6 +182,7 @@ export interface NodeView {
   state: Record<string, unknown>;
   inputs: unknown;
   inputs_error: string | null;
+  items?: ItemRecord[]; // a fan-out node's
 }
 
 export interface EventEntry {

@@ -1,7 +1,7 @@
 import { memo, useEffect, useMemo, useState } from "react";
 import { Background, Controls, Handle, Position, ReactFlow, useReactFlow, useStore, type Edge, type Node, type NodeProps } from "@xyflow/react";
 import { layout, type Layout } from "../layout";
-import { progress, progressBar, progressText, tone } from "../states";
+import { isFanout, progressBar, progressOf, progressText, tone } from "../states";
 import type { NodeRecord, PipelineDoc } from "../types";
 import { duration } from "../format";
 
@@ -15,7 +15,7 @@ interface KnodeData extends Record<string, unknown> {
 
 const Knode = memo(function Knode({ data }: NodeProps<Node<KnodeData>>) {
   const t = tone(data.state?.status ?? "pending");
-  const p = data.state?.items ? progress(data.state.items) : null;
+  const p = data.state && isFanout(data.state) ? progressOf(data.state) : null;
   return (
     <div
       className={`knode ${t.className}${data.selected ? " selected" : ""}`}

@@ -2,7 +2,7 @@ import { useState } from "react";
 import type { Attempt, NodeRecord, NodeView, RunRecord } from "../types";
 import { useSession } from "../session";
 import { useGet } from "../live";
-import { NODE_FINAL, isFanout, progress, progressText } from "../states";
+import { NODE_FINAL, isFanout, progressOf, progressText } from "../states";
 import { clock, duration, json, ms, traceback } from "../format";
 import { queuedAt } from "../waterfall";
 import { JsonView, Problem, Status, Tabs } from "./Bits";
@@ -42,13 +42,17 @@ export function NodePanel({ run, nodeId, onClose }: { run: RunRecord; nodeId: st
   const [item, setItem] = useState<number | null>(null);
   const [tab, setTab] = useState("overview");
   const key = item === null ? nodeId : `${nodeId}[${item}]`;
-  const view = useGet<NodeView>(api, `/runs/${encodeURIComponent(run.id)}/nodes/${encodeURIComponent(key)}`, { v: `${node?.status}:${node?.attempt}:${item !== null ? node?.items?.[item]?.status : ""}` });
+  const view = useGet<NodeView>(api, `/runs/${encodeURIComponent(run.id)}/nodes/${encodeURIComponent(key)}`, { v: `${node?.status}:${node?.attempt}:${node && isFanout(node) ? progressText(progressOf(node)) : ""}` });
+  // a fan-out node's items: the run stream's record has its counters only, the node view lists them
+  const fanPath = item !== null && node && !node.items ? `/runs/${encodeURIComponent(run.id)}/nodes/${encodeURIComponent(nodeId)}` : null;
+  const fanView = useGet<NodeView>(api, fanPath, { v: `${node?.status}:${node?.attempt}:${node && isFanout(node) ? progressText(progressOf(node)) : ""}` });
   if (!node) return null;
   const fan = isFanout(node);
-  const subject = item !== null && node.items ? node.items[item] : node;
+  const items = node.items ?? (item === null ? view.data?.items : fanView.data?.items);
+  const subject = item !== null && items ? items[item] : node;
   const attempts = item === null ? attemptsOf(node) : [];
   const logNode = key;
-  const attemptNo = item !== null && node.items ? node.items[item].attempt : node.attempt;
+  const attemptNo = item !== null && items ? items[item].attempt : node.attempt;
   return (
     <aside className="panel" data-testid="node-panel">
       <div className="panel-head">
@@ -57,9 +61,9 @@ export function NodePanel({ run, nodeId, onClose }: { run: RunRecord; nodeId: st
         <span className="spacer" />
         <button className="ghost" onClick={onClose} title="Close (Esc)">✕</button>
       </div>
-      <div className="muted">{view.data?.function ?? ""} · attempt {attemptNo}{fan && node.items ? ` · ${progressText(progress(node.items))}` : ""}</div>
+      <div className="muted">{view.data?.function ?? ""} · attempt {attemptNo}{fan ? ` · ${progressText(progressOf(node))}` : ""}</div>
       <Tabs
-        tabs={[["overview", "Overview"], ...(fan ? ([["items", `Items (${node.items?.length ?? 0})`]] as [string, string][]) : []), ["logs", "Logs"], ["attempts", "Attempts"]]}
+        tabs={[["overview", "Overview"], ...(fan ? ([["items", `Items (${node.progress?.total ?? items?.length ?? 0})`]] as [string, string][]) : []), ["logs", "Logs"], ["attempts", "Attempts"]]}
         active={tab}
         onChange={setTab}
       />
@@ -71,14 +75,14 @@ export function NodePanel({ run, nodeId, onClose }: { run: RunRecord; nodeId: st
           <Problem error={view.error} />
           {view.data && (view.data.inputs_error ? <p className="muted">{view.data.inputs_error}</p> : <JsonView value={view.data.inputs} />)}
           <h3>Output</h3>
-          {item === null ? <JsonView value={node.output} /> : <JsonView value={Array.isArray(node.output) ? node.output[item] : (view.data?.state as { output?: unknown })?.output} />}
+          {item === null ? <JsonView value={node.output ?? (view.data?.state as { output?: unknown })?.output} /> : <JsonView value={Array.isArray(node.output) ? node.output[item] : (view.data?.state as { output?: unknown })?.output} />}
           <h3>Timing</h3>
           <Timing state={(view.data?.state as NodeRecord | undefined) ?? node} />
         </div>
       )}
-      {tab === "items" && node.items && (
+      {tab === "items" && items && (
         <ItemList
-          items={node.items}
+          items={items}
           selected={item}
           onSelect={(i) => {
             setItem(i);

@@ -10,6 +10,7 @@ import { ago, clock, duration, json, ms } from "../format";
 import { checkTriggerData } from "../check";
 import { navigate } from "../nav";
 import { ON_FAILURE } from "../layout";
+import { isFanout } from "../states";
 import type { PipelineDetails, PipelineDoc, RunRecord } from "../types";
 
 type Action = "redrive" | "from" | "rerun" | "cancel" | null;
@@ -20,7 +21,7 @@ export function dagOf(pipeline: PipelineDoc | null, run: RunRecord): PipelineDoc
   const known = new Set(nodes.map((n) => n.id));
   const extra = Object.keys(run.nodes)
     .filter((id) => !known.has(id) && id !== ON_FAILURE)
-    .map((id) => ({ id, function: "?", ...(run.nodes[id].items ? { foreach: "" } : {}) }));
+    .map((id) => ({ id, function: "?", ...(isFanout(run.nodes[id]) ? { foreach: "" } : {}) }));
   return {
     metadata: { name: run.pipeline },
     nodes: [...nodes, ...extra],
