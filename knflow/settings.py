@@ -7,13 +7,14 @@ import re
 import sys
 from typing import Any, Final
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from broker.codec import MAX_BODY_BYTES
 from broker.errors import KnflowError
 from broker.redact import MASK, redact
 from functions import blobs
+from router import environments
 from router.hops import MAX_HOPS
 
 DEFAULT_STORE = "sqlite:///knflow.db"  # the run store when no flag or variable names one (`knflow run`, `knflow dev`)
@@ -57,6 +58,8 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, lt=65536)  # `knflow serve dispatcher`'s /metrics; 0: a free port, printed
     sweep_interval_s: float = Field(5.0, gt=0)  # how often a router looks for runs a crash left behind
     sweep_after_s: float = Field(30.0, gt=0)  # a node `scheduled` this long has its invoke published again
+    # the environment whose variables the pipelines take (router/environments.py); `--env NAME` overrides it
+    env: str | None = None
     port: int = Field(8080, validation_alias=AliasChoices("PORT", "KNFLOW_PORT"))
     k_sink: str | None = Field(None, validation_alias=AliasChoices("K_SINK", "KNFLOW_K_SINK"))
     # large payloads (functions.blobs; function processes read the same two variables without this class)
@@ -77,6 +80,11 @@ class Settings(BaseSettings):
         """`repr(settings)` and `str(settings)`: secret settings as ****, URLs with their passwords masked."""
         for name, value in super().__repr_args__():
             yield name, shown(name, value)
+
+    @field_validator("env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        return environments.check_name(value, "the environment")
 
     @model_validator(mode="after")
     def _blobs_fit_the_broker(self) -> Settings:
