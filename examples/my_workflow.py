@@ -51,6 +51,7 @@ class FailedRun(BaseModel):
 class Handled(BaseModel):
     failed_node: str
     message: str
+    exception: str | None  # the traceback's last line
 
 
 @function(cpu="1", memory="1Gi", timeout_s=30)
@@ -77,8 +78,9 @@ async def step2(inp: Step2In, ctx: Context) -> Step2Out:
 async def fail_handler(inp: FailedRun, ctx: Context) -> Handled:
     """Called once when the run fails, with the failed node's error and traceback."""
     last = (inp.traceback or "").strip().splitlines()[-1:]  # the exception line; the whole traceback is in `inp`
-    ctx.log.error("run failed", node=inp.failed_node, exception=last[0] if last else None)
-    return Handled(failed_node=inp.failed_node, message=inp.error.get("message", ""))
+    exception = last[0] if last else None
+    ctx.log.error("run failed", node=inp.failed_node, exception=exception)
+    return Handled(failed_node=inp.failed_node, message=inp.error.get("message", ""), exception=exception)
 
 
 @pipeline(
