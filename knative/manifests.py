@@ -56,6 +56,8 @@ def build(
     """Every manifest for these pipelines. Raises a KnativeError naming each problem found."""
     profile = profile or Profile()
     pipelines = _distinct(list(pipelines))
+    for p in pipelines:  # each has the profile's environment, or the routers would refuse it at start
+        p.for_environment(profile.environment)
     chains.check_loops(pipelines)
     plans = plan_functions(pipelines, registry, profile, root or Path.cwd())
 

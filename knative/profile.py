@@ -4,6 +4,7 @@ A YAML file (every key optional; snake_case; durations in seconds, named `*_s`):
 
     namespace: pipelines
     image: ghcr.io/acme/knflow:0.1.0
+    environment: prod                      # KNFLOW_ENV of the routers: the pipelines' `variables: {default, prod}`
     broker:
       name: knflow
       class: MTChannelBasedBroker          # or NatsJetStreamBroker (eventing-natss' native broker)
@@ -48,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from functions import deployment
 from knative.errors import ProfileInvalid
+from router import environments
 from router.hops import MAX_HOPS
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -230,6 +232,13 @@ class Profile(_Strict):
     # a NetworkPolicy that lets the namespace's pods reach anything but the cloud metadata address; turn it
     # off where pods get their cloud credentials from the metadata server (GKE Workload Identity)
     network_policy: bool = True
+    # the routers' KNFLOW_ENV: the environment whose variables the pipelines take (router/environments.py)
+    environment: str | None = None
+
+    @field_validator("environment")
+    @classmethod
+    def _environment(cls, value: str | None) -> str | None:
+        return environments.check_name(value, "environment")
 
     @field_validator("namespace")
     @classmethod

@@ -189,6 +189,8 @@ def _router(
     files = [f"{PIPELINES_DIR}/{key}" for key in pipelines_doc["data"]]
     env.append({"name": "KNFLOW_PIPELINES", "value": ",".join(files)})
     env.append({"name": "KNFLOW_MAX_HOPS", "value": str(r.max_hops)})
+    if profile.environment:
+        env.append({"name": "KNFLOW_ENV", "value": profile.environment})
     env += [*_blob_env(profile), _secret_env("KNFLOW_METRICS_TOKEN", profile.metrics_token_secret)]
     container = _container("router", profile, env, command=command)
     container["volumeMounts"] = [

@@ -21,7 +21,8 @@ from broker import tracing
 from broker.errors import KnflowError
 from broker.redact import redact
 from knflow import eventloop
-from knflow.settings import DEFAULT_STORE, check_environment
+from knflow.settings import DEFAULT_STORE, Settings, check_environment
+from router import environments
 
 
 def redact_log_values(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -134,7 +135,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if len(pipelines) > 1:
         names = ", ".join(p.name for p in pipelines)
         raise KnflowError(f"{args.file} defines several pipelines ({names}); export one or split the file")
-    pipeline = pipelines[0]
+    pipeline = pipelines[0].for_environment(args.env or Settings().env)
     data = _data(args)
     if args.node:
         return eventloop.run(_run_node(pipeline, args.node, data, args.json))
@@ -242,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default=DEFAULT_STORE, help=f"run store URL (default {DEFAULT_STORE})")
     p.add_argument("--json", action="store_true", help="print the run record as JSON on stdout")
     p.add_argument("--id", metavar="KEY", help="the run's key: a second run with the same KEY returns the first run")
+    p.add_argument("--env", type=environments.env_arg, metavar="NAME", help=environments.ENV_HELP)
     functions_arg(p)
     p.set_defaults(fn=cmd_run)
 

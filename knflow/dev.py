@@ -26,6 +26,7 @@ from broker.errors import KnflowError
 from broker.redact import mask_url
 from knflow import eventloop
 from knflow.settings import DEFAULT_STORE, Settings
+from router import environments
 from datetime import UTC
 
 
@@ -90,6 +91,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from router.loader import load
 
     settings = Settings()
+    settings.env = args.env or settings.env
     api_access(settings, args.host)  # before anything starts
     modules = settings.function_modules + args.functions
     for ref in modules:
@@ -223,5 +225,6 @@ def add_command(sub: Any, functions_arg: Any) -> None:
     p.add_argument("--memory", action="store_true", help="use the in-memory broker even if nats-server is installed")
     p.add_argument("--isolate", action="store_true", help="run each function as its own HTTP service process")
     p.add_argument("--store", help=f"run store URL (default {DEFAULT_STORE})")
+    p.add_argument("--env", type=environments.env_arg, metavar="NAME", help=environments.ENV_HELP)
     functions_arg(p)
     p.set_defaults(fn=cmd_dev)

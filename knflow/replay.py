@@ -11,7 +11,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from broker.errors import KnflowError
-from knflow.settings import DEFAULT_STORE
+from knflow.settings import DEFAULT_STORE, Settings
 
 if TYPE_CHECKING:
     from knflow.client import RouterClient
@@ -80,7 +80,7 @@ async def _embedded(args: argparse.Namespace, bulk: bool) -> int:
     for ref in args.functions:
         load_module(ref)
     store = open_store(args.store)
-    catalog = StorePipelines(store)
+    catalog = StorePipelines(store, environment=Settings().env)  # a new run (--new-run) takes KNFLOW_ENV's variables
     if bulk:
         async with EmbeddedStack(store, pipelines=catalog) as stack:
             await _load_functions(catalog, await stack.store.list_runs(args.pipeline, args.status or "failed", 1000))

@@ -26,6 +26,7 @@ from broker.errors import KnflowError
 from broker.redact import mask_url
 from knflow import eventloop
 from knflow.settings import Settings
+from router import environments
 
 log = structlog.get_logger("knflow.serve")
 
@@ -117,7 +118,7 @@ async def router_stack(
     from router.loader import load
 
     store = open_store(store_url)
-    catalog = StorePipelines(store)
+    catalog = StorePipelines(store, environment=settings.env)
     for path in pipeline_files:
         await catalog.put(load(path))
     if nats_url:
@@ -231,6 +232,7 @@ def broker_ingress_access(settings: Settings, insecure: bool, where: str) -> Non
 
 def cmd_serve_router(args: argparse.Namespace) -> int:
     settings = Settings()
+    settings.env = args.env or settings.env
     store_url = router_store_url(settings, args.store)
     where = f"http://{args.host}:{args.port or settings.port}"
     admin_token: str | None = None
@@ -333,6 +335,7 @@ def add_commands(sub: Any, functions_arg: Any) -> None:
     p.add_argument("--store", help="run store URL (default: KNFLOW_STORE_URL, else sqlite:///knflow.db)")
     p.add_argument("--nats", help="NATS URL (default: KNFLOW_NATS_URL); without it and K_SINK, an in-memory broker")
     p.add_argument("--pipelines", nargs="*", default=[], metavar="FILE", help="pipeline files to load at start")
+    p.add_argument("--env", type=environments.env_arg, metavar="NAME", help=environments.ENV_HELP)
     p.add_argument("--port", type=int)
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument(

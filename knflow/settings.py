@@ -14,6 +14,7 @@ from broker.codec import MAX_BODY_BYTES
 from broker.errors import KnflowError
 from broker.redact import MASK, redact
 from functions import blobs
+from router import environments
 from router.hops import MAX_HOPS
 from router.retention import DEFAULT_RETENTION
 
@@ -60,6 +61,8 @@ class Settings(BaseSettings):
     sweep_after_s: float = Field(30.0, gt=0)  # a node `scheduled` this long has its invoke published again
     # how long runs are kept (`7d`, `12h`) when their pipeline sets no `retention:` (router/retention.py)
     retention: str = DEFAULT_RETENTION
+    # the environment whose variables the pipelines take (router/environments.py); `--env NAME` overrides it
+    env: str | None = None
     port: int = Field(8080, validation_alias=AliasChoices("PORT", "KNFLOW_PORT"))
     k_sink: str | None = Field(None, validation_alias=AliasChoices("K_SINK", "KNFLOW_K_SINK"))
     # large payloads (functions.blobs; function processes read the same two variables without this class)
@@ -98,6 +101,11 @@ class Settings(BaseSettings):
         from router.replay import parse_duration_s
 
         return parse_duration_s(self.retention)
+
+    @field_validator("env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        return environments.check_name(value, "the environment")
 
     @model_validator(mode="after")
     def _blobs_fit_the_broker(self) -> Settings:

@@ -1,6 +1,8 @@
 """The pipelines a router knows: kept in the store (so every replica sees them), parsed (router/loader.py) and cached.
 
 A cached pipeline is re-read after `ttl_s`, so a PUT on one router reaches the others within that time.
+Each pipeline comes with the variables of the router's `environment` (router/environments.py); the store
+keeps every environment's, as written.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from router.validation import validate
 
 
 class StorePipelines:
-    def __init__(self, store: RunStore, ttl_s: float = 5.0) -> None:
+    def __init__(self, store: RunStore, ttl_s: float = 5.0, environment: str | None = None) -> None:
         self.store = store
         self.ttl_s = ttl_s
+        self.environment = environment
         self._cache: dict[str, tuple[float, Pipeline]] = {}
         self._all: tuple[float, list[Pipeline]] | None = None
 
@@ -28,7 +31,7 @@ class StorePipelines:
         if doc is None:
             self._cache.pop(name, None)
             return None
-        p = parse(doc, f"store:pipelines/{name}")
+        p = parse(doc, f"store:pipelines/{name}").for_environment(self.environment)
         self._cache[name] = (time.monotonic(), p)
         return p
 
@@ -36,7 +39,7 @@ class StorePipelines:
         if self._all is not None and time.monotonic() - self._all[0] < self.ttl_s:
             return self._all[1]
         pipelines = [
-            parse(doc, f"store:pipelines/{doc.get('metadata', {}).get('name')}")
+            parse(doc, f"store:pipelines/{doc.get('metadata', {}).get('name')}").for_environment(self.environment)
             for doc in await self.store.list_pipelines()
         ]
         self._all = (time.monotonic(), pipelines)
@@ -48,6 +51,7 @@ class StorePipelines:
         problems = validate(pipeline)
         if problems:
             raise PipelineInvalid(problems)
+        pipeline = pipeline.for_environment(self.environment)  # one without this router's environment is refused
         await self.store.put_pipeline(pipeline.name, pipeline.to_dict())
         self._cache[pipeline.name] = (time.monotonic(), pipeline)
         self._all = None

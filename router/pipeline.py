@@ -6,7 +6,7 @@ router/validation.py runs every rule; router/loader.py holds the entry points (`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -15,6 +15,7 @@ import yaml
 from broker.errors import KnflowError
 from functions.deployment import Deployment
 from functions.sdk import Retry
+from router import environments
 
 API_VERSIONS = ("knflow.dev/v1", "flume/v1")
 MAX_ITEMS = 10_000  # the most items one fan-out node runs (a foreach list, or replicas)
@@ -207,7 +208,11 @@ class Pipeline:
     name: str
     nodes: dict[str, Node]
     edges: list[Edge] = field(default_factory=list)
+    # the variables of the environment in use (the default one when parsed; `for_environment` picks another)
     variables: dict[str, Any] = field(default_factory=dict)
+    # per-environment variables as written (router/environments.py); empty when `variables` is plain
+    environments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    environment: str | None = None  # the one `variables` holds: None for the default
     triggers: list[Trigger] = field(default_factory=lambda: [Trigger()])
     description: str = ""
     functions: list[str] = field(default_factory=list)
@@ -230,6 +235,14 @@ class Pipeline:
 
     def node_path(self, node: str, *rest: Any) -> tuple:
         return ("nodes", self.node_index.get(node, -1), *rest)
+
+    def for_environment(self, environment: str | None) -> Pipeline:
+        """This pipeline with the variables of `environment` (None: the default). Raises UnknownEnvironment when
+        the pipeline has environments and not this one; a pipeline without environments is the same in each."""
+        if not self.environments or environment == self.environment:
+            return self
+        variables = environments.resolve(self.name, self.environments, environment, self.source)
+        return replace(self, variables=variables, environment=environment)
 
     @property
     def run_nodes(self) -> list[str]:
@@ -308,8 +321,8 @@ class Pipeline:
             out["trigger"] = self.triggers[0].to_dict()
         else:
             out["triggers"] = [t.to_dict() for t in self.triggers]
-        if self.variables:
-            out["variables"] = self.variables
+        if self.environments or self.variables:
+            out["variables"] = self.environments or self.variables
         if self.on_failure:
             out["on_failure"] = self.on_failure
         if self.retention:

@@ -14,6 +14,7 @@ from typing import Any, Final
 from functions import deployment
 from functions.deployment import Deployment
 from functions.sdk import Retry
+from router import environments
 from router.pipeline import (
     API_VERSIONS,
     MAX_ITEMS,
@@ -192,10 +193,7 @@ def from_dict(
             ("apiVersion",),
             field="apiVersion",
         )
-    variables = doc.get("variables") or {}
-    if not isinstance(variables, dict):
-        c.add(f"variables must be a mapping, got {type(variables).__name__}", ("variables",), field="variables")
-        variables = {}
+    variables, sections = _variables(doc, c)
     functions = doc.get("functions") or []
     if isinstance(functions, str):
         functions = [functions]
@@ -225,6 +223,7 @@ def from_dict(
         nodes=nodes,
         edges=edges,
         variables=variables,
+        environments=sections,
         triggers=triggers,
         description=str(meta.get("description") or ""),
         functions=functions,
@@ -238,6 +237,20 @@ def from_dict(
         retention_s=retention_s,
     )
     return pipeline, c.problems
+
+
+def _variables(doc: dict, c: _Collector) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The default environment's variables, and every environment's when they are per environment."""
+    variables = doc.get("variables") or {}
+    if not isinstance(variables, dict):
+        c.add(f"variables must be a mapping, got {type(variables).__name__}", ("variables",), field="variables")
+        return {}, {}
+    for key, message in environments.problems(variables):
+        c.add(message, ("variables", key), field=f"variables.{key}")
+    if not environments.is_sectioned(variables):
+        return dict(variables), {}
+    sections = {k: v for k, v in variables.items() if isinstance(v, dict)}
+    return dict(sections[environments.DEFAULT]), sections
 
 
 def _status(doc: dict, c: _Collector) -> str:

@@ -15,6 +15,7 @@ from broker.redact import redact
 from functions.server import FUNCTION_STATUSES
 from router.conditions import ConditionError
 from router.hops import HopLimit
+from router.environments import UnknownEnvironment
 from router.pipeline import PipelineHeld, PipelineInvalid
 from router.replay import InvalidDuration, ReplayRefused
 from router.result_keys import ResultRefused
@@ -54,6 +55,7 @@ ROUTER_STATUSES: Statuses = {
     HopLimit: 422,
     ResultRefused: 403,  # a Knative broker does not retry a 4xx other than 404, 408, 409, 429
     PipelineInvalid: 422,
+    UnknownEnvironment: 422,  # a pipeline PUT without the router's environment
     PipelineHeld: 409,
     TemplateError: 422,
     ConditionError: 422,
