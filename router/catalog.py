@@ -47,12 +47,14 @@ class StorePipelines:
             self._cache[p.name] = (self._all[0], p)
         return pipelines
 
-    async def put(self, pipeline: Pipeline) -> None:
+    async def put(self, pipeline: Pipeline, source: str | None = None) -> None:
+        """Store `pipeline`; `source`, the YAML text it was parsed from, is kept with it as written (the editor
+        opens it: comments and order kept), None for one with no text (a JSON PUT, a DSL pipeline)."""
         problems = validate(pipeline)
         if problems:
             raise PipelineInvalid(problems)
         pipeline = pipeline.for_environment(self.environment)  # one without this router's environment is refused
-        await self.store.put_pipeline(pipeline.name, pipeline.to_dict())
+        await self.store.put_pipeline(pipeline.name, pipeline.to_dict(), source)
         self._cache[pipeline.name] = (time.monotonic(), pipeline)
         self._all = None
 
@@ -65,10 +67,14 @@ class StorePipelines:
         doc = {**doc, "status": status}
         if status == "active":
             doc.pop("status")
-        await self.store.put_pipeline(name, doc)
+        await self.store.put_pipeline(name, doc, await self.store.get_pipeline_source(name))  # status: not in the text
         self._cache.pop(name, None)
         self._all = None
         return await self.get(name)
+
+    async def source(self, name: str) -> str | None:
+        """The YAML text pipeline `name` was stored from, as written; None if it was stored without one."""
+        return await self.store.get_pipeline_source(name)
 
     async def delete(self, name: str) -> bool:
         self._cache.pop(name, None)
