@@ -120,3 +120,19 @@ def test_a_pipeline_file_the_router_loads_keeps_its_text(router):  # noqa: F811
     status, details = http("GET", f"{router.url}/pipelines/{name}/details")
     assert status == 200
     assert details == {**details, "yaml": PIPELINES[name], "yaml_source": "stored"}
+
+
+def test_pause_and_resume_keep_the_stored_text_saying_its_status(router):  # noqa: F811
+    text = "# a comment that stays\nmetadata: {name: kept-status}\n"
+    text += "nodes:\n  - {id: say, type: log, inputs: {message: hi}}\n"
+    assert (
+        http("PUT", f"{router.url}/pipelines/kept-status", text.encode(), {"content-type": "application/yaml"})[0]
+        == 200
+    )
+    assert http("POST", f"{router.url}/pipelines/kept-status/pause")[0] == 200
+    details = http("GET", f"{router.url}/pipelines/kept-status/details")[1]
+    assert details["yaml"] == text + "status: paused\n" and details["pipeline"]["status"] == "paused"
+    assert http("POST", f"{router.url}/pipelines/kept-status/resume")[0] == 200
+    details = http("GET", f"{router.url}/pipelines/kept-status/details")[1]
+    assert details["yaml"] == text + "status: active\n" and "status" not in details["pipeline"]
+    assert http("DELETE", f"{router.url}/pipelines/kept-status")[0] in (200, 204)
