@@ -115,12 +115,13 @@ async def router_stack(
     `connect_in_background` (`knflow serve router`): NATS unreachable, it yields at once and connects later."""
     from router.catalog import StorePipelines
     from router.store import open_store
-    from router.loader import load
+    from router.loader import load, read_file
 
     store = open_store(store_url)
     catalog = StorePipelines(store, environment=settings.env)
     for path in pipeline_files:
-        await catalog.put(load(path))
+        pipeline, text = load(path), read_file(path)
+        await catalog.put(pipeline, None if text.lstrip().startswith("{") else text)  # a YAML file's text, as written
     if nats_url:
         from knflow.nats_stack import NatsStack
 

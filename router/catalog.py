@@ -7,9 +7,11 @@ keeps every environment's, as written.
 
 from __future__ import annotations
 
+import re
 import time
 
 from router.loader import parse
+from router.pipeline_yaml import parse_yaml
 from router.pipeline import Pipeline, PipelineInvalid
 from router.store.base import RunStore
 from router.validation import validate
@@ -47,12 +49,14 @@ class StorePipelines:
             self._cache[p.name] = (self._all[0], p)
         return pipelines
 
-    async def put(self, pipeline: Pipeline) -> None:
+    async def put(self, pipeline: Pipeline, source: str | None = None) -> None:
+        """Store `pipeline`; `source`, the YAML text it was parsed from, is kept with it as written (the editor
+        opens it: comments and order kept), None for one with no text (a JSON PUT, a DSL pipeline)."""
         problems = validate(pipeline)
         if problems:
             raise PipelineInvalid(problems)
         pipeline = pipeline.for_environment(self.environment)  # one without this router's environment is refused
-        await self.store.put_pipeline(pipeline.name, pipeline.to_dict())
+        await self.store.put_pipeline(pipeline.name, pipeline.to_dict(), source)
         self._cache[pipeline.name] = (time.monotonic(), pipeline)
         self._all = None
 
@@ -65,12 +69,38 @@ class StorePipelines:
         doc = {**doc, "status": status}
         if status == "active":
             doc.pop("status")
-        await self.store.put_pipeline(name, doc)
+        await self.store.put_pipeline(name, doc, with_status(await self.store.get_pipeline_source(name), status))
         self._cache.pop(name, None)
         self._all = None
         return await self.get(name)
+
+    async def source(self, name: str) -> str | None:
+        """The YAML text pipeline `name` was stored from, as written; None if it was stored without one."""
+        return await self.store.get_pipeline_source(name)
 
     async def delete(self, name: str) -> bool:
         self._cache.pop(name, None)
         self._all = None
         return await self.store.delete_pipeline(name)
+
+
+_STATUS_LINE = re.compile(r"^status:[^\n]*$", re.MULTILINE)
+
+
+def with_status(text: str | None, status: str) -> str | None:
+    """The stored YAML `text` with its top-level `status` set to `status` (the line replaced, or one added at
+    the end), so that the text the editor opens says what pause/resume stored; None (the editor then opens
+    YAML generated from the document) when there is no text or the edit does not read back as that status."""
+    if text is None:
+        return None
+    if _STATUS_LINE.search(text):
+        edited = _STATUS_LINE.sub(f"status: {status}", text, count=1)
+    elif status == "active":
+        return text  # no status line: active
+    else:
+        edited = f"{text}{'' if text.endswith(chr(10)) else chr(10)}status: {status}\n"
+    try:
+        doc, _ = parse_yaml(edited, "store:pipelines")
+    except PipelineInvalid:
+        return None
+    return edited if isinstance(doc, dict) and doc.get("status", "active") == status else None

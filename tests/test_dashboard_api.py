@@ -182,7 +182,8 @@ def test_pipeline_details_and_a_run_started_from_the_form(router):
     details = http("GET", f"{router.url}/pipelines/steps/details")[1]
     assert details["inputs"] == [{"name": "m", "nodes": ["say"]}]
     assert details["triggers"] == [{"type": "webhook", "path": "/hooks/steps"}]
-    assert details["yaml"].startswith("apiVersion:") and "id: wait" in details["yaml"]
+    assert details["yaml"].startswith("metadata: {name: steps}") and "id: wait" in details["yaml"]  # its file's text
+    assert details["yaml_source"] == "stored"
     cron = http("GET", f"{router.url}/pipelines/ticking/details")[1]["triggers"][0]
     assert cron["schedule"] == "*/5 * * * *" and int(cron["next_at"][14:16]) % 5 == 0, cron
     reader = create_token(router.url, "dash-form-reader", "read")

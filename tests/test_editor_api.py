@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from tests.test_fabric_e2e import http
-from tests.test_router_service import router  # noqa: F401 (the module's router process)
+from tests.test_router_service import PIPELINES, router  # noqa: F401 (the module's router process)
 from tests.tokens import create_token
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,3 +89,50 @@ def test_validating_needs_a_token_and_put_gives_the_same_problems(router):  # no
     ]
     status, put = http("PUT", f"{router.url}/pipelines/draft2", draft)
     assert status == 422 and "unknown function 'nope'" in put["error"] and "PUT /pipelines/draft2:2" in put["error"]
+
+
+def test_details_answer_the_yaml_text_a_pipeline_was_put_as_and_generate_it_for_json(router):  # noqa: F811
+    text = (
+        "# greets whoever asks (a comment the editor keeps)\n"
+        "metadata: {name: kept-text}\n"
+        "nodes:\n"
+        "  - id: say  # the only node\n"
+        "    type: log\n"
+        "    inputs: {message: hi}\n"
+    )
+    yaml = {"content-type": "application/yaml"}
+    assert http("PUT", f"{router.url}/pipelines/kept-text", text.encode(), yaml)[0] == 200
+    status, details = http("GET", f"{router.url}/pipelines/kept-text/details")
+    assert status == 200 and details["yaml"] == text and details["yaml_source"] == "stored"
+    status, doc = http("GET", f"{router.url}/pipelines/kept-text")
+    assert status == 200 and doc["metadata"]["name"] == "kept-text" and doc["nodes"][0]["id"] == "say"
+
+    body = json.dumps(doc).encode()  # the same pipeline as JSON: no text to keep, the old one replaced
+    assert http("PUT", f"{router.url}/pipelines/kept-text", body, {"content-type": "application/json"})[0] == 200
+    status, details = http("GET", f"{router.url}/pipelines/kept-text/details")
+    assert status == 200 and details["yaml_source"] == "generated" and "#" not in details["yaml"]
+    assert "kept-text" in details["yaml"]
+    assert http("DELETE", f"{router.url}/pipelines/kept-text")[0] in (200, 204)
+
+
+def test_a_pipeline_file_the_router_loads_keeps_its_text(router):  # noqa: F811
+    name = sorted(PIPELINES)[0]
+    status, details = http("GET", f"{router.url}/pipelines/{name}/details")
+    assert status == 200
+    assert details == {**details, "yaml": PIPELINES[name], "yaml_source": "stored"}
+
+
+def test_pause_and_resume_keep_the_stored_text_saying_its_status(router):  # noqa: F811
+    text = "# a comment that stays\nmetadata: {name: kept-status}\n"
+    text += "nodes:\n  - {id: say, type: log, inputs: {message: hi}}\n"
+    assert (
+        http("PUT", f"{router.url}/pipelines/kept-status", text.encode(), {"content-type": "application/yaml"})[0]
+        == 200
+    )
+    assert http("POST", f"{router.url}/pipelines/kept-status/pause")[0] == 200
+    details = http("GET", f"{router.url}/pipelines/kept-status/details")[1]
+    assert details["yaml"] == text + "status: paused\n" and details["pipeline"]["status"] == "paused"
+    assert http("POST", f"{router.url}/pipelines/kept-status/resume")[0] == 200
+    details = http("GET", f"{router.url}/pipelines/kept-status/details")[1]
+    assert details["yaml"] == text + "status: active\n" and "status" not in details["pipeline"]
+    assert http("DELETE", f"{router.url}/pipelines/kept-status")[0] in (200, 204)

@@ -227,6 +227,52 @@ def test_change_a_retry_and_an_edge_condition_on_the_canvas_and_the_diff_is_thos
     assert page.errors == []
 
 
+COMMENTED = """# kept: the comments a user wrote stay where they are (issue 15)
+apiVersion: flume/v1
+kind: Pipeline
+metadata: {name: ed-comments}
+trigger: {type: webhook}
+nodes:
+  # the one step
+  - id: only
+    type: ui-slow
+    inputs: {text: "{{ trigger.data.text }}", delay_s: 0}
+    retry:
+      retries: 2  # flaky upstream
+"""
+
+
+def test_a_stored_pipelines_comments_survive_a_canvas_edit_a_save_and_a_reopen(dev, browser):
+    status, body = http(
+        "PUT", f"{dev.url}/pipelines/ed-comments", COMMENTED.encode(), {"content-type": "application/yaml"}
+    )
+    assert status == 200, body
+
+    page = signed_in(browser, dev, "/pipelines/ed-comments/edit")
+    page.get_by_test_id("node-only").wait_for()
+    valid(page)
+    assert yaml_text(page) == COMMENTED  # the stored text, not one regenerated from the document
+    page.get_by_test_id("node-only").click()
+    page.get_by_test_id("field-retry.retries").fill("5")
+    page.get_by_test_id("dirty").wait_for()
+    valid(page)
+    page.get_by_test_id("save").click()
+    page.get_by_test_id("saved").wait_for()
+    page.close()
+
+    page = signed_in(browser, dev, "/pipelines/ed-comments/edit")  # opened again, from what the router stored
+    page.get_by_test_id("node-only").wait_for()
+    reopened = yaml_text(page)
+    assert reopened.startswith("# kept: the comments") and "  # the one step\n" in reopened
+    assert changed_lines(COMMENTED, reopened) == [
+        "-      retries: 2  # flaky upstream",
+        "+      retries: 5  # flaky upstream",
+    ]
+    _, details = http("GET", f"{dev.url}/pipelines/ed-comments/details")
+    assert details["yaml"] == reopened and details["yaml_source"] == "stored"
+    assert page.errors == []
+
+
 def test_an_invalid_edit_shows_the_validators_message_on_its_node_and_blocks_saving(dev, browser):
     status, body = http(
         "PUT", f"{dev.url}/pipelines/ed-invalid", json.dumps({**EXISTING, "metadata": {"name": "ed-invalid"}}).encode()

@@ -294,6 +294,48 @@ async def test_pipelines_put_get_list_delete(store):
     assert await store.list_pipelines() == [second]
 
 
+async def test_a_pipeline_keeps_the_yaml_text_it_was_stored_from(store):
+    doc = {"apiVersion": "knflow.dev/v1", "kind": "Pipeline", "metadata": {"name": "src"}, "nodes": [{"id": "a"}]}
+    text = "# what it does\nmetadata: {name: src}  # kept\nnodes:\n  - id: a\n"
+    assert await store.get_pipeline_source("src") is None  # no such pipeline
+    await store.put_pipeline("src", doc, text)
+    assert await store.get_pipeline_source("src") == text
+    assert await store.get_pipeline("src") == doc  # the document as before, the text beside it
+    assert await store.list_pipelines() == [doc]
+    await store.put_pipeline("src", doc)  # a JSON PUT, a DSL pipeline: no text, the old one gone
+    assert await store.get_pipeline_source("src") is None
+    await store.put_pipeline("src", doc, text)
+    assert await store.delete_pipeline("src") is True
+    assert await store.get_pipeline_source("src") is None
+
+
+async def test_a_sqlite_database_from_before_pipeline_sources_is_migrated(tmp_path):
+    import sqlite3
+
+    import orjson
+
+    from router.store.sqlite import SqliteStore
+
+    doc = {"apiVersion": "knflow.dev/v1", "kind": "Pipeline", "metadata": {"name": "old"}, "nodes": [{"id": "a"}]}
+    old = sqlite3.connect(tmp_path / "old.db")  # the table as knflow made it before the `source` column
+    old.execute("CREATE TABLE pipelines (name TEXT PRIMARY KEY, doc BLOB NOT NULL, updated_at TEXT NOT NULL)")
+    old.execute("INSERT INTO pipelines VALUES ('old', ?, '2026-01-01T00:00:00.000Z')", (orjson.dumps(doc),))
+    old.commit()
+    old.close()
+    store = SqliteStore(tmp_path / "old.db")
+    try:
+        assert await store.get_pipeline("old") == doc and await store.get_pipeline_source("old") is None
+        await store.put_pipeline("old", doc, "metadata: {name: old}  # now with its text\n")
+        assert await store.get_pipeline_source("old") == "metadata: {name: old}  # now with its text\n"
+    finally:
+        await store.close()
+    again = SqliteStore(tmp_path / "old.db")  # opened again: migrated once, the text still there
+    try:
+        assert await again.get_pipeline_source("old") == "metadata: {name: old}  # now with its text\n"
+    finally:
+        await again.close()
+
+
 # --- tokens -----------------------------------------------------------------------------------------------
 
 

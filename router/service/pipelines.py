@@ -54,12 +54,15 @@ async def get_pipeline(name: str, svc: Svc, caller: Reader) -> dict:
 
 @routes.get("/pipelines/{name}/details")
 async def pipeline_details(name: str, svc: Svc, caller: Reader) -> dict:
-    """The pipeline, its YAML, each trigger (a webhook's `path`, a cron trigger's `next_at`) and the fields of
-    the trigger's data its templates read (`inputs`)."""
+    """The pipeline, its YAML (the text it was stored from, else generated: `yaml_source`), each trigger (a
+    webhook's `path`, a cron trigger's `next_at`) and the fields of the trigger's data its templates read
+    (`inputs`)."""
     p = await known(svc, name)
+    stored = await svc.catalog.source(name)
     return {
         "pipeline": p.to_dict(),
-        "yaml": p.to_yaml(),
+        "yaml": stored if stored is not None else p.to_yaml(),
+        "yaml_source": "generated" if stored is None else "stored",  # stored: the text it was PUT as, comments kept
         "triggers": trigger_views(p, datetime.now(UTC)),
         "inputs": input_fields(p),
     }
@@ -88,7 +91,7 @@ NO_CODE = (
 @routes.post("/pipelines/validate", openapi_extra=openapi.PIPELINE_VALIDATE)
 async def validate_pipeline(request: Request, svc: Svc, caller: Reader) -> dict[str, Any]:
     """The same validator as `knflow validate` and PUT, on a draft that is not stored: 200 either way."""
-    pipeline, problems = await _checked(svc, request, "draft")
+    pipeline, problems = _checked(await _text(svc, request), "draft")
     return {
         "valid": not problems,
         "pipeline": pipeline.name if pipeline is not None else None,
@@ -98,24 +101,31 @@ async def validate_pipeline(request: Request, svc: Svc, caller: Reader) -> dict[
 
 @routes.put("/pipelines/{name}", openapi_extra=openapi.PIPELINE)
 async def put_pipeline(name: str, request: Request, svc: Svc, caller: Admin) -> dict:
-    pipeline, problems = await _checked(svc, request, f"PUT /pipelines/{name}", code_is_an_error=True)
+    text = await _text(svc, request)
+    pipeline, problems = _checked(text, f"PUT /pipelines/{name}", code_is_an_error=True)
     if pipeline is not None and pipeline.name != name:
         raise InvalidEvent(f"the URL names pipeline '{name}' but metadata.name is '{pipeline.name}'")
     if problems or pipeline is None:
         raise PipelineInvalid(problems)
-    await svc.catalog.put(pipeline)
+    await svc.catalog.put(pipeline, None if _is_json(text) else text)  # YAML: its text kept as written
     return {"pipeline": name, "nodes": len(pipeline.nodes)}
 
 
-async def _checked(
-    svc: Service, request: Request, source: str, *, code_is_an_error: bool = False
-) -> tuple[Pipeline | None, list[Problem]]:
-    """The body (YAML or JSON text) as a pipeline, and every problem with it (router/validation.py `check`)."""
+async def _text(svc: Service, request: Request) -> str:
     body = await svc.read_body(request)
     try:
-        text = body.decode("utf-8")
+        return body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidEvent(f"pipeline body is not UTF-8 text (byte {exc.start})") from None
+
+
+def _is_json(text: str) -> bool:
+    """A JSON body (an object): stored as its document, with no source text (GET .../details regenerates YAML)."""
+    return text.lstrip().startswith("{")
+
+
+def _checked(text: str, source: str, *, code_is_an_error: bool = False) -> tuple[Pipeline | None, list[Problem]]:
+    """The body (YAML or JSON text) as a pipeline, and every problem with it (router/validation.py `check`)."""
     try:
         doc, lines = parse_yaml(text, source) if text.strip() else (None, {})  # bounded: size, depth, aliases
     except PipelineInvalid as exc:  # YAML syntax, size or depth: the problems, with their lines

@@ -98,7 +98,12 @@ class RunStore(Protocol):
         """The secret stored as `name` (one small row), storing `value` first if there is none: insert-if-absent,
         so routers that race on an empty store all get the one that was stored first."""
 
-    async def put_pipeline(self, name: str, definition: dict[str, Any]) -> None: ...
+    async def put_pipeline(self, name: str, definition: dict[str, Any], source: str | None = None) -> None:
+        """Store the pipeline's document and, when it came as YAML text, that text as written (`source`, comments
+        and order kept for the editor); None (a JSON PUT, a DSL pipeline) replaces a source stored before."""
+
+    async def get_pipeline_source(self, name: str) -> str | None:
+        """The YAML text stored with pipeline `name`; None when it has none or there is no such pipeline."""
 
     async def get_pipeline(self, name: str) -> dict[str, Any] | None: ...
 

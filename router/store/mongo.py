@@ -264,13 +264,16 @@ class MongoStore:
         assert doc is not None  # inserted just now, or by the writer that won; secrets are never deleted
         return str(doc["value"])
 
-    async def put_pipeline(self, name: str, definition: dict[str, Any]) -> None:
+    async def put_pipeline(self, name: str, definition: dict[str, Any], source: str | None = None) -> None:
         now = now_iso()
+        fields = {"name": name, "definition": definition, "updated_at": now, "source": source}
         await self.pipelines.update_one(
-            {"_id": name},
-            {"$set": {"name": name, "definition": definition, "updated_at": now}, "$setOnInsert": {"created_at": now}},
-            upsert=True,
+            {"_id": name}, {"$set": fields, "$setOnInsert": {"created_at": now}}, upsert=True
         )
+
+    async def get_pipeline_source(self, name: str) -> str | None:
+        doc = await self.pipelines.find_one({"_id": name}, {"source": 1})
+        return doc.get("source") if doc else None  # none in a document stored before issue 15
 
     async def get_pipeline(self, name: str) -> dict[str, Any] | None:
         doc = await self.pipelines.find_one({"_id": name}, {"definition": 1})

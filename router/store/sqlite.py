@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS run_items (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS run_expiry (run_id TEXT PRIMARY KEY, expires_at TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS run_expiry_by_time ON run_expiry (expires_at);
-CREATE TABLE IF NOT EXISTS pipelines (name TEXT PRIMARY KEY, doc BLOB NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pipelines (name TEXT PRIMARY KEY, doc BLOB NOT NULL, updated_at TEXT NOT NULL, source TEXT);
 CREATE TABLE IF NOT EXISTS tokens (
   name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, scope TEXT NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT
 );
@@ -75,6 +75,7 @@ class SqliteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        _migrate(self._db)
         self._open = False  # a tick transaction is open
         self._waiters: list[asyncio.Future[None]] = []  # its writers, woken by its commit
         self._docs: dict[str, RunDoc] = {}  # runs as this transaction has them (light: no items)
@@ -337,16 +338,21 @@ class SqliteStore:
         await self._committed()
         return self._db.execute("SELECT value FROM router_secrets WHERE name = ?", (name,)).fetchone()[0]
 
-    async def put_pipeline(self, name: str, definition: dict[str, Any]) -> None:
+    async def put_pipeline(self, name: str, definition: dict[str, Any], source: str | None = None) -> None:
         from router.runs import now_iso
 
         self._begin()
         self._db.execute(
-            "INSERT INTO pipelines (name, doc, updated_at) VALUES (?, ?, ?) "
-            "ON CONFLICT(name) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at",
-            (name, orjson.dumps(definition), now_iso()),
+            "INSERT INTO pipelines (name, doc, updated_at, source) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE "
+            "SET doc = excluded.doc, updated_at = excluded.updated_at, source = excluded.source",
+            (name, orjson.dumps(definition), now_iso(), source),
         )
         await self._committed()
+
+    async def get_pipeline_source(self, name: str) -> str | None:
+        self._commit()
+        row = self._db.execute("SELECT source FROM pipelines WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
 
     async def get_pipeline(self, name: str) -> dict[str, Any] | None:
         self._commit()
@@ -480,6 +486,13 @@ class SqliteStore:
     async def close(self) -> None:
         self._commit()
         self._db.close()
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a database made by an older knflow to SCHEMA: the columns added since, each nullable."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(pipelines)")}
+    if "source" not in columns:  # the pipeline's YAML text, as written (issue 15)
+        db.execute("ALTER TABLE pipelines ADD COLUMN source TEXT")
 
 
 def _token(row: tuple[Any, ...]) -> TokenRecord:

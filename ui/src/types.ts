@@ -144,6 +144,8 @@ export interface PipelineDoc {
 export interface PipelineDetails {
   pipeline: PipelineDoc;
   yaml: string;
+  /** "stored": the text it was PUT (or loaded) as, comments kept; "generated": regenerated from its document */
+  yaml_source: "stored" | "generated";
   triggers: Trigger[];
   inputs: { name: string; nodes: string[] }[];
 }
