@@ -180,7 +180,7 @@ def _install(nc: NATS, handlers: dict[int, RawHandler]) -> None:
     async def process_msg(sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
         handler = handlers.get(sid)
         if handler is None:
-            return await general(sid, subject, reply, data, headers)
+            return await general(sid, subject, reply, data, headers)  # type: ignore[arg-type]
         stats["in_msgs"] += 1
         stats["in_bytes"] += len(data)
         handler(subject, reply, data, headers)
