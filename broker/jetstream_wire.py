@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from typing import Final
 
 import nats.errors
+import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.client import __version__ as NATS_PY_VERSION
 from nats.aio.msg import Msg
@@ -43,6 +44,7 @@ from broker.errors import KnflowError
 
 __all__ = [
     "HOOKS",
+    "AnyJsMsg",
     "NATS_PY_VERSION",
     "WRITTEN_FOR",
     "JsMsg",
@@ -55,6 +57,8 @@ __all__ = [
 ]
 
 WRITTEN_FOR: Final = "2.16.0"
+
+log = structlog.get_logger("knflow.broker")
 
 # subject, reply, payload, header block (None without headers): the parser's bytes as they came
 RawHandler = Callable[[bytes, bytes, bytes, bytes | None], None]
@@ -156,7 +160,7 @@ async def send(nc: NATS, frame: bytes, messages: int = 1) -> None:
 async def subscribe_raw(nc: NATS, subject: str, handler: RawHandler) -> Subscription:
     """Subscribe `handler` to `subject`: it gets each message's raw bytes, synchronously, from the read
     loop. The subscription is nats-py's own (resubscribed on reconnect, `unsubscribe()` ends it); only its
-    messages take the short way. `handler` must not block, and must not raise."""
+    messages take the short way. `handler` must not block; what it raises is logged."""
     check_hooks()
     handlers: dict[int, RawHandler] | None = getattr(nc, _RAW_HANDLERS, None)
     if handlers is None:
@@ -183,7 +187,10 @@ def _install(nc: NATS, handlers: dict[int, RawHandler]) -> None:
             return await general(sid, subject, reply, data, headers)  # type: ignore[arg-type]
         stats["in_msgs"] += 1
         stats["in_bytes"] += len(data)
-        handler(subject, reply, data, headers)
+        try:
+            handler(subject, reply, data, headers)
+        except Exception:  # a handler's bug must not end the connection's read loop
+            log.exception("raw message handler failed", nats_subject=subject.decode("utf-8", "replace"))
 
     nc._process_msg = process_msg  # type: ignore[method-assign]
 
@@ -272,6 +279,9 @@ class JsMsg:
 
     def __repr__(self) -> str:
         return f"<JsMsg subject={self.subject!r} reply={self.reply!r} {len(self.data)} bytes>"
+
+
+AnyJsMsg = JsMsg | Msg  # what a dispatcher settles: its own raw deliveries, or nats-py's (`fetch()`)
 
 
 def status_of(block: bytes | None) -> str:

@@ -368,7 +368,11 @@ def _ack_result(data: bytes, headers: bytes | None) -> _Result:
     except orjson.JSONDecodeError:
         return nats.js.errors.APIError(description=f"unreadable ack {data[:200]!r}")
     if "error" in answer:
-        return nats.js.errors.APIError.from_error(answer["error"])
+        try:
+            nats.js.errors.APIError.from_error(answer["error"])  # raises the error's own class
+        except nats.js.errors.APIError as err:
+            return err
+        return nats.js.errors.APIError(description=f"unreadable error {data[:200]!r}")
     if _PUB_ACK_FIELDS.issuperset(answer):
         return PubAck(**answer)
     return PubAck.from_response(answer)

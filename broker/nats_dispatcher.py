@@ -291,7 +291,7 @@ class Dispatcher:
 
     # ---- delivering -----------------------------------------------------------------------------
 
-    async def _deliver(self, msg: wire.JsMsg) -> None:
+    async def _deliver(self, msg: wire.AnyJsMsg) -> None:
         try:
             await self._handle(msg)
         except asyncio.CancelledError:
@@ -299,7 +299,7 @@ class Dispatcher:
         except Exception:  # e.g. the connection dropped while acking: the message comes back after ack_wait
             self._log.exception("delivery crashed; JetStream redelivers after ack_wait", nats_subject=msg.subject)
 
-    async def _handle(self, msg: wire.JsMsg) -> None:
+    async def _handle(self, msg: wire.AnyJsMsg) -> None:
         attempt = _num_delivered(msg)
         try:
             event = decode(msg.headers or {}, msg.data)
@@ -320,7 +320,7 @@ class Dispatcher:
                 return await self._settle(msg, event, attempt)
         await self._settle(msg, event, attempt)
 
-    async def _settle(self, msg: wire.JsMsg, event: CloudEvent, attempt: int) -> None:
+    async def _settle(self, msg: wire.AnyJsMsg, event: CloudEvent, attempt: int) -> None:
         """Deliver `event` (the message `msg`, its `attempt`-th delivery), then ack, nak or dead-letter it."""
         assert self._subscriber is not None
         outcome = await self._subscriber.deliver(event)
@@ -376,7 +376,7 @@ class Dispatcher:
 
     async def _to_dead_letter(
         self,
-        msg: wire.JsMsg,
+        msg: wire.AnyJsMsg,
         event: CloudEvent,
         outcome: DeliveryOutcome,
         fields: dict[str, Any],
@@ -409,7 +409,7 @@ class Dispatcher:
         await msg.nak(delay=delay_s)
 
 
-def _num_delivered(msg: wire.JsMsg) -> int:
+def _num_delivered(msg: wire.AnyJsMsg) -> int:
     """`msg.metadata.num_delivered`, read from the ack subject without building all of the metadata
     (timestamp, sequence pairs), which costs 2-3% of a run on the hot path (bench/PROFILE.md)."""
     tokens = (msg.reply or "").split(".")
