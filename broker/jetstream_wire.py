@@ -44,9 +44,9 @@ from broker.errors import KnflowError
 
 __all__ = [
     "HOOKS",
-    "AnyJsMsg",
     "NATS_PY_VERSION",
     "WRITTEN_FOR",
+    "AnyJsMsg",
     "JsMsg",
     "RawHandler",
     "header_block",
