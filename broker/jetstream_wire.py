@@ -68,6 +68,7 @@ _NEWLINES: Final = str.maketrans({"\r": " ", "\n": " "})  # as nats-py: a value 
 _KEY_CHARS: Final = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _ASCII_SPACE: Final = " \t\n\r\x0b\x0c"  # what bytes.strip() strips, as nats-py does
 _good_keys: set[str] = set()  # header names already checked: knflow sends the same few dozen
+_GOOD_KEYS_MAX: Final = 1024  # external events bring names of their own: the cache stays bounded
 _RAW_HANDLERS: Final = "_knflow_raw_handlers"  # the attribute on a Client: sid -> RawHandler
 
 
@@ -119,7 +120,7 @@ def header_block(headers: Mapping[str, str]) -> bytes:
                 continue
             if not _KEY_CHARS.issuperset(key):
                 raise nats.errors.BadHeaderError(key)
-            if key == name:
+            if key == name and len(_good_keys) < _GOOD_KEYS_MAX:
                 _good_keys.add(name)
             name = key
         value = value.strip()
