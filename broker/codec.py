@@ -141,7 +141,7 @@ def decode(headers: Mapping[str, str], body: bytes, max_bytes: int | None = None
             attribute = key[3:]
             if attribute in attributes:
                 raise InvalidEvent(f"CloudEvent header {name} appears twice; send each attribute once.")
-            attributes[attribute] = unquote(value)  # invalid escapes stay as they are
+            attributes[attribute] = unquote(value) if "%" in value else value  # invalid escapes stay
         elif key == "content-type":
             content_type = value
     if attributes:

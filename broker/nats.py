@@ -34,11 +34,13 @@ from typing import Final
 
 import nats.errors
 import nats.js.errors
+import orjson
 from cloudevents.core.v1.event import CloudEvent
 from nats.aio.client import Client as NATS
 from nats.js.api import PubAck, RetentionPolicy, StorageType, StreamConfig, StreamInfo
 
 from broker import extensions as ext
+from broker import jetstream_wire as wire
 from broker import metrics, tracing
 from broker.codec import encode_binary
 from broker.errors import InvalidEvent, KnflowError, PayloadTooLarge, PublishError
@@ -185,26 +187,53 @@ def _stream_error(layout: StreamLayout, what: str, err: nats.js.errors.APIError)
     )
 
 
-_Message = tuple[CloudEvent, str, dict[str, str], bytes]  # event, subject, headers, payload
+_Message = tuple[CloudEvent, str, bytes, bytes]  # event, subject, header block, payload
 _Result = PubAck | BaseException
+
+
+class _Chunk:
+    """The acks of one chunk of publishes, settled one by one from the publisher's inbox."""
+
+    __slots__ = ("done", "left", "results")
+
+    def __init__(self, size: int, done: asyncio.Future[None]) -> None:
+        self.results: list[_Result | None] = [None] * size
+        self.left = size
+        self.done = done
+
+    def settle(self, index: int, result: _Result) -> None:
+        self.results[index] = result
+        self.left -= 1
+        if self.left == 0 and not self.done.done():
+            self.done.set_result(None)
 
 
 class JetStreamPublisher:
     """Publishes CloudEvents to the stream and returns once JetStream has stored them.
 
-    What all callers publish in one event-loop tick goes out together: one batch of `publish_async`
-    calls, one timeout and one wait for all their acks, then each caller gets its own acks (or its own
+    What all callers publish in one event-loop tick goes out together: one write of HPUB frames, one
+    timeout and one wait for all their acks, then each caller gets its own acks (or its own
     PublishError). A router handling 200 results, or a dispatcher storing 200 replies, pays for one
     round of waiting, not 200 (bench/PROFILE.md). Each caller's events keep their order.
+
+    The frames are built here (`broker.jetstream_wire`), not by nats-py's `publish_async`, which costs a
+    regex per header, a random token and a future with callbacks per message. Each message's reply subject
+    is `{inbox}.{number}` on one inbox subscription of this publisher; JetStream's ack to it settles the
+    message's slot in its chunk, and the chunk's one future wakes the sender once all are in.
     """
 
     def __init__(self, nc: NATS, layout: StreamLayout = DEFAULT_LAYOUT, *, ack_timeout_s: float = 5.0) -> None:
+        wire.check_hooks()
         self._nc = nc
-        self._js = nc.jetstream(timeout=ack_timeout_s)
         self.layout = layout
         self.ack_timeout_s = ack_timeout_s
         self._queued: list[tuple[list[_Message], asyncio.Future[list[_Result]]]] = []  # this tick's callers
         self._senders: set[asyncio.Task[None]] = set()
+        self._pending: dict[int, tuple[_Chunk, int]] = {}  # reply number -> (chunk, index): acks not in yet
+        self._last_number = 0
+        self._inbox = ""  # `_INBOX.xyz.`, once subscribed
+        self._inbox_bytes = 0  # its length, to cut the number off an ack's subject
+        self._subscribing = asyncio.Lock()
 
     async def ensure_stream(self) -> StreamInfo:
         return await ensure_stream(self._nc, self.layout)
@@ -215,8 +244,14 @@ class JetStreamPublisher:
         headers, body = encode_binary(event)
         headers["Nats-Msg-Id"] = event.get_id()
         headers["Nats-Expected-Stream"] = self.layout.stream
+        return subject, headers, body
+
+    def _message(self, event: CloudEvent) -> _Message:
+        """`message(event)` with its header block encoded, checked against the server's max_payload."""
+        subject, headers, body = self.message(event)
+        header = wire.header_block(headers)
         max_payload = self._nc.max_payload
-        size = len(body) + sum(len(k) + len(v) + 4 for k, v in headers.items())
+        size = len(header) + len(body)
         if max_payload and size > max_payload:
             raise PayloadTooLarge(
                 f"Event '{event.get_id()}' for subject '{subject}' is {size:,} bytes with headers; the NATS "
@@ -224,7 +259,7 @@ class JetStreamPublisher:
                 event_id=event.get_id(),
                 subject=subject,
             )
-        return subject, headers, body
+        return event, subject, header, body
 
     async def publish(self, event: CloudEvent) -> PubAck:
         """Store one event; a duplicate id within the window is acknowledged with `duplicate=True`."""
@@ -237,7 +272,7 @@ class JetStreamPublisher:
         (ids dedupe)."""
         if tracing.ON:  # a producer span per event, its context in the event's traceparent
             events, spans = tracing.publishing(list(events), self.layout.subject_for, "nats")
-        messages = [(event, *self.message(event)) for event in events]
+        messages = [self._message(event) for event in events]
         if not messages:
             return []
         loop = asyncio.get_running_loop()
@@ -277,33 +312,70 @@ class JetStreamPublisher:
                     done.set_result(results[at : at + len(batch)])
                 at += len(batch)
 
-    async def _publish_chunk(self, chunk: list[_Message]) -> list[_Result]:
-        # No `wait_stall`: with one, nats-py wraps its semaphore in `wait_for`, which yields to the event loop
-        # on every message, so that each message costs a socket write of its own. A chunk stays far below
-        # nats-py's 4,000 pending publishes, so the semaphore does not block; the timeout bounds it anyway.
-        futures: list[asyncio.Future[PubAck]] = []
+    async def _publish_chunk(self, messages: list[_Message]) -> list[_Result]:
+        """Send `messages` in one write and wait for their acks; what has none within the timeout, or could
+        not be sent, gets the reason instead. A connection lost meanwhile loses the acks in flight (they
+        time out: the events may be stored, and publishing again is safe); frames queued while nats-py
+        reconnects go out once it has, and their acks count if they come in time."""
+        chunk = _Chunk(len(messages), asyncio.get_running_loop().create_future())
+        first = self._last_number + 1
+        self._last_number += len(messages)
         problem: BaseException = TimeoutError(f"no ack within ack_timeout_s={self.ack_timeout_s:g}")
         try:
             async with asyncio.timeout(self.ack_timeout_s):
-                for _event, subject, headers, body in chunk:
-                    futures.append(await self._js.publish_async(subject, body, headers=headers))
-                await asyncio.wait(futures)
+                inbox = self._inbox or await self._subscribe()
+                frames = []
+                for index, (_event, subject, header, body) in enumerate(messages):
+                    self._pending[first + index] = (chunk, index)
+                    frames.append(wire.hpub_frame(subject, f"{inbox}{first + index}", header, body))
+                await wire.send(self._nc, b"".join(frames), len(frames))
+                await chunk.done
         except TimeoutError:
             pass
-        except Exception as err:  # could not send (connection closed, ...): the rest of the chunk is unsent
+        except Exception as err:  # could not send (connection closed, ...): none of the chunk went out
             problem = err
-        results: list[_Result] = []
-        for index in range(len(chunk)):
-            future = futures[index] if index < len(futures) else None
-            if future is None or not future.done():
-                if future is not None:
-                    future.cancel()  # frees nats-py's pending slot; the server may still store it
-                results.append(problem)
-            elif (failure := future.exception()) is not None:
-                results.append(failure)
-            else:
-                results.append(future.result())
-        return results
+        finally:
+            for number in range(first, first + len(messages)):
+                self._pending.pop(number, None)
+        return [problem if result is None else result for result in chunk.results]
+
+    async def _subscribe(self) -> str:
+        async with self._subscribing:
+            if not self._inbox:
+                inbox = self._nc.new_inbox() + "."
+                await wire.subscribe_raw(self._nc, inbox + "*", self._on_ack)
+                self._inbox_bytes = len(inbox)
+                self._inbox = inbox
+        return self._inbox
+
+    def _on_ack(self, subject: bytes, _reply: bytes, data: bytes, headers: bytes | None) -> None:
+        entry = self._pending.pop(int(subject[self._inbox_bytes :]), None)
+        if entry is None:  # late: its chunk timed out
+            return
+        chunk, index = entry
+        chunk.settle(index, _ack_result(data, headers))
+
+
+_PUB_ACK_FIELDS: Final = frozenset({"stream", "seq", "duplicate", "domain"})
+
+
+def _ack_result(data: bytes, headers: bytes | None) -> _Result:
+    """JetStream's answer to one publish: its PubAck, or the error it stands for."""
+    if headers is not None and wire.status_of(headers) == "503":  # no responders: no stream on the subject
+        return nats.js.errors.NoStreamResponseError()
+    try:
+        answer = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return nats.js.errors.APIError(description=f"unreadable ack {data[:200]!r}")
+    if "error" in answer:
+        try:
+            nats.js.errors.APIError.from_error(answer["error"])  # raises the error's own class
+        except nats.js.errors.APIError as err:
+            return err
+        return nats.js.errors.APIError(description=f"unreadable error {data[:200]!r}")
+    if _PUB_ACK_FIELDS.issuperset(answer):
+        return PubAck(**answer)
+    return PubAck.from_response(answer)
 
 
 def _publish_error(

@@ -4,7 +4,8 @@ One durable pull consumer per subscriber, filtered by one subject (`knflow.invok
 loop asks for at most as many messages as it has free slots (`max_in_flight`, batches of up to
 `batch_size`), so no fetched message waits in memory while its ack timer runs. It is a lean loop of its
 own: one inbox subscription and `$JS.API.CONSUMER.MSG.NEXT` requests, instead of nats-py's `fetch()`,
-which costs a task, a `wait_for` and a uuid per message.
+which costs a task, a `wait_for` and a uuid per message. Its messages come raw from nats-py's read loop
+(`broker.jetstream_wire`): headers parsed when read, acks sent as pre-built frames.
 
 Per message, in this order (DESIGN.md, Delivery guarantees):
 1. decode the CloudEvent; a message that is not one is logged and terminated (a retry cannot fix it);
@@ -37,10 +38,10 @@ import nats.js.errors
 import structlog
 from cloudevents.core.v1.event import CloudEvent
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 
+from broker import jetstream_wire as wire
 from broker import metrics, tracing
 from broker.codec import decode
 from broker.delivery import DeliveryOutcome, dead_letter_event, split_logs
@@ -131,6 +132,7 @@ class Dispatcher:
         self._dead_letter: Target | None = None
         self._sub: Subscription | None = None
         self._inbox = ""
+        self._inbox_bytes = b""
         self._loop_task: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
@@ -186,7 +188,8 @@ class Dispatcher:
         if self._dead_letter_sink is not None:
             self._dead_letter = make_target(self._dead_letter_sink, self._session, self.timeout_s)
         self._inbox = self._nc.new_inbox()
-        self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_message)
+        self._inbox_bytes = self._inbox.encode()
+        self._sub = await wire.subscribe_raw(self._nc, f"{self._inbox}.*", self._on_message)
         self._loop_task = asyncio.create_task(self._pull_loop(), name=f"knflow-dispatcher-{self.name}")
         self._log.info("dispatcher started", max_in_flight=self.max_in_flight)
 
@@ -200,6 +203,7 @@ class Dispatcher:
         self._loop_task = None
         if self._sub is not None:
             await self._sub.unsubscribe()
+            wire.unsubscribed(self._nc, self._sub)
             self._sub = None
         if self._in_flight:
             _done, pending = await asyncio.wait(set(self._in_flight), timeout=drain_timeout_s)
@@ -255,19 +259,21 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._request_done.wait(), self.pull_expires_s + _LOST_REQUEST_GRACE_S)
 
-    async def _on_message(self, msg: Msg) -> None:
-        if msg.subject.startswith(self._inbox):  # a status for a pull request, not a stream message
-            self._on_status(msg)
+    def _on_message(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+        """From nats-py's read loop, raw (`broker.jetstream_wire.subscribe_raw`): a message's headers are
+        parsed only when read, its acks are pre-built frames."""
+        if subject.startswith(self._inbox_bytes):  # a status for a pull request, not a stream message
+            self._on_status(subject.decode(), wire.parse_headers(headers) or {})
             return
         self._request_left -= 1
         if self._request_left <= 0:
             self._request_done.set()
+        msg = wire.JsMsg(self._nc, subject.decode(), reply.decode(), data, headers)
         task = asyncio.create_task(self._deliver(msg))
         self._in_flight.add(task)
         task.add_done_callback(self._delivery_done)
 
-    def _on_status(self, msg: Msg) -> None:
-        headers = msg.headers or {}
+    def _on_status(self, subject: str, headers: dict[str, str]) -> None:
         status = headers.get("Status", "")
         if status == "100":  # idle heartbeat
             return
@@ -276,7 +282,7 @@ class Dispatcher:
             self._consumer_gone = True
         elif status not in ("404", "408", "409"):
             self._log.warning("unexpected pull status", status=status, description=headers.get("Description"))
-        if msg.subject == self._request_subject:  # a late status of an abandoned request changes nothing
+        if subject == self._request_subject:  # a late status of an abandoned request changes nothing
             self._request_done.set()
 
     def _delivery_done(self, task: asyncio.Task[None]) -> None:
@@ -285,7 +291,7 @@ class Dispatcher:
 
     # ---- delivering -----------------------------------------------------------------------------
 
-    async def _deliver(self, msg: Msg) -> None:
+    async def _deliver(self, msg: wire.AnyJsMsg) -> None:
         try:
             await self._handle(msg)
         except asyncio.CancelledError:
@@ -293,7 +299,7 @@ class Dispatcher:
         except Exception:  # e.g. the connection dropped while acking: the message comes back after ack_wait
             self._log.exception("delivery crashed; JetStream redelivers after ack_wait", nats_subject=msg.subject)
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle(self, msg: wire.AnyJsMsg) -> None:
         attempt = _num_delivered(msg)
         try:
             event = decode(msg.headers or {}, msg.data)
@@ -314,7 +320,7 @@ class Dispatcher:
                 return await self._settle(msg, event, attempt)
         await self._settle(msg, event, attempt)
 
-    async def _settle(self, msg: Msg, event: CloudEvent, attempt: int) -> None:
+    async def _settle(self, msg: wire.AnyJsMsg, event: CloudEvent, attempt: int) -> None:
         """Deliver `event` (the message `msg`, its `attempt`-th delivery), then ack, nak or dead-letter it."""
         assert self._subscriber is not None
         outcome = await self._subscriber.deliver(event)
@@ -370,7 +376,7 @@ class Dispatcher:
 
     async def _to_dead_letter(
         self,
-        msg: Msg,
+        msg: wire.AnyJsMsg,
         event: CloudEvent,
         outcome: DeliveryOutcome,
         fields: dict[str, Any],
@@ -403,7 +409,7 @@ class Dispatcher:
         await msg.nak(delay=delay_s)
 
 
-def _num_delivered(msg: Msg) -> int:
+def _num_delivered(msg: wire.AnyJsMsg) -> int:
     """`msg.metadata.num_delivered`, read from the ack subject without building all of the metadata
     (timestamp, sequence pairs), which costs 2-3% of a run on the hot path (bench/PROFILE.md)."""
     tokens = (msg.reply or "").split(".")
