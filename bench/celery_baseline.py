@@ -170,7 +170,11 @@ def _sequential(celery_app: Any, n: int, warmup: int = 10) -> dict[str, float]:
 
 
 def _throughput(celery_app: Any, n: int, in_flight: int) -> dict[str, float]:
-    """At most `in_flight` runs outstanding: the oldest is waited for before the next is submitted."""
+    """At most `in_flight` runs outstanding: the oldest is waited for before the next is submitted. CPU per
+    run as knflow's is counted: this process (the client), the worker and its pool; redis-server beside."""
+    from bench import cpu
+
+    before = cpu.snapshot()
     pending: collections.deque = collections.deque()
     times = []
     started = time.perf_counter()
@@ -195,4 +199,5 @@ def _throughput(celery_app: Any, n: int, in_flight: int) -> dict[str, float]:
         "in_flight": in_flight,
         "loaded_p50_ms": percentile(times, 50),
         "loaded_p99_ms": percentile(times, 99),
+        **cpu.per_run(before, cpu.snapshot(), n),
     }
