@@ -206,8 +206,14 @@ def main(argv: list[str] | None = None) -> int:
 
             cold = coldstart.run(sizes["cold"])
             results["coldstart"] = {
-                "serve_function": {k: cold[k] for k in ("healthz_ms", "first_invoke_ms", "tries")},
-                "import": {"knflow_ms": cold["import_knflow_ms"], "tries": cold["tries"]},
+                "serve_function": {
+                    k: cold[k] for k in ("healthz_ms", "first_invoke_ms", "first_invoke_cpu_ms", "tries")
+                },
+                "import": {
+                    "knflow_ms": cold["import_knflow_ms"],
+                    "knflow_cpu_ms": cold["import_knflow_cpu_ms"],
+                    "tries": cold["tries"],
+                },
             }
         elif section == "memory":
             for mode in ("embedded", "nats"):

@@ -45,6 +45,12 @@ def _stat(pid: str) -> tuple[int, float] | None:
     return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS_PER_S
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds process `pid` has spent so far, or None if it is gone (or there is no /proc)."""
+    stat = _stat(str(pid))
+    return None if stat is None else stat[1]
+
+
 def _part(pid: str) -> str:
     try:
         cmdline = (PROC / pid / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
