@@ -50,13 +50,16 @@ COLUMNS = [  # (header, metric, format)
     ("CPU ms/run", "cpu_ms_per_run", "{:.2f}"),
     ("server ms/run", "cpu_server_ms_per_run", "{:.2f}"),
     ("x celery", "x_celery", "{:.1f}"),
+    ("x celery CPU", "x_celery_cpu", "{:.1f}"),
     ("x floor", "x_floor", "{:.3f}"),
     ("x untraced", "x_untraced", "{:.3f}"),
 ]
 
 
 def add_ratios(results: Results) -> None:
-    """Throughput as a multiple of Celery's, as a fraction of the floor's, traced NATS against untraced NATS,
+    """Throughput as a multiple of Celery's, CPU per run as a fraction of Celery's (`x_celery_cpu`: how many
+    of this mode's runs cost the CPU of one Celery run), throughput as a fraction of the floor's, traced NATS
+    against untraced NATS,
     and chain10's per-hop time on NATS above the transport's floor (a JetStream ack + a delivery), all from
     the same invocation."""
     hop = results.get("chain10", {}).get("nats", {}).get("hop_p50_ms")
@@ -66,6 +69,7 @@ def add_ratios(results: Results) -> None:
         results["chain10"]["nats"].update({"floor_ms": floor_ms, "hop_over_floor_ms": hop - floor_ms})
     for modes in results.values():
         celery = modes.get("celery", {}).get("runs_per_s")
+        celery_cpu_ms = modes.get("celery", {}).get("cpu_ms_per_run")
         floor = modes.get("floor", {}).get("runs_per_s")
         for mode, metrics in modes.items():
             rate = metrics.get("runs_per_s")
@@ -73,6 +77,8 @@ def add_ratios(results: Results) -> None:
                 continue
             if celery:
                 metrics["x_celery"] = rate / celery
+            if celery_cpu_ms and metrics.get("cpu_ms_per_run"):  # Celery's CPU per run over this mode's: load-proof
+                metrics["x_celery_cpu"] = celery_cpu_ms / metrics["cpu_ms_per_run"]
             if floor:
                 metrics["x_floor"] = rate / floor
         untraced = modes.get("nats", {}).get("runs_per_s")
