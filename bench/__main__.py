@@ -189,36 +189,18 @@ def main(argv: list[str] | None = None) -> int:
     print(environment.header(meta), flush=True)
     results: report.Results = {}
     started = time.perf_counter()
+    failed: dict[str, str] = {}
     for section in sections:
         t = time.perf_counter()
-        if section == "floor":
-            run_async(lambda: floor(sizes, args.in_flight, results), use_uvloop)
-        elif section == "celery":
-            from bench import celery_baseline
-
-            results.setdefault("diamond", {})["celery"] = celery_baseline.run(
-                sizes["celery_seq"], sizes["celery_thr"], args.in_flight
-            )
-        elif section in KNFLOW_MODES:
-            run_async(functools.partial(knflow_mode, section, sizes, args.in_flight, results), use_uvloop)
-        elif section == "coldstart":
-            from bench import coldstart
-
-            cold = coldstart.run(sizes["cold"])
-            results["coldstart"] = {
-                "serve_function": {
-                    k: cold[k] for k in ("healthz_ms", "first_invoke_ms", "first_invoke_cpu_ms", "tries")
-                },
-                "import": {
-                    "knflow_ms": cold["import_knflow_ms"],
-                    "knflow_cpu_ms": cold["import_knflow_cpu_ms"],
-                    "tries": cold["tries"],
-                },
-            }
-        elif section == "memory":
-            for mode in ("embedded", "nats"):
-                run_async(functools.partial(memory, mode, sizes, args.in_flight, results), use_uvloop)
+        try:
+            run_section(section, sizes, args.in_flight, use_uvloop, results)
+        except Exception as exc:  # one mode's failure must not cost the others' figures: reported, and the rest run
+            failed[section] = f"{type(exc).__name__}: {exc}"
+            print(f"  {section:<10} FAILED after {time.perf_counter() - t:5.1f} s: {failed[section]}", file=sys.stderr)
+            continue
         print(f"  {section:<10} done in {time.perf_counter() - t:5.1f} s", file=sys.stderr, flush=True)
+    if failed:
+        meta["failed"] = failed
     meta["duration_s"] = round(time.perf_counter() - started, 1)
     report.add_ratios(results)
     print()
@@ -227,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     meta["targets"] = checked
     print("\ntargets (issue 18):")
     print(text)
+    for section, why in failed.items():
+        print(f"  ✗  section {section} failed: {why}")
     from bench import history
 
     changed = history.changes(results, meta)
@@ -235,7 +219,35 @@ def main(argv: list[str] | None = None) -> int:
     report.write(Path(args.out), results, meta)
     kept = history.keep(results, meta)
     print(f"\nwrote {args.out}{f' and {kept}' if kept else ''} ({meta['duration_s']} s)")
-    return 0
+    return 1 if failed else 0
+
+
+def run_section(section: str, sizes: dict[str, int], in_flight: int, use_uvloop: bool, results: report.Results) -> None:
+    if section == "floor":
+        run_async(lambda: floor(sizes, in_flight, results), use_uvloop)
+    elif section == "celery":
+        from bench import celery_baseline
+
+        results.setdefault("diamond", {})["celery"] = celery_baseline.run(
+            sizes["celery_seq"], sizes["celery_thr"], in_flight
+        )
+    elif section in KNFLOW_MODES:
+        run_async(functools.partial(knflow_mode, section, sizes, in_flight, results), use_uvloop)
+    elif section == "coldstart":
+        from bench import coldstart
+
+        cold = coldstart.run(sizes["cold"])
+        results["coldstart"] = {
+            "serve_function": {k: cold[k] for k in ("healthz_ms", "first_invoke_ms", "first_invoke_cpu_ms", "tries")},
+            "import": {
+                "knflow_ms": cold["import_knflow_ms"],
+                "knflow_cpu_ms": cold["import_knflow_cpu_ms"],
+                "tries": cold["tries"],
+            },
+        }
+    elif section == "memory":
+        for mode in ("embedded", "nats"):
+            run_async(functools.partial(memory, mode, sizes, in_flight, results), use_uvloop)
 
 
 def profile(args: argparse.Namespace) -> int:

@@ -147,7 +147,11 @@ def function_services(names: list[str]) -> Any:
         for proc in procs:
             proc.terminate()
         for proc in procs:
-            proc.wait(10)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:  # a busy machine: it has had its chance to stop
+                proc.kill()
+                proc.wait()
 
 
 @dataclass
