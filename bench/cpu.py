@@ -4,8 +4,8 @@
 it, utime + stime from /proc/PID/stat, summed per part (each process is told apart by its command line:
 nats-server, redis-server, the Celery worker and its pool, `knflow serve router|dispatcher|function`, the
 Knative broker stand-in). `per_run(before, after, runs)` turns two snapshots around a throughput phase
-into `cpu_PART_ms_per_run` figures plus `cpu_ms_per_run`, the sum of every part but the message server's
-(nats-server or redis-server, reported beside it as `cpu_server_ms_per_run`): the bench process counts in
+into `cpu_PART_ms_per_run` figures plus `cpu_ms_per_run`, the sum of every part but the servers' (nats-server,
+redis-server, and mode mongo's nx-27017 wire server, reported beside it as `cpu_server_ms_per_run`): the bench process counts in
 the total, since for knflow's in-process modes it *is* the router, dispatchers and functions (it also
 drives the runs, as it is Celery's client in the Celery baseline).
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 PROC = Path("/proc")
 TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-SERVERS = ("nats", "redis")  # the message servers: beside knflow's figure, not in it
+SERVERS = ("nats", "redis", "mongo")  # the message and store servers: beside knflow's figure, not in it
 
 # (what a command line holds, the part it counts as); the first match wins
 PARTS = (
@@ -86,7 +86,7 @@ def snapshot() -> dict[str, float]:
 
 def per_run(before: dict[str, float], after: dict[str, float], runs: int) -> dict[str, float]:
     """`cpu_PART_ms_per_run` for every part that used CPU between the snapshots, `cpu_server_ms_per_run`
-    (nats-server or redis-server) and `cpu_ms_per_run`, the total of all but the server."""
+    (nats-server, redis-server, nx-27017) and `cpu_ms_per_run`, the total of all but the servers."""
     used = {part: max(0.0, after[part] - before.get(part, 0.0)) * 1000 / runs for part in after}
     out = {f"cpu_{part}_ms_per_run": ms for part, ms in used.items() if ms > 0 or part == "bench"}
     server = sum(ms for part, ms in used.items() if part in SERVERS)

@@ -35,10 +35,9 @@ PARTS = {
     "standin": "broker stand-in",
     "worker": "celery worker",
     "otlp": "OTLP sink",
-    "mongo": "nx-27017",
     "other": "other",
 }
-SERVERS = {"nats": "nats-server", "redis": "redis-server"}
+SERVERS = {"nats": "nats-server", "redis": "redis-server", "mongo": "nx-27017"}
 
 COLUMNS = [  # (header, metric, format)
     ("runs/s", "runs_per_s", "{:,.0f}"),
