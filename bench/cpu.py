@@ -6,8 +6,9 @@ nats-server, redis-server, the Celery worker and its pool, `knflow serve router|
 Knative broker stand-in). `per_run(before, after, runs)` turns two snapshots around a throughput phase
 into `cpu_PART_ms_per_run` figures plus `cpu_ms_per_run`, the sum of every part but the servers'
 (nats-server, redis-server, and mode mongo's nx-27017 wire server, reported beside it as
-`cpu_server_ms_per_run`): the bench process counts in the total, since for knflow's in-process modes it *is* the router, dispatchers and functions (it also
-drives the runs, as it is Celery's client in the Celery baseline).
+`cpu_server_ms_per_run`): the bench process counts in the total, since for knflow's in-process modes it
+*is* the router, dispatchers and functions (it also drives the runs, as it is Celery's client in the
+Celery baseline).
 
 On a machine without /proc only this process is counted.
 """
