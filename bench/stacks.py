@@ -3,8 +3,11 @@
     embedded   in-memory broker, SQLite file, functions in-process (the embedded default)
     nats       nats-server with file storage, SQLite file, functions in-process through dispatchers
     nats-traced  the same with OpenTelemetry traces on, exported over OTLP/HTTP to a sink process
+    nats-split   the same, with the dispatchers and functions in a `knflow serve dispatcher` process
     isolated   nats-server, SQLite file, each function its own `knflow serve function` HTTP service
     mongo      nats-server, MongoDB store on the nx-27017 wire server, functions in-process
+    knative    `knflow serve router` with K_SINK, a local Knative broker stand-in on nats-server, function
+               services over HTTP (bench/knative.py)
 
 Every server is started here on a random port with a temporary store.
 """
@@ -12,11 +15,13 @@ Every server is started here on a random port with a temporary store.
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +29,7 @@ from typing import Any
 from bench.functions import ALL_FUNCTIONS
 from bench.pipelines import FUNCTIONS_MODULE
 
-MODES = ("embedded", "nats", "nats-traced", "nats-split", "isolated", "mongo")
+MODES = ("embedded", "nats", "nats-traced", "nats-split", "isolated", "mongo", "knative")
 
 
 @contextlib.contextmanager
@@ -92,43 +97,37 @@ async def on_nats(
 @contextlib.contextmanager
 def dispatcher_process(nats_url: str, layout: Any) -> Any:
     """`knflow serve dispatcher` for every bench function, in-process in that process, on `layout`'s stream."""
-    import os
-    import sys
-    import time
-
-    argv = [
-        sys.executable,
-        "-m",
-        "knflow.cli",
-        "serve",
-        "dispatcher",
-        "--nats",
-        nats_url,
-        "--functions",
-        FUNCTIONS_MODULE,
-    ]
-    argv += [x for name in ALL_FUNCTIONS for x in ("--function", name)]
-    argv += [
-        "--dead-letter",
-        "http://127.0.0.1:9/dead-letter",
-    ]  # the bench's functions never fail; the bench router has no HTTP
+    argv = [sys.executable, "-m", "knflow.cli", "serve", "dispatcher", "--nats", nats_url]
+    argv += ["--functions", FUNCTIONS_MODULE, *[x for name in ALL_FUNCTIONS for x in ("--function", name)]]
+    argv += ["--dead-letter", "http://127.0.0.1:9/dead-letter"]  # the bench's functions never fail; no router HTTP
     env = {**os.environ, "KNFLOW_STREAM": layout.stream, "KNFLOW_SUBJECT_PREFIX": layout.prefix}
+    with started(argv, env, "knflow: dispatching", "knflow serve dispatcher") as proc:
+        yield proc
+
+
+@contextlib.contextmanager
+def started(argv: list[str], env: dict[str, str], ready: str, what: str, timeout_s: float = 30) -> Any:
+    """The process `argv`, once its output says `ready`; terminated on the way out."""
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + timeout_s
             while True:
                 log.seek(0)
                 output = log.read().decode(errors="replace")
-                if "knflow: dispatching" in output:
+                if ready in output:
                     break
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"knflow serve dispatcher did not start:\n{output[-2000:]}")
+                    raise RuntimeError(f"{what} did not start:\n{output[-2000:]}")
                 time.sleep(0.05)
             yield proc
         finally:
             proc.terminate()
-            proc.wait(10)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 @contextlib.contextmanager
@@ -148,13 +147,21 @@ def function_services(names: list[str]) -> Any:
         for proc in procs:
             proc.terminate()
         for proc in procs:
-            proc.wait(10)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:  # a busy machine: it has had its chance to stop
+                proc.kill()
+                proc.wait()
 
 
 @dataclass
 class Stack:
+    """A mode's router (None where it is another process) and how to run a pipeline on it: `run(pipeline,
+    data)` returns how the run ended (None: `bench.drive.Driver` on the router in this process)."""
+
     router: Any
     nats_url: str | None = None
+    run: Callable[[Any, Any], Any] | None = None
 
 
 @contextlib.asynccontextmanager
@@ -171,7 +178,12 @@ async def mode(name: str, pipelines: list[Any]) -> AsyncIterator[Stack]:
                 yield Stack(router)
             return
         with nats_server(workdir) as nats:
-            if name in ("nats", "nats-split"):
+            if name == "knative":
+                from bench import knative
+
+                async with knative.stack(nats.url, workdir, pipelines) as driver:
+                    yield Stack(None, nats.url, driver.run)
+            elif name in ("nats", "nats-split"):
                 async with on_nats(
                     nats.url, SqliteStore(workdir / "runs.db"), pipelines, split=name == "nats-split"
                 ) as router:
