@@ -265,7 +265,13 @@ async def test_a_delivered_message_acks_once_and_reads_its_headers_lazily(nc, la
         with pytest.raises(nats.errors.MsgAlreadyAckdError):
             await msg.ack()
         await nc.flush()
-        info = await nc.jetstream().consumer_info(layout.stream, dispatcher.name)
+        # the server applies an ack in the consumer's own goroutine, after the flush's PONG: poll for it
+        deadline = time.monotonic() + 5
+        while True:
+            info = await nc.jetstream().consumer_info(layout.stream, dispatcher.name)
+            if (info.num_ack_pending, info.ack_floor.stream_seq) == (0, 1) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.02)
         assert (info.num_ack_pending, info.ack_floor.stream_seq) == (0, 1)
     finally:
         await sub.unsubscribe()
