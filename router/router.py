@@ -19,7 +19,6 @@ from datetime import datetime, timedelta, UTC
 from typing import Any, Protocol, cast
 from collections.abc import Callable, Iterable, Sequence
 
-import structlog
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import SecretStr
 
@@ -31,6 +30,7 @@ from broker.errors import KnflowError, PublishError
 from functions.blobs import BlobStore, default_store
 from router import blobs, engine, node_logs, replay, retention, run_items, run_traces
 from router.hops import MAX_HOPS, HopLimit, hops_of
+from router.logger import Logger
 from router.pipeline import Pipeline
 from router.result_keys import SECRET_NAME, ResultKey, ResultRefused, new_key, refused
 from router.run_events import RunEventGate, RunEvents
@@ -53,7 +53,7 @@ from router.runs import apply as apply_transitions
 from router.store.base import RunExists, RunNotFound, RunStore, RunUnreadable
 from router.triggers import pipelines_for, run_id_for, trigger_kind
 
-log = structlog.get_logger("knflow.router")
+log = Logger("knflow.router")  # bound once per logging configuration: the router logs every result
 DEFAULT_RETENTION_S = 30 * 86400.0  # router/retention.py DEFAULT_RETENTION
 
 Observer = Callable[[RunDoc, list[Transition]], None]
