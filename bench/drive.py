@@ -1,8 +1,8 @@
 """Driving runs through a router and timing them: sequential latency and capped-concurrency throughput.
 
-A run's end is taken from what the router publishes: `RunEnds` wraps the router's publisher and resolves
-a run's future once its `dev.knflow.run.succeeded|failed` event is stored (acked by JetStream, or handed
-to the in-memory broker). Runs are submitted the way ingress does, `router.start_run(pipeline, event)`.
+A run's end is taken from the router's run-end hook (`Router.watch_ends`): `RunEnds` resolves a run's future
+once the router has stored its end (and published its run event, where something consumes one). Runs are
+submitted the way ingress does, `router.start_run(pipeline, event)`.
 """
 
 from __future__ import annotations
@@ -13,17 +13,14 @@ import uuid
 from typing import Any
 
 from broker import events
-from broker import extensions as ext
 from router.pipeline import Pipeline
-
-ENDED = {events.RUN_SUCCEEDED: "succeeded", events.RUN_FAILED: "failed", events.RUN_CANCELLED: "cancelled"}
+from router.runs import RunDoc
 
 
 class RunEnds:
-    """A publisher in front of the router's own: notes which runs ended, and how."""
+    """Notes which runs ended, and how (`failed` counts those that did not succeed)."""
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
+    def __init__(self) -> None:
         self.waiting: dict[str, asyncio.Future[str]] = {}
         self.failed = 0
 
@@ -31,20 +28,13 @@ class RunEnds:
         fut = self.waiting[run_id] = asyncio.get_running_loop().create_future()
         return fut
 
-    async def publish_many(self, evs: list[Any]) -> Any:
-        out = await self.inner.publish_many(evs)
-        for ev in evs:
-            status = ENDED.get(ev.get_type())
-            if status is not None:
-                fut = self.waiting.pop(str(ev.get_extension(ext.RUN)), None)
-                if status != "succeeded":
-                    self.failed += 1
-                if fut is not None and not fut.done():
-                    fut.set_result(status)
-        return out
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    def ended(self, run: RunDoc) -> None:
+        status = run["status"]
+        if status != "succeeded":
+            self.failed += 1
+        fut = self.waiting.pop(run["id"], None)
+        if fut is not None and not fut.done():
+            fut.set_result(status)
 
 
 class Driver:
@@ -52,8 +42,8 @@ class Driver:
 
     def __init__(self, router: Any) -> None:
         self.router = router
-        self.ends = RunEnds(router.publisher)
-        router.publisher = self.ends
+        self.ends = RunEnds()
+        router.watch_ends(self.ends.ended)
         self.tag = uuid.uuid4().hex[:6]
         self.count = 0
 

@@ -56,8 +56,7 @@ class EmbeddedStack:
         )
         for kind in events.RESULT_TYPES:
             self.broker.subscribe({"type": kind}, self.router.on_result, name="router")
-        for kind in (events.RUN_SUCCEEDED, events.RUN_FAILED, events.RUN_CANCELLED):
-            self.broker.subscribe({"type": kind}, self._run_ended, name="waiters")
+        self.router.watch_ends(self._run_ended)
 
     async def __aenter__(self) -> EmbeddedStack:
         from functions.blobs import default_store
@@ -127,8 +126,9 @@ class EmbeddedStack:
     async def execute(self, pipeline: Pipeline, data: Any = None, event: CloudEvent | None = None) -> RunDoc:
         return await self.wait(await self.start(pipeline, data, event))
 
-    async def _run_ended(self, event: CloudEvent) -> None:
-        # popped: a run started and never waited for leaves nothing behind (`wait` then reads the store)
-        fut = self._waiting.pop(str(event.get_extension(ext.RUN)), None)
+    def _run_ended(self, run: RunDoc) -> None:
+        """The router's run-end hook (no run event needed: KNFLOW_RUN_EVENTS auto publishes none without a
+        consumer). Popped: a run started and never waited for leaves nothing behind (`wait` then reads the store)."""
+        fut = self._waiting.pop(run["id"], None)
         if fut is not None and not fut.done():
-            fut.set_result(event.get_type())
+            fut.set_result(run["status"])

@@ -17,6 +17,7 @@ from functions import blobs
 from router import environments
 from router.hops import MAX_HOPS
 from router.retention import DEFAULT_RETENTION
+from router.run_events import RUN_EVENTS_MODES, RunEvents
 
 DEFAULT_STORE = "sqlite:///knflow.db"  # the run store when no flag or variable names one (`knflow run`, `knflow dev`)
 # settings whose whole value is a secret: never shown, not even masked in part
@@ -46,6 +47,9 @@ class Settings(BaseSettings):
     pipelines: str = ""  # comma-separated pipeline files the router loads at start
     max_body_bytes: int = Field(MAX_BODY_BYTES, gt=0)
     max_hops: int = Field(MAX_HOPS, ge=0)  # pipelines started by pipelines' run events: refused past this depth
+    # which dev.knflow.run.* events the router publishes (router/run_events.py): `auto`, those a pipeline's
+    # trigger may consume; `all`, every run's, for consumers of `knflow.run.>` or Knative Triggers outside knflow
+    run_events: RunEvents = "auto"
     webhook_secret: str | None = None  # when set, /hooks/* take it (header or an HMAC signature) instead of a token
     admin_token: str | None = None  # the bootstrap admin token of the router's API (a Secret on Knative)
     # signs each invoke's result secret (router/result_keys.py); the same on every router replica. Unset: the
@@ -101,6 +105,16 @@ class Settings(BaseSettings):
         from router.replay import parse_duration_s
 
         return parse_duration_s(self.retention)
+
+    @field_validator("run_events", mode="before")
+    @classmethod
+    def _run_events_mode(cls, value: Any) -> Any:
+        if value not in RUN_EVENTS_MODES:
+            raise ValueError(
+                "expected auto (run events only where a pipeline's trigger listens to them) "
+                "or all (every run's, for consumers outside knflow)"
+            )
+        return value
 
     @field_validator("env")
     @classmethod

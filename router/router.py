@@ -19,7 +19,6 @@ from datetime import datetime, timedelta, UTC
 from typing import Any, Protocol, cast
 from collections.abc import Callable, Iterable, Sequence
 
-import structlog
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import SecretStr
 
@@ -31,8 +30,10 @@ from broker.errors import KnflowError, PublishError
 from functions.blobs import BlobStore, default_store
 from router import blobs, engine, node_logs, replay, retention, run_items, run_traces
 from router.hops import MAX_HOPS, HopLimit, hops_of
+from router.logger import Logger
 from router.pipeline import Pipeline
 from router.result_keys import SECRET_NAME, ResultKey, ResultRefused, new_key, refused
+from router.run_events import RunEventGate, RunEvents
 from router.runs import (
     RUN_FINAL,
     SCHEDULED,
@@ -52,10 +53,11 @@ from router.runs import apply as apply_transitions
 from router.store.base import RunExists, RunNotFound, RunStore, RunUnreadable
 from router.triggers import pipelines_for, run_id_for, trigger_kind
 
-log = structlog.get_logger("knflow.router")
+log = Logger("knflow.router")  # bound once per logging configuration: the router logs every result
 DEFAULT_RETENTION_S = 30 * 86400.0  # router/retention.py DEFAULT_RETENTION
 
 Observer = Callable[[RunDoc, list[Transition]], None]
+RunEnded = Callable[[RunDoc], None]
 
 
 class Publisher(Protocol):
@@ -77,18 +79,30 @@ class UnknownPipeline(KnflowError):
 class Pipelines(Protocol):
     async def get(self, name: str) -> Pipeline | None: ...
 
+    async def all(self) -> list[Pipeline]:
+        """Every pipeline; the same list object until the catalogue changes (router/run_events.py keeps its
+        answers per list)."""
+
 
 class StaticPipelines:
     """Pipelines known in advance (the embedded default and tests)."""
 
     def __init__(self, pipelines: Iterable[Pipeline] = ()) -> None:
         self.by_name = {p.name: p for p in pipelines}
+        self._all: list[Pipeline] | None = None
 
     def add(self, pipeline: Pipeline) -> None:
-        self.by_name[pipeline.name] = pipeline
+        if self.by_name.get(pipeline.name) is not pipeline:
+            self.by_name[pipeline.name] = pipeline
+            self._all = None
 
     async def get(self, name: str) -> Pipeline | None:
         return self.by_name.get(name)
+
+    async def all(self) -> list[Pipeline]:
+        if self._all is None:
+            self._all = list(self.by_name.values())
+        return self._all
 
 
 def build_router(
@@ -113,6 +127,7 @@ def build_router(
         max_hops=MAX_HOPS if settings is None else settings.max_hops,
         retention_s=DEFAULT_RETENTION_S if settings is None else settings.retention_s,
         result_key=None if settings is None or settings.result_key is None else settings.result_key.get_secret_value(),
+        run_events="auto" if settings is None else settings.run_events,
     )
 
 
@@ -149,6 +164,7 @@ class RouterSettings(Protocol):
 
     max_hops: int
     result_key: SecretStr | None
+    run_events: RunEvents
 
     @property
     def retention_s(self) -> float: ...
@@ -164,6 +180,9 @@ class Router:
     Invokes carry a result secret under `result_key` (router/result_keys.py; None: the key the store keeps,
     read once); a result or dead letter without its invoke's secret is refused, logged and counted in
     `refused_results` and `refused_dead_letters`.
+
+    `run_events` says which `dev.knflow.run.*` events go to the publisher (router/run_events.py: `auto`, those
+    a pipeline's trigger may consume; `all`). Code in the same process learns of run ends from `watch_ends`.
     """
 
     def __init__(
@@ -178,6 +197,7 @@ class Router:
         max_hops: int = MAX_HOPS,
         result_key: str | None = None,
         retention_s: float | None = None,
+        run_events: RunEvents = "auto",
     ) -> None:
         self.store = metrics.timed_store(store)  # knflow_store_operation_seconds
         self.publisher = publisher
@@ -192,6 +212,18 @@ class Router:
         self.refused_results = 0  # results without their invoke's knflowtoken, dropped
         self.refused_dead_letters = 0  # the same for dead letters
         self.logs_failed = 0  # node log batches that could not be read or stored (the results still applied)
+        self.run_events = RunEventGate(run_events, pipelines)
+        self._end_watchers: list[RunEnded] = []
+
+    def watch_ends(self, callback: RunEnded) -> None:
+        """Call `callback` with the run document each time this router ends a run (succeeded, failed) or
+        cancels one, once the step is stored, whether or not a run event is published for it (in-process
+        waiters: knflow/local.py, bench/drive.py). A run another router ends is not seen here."""
+        self._end_watchers.append(callback)
+
+    def _ended(self, run: RunDoc) -> None:
+        for callback in self._end_watchers:
+            callback(run)
 
     async def result_key(self) -> ResultKey:
         """The key invokes are signed with: KNFLOW_RESULT_KEY, or the one the store keeps (read once, created
@@ -285,9 +317,11 @@ class Router:
             return await self.advance(pipeline, stored)
         log.info("run started", run=run["id"], pipeline=pipeline.name, trigger=trigger_doc.get("type"))
         metrics.run_started(pipeline.name, trigger_kind(trigger_doc))
-        started = events.run_event(events.RUN_STARTED, run["id"], pipeline.name, {"trigger": trigger_doc})
+        before = []
+        if await self.run_events.wanted(events.RUN_STARTED, pipeline.name):
+            before.append(events.run_event(events.RUN_STARTED, run["id"], pipeline.name, {"trigger": trigger_doc}))
         try:
-            return await self._publish_step(pipeline, first, step, won, run_won, [started])
+            return await self._publish_step(pipeline, first, step, won, run_won, before)
         except PublishError as exc:  # the run is stored, which is what ingress promises; the sweeper goes on
             log.warning(
                 "run stored, publishing deferred to the sweeper", run=run["id"], pipeline=pipeline.name, error=str(exc)
@@ -464,17 +498,18 @@ class Router:
             out += [_invoke_event(i, key, run) for i in await blobs.offload_invokes(self._blobs(), invokes)]
         if run_won:
             kind = events.RUN_SUCCEEDED if run["status"] == SUCCEEDED else events.RUN_FAILED
-            generation = len(run.get("replays") or [])
-            out.append(
-                events.run_event(
-                    kind,
-                    run["id"],
-                    run["pipeline"],
-                    {"status": run["status"], "error": run.get("error")},
-                    generation,
-                    hops=hops_of(run.get("trigger") or {}) + 1,
+            if await self.run_events.wanted(kind, run["pipeline"]):
+                generation = len(run.get("replays") or [])
+                out.append(
+                    events.run_event(
+                        kind,
+                        run["id"],
+                        run["pipeline"],
+                        {"status": run["status"], "error": run.get("error")},
+                        generation,
+                        hops=hops_of(run.get("trigger") or {}) + 1,
+                    )
                 )
-            )
             run_error = run.get("error")
             metrics.run_finished(run["pipeline"], run["status"], run["created_at"])
             log.info(
@@ -486,9 +521,13 @@ class Router:
         if tracing.ON:  # the run's events in its trace; the spans of what this step ended
             out = run_traces.stamp(run, out)
             run_traces.step_ended(pipeline, run, winners, run_won)
-        if out:
-            await self.publisher.publish_many(out)
-            faults.crash_point("step-published")
+        try:
+            if out:
+                await self.publisher.publish_many(out)
+                faults.crash_point("step-published")
+        finally:  # the run's end is stored: its waiters hear of it even when the publish failed
+            if run_won:
+                self._ended(run)
         return run
 
     async def redrive(self, run_id: str, from_node: str | None = None, by: str | None = None) -> RunDoc:
@@ -541,16 +580,19 @@ class Router:
         self._observe(run, [t for t, ok in zip(transitions, won, strict=True) if ok])
         log.info("run cancelled", run=run_id, pipeline=run["pipeline"], by=by)
         metrics.run_finished(run["pipeline"], run["status"], run["created_at"])
-        generation = len(run.get("replays") or [])
-        ended = [
-            events.run_event(
-                events.RUN_CANCELLED, run_id, run["pipeline"], {"status": run["status"], "by": by}, generation
-            )
-        ]
         if tracing.ON:
             run_traces.run_ended(run)
-            ended = run_traces.stamp(run, ended)
-        await self.publisher.publish_many(ended)
+        try:
+            if await self.run_events.wanted(events.RUN_CANCELLED, run["pipeline"]):
+                generation = len(run.get("replays") or [])
+                ended = [
+                    events.run_event(
+                        events.RUN_CANCELLED, run_id, run["pipeline"], {"status": run["status"], "by": by}, generation
+                    )
+                ]
+                await self.publisher.publish_many(run_traces.stamp(run, ended) if tracing.ON else ended)
+        finally:
+            self._ended(run)
         return run
 
     async def sweep_forever(self, interval_s: float, older_than_s: float) -> None:

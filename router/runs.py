@@ -249,6 +249,8 @@ def item_key(node: str, index: int) -> str:
 
 def split_key(key: str) -> tuple[str, int | None]:
     """`gen[2]` -> ("gen", 2); a plain node id -> (id, None)."""
+    if not key.endswith("]"):  # a plain node id, without the regex: this runs for every transition
+        return key, None
     found = _ITEM_KEY.match(key)
     return (found.group(1), int(found.group(2))) if found else (key, None)
 
@@ -426,13 +428,16 @@ def fan_progress(fan: FanState) -> FanProgress:
 
 def light(run: RunDoc) -> tuple[RunDoc, dict[str, dict[str, ItemState]]]:
     """Split a (full or partial) run document: the document without items (a fan-out node's output is in its
-    items, so it is None here), and the items by node. A node with items but no counters gets them."""
+    items, so it is None here), and the items by node. A node with items but no counters gets them. A run
+    without fan-out nodes is returned as it is, not copied."""
     out: dict[str, dict[str, ItemState]] = {}
+    fanned = [n for n, state in run["nodes"].items() if "items" in state or "fan" in state]
+    if not fanned:  # no fan-out node: the document is light already (every commit of a plain run)
+        return run, out
     nodes = dict(run["nodes"])
-    for n, state in run["nodes"].items():
+    for n in fanned:
+        state = run["nodes"][n]
         items = state.get("items")
-        if items is None and "fan" not in state:
-            continue
         rest = cast(NodeState, {k: v for k, v in state.items() if k != "items"})
         if items is not None:
             out[n] = items

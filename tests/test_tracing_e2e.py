@@ -29,6 +29,7 @@ pytestmark = pytest.mark.usefixtures("otel_installed")  # tests/conftest.py: fai
 NODES = {"split": "split-words", "count": "count-words", "shout": "shout-words", "summary": "summarize"}
 SPANS_PER_NODE = 7  # node, publish, process (dispatcher), process (function service), function, publish, process
 BATCH_FOR_A_MINUTE = {"OTEL_BSP_SCHEDULE_DELAY": "60000"}
+ALL_RUN_EVENTS = {"KNFLOW_RUN_EVENTS": "all"}  # no pipeline listens to them here: published for their spans
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def traced(nats_server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("traced")
     with OtlpReceiver() as receiver:
         router, procs = start_fabric(
-            nats_server.url, tmp, f"sqlite:///{tmp}/runs.db", {**receiver.env(), **BATCH_FOR_A_MINUTE}
+            nats_server.url, tmp, f"sqlite:///{tmp}/runs.db", {**receiver.env(), **BATCH_FOR_A_MINUTE, **ALL_RUN_EVENTS}
         )
         try:
             yield router, procs, receiver
