@@ -65,13 +65,22 @@ def values(node: Node, scope: templates.Scope) -> list[Any]:
 def room(node: Node, fan: FanState) -> int:
     """How many items a step takes now of a running fan-out node (0: none), from its counters: up to its
     `concurrency` free slots; without one, up to the free part of the window once half of it (or all the
-    items left to take) is free."""
+    items left to take) is free.
+
+    Past that point the window is refilled by the steps whose counters show the free part on a multiple of
+    an eighth of the window from it, or nothing in flight. The results of a window arrive together, and
+    each result's step sees the counters its own write left (each value once, as every result moves them
+    by one): so about one step in an eighth of the window tries a refill (and reads the stored run first,
+    router/run_items.py), not every one. The last result in flight always may, and so may the sweeper's
+    step after a crash, so the run never waits on a refill that nobody makes."""
     total = fan["count"] if fan["todo"] is None else len(fan["todo"])
     left = total - fan["next"]
     if node.concurrency is not None:
         return max(0, min(left, node.concurrency - fan["running"]))
-    free = WINDOW - fan["running"]
-    return min(left, free) if free >= min(left, WINDOW // 2) and left > 0 else 0
+    free, need = WINDOW - fan["running"], min(left, WINDOW // 2)
+    if left <= 0 or free < need or (fan["running"] and (free - need) % max(1, WINDOW // 8)):
+        return 0
+    return min(left, free)
 
 
 def fresh_items(count: int, attempt: int = 0) -> list[ItemState]:
