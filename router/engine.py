@@ -13,12 +13,13 @@ A template or condition that fails at run time fails the node with that message.
 final the run ends `failed` if any node failed or was cancelled, else `succeeded`.
 
 A fan-out node (`foreach`, `loop`, `replicas`; router/fanout.py) goes `running` with one state per item
-instead of `scheduled`; while it runs, each step schedules the items its `concurrency` allows and,
-once every item is final, joins them: `succeeded` (its output is the list of its items' outputs), or
-`failed`. It decides from the node's counters (`fan`, router/runs.py), never from the list of its items, so
-a step costs the same for 10 items as for 10,000. The items' outputs are not in the run the engine sees
-(the router loads them, router/run_items.py, for the nodes about to read them): the successors of a node
-joined in a step wait for the next step (`Step.joined`), which the router plans at once.
+instead of `scheduled`; while it runs, each step schedules the items its `concurrency` (or the router's
+window, router/fanout.py `room`) allows and, once every item is final, joins them: `succeeded` (its output
+is the list of its items' outputs), or `failed`. It decides from the node's counters (`fan`,
+router/runs.py), never from the list of its items, so a step costs the same for 10 items as for 10,000.
+The items' outputs are not in the run the engine sees (the router loads them, router/run_items.py, for the
+nodes about to read them): the successors of a node joined in a step wait for the next step
+(`Step.joined`), which the router plans at once.
 """
 
 from __future__ import annotations
@@ -178,9 +179,9 @@ def _fan(
     step: Step,
     now: str,
 ) -> None:
-    """Start a pending fan-out node, or move a running one on: schedule the items its concurrency allows,
-    join them once all are final. The items are taken in order from the counters, so a step that schedules
-    nothing costs the same however many items there are."""
+    """Start a pending fan-out node, or move a running one on: schedule the items its concurrency (or the
+    window) allows, join them once all are final. The items are taken in order from the counters, so a step
+    that schedules nothing costs the same however many items there are."""
     node, state = p.nodes[n], nodes[n]
     values: list[Any] | None = None
     try:
@@ -193,9 +194,7 @@ def _fan(
             status[n] = RUNNING
         fan = _counters(state)
         todo = fan["todo"]
-        room = (fan["count"] if todo is None else len(todo)) - fan["next"]
-        if node.concurrency is not None:
-            room = min(room, node.concurrency - fan["running"])
+        room = fanout.room(node, fan)  # the node's concurrency, or the router's window (router/fanout.py)
         if room > 0:
             values = fanout.values(node, scope) if values is None else values
             for pos in range(fan["next"], fan["next"] + room):

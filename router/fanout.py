@@ -10,10 +10,16 @@ naming the items that failed (after their retries). An empty list succeeds at on
 cycle would break the deterministic invoke ids (`{run}:{node}[{i}]:{attempt}`) that make results
 exactly-once and replay precise. Repeat work by listing it (`loop: "{{ plan.output.steps }}"`).
 
-`concurrency: K` limits the items scheduled or in flight at once. The rule is safe when routers race on
-one run: items are taken in order (the node's counters say how many are taken and how many in flight),
-each by a compare-and-set on its own state, so routers that read the same counters take the same items,
-and whatever the interleaving, at most K are ever in flight.
+`concurrency: K` limits the items scheduled or in flight at once; a node without one has the router's
+window (`WINDOW` items). The rule is safe when routers race on one run: items are taken in order (the
+node's counters say how many are taken and how many in flight), each by a compare-and-set on its own
+state, so routers that read the same counters take the same items, and whatever the interleaving, at most
+K (or `WINDOW`) are ever in flight.
+
+The window is what keeps a big foreach's memory flat: a step renders and publishes only the invokes it
+takes, never all 10,000 at once, and the window is refilled as item results arrive. It is refilled in
+batches (once half of it is free, `room`), so a foreach of N items renders its list about 2N / `WINDOW`
+times, not once per result. A node's own `concurrency` is refilled item by item, as it always was.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from router.pipeline import MAX_ITEMS, Node
 from router.runs import PENDING, SUCCEEDED, ErrorDoc, FanState, ItemState
 
 _ERRORS_SHOWN = 5
+WINDOW = 500  # items of a fan-out node in flight at once when its `concurrency` sets no other limit
 
 
 class FanoutError(Exception):
@@ -53,6 +60,27 @@ def values(node: Node, scope: templates.Scope) -> list[Any]:
             f"{where} gave {len(value):,} items; the most one node runs is {MAX_ITEMS:,}. Split the list upstream."
         )
     return value
+
+
+def room(node: Node, fan: FanState) -> int:
+    """How many items a step takes now of a running fan-out node (0: none), from its counters: up to its
+    `concurrency` free slots; without one, up to the free part of the window once half of it (or all the
+    items left to take) is free.
+
+    Past that point the window is refilled by the steps whose counters show the free part on a multiple of
+    an eighth of the window from it, or nothing in flight. The results of a window arrive together, and
+    each result's step sees the counters its own write left (each value once, as every result moves them
+    by one): so about one step in an eighth of the window tries a refill (and reads the stored run first,
+    router/run_items.py), not every one. The last result in flight always may, and so may the sweeper's
+    step after a crash, so the run never waits on a refill that nobody makes."""
+    total = fan["count"] if fan["todo"] is None else len(fan["todo"])
+    left = total - fan["next"]
+    if node.concurrency is not None:
+        return max(0, min(left, node.concurrency - fan["running"]))
+    free, need = WINDOW - fan["running"], min(left, WINDOW // 2)
+    if left <= 0 or free < need or (fan["running"] and (free - need) % max(1, WINDOW // 8)):
+        return 0
+    return min(left, free)
 
 
 def fresh_items(count: int, attempt: int = 0) -> list[ItemState]:

@@ -46,7 +46,6 @@ from router.runs import (
     fan_nodes,
     new_run,
     now_iso,
-    split_key,
     state_of,
 )
 from router.runs import apply as apply_transitions
@@ -429,12 +428,13 @@ class Router:
         }
         transition = engine.node_result(addr.node, addr.attempt, data, succeeded, now_iso(), addr.tries)
         try:  # no read first: the compare-and-set says all (an unknown node loses, an unknown run raises)
-            run, won, _ = await self.store.commit(addr.run_id, [transition])
+            committed = await self.store.commit(addr.run_id, [transition])
         except RunNotFound:
             metrics.router_event(kind, "unknown")
             log.warning("result for unknown run ignored", **ctx)
             return
-        state = await self._state_of(run, addr.node) if not won[0] or metrics.enabled() or tracing.ON else None
+        run, won, _ = committed
+        state = _state_of(run, addr.node, committed.items)
         _count_result(kind, run, state, addr, won[0], succeeded)
         if not won[0]:
             if state is None:
@@ -453,15 +453,6 @@ class Router:
         else:
             log.info("node failed", error=(data.get("error") or {}).get("message"), **ctx)
         await self.advance(await self.pipeline(run["pipeline"]), run)
-
-    async def _state_of(self, run: RunDoc, key: str) -> ItemState | None:
-        """The state `key` names: a node's, or an item's (`gen[2]`), which the light run that `commit`
-        returns does not hold (its node has the counters): that one item is read from the store."""
-        state = state_of(run, key)
-        node, index = split_key(key)
-        if state is None and index is not None and "fan" in run["nodes"].get(node, {}):
-            return await self.store.get_item(run["id"], node, index)
-        return state
 
     async def advance(self, pipeline: Pipeline, run: RunDoc) -> RunDoc:
         """Move every node that can move; publish the invokes this writer won; end the run when done."""
@@ -681,6 +672,12 @@ class Router:
     def _observe(self, run: RunDoc, transitions: list[Transition]) -> None:
         if self.observer is not None and transitions:
             self.observer(run, transitions)
+
+
+def _state_of(run: RunDoc, key: str, items: dict[str, ItemState]) -> ItemState | None:
+    """The state `key` names after a commit: a node's, or an item's (`gen[2]`), which the light run that
+    `commit` returns does not hold (its node has the counters) but `Committed.items` does: no read."""
+    return items.get(key) or state_of(run, key)
 
 
 def _count_result(

@@ -7,8 +7,13 @@ of the run (the stored run is not changed), and only for the nodes about to read
   it: a template (inputs, config, `foreach`) or an edge's `when:` names it;
 - a running fan-out node's items when it is about to join with failed items (the error names them).
 A node is about to be rendered when it is pending with every predecessor final (or in `statuses`, for the
-sweeper), or is a running fan-out node with items left to schedule. So a step that only applies a result
-loads nothing, and a run of N items loads each output list once per node that reads it.
+sweeper), or is a running fan-out node that takes items now (router/fanout.py `room`). So a step that only
+applies a result loads nothing, and a run of N items loads each output list once per node that reads it.
+
+A step that would take items of a running fan-out node decides on the stored run, read again (light), not
+on the run that the caller's own commit returned: the results of one window arrive together, and each
+result's advance would otherwise refill the window from counters that the others have moved on since,
+render the same items again and lose them all to the one that took them first.
 """
 
 from __future__ import annotations
@@ -17,13 +22,15 @@ import asyncio
 from collections.abc import Collection
 from typing import Protocol
 
-from router import conditions, templates
+from router import conditions, fanout, templates
 from router.pipeline import Pipeline
 from router.runs import NODE_FINAL, PENDING, RUNNING, SUCCEEDED, ItemState, NodeState, RunDoc, item_map
 
 
 class ItemReader(Protocol):
     async def get_items(self, run_id: str, node: str) -> list[ItemState]: ...
+
+    async def get_run(self, run_id: str, *, light: bool = False) -> RunDoc | None: ...
 
 
 def needed(p: Pipeline, run: RunDoc, statuses: Collection[str] = (PENDING,)) -> tuple[set[str], set[str]]:
@@ -65,12 +72,25 @@ def _about_to_render(
         return False
     if set(statuses) - {PENDING}:  # the sweeper: it renders the items that stayed scheduled
         return True
-    total = fan["count"] if fan["todo"] is None else len(fan["todo"])
-    return fan["next"] < total and (node.concurrency is None or fan["running"] < node.concurrency)
+    return fanout.room(node, fan) > 0
+
+
+def _takes_items(p: Pipeline, run: RunDoc) -> bool:
+    """Pure: a running fan-out node of `run` takes items in its next step (router/fanout.py `room`)."""
+    for n, state in run["nodes"].items():
+        node = p.nodes.get(n)
+        fan = state.get("fan")
+        running = node is not None and node.fans_out and fan is not None and state.get("status") == RUNNING
+        if running and fanout.room(node, fan) > 0:  # type: ignore[arg-type]  # checked just above
+            return True
+    return False
 
 
 async def loaded_view(p: Pipeline, run: RunDoc, store: ItemReader, statuses: Collection[str] = (PENDING,)) -> RunDoc:
-    """`run`, or a copy of it with the items (and outputs) that the next step reads (see the module docstring)."""
+    """`run` (or the stored run, when the step takes items), or a copy of it with the items (and outputs) that
+    the next step reads (see the module docstring)."""
+    if PENDING in statuses and _takes_items(p, run):
+        run = await store.get_run(run["id"], light=True) or run
     outputs, failing = needed(p, run, statuses)
     if not outputs and not failing:
         return run

@@ -153,3 +153,23 @@ async def test_mongo_an_item_result_is_an_output_insert_then_one_guarded_update_
         assert await store.items.count_documents({"run_id": run["id"]}) == 2  # the orphan, and "kept" once
     finally:
         await store.close()
+
+
+async def test_commit_gives_the_states_of_the_items_it_names_so_a_result_needs_no_read(store):
+    """`Committed.items`: each named item as the commit left it (its other fields, such as `queued_at`, kept;
+    no output), a lost one as it is, an unknown one absent; on the one guarded update and on the read path."""
+    run = a_run(a=fan_node(3))
+    for state in run["nodes"]["a"]["items"].values():
+        state["queued_at"] = "2026-01-01T00:00:00.000Z"
+    await store.create_run(run)
+    first = await store.commit(run["id"], [finish("a[1]", {"big": "x" * 100})])  # one guarded update
+    assert first.items == {
+        "a[1]": {"status": SUCCEEDED, "attempt": 1, "error": None, "queued_at": "2026-01-01T00:00:00.000Z"}
+    }
+    again = await store.commit(run["id"], [finish("a[1]", "late"), finish("a[2]", "two"), finish("a[9]", "?")])
+    assert again[1] == [False, True, False]  # a lost one: the stored run decides (the read path)
+    assert again.items["a[1]"]["status"] == SUCCEEDED and "output" not in again.items["a[1]"]
+    assert again.items["a[2]"]["status"] == SUCCEEDED and again.items["a[2]"]["queued_at"].startswith("2026")
+    assert "a[9]" not in again.items
+    assert (await store.commit(run["id"], [])).items == {}
+    assert "items" not in again.run["nodes"]["a"] and again.run["nodes"]["a"]["fan"]["left"] == 1

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol, TypedDict
+from typing import Any, Protocol, TypedDict, cast
 
 from broker.errors import KnflowError
 from router.node_logs import LogBatch, LogLine
-from router.runs import ItemState, RunChange, RunDoc, Transition
+from router.runs import ItemState, RunChange, RunDoc, Transition, split_key
 from router.tokens import TokenRecord
 
 
@@ -34,6 +34,41 @@ class RunUnreadable(KnflowError):
         self.run_id = run_id
 
 
+class Committed(tuple[RunDoc, list[bool], bool]):
+    """What `commit` returns: read as `(run, won, run_won)` (the light run after the writes, which
+    transitions won, whether the run change won), and `items`: the state after the writes of each item a
+    transition names (by its key `gen[2]`, without its output; an item the run lacks is absent). The light
+    run holds a fan-out node's counters, not its items, so the router reads an item's result (its duration
+    metric, its span, a duplicate's state) from `items` rather than from the store."""
+
+    items: dict[str, ItemState]
+
+    def __new__(
+        cls, run: RunDoc, won: list[bool], run_won: bool, items: dict[str, ItemState] | None = None
+    ) -> Committed:
+        self = super().__new__(cls, (run, won, run_won))
+        self.items = items or {}
+        return self
+
+    @property
+    def run(self) -> RunDoc:
+        return self[0]
+
+
+def item_results(run: RunDoc, transitions: list[Transition]) -> dict[str, ItemState]:
+    """Pure: `Committed.items` from a run document that holds the items the transitions name (`apply`'s)."""
+    out: dict[str, ItemState] = {}
+    for t in transitions:
+        node, index = split_key(t.node)
+        if index is None:
+            continue
+        state = run["nodes"].get(node)
+        item = (state.get("items") or {}).get(str(index)) if state is not None else None
+        if item is not None:
+            out[t.node] = cast(ItemState, {k: v for k, v in item.items() if k not in ("output", "output_key")})
+    return out
+
+
 class RunCount(TypedDict):
     pipeline: str
     status: str
@@ -56,12 +91,13 @@ class RunStore(Protocol):
 
     async def commit(
         self, run_id: str, transitions: list[Transition], run_change: RunChange | None = None
-    ) -> tuple[RunDoc, list[bool], bool]:
+    ) -> Committed:
         """Store a step: compare-and-set each transition; the run change wins only if every transition won.
 
         Returns the light run after the writes (router/runs.py `light`: no items, the counters instead),
-        which transitions won, whether the run change won. An item transition reads and writes that item
-        alone, and its node's counters. Raises RunNotFound.
+        which transitions won, whether the run change won, and the states of the items the transitions name
+        (`Committed`). An item transition reads and writes that item alone, and its node's counters. Raises
+        RunNotFound.
         """
 
     async def list_runs(

@@ -55,7 +55,7 @@ from router.runs import (
     with_items,
 )
 from router.retention import ttl_time
-from router.store.base import RunCount, RunExists, RunNotFound
+from router.store.base import Committed, RunCount, RunExists, RunNotFound, item_results
 from router.tokens import TokenExists, TokenRecord
 
 DEFAULT_DATABASE = "knflow"
@@ -72,6 +72,7 @@ _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 _TOPOLOGY_OPTIONS = {"directconnection", "replicaset", "loadbalanced"}
 _DUPLICATE_KEY = 11000
 NO_ITEMS = {"items": 0}  # the light run document: without its items (router/runs.py `light`)
+RUN_FIELDS = sorted((RunDoc.__required_keys__ | RunDoc.__optional_keys__) - {"id"})  # its fields, as stored
 
 
 class MongoStore:
@@ -156,18 +157,22 @@ class MongoStore:
 
     async def commit(
         self, run_id: str, transitions: list[Transition], run_change: RunChange | None = None
-    ) -> tuple[RunDoc, list[bool], bool]:
+    ) -> Committed:
         if not transitions and run_change is None:
-            return await self._read(run_id), [], False
+            return Committed(await self._read(run_id), [], False)
         one = _guarded_update(run_id, transitions, run_change)
         if one is not None:
             where, update, outputs = one
             await self._put_outputs(outputs)
             doc = await self.runs.find_one_and_update(
-                {"_id": run_id, **where}, update, projection=NO_ITEMS, return_document=ReturnDocument.AFTER
+                {"_id": run_id, **where},
+                update,
+                projection=_with_touched(transitions),
+                return_document=ReturnDocument.AFTER,
             )
             if doc is not None:
-                return _run(doc), [True] * len(transitions), run_change is not None
+                items = _touched_items(doc, transitions)
+                return Committed(_run(doc), [True] * len(transitions), run_change is not None, items)
         while True:  # decide on the stored run, write what won if nobody wrote in between
             stored = await self.runs.find_one({"_id": run_id})
             if stored is None:
@@ -175,7 +180,7 @@ class MongoStore:
             run = _with_bare_items(stored)
             new, won, run_won = apply(run, transitions, run_change)
             if not any(won) and not run_won:
-                return light(run)[0], won, False
+                return Committed(light(run)[0], won, False, item_results(run, transitions))
             update, outputs = _changed(run_id, new, transitions, won, run_change if run_won else None)
             await self._put_outputs(outputs)
             doc = await self.runs.find_one_and_update(
@@ -185,7 +190,7 @@ class MongoStore:
                 return_document=ReturnDocument.AFTER,
             )
             if doc is not None:
-                return _run(doc), won, run_won
+                return Committed(_run(doc), won, run_won, item_results(new, transitions))
 
     async def _read(self, run_id: str) -> RunDoc:
         doc = await self.runs.find_one({"_id": run_id}, NO_ITEMS)
@@ -515,6 +520,32 @@ def _items(run_id: str, node: str, bare: dict[str, Any], outputs: dict[str, Any]
         key = bare[k].get("output_key")
         state["output"] = None if key is None else outputs.get(_output_id(run_id, node, k, key))
         out.append(cast(ItemState, state))
+    return out
+
+
+def _with_touched(transitions: list[Transition]) -> dict[str, int]:
+    """The projection of a commit's update: the light run, and the items its transitions name (which an
+    inclusion projection needs: it cannot leave out `items` and keep some of them)."""
+    paths = [
+        f"items.{node}.{index}" for node, index in map(split_key, (t.node for t in transitions)) if index is not None
+    ]
+    if not paths:
+        return NO_ITEMS
+    return {**{field: 1 for field in RUN_FIELDS}, **{path: 1 for path in paths}}
+
+
+def _touched_items(doc: dict[str, Any], transitions: list[Transition]) -> dict[str, ItemState]:
+    """`Committed.items` from a document projected by `_with_touched` (popping its items): nested as MongoDB
+    gives them, or under the dotted path as some wire servers do."""
+    nested = doc.pop("items", None) or {}
+    out: dict[str, ItemState] = {}
+    for t in transitions:
+        node, index = split_key(t.node)
+        if index is None:
+            continue
+        bare = doc.pop(f"items.{node}.{index}", None) or (nested.get(node) or {}).get(str(index))
+        if bare is not None:
+            out[t.node] = cast(ItemState, {k: v for k, v in bare.items() if k != "output_key"})
     return out
 
 

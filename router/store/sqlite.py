@@ -32,7 +32,7 @@ import orjson
 from router.node_logs import LogBatch, LogLine, base_node, node_filter, truncation_key
 from router.runs import ItemState, RunChange, RunDoc, Transition, apply, split_key, with_items
 from router.runs import light as _light
-from router.store.base import RunCount, RunExists, RunNotFound
+from router.store.base import Committed, RunCount, RunExists, RunNotFound, item_results
 from router.tokens import TokenExists, TokenRecord
 
 SCHEMA = """
@@ -120,10 +120,10 @@ class SqliteStore:
                 )
             if replaced:
                 self._db.executemany("DELETE FROM run_items WHERE run_id = ? AND node = ?", sorted(replaced))
-            if dirty_items:
+            if dirty_items:  # rows made one at a time: a list of 10,000 (orjson's buffers) is 40 MB at once
                 self._db.executemany(
                     "INSERT OR REPLACE INTO run_items (run_id, node, idx, state) VALUES (?, ?, ?, ?)",
-                    [(*key, orjson.dumps(items[key])) for key in sorted(dirty_items)],
+                    ((*key, orjson.dumps(items[key])) for key in sorted(dirty_items)),
                 )
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -181,7 +181,7 @@ class SqliteStore:
         self._commit()
         rows = self._db.execute(
             "SELECT state FROM run_items WHERE run_id = ? AND node = ? ORDER BY idx", (run_id, node)
-        ).fetchall()
+        )  # read row by row: all 10,000 rows' bytes at once would double the peak of a big join
         return [orjson.loads(r[0]) for r in rows]
 
     def _keep(self, run_id: str, node: str, states: dict[str, ItemState]) -> None:
@@ -208,7 +208,7 @@ class SqliteStore:
 
     async def commit(
         self, run_id: str, transitions: list[Transition], run_change: RunChange | None = None
-    ) -> tuple[RunDoc, list[bool], bool]:
+    ) -> Committed:
         self._begin()
         run = self._docs.get(run_id)
         if run is None:
@@ -230,7 +230,7 @@ class SqliteStore:
                 self._keep(run_id, node, states)
         self._docs[run_id] = doc
         await self._committed()  # also when it lost: what it read is then durable too
-        return doc, won, run_won
+        return Committed(doc, won, run_won, item_results(new, transitions))
 
     def _with_touched_items(self, run: RunDoc, transitions: list[Transition]) -> RunDoc:
         """`run` with the items its item transitions name (those that exist), for `apply` to decide on."""
