@@ -52,7 +52,7 @@ def _wheel(loop: asyncio.AbstractEventLoop) -> _Wheel:
     return wheel
 
 
-class within:  # noqa: N801  # used as `asyncio.timeout` is: a lowercase context manager
+class within:  # used as `asyncio.timeout` is: a lowercase context manager
     """`async with within(timeout_s):` raises TimeoutError once the body has run `timeout_s` (up to
     `BUCKET_S` more)."""
 
