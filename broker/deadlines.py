@@ -41,6 +41,7 @@ class _Wheel:
             member.expire()
 
 
+_NEVER: set[within] = set()  # the bucket of an await without a deadline: never fires, stays empty
 _last: _Wheel | None = None  # the wheel of the loop that asked last: a process mostly runs one loop
 
 
@@ -68,8 +69,11 @@ class within:  # used as `asyncio.timeout` is: a lowercase context manager
             raise RuntimeError("within() must be used inside a task")
         self._task = task
         self._cancelling = task.cancelling()
-        loop = asyncio.get_running_loop()
-        self._bucket = _wheel(loop).join(self, loop.time() + self.timeout_s)
+        if self.timeout_s < math.inf:
+            loop = asyncio.get_running_loop()
+            self._bucket = _wheel(loop).join(self, loop.time() + self.timeout_s)
+        else:  # no deadline at all: nothing to join
+            self._bucket = _NEVER
         return self
 
     async def __aexit__(

@@ -102,3 +102,9 @@ async def test_a_callable_target_past_its_timeout_fails_the_attempt_with_504():
 
     outcome = await CallableTarget(slow, timeout_s=0.03).deliver(invoke(0))
     assert outcome.status == 504 and b"gave no answer within timeout_s=0.03" in outcome.error_body
+
+
+async def test_an_infinite_timeout_never_fires():
+    async with deadlines.within(float("inf")) as d:
+        await asyncio.sleep(0.01)
+    assert not d.expired
