@@ -108,6 +108,15 @@ class InMemoryBroker:
 
     def _route(self, event: CloudEvent, now: bool = False) -> list[asyncio.Task]:
         """Deliver `event` to its subscribers: at once when `now` or under `max_in_flight`, else queued."""
+        tasks = []
+        for sub in self._targets(event):
+            task = self._start_or_queue(sub, event, now)
+            if task is not None:
+                tasks.append(task)
+        return tasks
+
+    def _targets(self, event: CloudEvent) -> list[Subscription]:
+        """The subscriptions `event` matches; none: it is kept in `unrouted`."""
         event_type = event.get_type()
         candidates = self._by_type.get(event_type)
         if candidates is None:
@@ -119,13 +128,13 @@ class InMemoryBroker:
             self.unrouted.append(event)
             self.unrouted_total += 1
             log.debug("event has no subscriber", event_id=event.get_id(), type=event.get_type())
-        tasks = []
-        for sub in targets:
-            if not now and len(self._tasks) >= self.max_in_flight:
-                self.queued.append((sub, event))
-            else:
-                tasks.append(self._start(sub, event))
-        return tasks
+        return targets
+
+    def _start_or_queue(self, sub: Subscription, event: CloudEvent, now: bool = False) -> asyncio.Task | None:
+        if not now and len(self._tasks) >= self.max_in_flight:
+            self.queued.append((sub, event))
+            return None
+        return self._start(sub, event)
 
     def _start(self, sub: Subscription, event: CloudEvent) -> asyncio.Task:
         task = asyncio.create_task(self._deliver(sub, event))
@@ -140,7 +149,7 @@ class InMemoryBroker:
             self._start(*self.queued.popleft())
 
     async def _deliver(self, sub: Subscription, event: CloudEvent) -> None:
-        retry = sub.policy_for(event)
+        retry: Retry | None = None  # read on the first failure: most deliveries never need it
         attempt = 0
         while True:
             attempt += 1
@@ -159,6 +168,8 @@ class InMemoryBroker:
                     else DeliveryFailed(f"{type(exc).__name__}: {exc}", retryable=True)
                 )
                 outcome, logs = split_logs(DeliveryOutcome.from_exception(failure))  # the try's node log lines
+                if retry is None:
+                    retry = sub.policy_for(event)
                 if failure.retryable and attempt <= retry.retries:
                     if logs is not None:  # delivered before the retry, as the NATS dispatcher publishes them
                         await asyncio.gather(*self._route(logs_event(delivered, logs, f"python:{sub.name}"), now=True))
@@ -177,8 +188,18 @@ class InMemoryBroker:
                 await self._dead_letter(sub, with_delivery(event, attempt), failure, outcome, logs)
                 return
             if reply is not None:
-                await self.publish(reply)
+                await self._reply(reply)
             return
+
+    async def _reply(self, reply: CloudEvent) -> None:
+        """A reply goes on as a published event, its first subscriber delivered in this task: a result
+        (the router's) is most of what a subscriber answers, and a task of its own costs as much as
+        delivering it. Others start as tasks, or wait in `queued`, as any published event's do."""
+        targets = self._targets(reply)
+        if targets:
+            for sub in targets[1:]:
+                self._start_or_queue(sub, reply)
+            await self._deliver(targets[0], reply)
 
     async def _dead_letter(
         self,

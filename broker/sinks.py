@@ -14,14 +14,13 @@ A sink is either
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeAlias
 
 import aiohttp
 from cloudevents.core.v1.event import CloudEvent
 
-from broker import tracing
+from broker import deadlines, tracing
 from broker.codec import decode, encode_binary
 from broker.delivery import DeliveryOutcome
 from broker.errors import KnflowError
@@ -48,7 +47,7 @@ class CallableTarget:
 
     async def deliver(self, event: CloudEvent) -> DeliveryOutcome:
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with deadlines.within(self.timeout_s):  # one loop timer per deadline bucket, not per event
                 answer = await self._fn(event)
         except TimeoutError:
             return DeliveryOutcome.failed(

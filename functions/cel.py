@@ -15,8 +15,6 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
-import cel
-
 EVALUATION_ERRORS = (ValueError, TypeError, RuntimeError, LookupError, ArithmeticError)
 # The CEL interpreter holds the GIL while it runs: a slow expression would block the event loop, and a thread
 # cannot stop it. So expressions are bounded before they run, as Kubernetes bounds its CEL rules: comprehensions
@@ -60,6 +58,8 @@ class CelTooComplex(CelSyntaxError):
 def compile_program(expr: str) -> Any:
     """A compiled program (cached by text); CelSyntaxError says where the parser stopped, CelTooComplex
     that comprehensions nest too deep."""
+    import cel  # the interpreter loads with the first expression: importing the router's engine does not pay it
+
     try:
         program = cel.compile(expr)
     except ValueError as exc:
@@ -159,6 +159,8 @@ def to_json(value: Any) -> Any:
         return f"{value.total_seconds():g}s"
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
+    import cel  # loaded already: a value to convert comes from an evaluation
+
     if isinstance(value, cel.OptionalValue):
         return to_json(value.value()) if value.has_value() else None
     return value

@@ -8,7 +8,6 @@ service (Knative). Outcomes follow DESIGN.md: `node.succeeded`, `node.failed` fo
 
 from __future__ import annotations
 
-import asyncio
 import time
 import traceback
 from typing import TYPE_CHECKING, Any
@@ -20,7 +19,7 @@ from pydantic_core import PydanticSerializationError
 
 from broker import events
 from broker import extensions as ext
-from broker import limits, metrics, tracing
+from broker import deadlines, limits, metrics, tracing
 from broker.errors import DeliveryFailed
 from broker.events import ErrorDoc, error_doc
 from functions import blobs, node_logs
@@ -87,7 +86,9 @@ async def call(spec: FunctionSpec, doc: Any, ctx: Context, timeout_s: float | No
         result = await _call(spec, doc, ctx, timeout_s or spec.traits.timeout_s)
     except Retryable as exc:
         raise exc.finish(_timing(started_at, started)) from None
-    result.update(_timing(started_at, started))
+    result["started_at"] = started_at
+    result["finished_at"] = events.now_iso()
+    result["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
     return result
 
 
@@ -99,51 +100,56 @@ def _timing(started_at: str, started: float) -> dict[str, Any]:
     }
 
 
+def _where(spec: FunctionSpec, ctx: Context) -> str:
+    return f"node '{ctx.node_id}' (function '{spec.name}')"
+
+
 async def _call(spec: FunctionSpec, doc: Any, ctx: Context, timeout_s: float) -> dict[str, Any]:
-    where = f"node '{ctx.node_id}' (function '{spec.name}')"
+    models = spec.models
     try:
-        inp = spec.input_model.model_validate(doc)
+        inp = models.input.validate_python(doc)
     except ValidationError as err:
-        message, problems = describe_validation(err, f"input of {where}")
+        message, problems = describe_validation(err, f"input of {_where(spec, ctx)}")
         return {"error": error_doc("InvalidInput", message, problems)}
     try:
-        async with asyncio.timeout(timeout_s):
+        async with deadlines.within(timeout_s):  # one loop timer per deadline bucket, not one per invoke
             out: object = await spec.run(inp, ctx)  # user code: a dict, another model, anything
     except TimeoutError:
-        msg = f"{where} timed out after {timeout_s:g} s"
+        msg = f"{_where(spec, ctx)} timed out after {timeout_s:g} s"
         raise Retryable(msg, error=error_doc("Timeout", msg)) from None
     except FunctionError as exc:
-        error = error_doc(exc.type, f"{where}: {exc.message}", exc.detail)
+        error = error_doc(exc.type, f"{_where(spec, ctx)}: {exc.message}", exc.detail)
         if exc.retryable:
             raise Retryable(error["message"], error=error) from None
         return {"error": error}
     except Exception as exc:
-        msg = f"{where} raised {type(exc).__name__}: {exc}"
+        msg = f"{_where(spec, ctx)} raised {type(exc).__name__}: {exc}"
         raise Retryable(msg, error=error_doc(type(exc).__name__, msg, {"traceback": traceback.format_exc()})) from None
-    if isinstance(out, BaseModel) and not isinstance(out, spec.output_model):
-        out = out.model_dump(mode="json")
-    if isinstance(out, dict):
-        out = _validate_output(spec, out)
+    if type(out) is not spec.output_model:  # the common case, the output model itself, skips all of this
+        if isinstance(out, BaseModel) and not isinstance(out, spec.output_model):
+            out = out.model_dump(mode="json")
         if isinstance(out, dict):
-            return out
-    if not isinstance(out, spec.output_model):
-        msg = f"{where} returned {type(out).__name__}; expected {spec.output_model.__name__}"
-        return {"error": error_doc("InvalidOutput", msg)}
+            out = _validate_output(spec, out)
+            if isinstance(out, dict):
+                return out
+        if not isinstance(out, spec.output_model):
+            msg = f"{_where(spec, ctx)} returned {type(out).__name__}; expected {spec.output_model.__name__}"
+            return {"error": error_doc("InvalidOutput", msg)}
     try:
-        output = out.model_dump(mode="json")
+        output = models.dump(out)
     except PydanticSerializationError as exc:
-        return {"error": error_doc("InvalidOutput", f"{where} returned an output that is not JSON: {exc}")}
+        return {"error": error_doc("InvalidOutput", f"{_where(spec, ctx)} returned an output that is not JSON: {exc}")}
     if (problem := limits.bad_value(output)) is not None:  # what no store or broker carries unchanged
         field = limits.field_path(problem[0])
         what = f"an output whose field {field!r}" if field else "an output that"
-        msg = f"{where} returned {what} knflow cannot carry: {problem[1]}"
+        msg = f"{_where(spec, ctx)} returned {what} knflow cannot carry: {problem[1]}"
         return {"error": error_doc("InvalidOutput", msg, [{"field": field, "message": problem[1]}])}
     return {"output": output}
 
 
 def _validate_output(spec: FunctionSpec, out: dict) -> BaseModel | dict:
     try:
-        return spec.output_model.model_validate(out)
+        return spec.models.output.validate_python(out)
     except ValidationError as err:
         message, problems = describe_validation(err, f"output of function '{spec.name}'")
         return {"error": error_doc("InvalidOutput", message, problems)}
@@ -205,11 +211,13 @@ async def _answer(spec: FunctionSpec, invoke: CloudEvent, store: blobs.BlobStore
     except ValueError:
         return _invalid(invoke, f"extension '{ext.TIMEOUT}' must be a positive number of seconds")
     store = store or blobs.default_store()
-    try:
-        inputs = await store.resolve(data.get("inputs"), run_id=addr.run_id)
-        config = await store.resolve(data.get("config"), run_id=addr.run_id)
-    except blobs.BlobError as exc:
-        return {"error": _blob_error(exc, spec, ctx, "its input")}
+    inputs, config = data.get("inputs"), data.get("config")
+    if blobs.has_refs(inputs) or blobs.has_refs(config):  # the common case, none, awaits nothing here
+        try:
+            inputs = await store.resolve(inputs, run_id=addr.run_id)
+            config = await store.resolve(config, run_id=addr.run_id)
+        except blobs.BlobError as exc:
+            return {"error": _blob_error(exc, spec, ctx, "its input")}
     result = await call(spec, function_input(spec, inputs, config), ctx, timeout_s)
     if "output" in result:
         try:

@@ -10,6 +10,7 @@ Python pipeline builder through `RECORDER`, so this module needs nothing from `r
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import typing
@@ -94,12 +95,8 @@ class Context:
     _storage: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.log is None:
-            from functions.node_logs import CURRENT  # the invoke's lines (functions/node_logs.py), if any
-
-            self.log = _BoundLogger(
-                CURRENT.get(), {}, run=self.run_id, pipeline=self.pipeline, node=self.node_id, attempt=self.attempt
-            )
+        if self.log is None:  # taken now: a thread the function starts has no context of the invoke's own
+            self.log = _BoundLogger(_current_lines(), {}, (self.run_id, self.pipeline, self.node_id, self.attempt))
 
     @property
     def storage(self) -> Storage:
@@ -111,31 +108,50 @@ class Context:
         return self._storage
 
 
+_lines_now: Callable[[], Lines | None] | None = None  # node_logs.CURRENT.get, once node_logs is imported
+
+
+def _current_lines() -> Lines | None:
+    """The lines of the invoke this runs in (functions/node_logs.py), if any; node_logs is imported on the
+    first call (an import statement per Context costs more than the rest of it)."""
+    global _lines_now
+    if _lines_now is None:
+        from functions.node_logs import CURRENT
+
+        _lines_now = CURRENT.get
+    return _lines_now()
+
+
 class _BoundLogger:
     """`ctx.log`: a structlog logger bound to the invocation, imported on first use (structlog and rich
     cost ~90 ms of a cold start that most invocations never log in). Each call is also one of the node's
-    log lines (functions/node_logs.py), with what `bind()` added and the call's key/values as its fields."""
+    log lines (functions/node_logs.py), with what `bind()` added and the call's key/values as its fields.
+    Built for every invoke and used by few: it holds the invocation's run, pipeline, node and attempt as
+    they are, and binds them only when it first logs."""
 
-    __slots__ = ("_bindings", "_fields", "_lines", "_logger")
+    __slots__ = ("_fields", "_invocation", "_lines", "_logger")
 
-    def __init__(self, lines: Lines | None, fields: dict[str, Any], **bindings: Any) -> None:
+    def __init__(self, lines: Lines | None, fields: dict[str, Any], invocation: tuple[str, str, str, int]) -> None:
         self._lines = lines
         self._fields = fields  # bound by the function with bind(), as opposed to the invocation's own
-        self._bindings = bindings
+        self._invocation = invocation
         self._logger: Any = None
 
     def _structlog(self) -> Any:
         if self._logger is None:
             import structlog
 
-            self._logger = structlog.get_logger("knflow.function").bind(**self._bindings, **self._fields)
+            run, pipeline, node, attempt = self._invocation
+            self._logger = structlog.get_logger("knflow.function").bind(
+                run=run, pipeline=pipeline, node=node, attempt=attempt, **self._fields
+            )
         return self._logger
 
     def __getattr__(self, name: str) -> Any:  # structlog's other methods (new, unbind, ...): not node log lines
         return getattr(self._structlog(), name)
 
     def bind(self, **fields: Any) -> _BoundLogger:
-        return _BoundLogger(self._lines, {**self._fields, **fields}, **self._bindings)
+        return _BoundLogger(self._lines, {**self._fields, **fields}, self._invocation)
 
     def _emit(self, level: str, event: Any, args: tuple[Any, ...], fields: dict[str, Any]) -> Any:
         method = getattr(self._structlog(), level)
@@ -209,11 +225,38 @@ class FunctionSpec(Generic[_P, _R]):
             return recorder(self, args, kwargs)
         return self.fn(*args, **kwargs)
 
-    async def run(self, inp: BaseModel, ctx: Context) -> BaseModel:
+    def run(self, inp: BaseModel, ctx: Context) -> Awaitable[BaseModel]:
+        """The user's coroutine for one invoke (awaited by the caller: no coroutine of our own around it)."""
         fn: Callable[..., Awaitable[BaseModel]] = self.fn
         if self.takes_context:
-            return await fn(inp, ctx)
-        return await fn(inp)
+            return fn(inp, ctx)
+        return fn(inp)
+
+    @functools.cached_property
+    def models(self) -> Models:
+        """The input and output models' validators and serializer, built once per function."""
+        return Models(self.input_model, self.output_model)
+
+
+class Models:
+    """A function's models through cached `TypeAdapter`s: validation and dumping without the per-call
+    Python layers of `model_validate` and `model_dump` (an invoke of a small function pays them twice)."""
+
+    __slots__ = ("_output_type", "_serialize", "input", "output")
+
+    def __init__(self, input_model: type[BaseModel], output_model: type[BaseModel]) -> None:
+        from pydantic import TypeAdapter  # pydantic.type_adapter: loaded by the first invoke, not by `import knflow`
+
+        self.input: TypeAdapter[BaseModel] = TypeAdapter(input_model)
+        self.output: TypeAdapter[BaseModel] = TypeAdapter(output_model)
+        self._output_type = output_model
+        self._serialize = self.output.serializer.to_python
+
+    def dump(self, out: BaseModel) -> Any:
+        """`out.model_dump(mode="json")`; a subclass of the output model dumps its own fields, as model_dump does."""
+        if type(out) is self._output_type:
+            return self._serialize(out, mode="json")
+        return out.model_dump(mode="json")
 
 
 def _model_type(annotation: Any) -> type[BaseModel] | None:

@@ -16,12 +16,16 @@ With tracing on (broker/tracing.py), an invoke is handled under a span whose par
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 from collections.abc import AsyncIterator
 
 import structlog
 from cloudevents.core.v1.event import CloudEvent
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from broker import codec, events, limits, metrics
 from broker import extensions as ext
@@ -29,13 +33,15 @@ from broker import tracing
 from broker.codec import MAX_BODY_BYTES
 from broker.errors import InvalidEvent, KnflowError
 from broker.http_errors import BROKER_STATUSES, Statuses, error_body, http_status
-from broker.http_publisher import HttpPublisher
 from functions import node_logs
 from functions.blobs import BlobError, BlobStore
 from functions.errors import UnknownFunction
 from functions.handler import Retryable, handle_invoke
 from functions.registry import close_builtin_clients
 from functions.sdk import FunctionSpec
+
+if TYPE_CHECKING:
+    from broker.http_publisher import HttpPublisher
 
 log = structlog.get_logger("knflow.function")
 
@@ -54,45 +60,53 @@ def error_response(exc: KnflowError) -> JSONResponse:
     return JSONResponse(error_body(exc), status_code=http_status(exc, FUNCTION_STATUSES))
 
 
+async def _knflow_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, KnflowError)  # registered for KnflowError only
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """An unknown path or method: `{"detail": ...}`, as FastAPI answers it."""
+    assert isinstance(exc, HTTPException)  # registered for HTTPException only
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
 def create_app(
     spec: FunctionSpec,
     max_body_bytes: int = MAX_BODY_BYTES,
     store: BlobStore | None = None,
     logs_sink: str | None = None,
     metrics_token: str | None = None,
-) -> FastAPI:
+) -> Starlette:
     """The service; `store` is where large payloads go (default: KNFLOW_BLOB_URL, as the router reads it);
     `logs_sink` where a failed try's node log lines go (None: in the 503 body).
     `GET /metrics` takes `metrics_token` (KNFLOW_METRICS_TOKEN) as a bearer token; without one it is open,
-    as `POST /` is (on Knative a function is cluster-local)."""
-    sink = HttpPublisher(logs_sink, timeout_s=5.0, max_connections=4) if logs_sink else None
+    as `POST /` is (on Knative a function is cluster-local).
+
+    A Starlette app, not a FastAPI one: three routes need no request models or OpenAPI, and FastAPI's import
+    was a third of a cold start (scale from zero pays it on every new pod). An unknown path or method
+    answers as FastAPI did, `{"detail": ...}` with 404 or 405."""
+    sink: HttpPublisher | None = None
+    if logs_sink:
+        from broker.http_publisher import HttpPublisher  # aiohttp: only a service with a K_SINK loads it
+
+        sink = HttpPublisher(logs_sink, timeout_s=5.0, max_connections=4)
+    source = f"/knflow/functions/{spec.name}"
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         with node_logs.capture_streams():
             yield
         await close_builtin_clients()
         if sink is not None:
             await sink.close()
 
-    app = FastAPI(
-        title=f"knflow function {spec.name}", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
-    )
-    source = f"/knflow/functions/{spec.name}"
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "function": spec.name})
 
-    @app.exception_handler(KnflowError)
-    async def knflow_error(request: Request, exc: KnflowError) -> JSONResponse:
-        return error_response(exc)
-
-    @app.get("/healthz")
-    async def healthz() -> dict:
-        return {"status": "ok", "function": spec.name}
-
-    @app.get("/metrics")
     async def metrics_text(request: Request) -> Response:
         return metrics_response(request.headers.get("authorization"), metrics_token)
 
-    @app.post("/")
     async def invoke(request: Request) -> Response:
         body = await limits.read_body(request.stream(), max_body_bytes, request.headers.get("content-length"))
         event = _invoke_for(spec, codec.decode(request.headers, body, max_body_bytes))
@@ -116,7 +130,14 @@ def create_app(
         headers, body = codec.encode_binary(reply)
         return Response(body, status_code=200, headers=headers)
 
-    return app
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics_text, methods=["GET"]),
+        Route("/", invoke, methods=["POST"]),
+    ]
+    return Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={KnflowError: _knflow_error, HTTPException: _http_error}
+    )
 
 
 def _invoke_for(spec: FunctionSpec, event: CloudEvent) -> CloudEvent:

@@ -11,7 +11,6 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-import argparse
 import re
 from typing import Any
 
@@ -83,5 +82,7 @@ def check_name(value: str | None, what: str) -> str | None:
 def env_arg(value: str) -> str:
     """argparse's `type` of `--env NAME`."""
     if not NAME.match(value):
+        import argparse  # the CLI's, imported there: `import knflow` does not pay it
+
         raise argparse.ArgumentTypeError(f"environment {value!r} must be {NAME_RULE}, such as 'prod'")
     return value

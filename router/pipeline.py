@@ -10,8 +10,6 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
-import yaml
-
 from broker.errors import KnflowError
 from functions.deployment import Deployment
 from functions.sdk import Retry
@@ -332,4 +330,6 @@ class Pipeline:
         return out
 
     def to_yaml(self) -> str:
+        import yaml  # ~10 ms that `import knflow` (a function's container) does not pay
+
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=100)

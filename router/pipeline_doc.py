@@ -7,7 +7,6 @@ What needs the whole graph or the function registry is router/validation.py.
 
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Any, Final
 
@@ -116,6 +115,8 @@ def did_you_mean(key: Any, known: set[str], kind: str, value: Any = None, node: 
         return ""
     hints = HINTS.get(kind, {})
     by_lower = {k.lower(): f"'{k}'" for k in known} | {k.lower(): hint for k, hint in hints.items()}
+    import difflib  # for a mistake's hint only: `import knflow` does not pay it
+
     close = difflib.get_close_matches(key.lower(), by_lower, n=1, cutoff=0.7)
     hint = hints.get(key) or (by_lower[close[0]] if close else None)
     if hint is None:
@@ -440,6 +441,8 @@ def _auth(raw: Any, ttype: str, c: _Collector, path: Path_, field: str) -> Webho
 def _scheme_hint(scheme: Any) -> str:
     if not isinstance(scheme, str):
         return ""
+    import difflib
+
     low = scheme.lower().replace("_", "-").replace(" ", "-")
     close = SCHEME_ALIASES.get(low) or next(iter(difflib.get_close_matches(low, WEBHOOK_SCHEMES, 1, 0.6)), None)
     return f" (did you mean {close!r}?)" if close else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -123,3 +124,47 @@ async def test_a_run_the_store_cannot_read_back_is_an_error_not_a_crash(tmp_path
             await stack.wait(run_id)
         with pytest.raises(RunUnreadable, match=f"run '{run_id}' of pipeline 'hello' exists but cannot be read back"):
             await stack.start(p, {"text": "a b"}, run_id=run_id)  # the trigger delivered again
+
+
+class Doc(BaseModel):
+    doc: Any  # what pydantic hands over as it is: a function can mutate it in place
+
+
+@function(name="emb-make")
+async def make(inp: Doc) -> Doc:
+    return Doc(doc={"items": [1, 2]})
+
+
+@function(name="emb-mutate")
+async def mutate(inp: Doc) -> Doc:
+    inp.doc["items"].append(99)  # the input, changed in place
+    return Doc(doc=inp.doc)
+
+
+@function(name="emb-read")
+async def read(inp: Doc) -> Doc:
+    return Doc(doc=inp.doc)
+
+
+async def test_a_function_that_mutates_its_input_changes_nobody_else_s(tmp_path):
+    """Invokes are handed over as objects in process (no JSON between router and function): what a node
+    reads is still its own copy, so a mutation neither reaches the upstream node's stored output nor a
+    sibling that reads the same value."""
+    p = load_string(
+        f"""
+metadata: {{name: emb-isolation}}
+functions: [{__name__}]
+nodes:
+  - {{id: make, type: emb-make, inputs: {{doc: 1}}}}
+  - {{id: mutate, type: emb-mutate, inputs: {{doc: "{{{{ make.output.doc }}}}"}}}}
+  - {{id: read, type: emb-read, inputs: {{doc: "{{{{ make.output.doc }}}}"}}}}
+edges: [{{from: make, to: mutate}}, {{from: mutate, to: read}}]
+""",
+        "t.yaml",
+    )
+    async with EmbeddedStack(SqliteStore(tmp_path / "k.db")) as stack:
+        run = await stack.execute(p)
+    assert run["status"] == "succeeded"
+    assert run["nodes"]["mutate"]["output"] == {"doc": {"items": [1, 2, 99]}}
+    assert run["nodes"]["make"]["output"] == {"doc": {"items": [1, 2]}}
+    assert run["nodes"]["read"]["output"] == {"doc": {"items": [1, 2]}}

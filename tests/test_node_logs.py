@@ -10,9 +10,11 @@ import json
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from broker import events
 from broker.delivery import DeliveryOutcome, dead_letter_event, split_logs
@@ -21,6 +23,7 @@ from functions import node_logs
 from functions.handler import Retryable, handle_invoke
 from functions.node_logs import MAX_BYTES, MAX_LINE_CHARS, MAX_LINES, Lines
 from functions.registry import REGISTRY, load_module
+from knflow import Context, function
 from knflow.local import EmbeddedStack
 from router.loader import load_string
 from router.node_logs import InvalidLogs, batch_of
@@ -129,6 +132,33 @@ async def test_the_reply_carries_ctx_log_lines_and_in_process_no_prints(capsys):
     assert logs["lines"][1]["fields"] == {"key": "k1", "password": "****", "url": "https://u:****@example.com/x"}
     assert "k1: printed in parts then ended" in capsys.readouterr().out
     assert set(reply.get_data()) == {"output", "logs", "started_at", "finished_at", "duration_ms"}
+
+
+class Quiet(BaseModel):
+    log: bool
+
+
+@function(name="nl-maybe")
+async def maybe(inp: Quiet, ctx: Context) -> Quiet:
+    """Logs only when asked; when it does, from a plain thread too (no copy of the invoke's context there)."""
+    if inp.log:
+        ctx.log.bind(step="main").info("from the task")
+        thread = threading.Thread(target=ctx.log.info, args=("from a thread",))
+        thread.start()
+        thread.join()
+    return inp
+
+
+async def test_a_function_that_logs_gets_its_lines_and_one_that_does_not_gets_none():
+    spec = REGISTRY.get("nl-maybe")
+    quiet = await handle_invoke(spec, invoke("r9", "q", "nl-maybe", {"log": False}), "/t")
+    assert "logs" not in quiet.get_data()  # ctx.log built, never bound, no lines
+    loud = await handle_invoke(spec, invoke("r9", "l", "nl-maybe", {"log": True}), "/t")
+    lines = loud.get_data()["logs"]["lines"]
+    assert [(line["message"], line.get("fields")) for line in lines] == [
+        ("from the task", {"step": "main"}),
+        ("from a thread", None),
+    ]
 
 
 async def test_a_retryable_failure_carries_its_lines_and_times_in_its_body():
