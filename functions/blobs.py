@@ -232,6 +232,10 @@ class BlobStore:
         data = encode(value)
         if len(data) <= (self.threshold_bytes if threshold_bytes is None else threshold_bytes):
             return value
+        return await self.offload_encoded(data, key, name)
+
+    async def offload_encoded(self, data: bytes, key: str | Callable[[], str], name: str) -> dict[str, Any]:
+        """A reference to `data` (a value's JSON, as `encode` gives it) written under `key`, whatever its size."""
         key = key() if callable(key) else key
         ref = make_ref("", data)
         ref[REF_KEY] = await self.write(f"{key}/{name}-{ref['sha256'][:16]}.json", data)

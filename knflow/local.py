@@ -45,7 +45,10 @@ class EmbeddedStack:
         self.registry = registry
         self.broker = InMemoryBroker()
         self.pipelines = pipelines or StaticPipelines()
-        self.router = build_router(settings, store, self.broker, self.pipelines, observer=observer)
+        # every invoke goes to `in_process` below: one over the blob threshold is handed over as it is
+        self.router = build_router(
+            settings, store, self.broker, self.pipelines, observer=observer, invokes_in_process=True
+        )
         self._waiting: dict[str, asyncio.Future] = {}
         self.broker.subscribe(
             {"type": events.INVOKE},

@@ -81,28 +81,42 @@ async def resolved_view(p: Pipeline, run: RunDoc, store: BlobStore, statuses: Co
 
 async def offload_invokes(store: BlobStore, invokes: list[Invoke]) -> list[Invoke]:
     """The invokes, each with its `inputs` (then its `config`) in the blob store when its data is over the threshold.
-    The common case, nothing over it, costs one encode per invoke and no task."""
-    big = [
-        k
-        for k, i in enumerate(invokes)
-        if len(encode({"inputs": i.inputs, "config": i.config})) > store.threshold_bytes
-    ]
+    The common case, nothing over it, costs one encode of each part per invoke and no task; a big invoke's parts
+    are not encoded again (a 20 MB foreach list encoded four times was most of a big run's peak memory)."""
+    encoded = [_encoded_parts(i) for i in invokes]
+    big = [k for k, parts in enumerate(encoded) if _size(parts) > store.threshold_bytes]
     if not big:
         return invokes
     out = list(invokes)
-    for k, done in zip(big, await asyncio.gather(*(offload_invoke(store, invokes[k]) for k in big)), strict=True):
-        out[k] = done
+    done = await asyncio.gather(*(_offload(store, invokes[k], encoded[k]) for k in big))
+    for k, invoke in zip(big, done, strict=True):
+        out[k] = invoke
     return out
 
 
 async def offload_invoke(store: BlobStore, invoke: Invoke) -> Invoke:
-    parts = {"inputs": invoke.inputs, "config": invoke.config}
-    if len(encode(parts)) <= store.threshold_bytes:
-        return invoke
+    """`invoke` with its largest parts in the blob store until its data fits within the threshold."""
+    parts = _encoded_parts(invoke)
+    return invoke if _size(parts) <= store.threshold_bytes else await _offload(store, invoke, parts)
+
+
+def _encoded_parts(invoke: Invoke) -> dict[str, bytes]:
+    return {"inputs": encode(invoke.inputs), "config": encode(invoke.config)}
+
+
+def _size(parts: dict[str, bytes]) -> int:
+    """The size of `{"inputs": ..., "config": ...}` as `encode` writes it, from its parts' encodings."""
+    return (
+        sum(len(name) + 3 + len(data) for name, data in parts.items()) + len(parts) + 1
+    )  # quotes, colon; commas, braces
+
+
+async def _offload(store: BlobStore, invoke: Invoke, parts: dict[str, bytes]) -> Invoke:
     key = attempt_key(invoke.run_id, invoke.node, invoke.attempt)
-    sizes = {name: len(encode(value)) for name, value in parts.items()}
-    for name in sorted(parts, key=sizes.__getitem__, reverse=True):
-        parts[name] = await store.offload(parts[name], key, name, threshold_bytes=0)
-        if len(encode(parts)) <= store.threshold_bytes:
+    values: dict[str, Any] = {"inputs": invoke.inputs, "config": invoke.config}
+    for name in sorted(parts, key=lambda n: len(parts[n]), reverse=True):
+        values[name] = ref = await store.offload_encoded(parts[name], key, name)
+        parts[name] = encode(ref)
+        if _size(parts) <= store.threshold_bytes:
             break
-    return dataclasses.replace(invoke, **parts)
+    return dataclasses.replace(invoke, **values)

@@ -113,6 +113,7 @@ def build_router(
     observer: Observer | None = None,
     event_log: EventLog | None = None,
     blobs: BlobStore | None = None,
+    invokes_in_process: bool = False,
 ) -> Router:
     """The one place a router is built (`knflow serve router`, `knflow dev`, the embedded and NATS stacks):
     the store, publisher and pipelines a stack has, and what the settings say (None: the defaults)."""
@@ -123,6 +124,7 @@ def build_router(
         observer=observer,
         event_log=event_log,
         blobs=blobs,
+        invokes_in_process=invokes_in_process,
         max_hops=MAX_HOPS if settings is None else settings.max_hops,
         retention_s=DEFAULT_RETENTION_S if settings is None else settings.retention_s,
         result_key=None if settings is None or settings.result_key is None else settings.result_key.get_secret_value(),
@@ -182,6 +184,10 @@ class Router:
 
     `run_events` says which `dev.knflow.run.*` events go to the publisher (router/run_events.py: `auto`, those
     a pipeline's trigger may consume; `all`). Code in the same process learns of run ends from `watch_ends`.
+
+    `invokes_in_process`: every invoke goes to a function in this process (the embedded stack), so an invoke
+    over the blob threshold is handed over as it is, not written to the blob store first (that write is for
+    what crosses a process: a message's size limit; for a 10,000-item list it was a third of a run's memory).
     """
 
     def __init__(
@@ -193,6 +199,7 @@ class Router:
         observer: Observer | None = None,
         event_log: EventLog | None = None,
         blobs: BlobStore | None = None,
+        invokes_in_process: bool = False,
         max_hops: int = MAX_HOPS,
         result_key: str | None = None,
         retention_s: float | None = None,
@@ -204,6 +211,7 @@ class Router:
         self.observer = observer
         self.event_log = event_log
         self.blobs = blobs
+        self.invokes_in_process = invokes_in_process
         self.max_hops = max_hops
         self.retention_s = DEFAULT_RETENTION_S if retention_s is None else retention_s  # a pipeline's own wins
         self._pruned_at = 0.0  # when this router last deleted expired runs (time.monotonic)
@@ -486,7 +494,7 @@ class Router:
         invokes = [step.invokes[t.node] for t in winners if t.node in step.invokes]
         if invokes:
             key = self._result_key or await self.result_key()
-            out += [_invoke_event(i, key, run) for i in await blobs.offload_invokes(self._blobs(), invokes)]
+            out += [_invoke_event(i, key, run) for i in await self._offload(invokes)]
         if run_won:
             kind = events.RUN_SUCCEEDED if run["status"] == SUCCEEDED else events.RUN_FAILED
             if await self.run_events.wanted(kind, run["pipeline"]):
@@ -621,7 +629,7 @@ class Router:
                 run = await self._get(run["id"])
             view = await run_items.loaded_view(pipeline, run, self.store, statuses=(SCHEDULED,))
             view = await blobs.resolved_view(pipeline, view, self._blobs(), statuses=(SCHEDULED,))
-            stale = await blobs.offload_invokes(self._blobs(), replay.stale_invokes(pipeline, view, now_iso(), cutoff))
+            stale = await self._offload(replay.stale_invokes(pipeline, view, now_iso(), cutoff))
             if stale:
                 key = await self.result_key()
                 await self.publisher.publish_many([_invoke_event(i, key, run) for i in stale])
@@ -663,6 +671,10 @@ class Router:
     def blob_store(self) -> BlobStore:
         """The blob store of large payloads (KNFLOW_BLOB_URL when none was given)."""
         return self._blobs()
+
+    async def _offload(self, invokes: list[engine.Invoke]) -> list[engine.Invoke]:
+        """The invokes as they are published: over the threshold in the blob store, unless they stay in process."""
+        return invokes if self.invokes_in_process else await blobs.offload_invokes(self._blobs(), invokes)
 
     def _blobs(self) -> BlobStore:
         if self.blobs is None:

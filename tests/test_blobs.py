@@ -268,8 +268,8 @@ async def test_5_mb_pass_from_one_function_to_the_next_on_the_embedded_default(s
     assert is_ref(nodes["a"]["output"]) and nodes["a"]["output"]["size_bytes"] > MB5
     assert nodes["whole"]["output"] == want and nodes["field"]["output"] == want
     assert nodes["gated"]["status"] == "succeeded"  # the condition read inside the blob
-    assert max(sizes) < blobs.DEFAULT_THRESHOLD_BYTES
+    # outputs go to the blob store (they are stored with the run); `field`'s 5 MB invoke stays in process, handed
+    # to its function as it is (the NATS and HTTP tests in test_blobs_e2e.py show it offloaded where it crosses)
+    assert max(sizes) > MB5, sizes
     names = [f.name for f in files(Path(store.url.removeprefix("file://")))]
-    assert any(n.startswith("output-") for n in names) and any(
-        n.startswith("inputs-") for n in names
-    )  # `field`'s invoke
+    assert any(n.startswith("output-") for n in names) and not any(n.startswith("inputs-") for n in names), names
