@@ -33,7 +33,7 @@ from tests.test_fabric_e2e import http
 from tests.tokens import ROUTER_ENV, bearer, create_token
 
 ROOT = Path(__file__).resolve().parent.parent
-MAX_RESPONSE_S = 3.0  # a hang, not a speed: two cores shared with the rest of the suite
+MAX_RESPONSE_S = 10.0  # a hang, not a speed: two cores shared with the rest of the suite (3 s was seen once)
 MAX_EXAMPLES = 200  # per operation: about 3,000 cases in all, ~60 s on two cores
 NODES = "nodes: [{id: say, type: log, inputs: {message: '{{ trigger.data.m }}'}}]\n"
 PIPELINES = {

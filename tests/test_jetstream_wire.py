@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import time
+from pathlib import Path
 import uuid
 from collections.abc import AsyncIterator
 
@@ -168,6 +169,14 @@ async def test_a_closed_connection_fails_every_event(nats_server):
 # ---- a connection that drops -----------------------------------------------------------------------
 
 
+async def stopped(pid: int) -> None:
+    """Once process `pid` is stopped (state T in /proc/PID/stat), or fail after 10 s."""
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+        assert time.monotonic() < deadline, f"process {pid} did not stop on SIGSTOP"
+        await asyncio.sleep(0.01)
+
+
 async def test_acks_in_flight_when_the_connection_drops_time_out_then_publishing_again_works(tmp_path):
     binary = nats_server_binaries().get("current") or next(iter(nats_server_binaries().values()), None)
     assert binary, "no nats-server binary: `make test` installs them"
@@ -190,6 +199,7 @@ async def test_acks_in_flight_when_the_connection_drops_time_out_then_publishing
         assert (await publisher.publish(event(1))).seq == 1
         assert server._proc is not None
         os.kill(server._proc.pid, signal.SIGSTOP)  # the frames go out; no ack comes back
+        await stopped(server._proc.pid)  # a signal takes effect asynchronously: on a busy machine, a while later
         with pytest.raises(PublishError, match="did not acknowledge it within ack_timeout_s=1") as err:
             await publisher.publish_many([event(2), event(3)])
         assert err.value.fields["failed_ids"] == ["e2", "e3"] and publisher._pending == {}
