@@ -338,6 +338,7 @@ async def test_a_sqlite_database_from_before_pipeline_sources_is_migrated(tmp_pa
 
 # --- tokens -----------------------------------------------------------------------------------------------
 
+
 async def test_a_sqlite_store_sees_what_another_connection_wrote_since_its_own_last_commit(tmp_path):
     """A SQLite store keeps the bytes of the runs it last committed (router/store/sqlite.py `_kept`); a write
     of another connection in between (another process, or another store of this one) drops them: the
@@ -364,7 +365,6 @@ async def test_a_sqlite_store_sees_what_another_connection_wrote_since_its_own_l
     finally:
         await mine.close()
         await other.close()
-
 
 
 async def test_tokens_are_stored_by_hash_listed_by_name_and_revoked(store):
