@@ -4,6 +4,8 @@ Each invoke carries a per-invoke secret, `knflowtoken`: HMAC-SHA256 of the invok
 under the router's result key, base64url without padding. The function handler copies it onto its result
 (`broker.events.result_event`), a dead letter is the invoke itself, so it carries it too; the router checks
 it in constant time before it reads the store, and drops (logs and counts) a result without the right one.
+The token a router minted is kept until its result comes back (the most recent MINTED_KEPT), so checking a
+result costs no HMAC where the router that published the invoke takes its result.
 
 The key is `KNFLOW_RESULT_KEY`, shared by every router replica; without it, the routers of one store agree on
 a random key kept in the store (`RunStore.get_or_create_secret`). The secret is never stored in run
@@ -16,6 +18,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections import OrderedDict
 
 from cloudevents.core.v1.event import CloudEvent
 
@@ -26,6 +29,7 @@ from broker.events import Address, invoke_id
 SECRET_NAME = "result_key"  # the store's name for the key it keeps when KNFLOW_RESULT_KEY is not set
 MIN_KEY_CHARS = 32
 MISSING, WRONG = "missing", "wrong"  # why a result was refused
+MINTED_KEPT = 16384  # tokens of invokes in flight kept for their results (about 100 bytes each)
 
 
 class ResultKeyInvalid(KnflowError):
@@ -57,12 +61,21 @@ class ResultKey:
                 "(e.g. `openssl rand -hex 32`), the same on every router replica"
             )
         self._mac = hmac.new(key.encode(), digestmod=hashlib.sha256)  # keyed once; each token copies it
+        self._minted: OrderedDict[str, str] = OrderedDict()  # invoke id -> token, until its result is checked
 
     def __repr__(self) -> str:
         return "ResultKey(***)"
 
     def token(self, invoke_id: str) -> str:
-        """The `knflowtoken` of the invoke `invoke_id`."""
+        """The `knflowtoken` of the invoke `invoke_id`, kept for the check of its result."""
+        token = self._sign(invoke_id)
+        minted = self._minted
+        minted[invoke_id] = token
+        if len(minted) > MINTED_KEPT:
+            minted.popitem(last=False)
+        return token
+
+    def _sign(self, invoke_id: str) -> str:
         mac = self._mac.copy()
         mac.update(invoke_id.encode())
         return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
@@ -72,7 +85,8 @@ class ResultKey:
         given = event.get_extension(ext.TOKEN)
         if not given:
             return MISSING
-        expected = self.token(invoke_id(addr.run_id, addr.node, addr.attempt))
+        invoke = invoke_id(addr.run_id, addr.node, addr.attempt)
+        expected = self._minted.pop(invoke, None) or self._sign(invoke)
         return None if hmac.compare_digest(expected.encode(), str(given).encode()) else WRONG
 
 

@@ -89,6 +89,8 @@ def _takes_items(p: Pipeline, run: RunDoc) -> bool:
 async def loaded_view(p: Pipeline, run: RunDoc, store: ItemReader, statuses: Collection[str] = (PENDING,)) -> RunDoc:
     """`run` (or the stored run, when the step takes items), or a copy of it with the items (and outputs) that
     the next step reads (see the module docstring)."""
+    if not any("fan" in state for state in run["nodes"].values()):  # no fan-out node started: nothing to load
+        return run
     if PENDING in statuses and _takes_items(p, run):
         run = await store.get_run(run["id"], light=True) or run
     outputs, failing = needed(p, run, statuses)

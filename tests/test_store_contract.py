@@ -339,6 +339,34 @@ async def test_a_sqlite_database_from_before_pipeline_sources_is_migrated(tmp_pa
 # --- tokens -----------------------------------------------------------------------------------------------
 
 
+async def test_a_sqlite_store_sees_what_another_connection_wrote_since_its_own_last_commit(tmp_path):
+    """A SQLite store keeps the bytes of the runs it last committed (router/store/sqlite.py `_kept`); a write
+    of another connection in between (another process, or another store of this one) drops them: the
+    compare-and-set decides on the file's state, and a commit never writes back what the other one changed."""
+    from router.store.sqlite import SqliteStore
+
+    mine, other = SqliteStore(tmp_path / "k.db"), SqliteStore(tmp_path / "k.db")
+    try:
+        run = a_run()
+        await mine.create_run(run)
+        assert (await mine.commit(run["id"], [schedule("a")]))[1] == [True]  # kept by `mine`
+        assert (await other.commit(run["id"], [schedule("b")]))[1] == [True]
+        _, won, _ = await mine.commit(run["id"], [finish("b")])  # wins only on the state `other` left
+        assert won == [True]
+        assert (await other.commit(run["id"], [finish("a")]))[1] == [True]
+        stored = await mine.get_run(run["id"])
+        assert [stored["nodes"][n]["status"] for n in "abc"] == [SUCCEEDED, SUCCEEDED, PENDING]
+        assert stored["version"] == 4
+
+        pruned = await mine.prune_runs(None, None, "9999-01-01T00:00:00.000Z")  # deleted: gone from what it kept
+        assert [r["id"] for r in pruned] == [run["id"]]
+        with pytest.raises(RunNotFound):
+            await mine.commit(run["id"], [schedule("c")])
+    finally:
+        await mine.close()
+        await other.close()
+
+
 async def test_tokens_are_stored_by_hash_listed_by_name_and_revoked(store):
     from router.tokens import TokenExists, new_record, token_hash
 

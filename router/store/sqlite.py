@@ -16,6 +16,13 @@ memory until the commit, which writes each changed run once: the results of one 
 handles a fetched batch of 200 results writes them in one transaction (bench/PROFILE.md). A failed
 COMMIT fails every writer of its tick. Reads commit the open transaction first, so they see every
 write that returned and every write that will return.
+
+Between transactions the store keeps the stored bytes of the run documents it last read or wrote (`_kept`,
+the most recent KEPT_RUNS), so the next result of a run parses its document without a SELECT. Bytes, not
+the documents: each commit still starts from a document of its own, which no in-process function that was
+handed part of an earlier one can have changed. They are what the file holds as long as no other connection
+wrote to it, which `PRAGMA data_version` tells at each BEGIN (it changes with every commit of another
+connection, this process' other stores included): when it moved, or a COMMIT failed, they are dropped.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import asyncio
 import sqlite3
 import threading
 import weakref
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, cast
 
@@ -64,6 +72,8 @@ CREATE TABLE IF NOT EXISTS node_log_batches (
 """
 
 _OPEN: weakref.WeakSet[SqliteStore] = weakref.WeakSet()  # stores whose tick transaction is open
+KEPT_RUNS = 4096  # run documents kept (as bytes) between transactions, see the module docstring
+KEPT_MAX_BYTES = 64 * 1024  # a larger document is read again each time
 
 
 class SqliteStore:
@@ -83,6 +93,8 @@ class SqliteStore:
         self._items: dict[tuple[str, str, int], ItemState] = {}  # items as this transaction has them
         self._dirty_items: set[tuple[str, str, int]] = set()  # of those, the ones to write at the commit
         self._replaced: set[tuple[str, str]] = set()  # (run, node) whose items were set anew: old rows go
+        self._kept: OrderedDict[str, bytes] = OrderedDict()  # stored runs' bytes as this connection last saw them
+        self._data_version = -1  # PRAGMA data_version when `_kept` was last known to match the file
         self._thread = threading.get_ident()
 
     @classmethod
@@ -99,6 +111,10 @@ class SqliteStore:
             if other is not self and other.path == self.path and other._thread == self._thread:
                 other._commit()
         self._db.execute("BEGIN IMMEDIATE")
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:  # another connection wrote since: what was kept may be stale
+            self._kept.clear()
+            self._data_version = version
         self._open = True
         _OPEN.add(self)
         asyncio.get_running_loop().call_soon(self._commit)
@@ -114,10 +130,10 @@ class SqliteStore:
         self._items, self._dirty_items, self._replaced = {}, set(), set()
         try:
             if dirty:
-                self._db.executemany(
-                    "UPDATE runs SET status = ?, doc = ? WHERE id = ?",
-                    [(docs[run_id]["status"], orjson.dumps(docs[run_id]), run_id) for run_id in dirty],
-                )
+                rows = [(docs[run_id]["status"], orjson.dumps(docs[run_id]), run_id) for run_id in dirty]
+                self._db.executemany("UPDATE runs SET status = ?, doc = ? WHERE id = ?", rows)
+                for _, raw, run_id in rows:
+                    self._keep_run(run_id, raw)
             if replaced:
                 self._db.executemany("DELETE FROM run_items WHERE run_id = ? AND node = ?", sorted(replaced))
             if dirty_items:  # rows made one at a time: a list of 10,000 (orjson's buffers) is 40 MB at once
@@ -127,6 +143,7 @@ class SqliteStore:
                 )
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
+            self._kept.clear()
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             for fut in waiters:
@@ -136,6 +153,17 @@ class SqliteStore:
         for fut in waiters:
             if not fut.done():
                 fut.set_result(None)
+
+    def _keep_run(self, run_id: str, raw: bytes) -> None:
+        """Keep a run's stored bytes (read or written in this transaction), the most recent KEPT_RUNS."""
+        kept = self._kept
+        if len(raw) > KEPT_MAX_BYTES:
+            kept.pop(run_id, None)
+            return
+        kept[run_id] = raw
+        kept.move_to_end(run_id)  # the least recently used go first
+        if len(kept) > KEPT_RUNS:
+            kept.popitem(last=False)
 
     async def _committed(self) -> None:
         """Return once the open transaction, which holds this caller's write, is committed."""
@@ -147,13 +175,15 @@ class SqliteStore:
     async def create_run(self, run: RunDoc) -> None:
         self._begin()
         doc, items = _light(run)
+        raw = orjson.dumps(doc)
         try:
             self._db.execute(
                 "INSERT INTO runs (id, pipeline, status, created_at, doc) VALUES (?, ?, ?, ?, ?)",
-                (run["id"], run["pipeline"], run["status"], run["created_at"], orjson.dumps(doc)),
+                (run["id"], run["pipeline"], run["status"], run["created_at"], raw),
             )
         except sqlite3.IntegrityError:
             raise RunExists(f"run '{run['id']}' already exists", run_id=run["id"]) from None
+        self._keep_run(run["id"], raw)
         if run.get("expires_at"):
             self._db.execute(
                 "INSERT INTO run_expiry (run_id, expires_at) VALUES (?, ?)", (run["id"], run["expires_at"])
@@ -212,10 +242,14 @@ class SqliteStore:
         self._begin()
         run = self._docs.get(run_id)
         if run is None:
-            row = self._db.execute("SELECT doc FROM runs WHERE id = ?", (run_id,)).fetchone()
-            if row is None:
-                raise RunNotFound(f"run '{run_id}' not found", run_id=run_id)
-            run = orjson.loads(row[0])
+            raw = self._kept.get(run_id)
+            if raw is None:
+                row = self._db.execute("SELECT doc FROM runs WHERE id = ?", (run_id,)).fetchone()
+                if row is None:
+                    raise RunNotFound(f"run '{run_id}' not found", run_id=run_id)
+                raw = row[0]
+                self._keep_run(run_id, raw)
+            run = orjson.loads(raw)
         work = self._with_touched_items(run, transitions)
         new, won, run_won = apply(work, transitions, run_change)  # a new document; `run` stays as it is
         doc, items = _light(new)
@@ -321,6 +355,10 @@ class SqliteStore:
             return runs
         ids = [(run_id,) for run_id, _ in rows]
         self._begin()
+        for run_id, _ in rows:  # gone: a later commit on one finds nothing kept, and raises RunNotFound
+            self._kept.pop(run_id, None)
+            self._docs.pop(run_id, None)  # its UPDATE would change no row
+            self._dirty.discard(run_id)
         self._db.executemany("DELETE FROM runs WHERE id = ?", ids)
         for table in ("run_items", "run_expiry", "node_logs", "node_log_batches"):
             self._db.executemany(f"DELETE FROM {table} WHERE run_id = ?", ids)
