@@ -215,3 +215,17 @@ def test_a_dispatcher_serves_metrics_on_its_own_port(tmp_path, nats_server):
         assert status == 200 and "# TYPE knflow_node_attempts_total counter" in text
     finally:
         dispatcher.stop()
+
+
+def test_results_routes_keep_their_template_and_error_answers(routers):
+    """POST /events and /dead-letter are served ahead of FastAPI's routing (ingress.FAST_ROUTES): still counted
+    by their template, and a bad CloudEvent is still the JSON 400 of the app's exception handlers."""
+    _, ingress = routers
+    for path in ("/events", "/dead-letter"):
+        status, body = http(
+            "POST", f"{ingress.url}{path}", b"not json", {"content-type": "application/json"}, token=None
+        )
+        assert status == 400 and isinstance(body, dict) and "error" in body, body
+    _, text = scrape(f"{ingress.url}/metrics", SCRAPE_TOKEN)
+    assert 'knflow_http_requests_total{code="400",route="/events"} 1.0' in text
+    assert 'knflow_http_requests_total{code="400",route="/dead-letter"} 1.0' in text

@@ -15,7 +15,7 @@ from broker.errors import KnflowError
 from router.catalog import StorePipelines
 from router.router import Router
 from router.service.hooks import routes as hook_routes
-from router.service.ingress import broker_routes
+from router.service.ingress import FAST_ROUTES, broker_routes
 from router.service.ingress import routes as ingress_routes
 from router.service.logs import routes as log_routes
 from router.service.metrics import RequestMetrics
@@ -98,4 +98,5 @@ def create_app(
             app.include_router(routes)
         app.include_router(token_routes)
         mount_ui(app)
+    app.router.routes[:0] = FAST_ROUTES  # matched first: POST /events and /dead-letter skip FastAPI's routing
     return app

@@ -45,7 +45,8 @@ class Service:
         return body
 
 
-def service(request: Request) -> Service:
+async def service(request: Request) -> Service:
+    """async: FastAPI runs a plain `def` dependency in its thread pool, a hop per request (bench/PROFILE.md)."""
     return request.app.state.service
 
 
