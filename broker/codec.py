@@ -254,7 +254,7 @@ def _decode_structured(content_type: str | None, body: bytes, max_depth: int = M
     attributes = {k: v for k, v in document.items() if v is not None}
     where = "structured mode: JSON member '{}'".format
     for name, value in attributes.items():
-        if not isinstance(value, (str, int)):  # bool is an int
+        if type(value) is not str and not isinstance(value, (str, int)):  # bool is an int
             raise InvalidEvent(
                 f"CloudEvent attribute '{name}' ({where(name)}) is a JSON {_json_kind(value)}; "
                 "attributes are strings, integers or booleans."
