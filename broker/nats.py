@@ -228,6 +228,8 @@ class JetStreamPublisher:
     message's slot in its chunk, and the chunk's one future wakes the sender once all are in.
     """
 
+    compact = True  # knflow's own invokes and results in structured mode (the module's docstring); False: binary
+
     def __init__(self, nc: NATS, layout: StreamLayout = DEFAULT_LAYOUT, *, ack_timeout_s: float = 5.0) -> None:
         wire.check_hooks()
         self._nc = nc
@@ -243,8 +245,6 @@ class JetStreamPublisher:
 
     async def ensure_stream(self) -> StreamInfo:
         return await ensure_stream(self._nc, self.layout)
-
-    compact = True  # knflow's own invokes and results in structured mode (the module's docstring); False: binary
 
     def message(self, event: CloudEvent) -> tuple[str, dict[str, str], bytes]:
         """Subject, headers and payload of `event` as it is stored."""
