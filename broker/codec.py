@@ -37,21 +37,32 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from dateutil.parser import isoparse
 
-from broker.limits import check_json_depth, check_values, may_hold_bad_values
+from broker.limits import MAX_JSON_DEPTH, check_json_depth, check_values, may_hold_bad_values
 from broker.errors import InvalidEvent, NotACloudEvent, PayloadTooLarge
 
-__all__ = ["MAX_BODY_BYTES", "STRUCTURED_CONTENT_TYPE", "decode", "encode_binary", "encode_structured"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "STRUCTURED_CONTENT_TYPE",
+    "decode",
+    "decode_stored",
+    "encode_binary",
+    "encode_compact",
+    "encode_structured",
+]
 
 MAX_BODY_BYTES: Final = 1024 * 1024  # the default body limit of both services: NATS's default max_payload
 
 STRUCTURED_CONTENT_TYPE: Final = "application/cloudevents+json; charset=utf-8"
 _STRUCTURED_MEDIA: Final = "application/cloudevents+json"
 _BATCH_MEDIA: Final = "application/cloudevents-batch+json"
+_UTF8: Final = {"charset": "utf-8"}
 _SPECVERSION: Final = "1.0"
 _REQUIRED: Final = ("id", "source", "type", "specversion")
 _CONTEXT_ATTRIBUTES: Final = frozenset({*_REQUIRED, "datacontenttype", "dataschema", "subject", "time"})
 _EXTENSION_NAME: Final = re.compile(r"[a-z][a-z0-9]*")
 _EXTENSION_NAME_MAX_CHARS: Final = 20
+_good_extension_names: set[str] = set()  # names already checked: knflow's own events bring the same dozen
+_GOOD_EXTENSION_NAMES_MAX: Final = 1024  # external events bring names of their own: the cache stays bounded
 _JSON_MEDIA: Final = re.compile(r"(application|text)/([a-z0-9.\-]+\+)?json")
 # What the CloudEvents HTTP binding (and the SDK's `quote`) leaves as it is in a header value: printable
 # ASCII except space, '"' and '%'. A value made only of these is sent unchanged, without calling `quote`.
@@ -83,6 +94,7 @@ _ENCODER: Final = json.JSONEncoder(
 
 
 _FORMAT: Final = _Format()
+_COMPACT_ENCODER: Final = json.JSONEncoder(default=_json_default, separators=(",", ":"), ensure_ascii=False)
 
 
 # ---- encoding -------------------------------------------------------------------------------------
@@ -122,6 +134,48 @@ def encode_structured(event: CloudEvent) -> tuple[dict[str, str], bytes]:
     return {"content-type": STRUCTURED_CONTENT_TYPE}, message.body
 
 
+# orjson hands these to `_json_default`, which encodes a datetime as the standard encoder does and refuses
+# the others (date, time, dataclasses) as it does, where orjson would encode them itself
+_COMPACT_OPTIONS: Final = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def encode_compact(event: CloudEvent) -> tuple[dict[str, str], bytes] | None:
+    """Structured mode written by orjson in one call: how knflow keeps its own invokes and results on its
+    stream (bench/PROFILE.md), one header instead of fourteen, read back by `decode` like any structured
+    event. Attribute values are written as the text binary mode sends (booleans in lower case, time with a
+    Z), so that the event read back is the one binary mode gives, attribute for attribute.
+
+    None when this form could not keep the event exactly, and binary mode is used instead: data that is not
+    a JSON object with datacontenttype application/json, or a value orjson refuses (an integer past 64
+    bits, a lone surrogate, a key that is not a string). orjson writes NaN and Infinity as `null`, where
+    the standard encoder keeps them for `decode` to refuse, as in binary mode: a body with `null` in it
+    that does not read back as the event is written again by the standard encoder."""
+    attributes = event.get_attributes()
+    data = event.get_data()
+    if attributes.get("datacontenttype") != "application/json" or not isinstance(data, dict):
+        return None
+    document = dict(attributes)
+    for name, value in attributes.items():
+        if type(value) is str:
+            continue
+        if value is None:
+            del document[name]
+        elif isinstance(value, bool):
+            document[name] = "true" if value else "false"
+        elif isinstance(value, datetime):
+            document[name] = _json_default(value)
+        else:
+            document[name] = str(value)
+    document["data"] = data
+    try:
+        body = orjson.dumps(document, default=_json_default, option=_COMPACT_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return None
+    if b"null" in body and orjson.loads(body) != document:  # a NaN (or a datetime, a tuple) in the data
+        body = _COMPACT_ENCODER.encode(document).encode()  # no lone surrogates (orjson refused them): UTF-8
+    return {"content-type": STRUCTURED_CONTENT_TYPE}, body
+
+
 # ---- decoding -------------------------------------------------------------------------------------
 
 
@@ -149,6 +203,17 @@ def decode(headers: Mapping[str, str], body: bytes, max_bytes: int | None = None
     return _decode_structured(content_type, body)
 
 
+def decode_stored(headers: Mapping[str, str], body: bytes) -> CloudEvent:
+    """A CloudEvent as a NATS message of the stream holds it: binary mode (external events, and knflow's
+    own as older versions stored them) or structured mode (`encode_compact`). The one difference from
+    `decode`: structured-mode data may nest as deep as binary-mode data (`MAX_JSON_DEPTH`), one level
+    below the body, so that an event's form on the stream never decides whether it is read."""
+    content_type = headers.get("content-type")
+    if content_type == STRUCTURED_CONTENT_TYPE and not any(name[:3].lower() == "ce-" for name in headers):
+        return _decode_structured(content_type, body, MAX_JSON_DEPTH + 1)
+    return decode(headers, body)
+
+
 def _decode_binary(attributes: dict[str, Any], content_type: str | None, body: bytes) -> CloudEvent:
     where = "binary mode: header ce-{}".format
     if "datacontenttype" in attributes:
@@ -164,8 +229,11 @@ def _decode_binary(attributes: dict[str, Any], content_type: str | None, body: b
     return _build(attributes, data)
 
 
-def _decode_structured(content_type: str | None, body: bytes) -> CloudEvent:
-    media, params = _parse_media_type(content_type)
+def _decode_structured(content_type: str | None, body: bytes, max_depth: int = MAX_JSON_DEPTH) -> CloudEvent:
+    if content_type == STRUCTURED_CONTENT_TYPE:  # what knflow writes
+        media, params = _STRUCTURED_MEDIA, _UTF8
+    else:
+        media, params = _parse_media_type(content_type)
     if media == _BATCH_MEDIA:
         raise InvalidEvent(
             f"Content-Type {content_type!r} is batched mode, which knflow does not accept (nor does Knative): "
@@ -178,16 +246,7 @@ def _decode_structured(content_type: str | None, body: bytes) -> CloudEvent:
             f"'{_STRUCTURED_MEDIA}'). Send the event in binary or structured mode.",
             content_type=content_type,
         )
-    what = f"Structured CloudEvent (Content-Type {content_type!r})"
-    text = _decode_text(body, params.get("charset", "utf-8"), what)
-    check_json_depth(body, "Structured CloudEvent body")
-    try:
-        document = check_values(json.loads(text), text, "Structured CloudEvent body")
-    except json.JSONDecodeError as err:
-        raise InvalidEvent(
-            f"Structured CloudEvent body is not valid JSON: {err.msg} at line {err.lineno} column {err.colno} "
-            f"(char {err.pos})."
-        ) from None
+    document = _read_document(body, params.get("charset", "utf-8"), content_type, max_depth)
     if not isinstance(document, dict):
         raise InvalidEvent(f"Structured CloudEvent body must be a JSON object, got a JSON {_json_kind(document)}.")
     has_data, data = "data" in document, document.pop("data", None)
@@ -195,7 +254,7 @@ def _decode_structured(content_type: str | None, body: bytes) -> CloudEvent:
     attributes = {k: v for k, v in document.items() if v is not None}
     where = "structured mode: JSON member '{}'".format
     for name, value in attributes.items():
-        if not isinstance(value, (str, int)):  # bool is an int
+        if type(value) is not str and not isinstance(value, (str, int)):  # bool is an int
             raise InvalidEvent(
                 f"CloudEvent attribute '{name}' ({where(name)}) is a JSON {_json_kind(value)}; "
                 "attributes are strings, integers or booleans."
@@ -216,6 +275,26 @@ def _decode_structured(content_type: str | None, body: bytes) -> CloudEvent:
                 f"Structured CloudEvent member 'data_base64' is not valid base64 ({err}): {_preview(data_base64)!r}."
             ) from None
     return _build(attributes, data)
+
+
+def _read_document(body: bytes, charset: str, content_type: str | None, max_depth: int) -> Any:
+    """The JSON of a structured-mode body: orjson where it reads what `json` would (as `_read_data`)."""
+    check_json_depth(body, "Structured CloudEvent body", max_depth)
+    if charset.lower() == "utf-8" and not may_hold_bad_values(body):
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            document = None  # bad UTF-8, bad JSON: the standard path names the problem
+        if document is not None:
+            return document
+    text = _decode_text(body, charset, f"Structured CloudEvent (Content-Type {content_type!r})")
+    try:
+        return check_values(json.loads(text), text, "Structured CloudEvent body")
+    except json.JSONDecodeError as err:
+        raise InvalidEvent(
+            f"Structured CloudEvent body is not valid JSON: {err.msg} at line {err.lineno} column {err.colno} "
+            f"(char {err.pos})."
+        ) from None
 
 
 def _check_attributes(attributes: dict[str, Any], where: Any) -> None:
@@ -242,6 +321,8 @@ def _check_attributes(attributes: dict[str, Any], where: Any) -> None:
                     attribute=name,
                 )
             continue
+        if name in _good_extension_names:
+            continue
         if name == "data" or not _EXTENSION_NAME.fullmatch(name) or len(name) > _EXTENSION_NAME_MAX_CHARS:
             reason = (
                 "'data' is reserved"
@@ -251,6 +332,8 @@ def _check_attributes(attributes: dict[str, Any], where: Any) -> None:
             raise InvalidEvent(
                 f"CloudEvent extension name {name!r} ({where(name)}) is not valid: {reason}.", attribute=name
             )
+        if len(_good_extension_names) < _GOOD_EXTENSION_NAMES_MAX:
+            _good_extension_names.add(name)
     if "time" in attributes:
         attributes["time"] = _parse_time(attributes["time"], where("time"))
 

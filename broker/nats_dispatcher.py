@@ -8,7 +8,8 @@ which costs a task, a `wait_for` and a uuid per message. Its messages come raw f
 (`broker.jetstream_wire`): headers parsed when read, acks sent as pre-built frames.
 
 Per message, in this order (DESIGN.md, Delivery guarantees):
-1. decode the CloudEvent; a message that is not one is logged and terminated (a retry cannot fix it);
+1. decode the CloudEvent (binary or structured mode, `codec.decode_stored`); a message that is not one
+   is logged and terminated (a retry cannot fix it);
 2. deliver it (`broker.sinks`: an async callable or an HTTP URL with `Prefer: reply`);
 3. success: publish the reply event, if any, and await JetStream's ack of it; then ack the input.
    A reply that cannot be stored fails the attempt (502), so the whole delivery is retried;
@@ -43,7 +44,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 
 from broker import jetstream_wire as wire
 from broker import metrics, tracing
-from broker.codec import decode
+from broker.codec import decode_stored
 from broker.delivery import DeliveryOutcome, dead_letter_event, split_logs
 from broker.errors import InvalidEvent, KnflowError
 from broker.events import logs_event, with_delivery
@@ -302,7 +303,7 @@ class Dispatcher:
     async def _handle(self, msg: wire.AnyJsMsg) -> None:
         attempt = _num_delivered(msg)
         try:
-            event = decode(msg.headers or {}, msg.data)
+            event = decode_stored(msg.headers or {}, msg.data)
         except KnflowError as err:
             self._log.error(
                 "message is not a CloudEvent; terminated",

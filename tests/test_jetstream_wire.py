@@ -253,6 +253,7 @@ async def test_events_published_while_reconnecting_go_out_once_reconnected(tmp_p
 
 async def test_a_delivered_message_acks_once_and_reads_its_headers_lazily(nc, layout):
     publisher = JetStreamPublisher(nc, layout)
+    publisher.compact = False  # binary mode, as external events and older versions' invokes are stored
     got: list[wire.JsMsg] = []
     dispatcher = Dispatcher.for_function(nc, "f", lambda ev: asyncio.sleep(0), layout=layout)
     await dispatcher.ensure_consumer()

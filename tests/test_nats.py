@@ -11,13 +11,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import nats
+import orjson
 import pytest
 from aiohttp import web
 from cloudevents.core.v1.event import CloudEvent
 from multidict import CIMultiDict
 from structlog.testing import capture_logs
 
-from broker.codec import decode, encode_binary, encode_structured
+from broker.codec import STRUCTURED_CONTENT_TYPE, decode, decode_stored, encode_binary, encode_structured
 from broker.delivery import DeliveryOutcome
 from broker.errors import DeliveryFailed, InvalidEvent, KnflowError
 from broker.nats import JetStreamPublisher, PublishError, StreamLayout, escape_token
@@ -153,18 +154,54 @@ async def test_ensure_stream_is_idempotent_and_updates(nc, layout):
     assert (await JetStreamPublisher(nc, wider).ensure_stream()).config.duplicate_window == 300.0
 
 
-async def test_publisher_stores_binary_mode_and_drops_duplicates_by_id(nc, layout):
+async def test_publisher_stores_invokes_and_results_compact_and_drops_duplicates_by_id(nc, layout):
     publisher = JetStreamPublisher(nc, layout)
     ev = invoke(1, knflowrun="run 1 é")
     first = await publisher.publish(ev)
     again = await publisher.publish(ev)
     assert (first.duplicate, again.duplicate, again.seq) == (None, True, first.seq)
-    msg = await nc.jetstream().get_msg(layout.stream, first.seq)
-    assert msg.subject == f"{layout.prefix}.invoke.resize"
-    assert msg.headers["Nats-Msg-Id"] == "run1:n:1"
-    assert msg.headers["ce-knflowrun"] == "run%201%20%C3%A9"
-    stored = decode(msg.headers, msg.data)
-    assert stored.get_attributes() == ev.get_attributes() and stored.get_data() == ev.get_data()
+    result = result_for(ev)
+    await publisher.publish(result)
+    for seq, event, subject in ((first.seq, ev, "invoke.resize"), (first.seq + 1, result, "result.p")):
+        msg = await nc.jetstream().get_msg(layout.stream, seq)
+        assert msg.subject == f"{layout.prefix}.{subject}"
+        assert msg.headers is not None and msg.headers["Nats-Msg-Id"] == event.get_id()
+        assert msg.headers["content-type"] == STRUCTURED_CONTENT_TYPE  # structured mode: one JSON document
+        assert not [name for name in msg.headers if name.startswith("ce-")]
+        stored = decode_stored(msg.headers, msg.data)
+        assert stored.get_attributes() == event.get_attributes() and stored.get_data() == event.get_data()
+    assert orjson.loads((await nc.jetstream().get_msg(layout.stream, first.seq)).data)["knflowrun"] == "run 1 é"
+
+
+async def test_other_events_and_the_older_form_are_binary_mode(nc, layout):
+    external = CloudEvent({"type": "com.example.push", "source": "/gh", "id": "x1", "knflowrun": "run 1 é"}, {"a": 1})
+    old = JetStreamPublisher(nc, layout)
+    old.compact = False  # how knflow stored its invokes before the compact form
+    for publisher, ev in ((JetStreamPublisher(nc, layout), external), (old, invoke(1, knflowrun="run 1 é"))):
+        ack = await publisher.publish(ev)
+        msg = await nc.jetstream().get_msg(layout.stream, ack.seq)
+        assert msg.headers is not None and msg.headers["ce-knflowrun"] == "run%201%20%C3%A9"
+        stored = decode_stored(msg.headers, msg.data)
+        assert stored.get_attributes() == ev.get_attributes() and stored.get_data() == ev.get_data()
+
+
+async def test_a_dispatcher_reads_both_forms_alike(nc, layout):
+    """A stream upgraded in place holds binary-mode invokes beside compact ones: both arrive the same."""
+    seen: list[CloudEvent] = []
+
+    async def resize(ev: CloudEvent) -> None:
+        seen.append(ev)
+
+    old = JetStreamPublisher(nc, layout)
+    old.compact = False
+    sent = [invoke(1, knflowrun="r 1 %20 é"), invoke(2, knflowrun="r 1 %20 é")]
+    await old.publish(sent[0])
+    await JetStreamPublisher(nc, layout).publish(sent[1])
+    async with Dispatcher.for_function(nc, "resize", resize, layout=layout, timeout_s=5) as d:
+        await wait_for(lambda: d.stats.delivered == 2, "both deliveries")
+    assert sorted((ev.get_id(), ev.get_attributes(), ev.get_data()) for ev in seen) == [
+        (ev.get_id(), ev.get_attributes(), ev.get_data()) for ev in sent
+    ]
 
 
 async def test_publish_many_awaits_every_ack_and_dedupes(nc, layout):
@@ -355,12 +392,16 @@ async def service() -> AsyncIterator[FunctionService]:
     await runner.cleanup()
 
 
+@pytest.mark.parametrize("compact", [True, False], ids=["compact-on-stream", "binary-on-stream"])
 @pytest.mark.parametrize("kind", ["binary-reply", "structured-reply"])
-async def test_http_subscriber_reply_is_published(nc, layout, service, kind):
+async def test_http_subscriber_reply_is_published(nc, layout, service, kind, compact):
+    """The function service gets binary mode, whichever form the invoke had on the stream."""
     service.scripts["resize"] = [(200, kind)]
     url = f"{service.url}/resize"
+    publisher = JetStreamPublisher(nc, layout)
+    publisher.compact = compact
     async with Dispatcher.for_function(nc, "resize", url, layout=layout, retry=FAST, timeout_s=5) as d:
-        await JetStreamPublisher(nc, layout).publish(invoke(1, knflowrun="r 1"))
+        await publisher.publish(invoke(1, knflowrun="r 1"))
         await wait_for(lambda: d.stats.delivered == 1, "the HTTP delivery")
     [(_, headers, body)] = service.requests["resize"]
     assert (headers["Prefer"], headers["ce-id"], headers["ce-knflowrun"], headers["Content-Type"]) == (
