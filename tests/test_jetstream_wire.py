@@ -9,8 +9,6 @@ import os
 import signal
 import time
 from pathlib import Path
-import uuid
-from collections.abc import AsyncIterator
 
 import nats
 import nats.errors
@@ -89,22 +87,6 @@ async def test_parse_headers_reads_what_nats_py_reads(block):
 
 
 # ---- the publisher on the wire ---------------------------------------------------------------------
-
-
-@pytest.fixture
-async def nc(nats_server_each) -> AsyncIterator[nats.NATS]:
-    client = await nats.connect(nats_server_each.url)
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-async def layout(nc) -> AsyncIterator[StreamLayout]:
-    suffix = uuid.uuid4().hex[:10]
-    lay = StreamLayout(stream=f"W{suffix}", prefix=f"w{suffix}")
-    await JetStreamPublisher(nc, lay).ensure_stream()
-    yield lay
-    await nc.jetstream().delete_stream(lay.stream)
 
 
 def event(i: int, **extra: str) -> CloudEvent:

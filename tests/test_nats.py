@@ -6,7 +6,6 @@ import asyncio
 import base64
 import inspect
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -64,22 +63,6 @@ def result_for(ev: CloudEvent) -> CloudEvent:
         },
         {"output": ev.get_data()["inputs"]},
     )
-
-
-@pytest.fixture
-async def nc(nats_server_each) -> AsyncIterator[nats.NATS]:
-    client = await nats.connect(nats_server_each.url)
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-async def layout(nc) -> AsyncIterator[StreamLayout]:
-    suffix = uuid.uuid4().hex[:10]
-    lay = StreamLayout(stream=f"T{suffix}", prefix=f"t{suffix}")
-    await JetStreamPublisher(nc, lay).ensure_stream()
-    yield lay
-    await nc.jetstream().delete_stream(lay.stream)
 
 
 async def stream_messages(nc, layout: StreamLayout, subject: str) -> list[CloudEvent]:
