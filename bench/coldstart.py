@@ -96,14 +96,7 @@ def function_start() -> dict[str, float]:
 
 def import_time_ms() -> float:
     """`python -X importtime -c 'import knflow'`: the cumulative microseconds of the top-level `knflow`."""
-    out = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import knflow"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=True,
-    ).stderr
+    out = _python("-X", "importtime", "-c", "import knflow").stderr
     for line in out.splitlines():
         parts = [p.strip() for p in line.removeprefix("import time:").split("|")]
         if len(parts) == 3 and parts[2] == "knflow":
@@ -116,14 +109,7 @@ IMPORT_CPU = "import time\nt = time.process_time()\nimport knflow\nprint(time.pr
 
 def import_cpu_ms() -> float:
     """The CPU that `import knflow` costs a fresh interpreter, in ms."""
-    out = subprocess.run(
-        [sys.executable, "-c", IMPORT_CPU],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=True,
-    ).stdout
+    out = _python("-c", IMPORT_CPU).stdout
     return float(out.strip().splitlines()[-1]) * 1000
 
 
@@ -139,3 +125,15 @@ def run(repeat: int = 5) -> dict[str, float]:
         "import_knflow_cpu_ms": statistics.median(import_cpu),
         "tries": repeat,
     }
+
+
+def _python(*args: str) -> subprocess.CompletedProcess[str]:
+    """A fresh interpreter of this venv on `args`, importing this checkout."""
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    )
