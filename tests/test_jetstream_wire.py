@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 from broker import jetstream_wire as wire
 from broker.nats import JetStreamPublisher, PublishError, StreamLayout
 from broker.nats_dispatcher import Dispatcher
-from tests.nats_fixture import NatsServer, nats_server_binaries
+from tests.nats_fixture import own_server
 
 ODD_HEADERS = {
     "ce-id": "a b",
@@ -160,21 +160,8 @@ async def stopped(pid: int) -> None:
 
 
 async def test_acks_in_flight_when_the_connection_drops_time_out_then_publishing_again_works(tmp_path):
-    binary = nats_server_binaries().get("current") or next(iter(nats_server_binaries().values()), None)
-    assert binary, "no nats-server binary: `make test` installs them"
-    server = NatsServer(binary, tmp_path / "store", label="drop").start()
-    reconnected = asyncio.Event()
-
-    async def on_reconnect() -> None:
-        reconnected.set()
-
-    async def on_error(err: Exception) -> None:  # the crash's EOF is expected here
-        pass
-
-    client = await nats.connect(
-        server.url, reconnect_time_wait=0.05, max_reconnect_attempts=-1, reconnected_cb=on_reconnect, error_cb=on_error
-    )
-    try:
+    async with own_server(tmp_path / "store", "drop") as own:
+        server, client = own.server, own.client
         layout = StreamLayout(stream="DROP", prefix="drop")
         publisher = JetStreamPublisher(client, layout, ack_timeout_s=1)
         await publisher.ensure_stream()
@@ -186,48 +173,25 @@ async def test_acks_in_flight_when_the_connection_drops_time_out_then_publishing
             await publisher.publish_many([event(2), event(3)])
         assert err.value.fields["failed_ids"] == ["e2", "e3"] and publisher._pending == {}
         server.restart(crash=True)  # the connection drops; nats-py reconnects and resubscribes the inbox
-        await asyncio.wait_for(reconnected.wait(), 10)
+        await asyncio.wait_for(own.reconnected.wait(), 10)
         acks = await publisher.publish_many([event(2), event(3), event(1)])  # again: safe, ids dedupe
         assert [a.duplicate for a in acks] == [None, None, True]
         assert (await client.jetstream().stream_info("DROP")).state.messages == 3
-    finally:
-        await client.close()
-        server.stop()
 
 
 async def test_events_published_while_reconnecting_go_out_once_reconnected(tmp_path):
-    binary = nats_server_binaries().get("current") or next(iter(nats_server_binaries().values()), None)
-    assert binary, "no nats-server binary: `make test` installs them"
-    server = NatsServer(binary, tmp_path / "store", label="away").start()
-    disconnected = asyncio.Event()
-
-    async def on_disconnect() -> None:
-        disconnected.set()
-
-    async def on_error(err: Exception) -> None:
-        pass
-
-    client = await nats.connect(
-        server.url,
-        reconnect_time_wait=0.05,
-        max_reconnect_attempts=-1,
-        disconnected_cb=on_disconnect,
-        error_cb=on_error,
-    )
-    try:
+    async with own_server(tmp_path / "store", "away") as own:
+        server, client = own.server, own.client
         publisher = JetStreamPublisher(client, StreamLayout(stream="AWAY", prefix="away"), ack_timeout_s=10)
         await publisher.ensure_stream()
         await publisher.publish(event(1))
         server.kill()
-        await asyncio.wait_for(disconnected.wait(), 10)
+        await asyncio.wait_for(own.disconnected.wait(), 10)
         publishing = asyncio.ensure_future(publisher.publish_many([event(2), event(3)]))  # buffered meanwhile
         await asyncio.sleep(0.2)
         assert not publishing.done()
         server.start()
         assert [a.seq for a in await publishing] == [2, 3]
-    finally:
-        await client.close()
-        server.stop()
 
 
 # ---- deliveries ------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-import nats
 import orjson
 import pytest
 from aiohttp import web
@@ -23,7 +22,7 @@ from broker.errors import DeliveryFailed, InvalidEvent, KnflowError
 from broker.nats import JetStreamPublisher, PublishError, StreamLayout, escape_token
 from broker.nats_dispatcher import Dispatcher
 from broker.retry import Retry
-from tests.nats_fixture import NatsServer, nats_server_binaries
+from tests.nats_fixture import own_server
 
 FAST = Retry(retries=3, backoff="linear", delay_s=0.05)
 
@@ -518,25 +517,8 @@ async def test_connection_refused_is_retried_then_dead_lettered(nc, layout):
 
 
 async def test_dispatcher_and_stream_survive_a_server_crash(tmp_path):
-    binary = nats_server_binaries().get("current") or next(iter(nats_server_binaries().values()), None)
-    assert binary, "no nats-server binary: `make test` installs them"
-    server = NatsServer(binary, tmp_path / "store", label="crash").start()
-    reconnected = asyncio.Event()
-
-    async def on_reconnect() -> None:
-        reconnected.set()
-
-    async def on_error(err: Exception) -> None:  # the crash's EOF is expected here
-        pass
-
-    client = await nats.connect(
-        server.url,
-        reconnect_time_wait=0.05,
-        max_reconnect_attempts=-1,
-        reconnected_cb=on_reconnect,
-        error_cb=on_error,
-    )
-    try:
+    async with own_server(tmp_path / "store", "crash") as own:
+        server, client = own.server, own.client
         layout = StreamLayout(stream="CRASH", prefix="crash")
         publisher = JetStreamPublisher(client, layout)
         await publisher.ensure_stream()
@@ -551,10 +533,7 @@ async def test_dispatcher_and_stream_survive_a_server_crash(tmp_path):
             await publisher.publish(invoke(1))
             await wait_for(lambda: seen == ["run1:n:1"], "the delivery before the crash")
             server.restart(crash=True)  # SIGKILL, then the same store dir and port
-            await wait_for(reconnected.is_set, "the reconnect")
+            await wait_for(own.reconnected.is_set, "the reconnect")
             await publisher.publish(invoke(2))
             await wait_for(lambda: seen == ["run1:n:1", "run2:n:1"], "the delivery after the crash")
         assert (await client.jetstream().stream_info("CRASH")).state.messages == 2
-    finally:
-        await client.close()
-        server.stop()
